@@ -1,0 +1,275 @@
+//! The `HealthCheck` resource: Kuberhealthy v3's spec and status field names, plus our optional
+//! additions. Spec durations stay strings so a bad value is kept and reported, never lost.
+
+pub mod crd;
+pub mod duration;
+pub mod load;
+pub mod probe;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use probe::Probe;
+
+pub const GROUP: &str = "kuberhealthy.github.io";
+pub const VERSION: &str = "v2";
+/// How many past runs `status.history` keeps.
+pub const HISTORY_LEN: usize = 20;
+
+/// A synthetic check: what to run (a pod or a built-in probe), how often, and for how long.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "kuberhealthy.github.io",
+    version = "v2",
+    kind = "HealthCheck",
+    plural = "healthchecks",
+    shortname = "hc",
+    namespaced,
+    status = "HealthCheckStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn(name = "OK", type_ = "boolean", json_path = ".status.ok"),
+    printcolumn(name = "RunInterval", type_ = "string", json_path = ".spec.runInterval"),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule", priority = "1"),
+    printcolumn(name = "ErrorMessage", type_ = "string", json_path = ".status.errors[0]"),
+    printcolumn(name = "Timeout", type_ = "string", json_path = ".spec.timeout"),
+    printcolumn(name = "Outcome", type_ = "string", json_path = ".status.lastOutcome", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    /// Run once and never again (Kuberhealthy's "job").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_run_only: Option<bool>,
+    /// Start-to-start interval, Go duration syntax plus `d` (default 10m; 10s for probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_interval: Option<String>,
+    /// Cron schedule (5 fields, or 6 with seconds first) instead of `runInterval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// IANA time zone for `schedule` (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// How long one run may take before it fails (default 30s; 1s for probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Stop scheduling new runs; state is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    /// Consecutive successes needed to flip from failing to OK (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<i32>,
+    /// Consecutive failures needed to flip from OK to failing (default 1; 3 for probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i32>,
+    /// Wait this long after the check first appears before its first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay: Option<String>,
+    /// Annotations copied onto every check pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_annotations: Option<BTreeMap<String, String>>,
+    /// Labels copied onto every check pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_labels: Option<BTreeMap<String, String>>,
+    /// The pod each run creates (in local mode: the first container's command runs as a process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_spec: Option<CheckPodSpec>,
+    /// A built-in probe run by probity itself, instead of `podSpec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckPodSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<CheckPodMetadata>,
+    /// A core/v1 PodSpec. Kept as an open object in the CRD schema: the full PodSpec schema would
+    /// push the CRD past the size `kubectl apply` can store, and the API server validates the pod
+    /// itself when it is created.
+    #[schemars(schema_with = "open_object")]
+    pub spec: PodSpec,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckPodMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+fn open_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// What a check's state is, as Kuberhealthy v3 writes it, plus our additions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HealthCheckStatus {
+    /// The published verdict (thresholds applied). True for a check that has not run yet.
+    pub ok: bool,
+    /// Errors of the run that made the check fail; empty while OK.
+    pub errors: Vec<String>,
+    pub consecutive_failures: i64,
+    /// Duration of the last finished run, in nanoseconds (as v3).
+    pub run_duration: i64,
+    pub namespace: String,
+    /// UUID of the run in flight; empty when idle.
+    #[serde(rename = "currentUUID")]
+    pub current_uuid: String,
+    /// Start of the last run, unix seconds.
+    pub last_run_unix: i64,
+    pub success_count: i64,
+    pub failure_count: i64,
+    #[serde(rename = "lastOKUnix")]
+    pub last_ok_unix: i64,
+    pub last_failure_unix: i64,
+    pub additional_metadata: String,
+
+    pub consecutive_successes: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_run_unix: Option<i64>,
+    /// Deadline of the run in flight, unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_deadline_unix: Option<i64>,
+    /// The replica that started the run in flight (or the last run).
+    pub authoritative_pod: String,
+    /// The pod (or local process) of the run in flight.
+    pub pod_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<Outcome>,
+    pub conditions: Vec<Condition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The last runs, newest first.
+    pub history: Vec<RunRecord>,
+}
+
+/// How a run ended. Exactly one per run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Outcome {
+    /// The check reported OK.
+    Success,
+    /// The check reported errors.
+    Failure,
+    /// The deadline passed before a report; the run was killed.
+    Timeout,
+    /// The pod or process could not be started.
+    StartFailure,
+    /// The pod or process ended (or was deleted) without reporting.
+    Crash,
+}
+
+impl Outcome {
+    pub fn is_success(self) -> bool {
+        self == Outcome::Success
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "Success",
+            Outcome::Failure => "Failure",
+            Outcome::Timeout => "Timeout",
+            Outcome::StartFailure => "StartFailure",
+            Outcome::Crash => "Crash",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RunRecord {
+    pub uuid: String,
+    pub start_unix: i64,
+    /// Nanoseconds.
+    pub run_duration: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+impl HealthCheckStatus {
+    /// A check that exists but has not finished a run yet.
+    pub fn is_pending(&self) -> bool {
+        self.last_outcome.is_none()
+    }
+
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Sets or clears a condition; the transition time only moves when the status changes.
+    pub fn set_condition(&mut self, type_: &str, on: bool, reason: &str, message: &str, now: &str) {
+        let status = if on { "True" } else { "False" };
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now.to_string();
+                }
+                c.status = status.to_string();
+                c.reason = reason.to_string();
+                c.message = message.to_string();
+            }
+            None => self.conditions.push(Condition {
+                type_: type_.to_string(),
+                status: status.to_string(),
+                reason: reason.to_string(),
+                message: message.to_string(),
+                last_transition_time: now.to_string(),
+            }),
+        }
+    }
+}
+
+/// `namespace/name`: how checks are keyed everywhere, as in Kuberhealthy's v2 status page. Cheap
+/// to clone because the engine, the status board and the metrics all hold keys.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CheckKey(std::sync::Arc<str>);
+
+impl CheckKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        CheckKey(format!("{namespace}/{name}").into())
+    }
+    pub fn namespace(&self) -> &str {
+        self.0.split_once('/').map_or("", |(ns, _)| ns)
+    }
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or(&self.0, |(_, n)| n)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn of(hc: &HealthCheck) -> Self {
+        CheckKey::new(
+            hc.metadata.namespace.as_deref().unwrap_or("default"),
+            hc.metadata.name.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+impl std::fmt::Display for CheckKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,213 @@
+//! Built-in probes, with Kubernetes' field names so a kubelet probe can be copied in.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Exactly one method must be set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcProbe>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetProbe {
+    /// Shorthand for scheme, host, port and path together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// HTTP (default) or HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_headers: Option<Vec<HttpHeader>>,
+    /// Status codes that count as success instead of 200-399.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<Vec<i32>>,
+    /// The body (first 10 KiB) must contain this text, or match it as a regex when written `/re/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_body: Option<String>,
+    /// Verify the server certificate (HTTPS); off by default, as kubelet.
+    #[serde(default, rename = "verifyTLS", skip_serializing_if = "Option::is_none")]
+    pub verify_tls: Option<bool>,
+    /// PEM file of CA certificates to verify against (implies verifyTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct HttpHeader {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct TcpSocketProbe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub port: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecProbe {
+    pub command: Vec<String>,
+    /// Kubernetes backend: run inside a pod matching these labels (in the check's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<BTreeMap<String, String>>,
+    /// Kubernetes backend: the container to exec in (default: the pod's first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct GrpcProbe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub port: i32,
+    /// The service name sent in the health request (empty: the server as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+impl Probe {
+    /// The names of the methods that are set, for "exactly one" checks and messages.
+    pub fn methods(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if self.http_get.is_some() {
+            m.push("httpGet");
+        }
+        if self.tcp_socket.is_some() {
+            m.push("tcpSocket");
+        }
+        if self.exec.is_some() {
+            m.push("exec");
+        }
+        if self.grpc.is_some() {
+            m.push("grpc");
+        }
+        m
+    }
+}
+
+use super::validate::Problem;
+
+fn port_problem(field: &str, port: i32) -> Option<Problem> {
+    (!(1..=65535).contains(&port)).then(|| Problem {
+        field: field.to_string(),
+        message: format!("{port} is not a port (1-65535)"),
+    })
+}
+
+fn host_problem(field: &str, host: &Option<String>) -> Option<Problem> {
+    match host.as_deref() {
+        None | Some("") => Some(Problem {
+            field: field.to_string(),
+            message: "is required (a built-in probe has no pod IP to default to)".into(),
+        }),
+        _ => None,
+    }
+}
+
+impl Probe {
+    /// Problems with the one method that is set (the caller checks that exactly one is).
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if let Some(h) = &self.http_get {
+            let f = "spec.probe.httpGet";
+            if let Some(u) = &h.url {
+                if h.host.is_some() || h.port.is_some() || h.path.is_some() || h.scheme.is_some() {
+                    out.push(Problem {
+                        field: format!("{f}.url"),
+                        message: "set either url or host/port/path/scheme, not both".into(),
+                    });
+                }
+                match url::Url::parse(u) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
+                    Ok(_) => out.push(Problem {
+                        field: format!("{f}.url"),
+                        message: format!("{u:?} must be an http:// or https:// URL with a host"),
+                    }),
+                    Err(e) => out.push(Problem {
+                        field: format!("{f}.url"),
+                        message: format!("{u:?} is not a URL: {e}"),
+                    }),
+                }
+            } else {
+                out.extend(host_problem(&format!("{f}.host"), &h.host));
+                match h.port {
+                    None => out.push(Problem {
+                        field: format!("{f}.port"),
+                        message: "is required (or give url)".into(),
+                    }),
+                    Some(p) => out.extend(port_problem(&format!("{f}.port"), p)),
+                }
+                if let Some(s) = &h.scheme {
+                    if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") {
+                        out.push(Problem {
+                            field: format!("{f}.scheme"),
+                            message: format!("{s:?} must be HTTP or HTTPS"),
+                        });
+                    }
+                }
+                if let Some(p) = &h.path {
+                    if !p.is_empty() && !p.starts_with('/') {
+                        out.push(Problem {
+                            field: format!("{f}.path"),
+                            message: format!("{p:?} must start with /"),
+                        });
+                    }
+                }
+            }
+            for (i, code) in h.expect_status.iter().flatten().enumerate() {
+                if !(100..=599).contains(code) {
+                    out.push(Problem {
+                        field: format!("{f}.expectStatus[{i}]"),
+                        message: format!("{code} is not an HTTP status (100-599)"),
+                    });
+                }
+            }
+            for (i, hdr) in h.http_headers.iter().flatten().enumerate() {
+                if hdr.name.is_empty() || !hdr.name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                    out.push(Problem {
+                        field: format!("{f}.httpHeaders[{i}].name"),
+                        message: format!("{:?} is not a valid header name", hdr.name),
+                    });
+                }
+            }
+        }
+        if let Some(t) = &self.tcp_socket {
+            out.extend(host_problem("spec.probe.tcpSocket.host", &t.host));
+            out.extend(port_problem("spec.probe.tcpSocket.port", t.port));
+        }
+        if let Some(e) = &self.exec {
+            if e.command.is_empty() || e.command[0].is_empty() {
+                out.push(Problem {
+                    field: "spec.probe.exec.command".into(),
+                    message: "needs at least the program to run".into(),
+                });
+            }
+        }
+        if let Some(g) = &self.grpc {
+            out.extend(host_problem("spec.probe.grpc.host", &g.host));
+            out.extend(port_problem("spec.probe.grpc.port", g.port));
+        }
+        out
+    }
+}

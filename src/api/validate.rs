@@ -1,0 +1,298 @@
+//! Turns a `HealthCheck` spec into a `Plan` the engine can schedule, or an `Invalid` that names
+//! every bad field and value. Defaults (flags, probe defaults) are applied here, in one place.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds, Year};
+
+use super::{duration, HealthCheck, HealthCheckSpec};
+
+/// One problem with a check: the field's path, and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+/// Everything wrong with a check, in field order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Invalid {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", p.field, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Invalid {
+    pub fn one(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            problems: vec![Problem {
+                field: field.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Defaults that come from flags (Kuberhealthy's KH_DEFAULT_RUN_INTERVAL, KH_DEFAULT_CHECK_TIMEOUT).
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub run_interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            run_interval: Duration::from_secs(600),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Kubernetes' probe defaults, used when a probe check leaves a field out.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const PROBE_FAILURE_THRESHOLD: u32 = 3;
+
+/// When a check's runs fall due.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// Start-to-start interval.
+    Interval(Duration),
+    Cron(Arc<CronSchedule>),
+}
+
+#[derive(Debug)]
+pub struct CronSchedule {
+    pub expr: String,
+    cron: croner::Cron,
+    tz: chrono_tz::Tz,
+}
+
+impl CronSchedule {
+    pub fn parse(expr: &str, tz: Option<&str>) -> Result<Self, Problem> {
+        let fields = expr.split_whitespace().count();
+        let is_nickname = expr.trim_start().starts_with('@');
+        if !is_nickname && !(fields == 5 || fields == 6) {
+            return Err(Problem {
+                field: "spec.schedule".into(),
+                message: format!(
+                    "{expr:?} has {fields} fields; expected 5 (minute hour day month weekday) or 6 (seconds first)"
+                ),
+            });
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build()
+            .parse(expr)
+            .map_err(|e| Problem {
+                field: "spec.schedule".into(),
+                message: format!("{expr:?} is not a valid cron expression: {e}"),
+            })?;
+        let tz = match tz {
+            None | Some("") => chrono_tz::UTC,
+            Some(name) => chrono_tz::Tz::from_str(name).map_err(|_| Problem {
+                field: "spec.timeZone".into(),
+                message: format!("{name:?} is not a known IANA time zone (for example Europe/Berlin)"),
+            })?,
+        };
+        let s = CronSchedule {
+            expr: expr.to_string(),
+            cron,
+            tz,
+        };
+        // A pattern such as "0 0 30 2 *" parses but never fires; say so now, not never.
+        if s.next_after(Utc::now()).is_none() {
+            return Err(Problem {
+                field: "spec.schedule".into(),
+                message: format!("{expr:?} never matches a date"),
+            });
+        }
+        Ok(s)
+    }
+
+    /// The first scheduled time strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = t.with_timezone(&self.tz);
+        self.cron
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    }
+}
+
+/// What the engine needs to schedule a check; everything already defaulted and checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub trigger: Trigger,
+    pub timeout: Duration,
+    pub single_run: bool,
+    pub suspend: bool,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+    pub initial_delay: Duration,
+}
+
+pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> {
+    let mut problems = Vec::new();
+    let mut bad = |field: &str, message: String| {
+        problems.push(Problem {
+            field: field.to_string(),
+            message,
+        })
+    };
+    match hc.metadata.name.as_deref() {
+        None | Some("") => bad("metadata.name", "is required".into()),
+        Some(n) if !is_dns_subdomain(n) => bad(
+            "metadata.name",
+            format!("{n:?} must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"),
+        ),
+        _ => {}
+    }
+    if let Some(ns) = hc.metadata.namespace.as_deref() {
+        if !is_dns_label(ns) {
+            bad(
+                "metadata.namespace",
+                format!("{ns:?} must be a DNS label (lower-case letters, digits and '-', at most 63)"),
+            );
+        }
+    }
+    let spec: &HealthCheckSpec = &hc.spec;
+    let is_probe = spec.probe.is_some();
+    match (&spec.pod_spec, &spec.probe) {
+        (Some(_), Some(_)) => bad("spec", "set either podSpec or probe, not both".into()),
+        (None, None) => bad("spec", "one of podSpec or probe is required".into()),
+        (Some(p), None) if p.spec.containers.is_empty() => {
+            bad("spec.podSpec.spec.containers", "needs at least one container".into())
+        }
+        (None, Some(probe)) => {
+            let m = probe.methods();
+            if m.len() != 1 {
+                bad(
+                    "spec.probe",
+                    format!(
+                        "set exactly one of httpGet, tcpSocket, exec, grpc (found {})",
+                        if m.is_empty() { "none".to_string() } else { m.join(", ") }
+                    ),
+                );
+            } else {
+                for p in probe.problems() {
+                    problems_push(&mut bad, p);
+                }
+            }
+        }
+        _ => {}
+    }
+
+    let mut dur = |field: &str, v: &Option<String>, allow_zero: bool| -> Option<Duration> {
+        let s = v.as_deref()?;
+        match duration::parse(s) {
+            Ok(d) if d.is_zero() && !allow_zero => {
+                bad(field, format!("{s:?} must be greater than zero"));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                bad(field, e);
+                None
+            }
+        }
+    };
+    let interval = dur("spec.runInterval", &spec.run_interval, false);
+    let timeout = dur("spec.timeout", &spec.timeout, false);
+    let initial_delay = dur("spec.initialDelay", &spec.initial_delay, true);
+
+    let mut cron = None;
+    match (&spec.run_interval, &spec.schedule) {
+        (Some(_), Some(_)) => bad(
+            "spec.schedule",
+            "set either runInterval or schedule, not both".into(),
+        ),
+        (_, Some(expr)) => match CronSchedule::parse(expr, spec.time_zone.as_deref()) {
+            Ok(c) => cron = Some(c),
+            Err(p) => problems_push(&mut bad, p),
+        },
+        (_, None) => {
+            if spec.time_zone.is_some() {
+                bad("spec.timeZone", "only applies to spec.schedule".into());
+            }
+        }
+    }
+    let mut threshold = |field: &str, v: Option<i32>, default: u32| -> u32 {
+        match v {
+            None => default,
+            Some(n) if n >= 1 => n as u32,
+            Some(n) => {
+                bad(field, format!("{n} must be at least 1"));
+                default
+            }
+        }
+    };
+    let success_threshold = threshold("spec.successThreshold", spec.success_threshold, 1);
+    let failure_threshold = threshold(
+        "spec.failureThreshold",
+        spec.failure_threshold,
+        if is_probe { PROBE_FAILURE_THRESHOLD } else { 1 },
+    );
+
+    if !problems.is_empty() {
+        return Err(Invalid { problems });
+    }
+    let trigger = match cron {
+        Some(c) => Trigger::Cron(Arc::new(c)),
+        None => Trigger::Interval(interval.unwrap_or(if is_probe {
+            PROBE_INTERVAL
+        } else {
+            defaults.run_interval
+        })),
+    };
+    Ok(Plan {
+        trigger,
+        timeout: timeout.unwrap_or(if is_probe { PROBE_TIMEOUT } else { defaults.timeout }),
+        single_run: spec.single_run_only.unwrap_or(false),
+        suspend: spec.suspend.unwrap_or(false),
+        success_threshold,
+        failure_threshold,
+        initial_delay: initial_delay.unwrap_or_default(),
+    })
+}
+
+fn problems_push(bad: &mut impl FnMut(&str, String), p: Problem) {
+    bad(&p.field, p.message)
+}
+
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}

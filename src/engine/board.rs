@@ -1,0 +1,147 @@
+//! The published state every reader sees: `/json`, `/metrics`, report validation on other
+//! replicas. Written by the driver on each state change, read without touching the engine.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::api::{CheckKey, HealthCheckStatus};
+
+/// One check as published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckView {
+    pub key: CheckKey,
+    pub status: HealthCheckStatus,
+    /// Why the check cannot run, naming the field.
+    pub invalid: Option<String>,
+    pub run_interval: Option<Duration>,
+    pub schedule: Option<String>,
+    pub timeout: Option<Duration>,
+    pub single_run: bool,
+    pub suspended: bool,
+    /// From the check's labels `kuberhealthy.io/severity` and `kuberhealthy.io/category`.
+    pub severity: Option<String>,
+    pub category: Option<String>,
+}
+
+impl CheckView {
+    /// OK as dashboards should read it: an invalid check is not OK; a pending one is.
+    pub fn effective_ok(&self) -> bool {
+        self.invalid.is_none() && self.status.ok
+    }
+
+    pub fn effective_errors(&self) -> Vec<String> {
+        match &self.invalid {
+            Some(m) => vec![format!("invalid check: {m}")],
+            None => self.status.errors.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Board {
+    identity: String,
+    checks: RwLock<BTreeMap<CheckKey, Arc<CheckView>>>,
+    /// Problems not tied to one check, such as a checks file that is not YAML.
+    source_errors: RwLock<BTreeMap<String, String>>,
+    leader: RwLock<String>,
+    started: Instant,
+    last_tick_ms: AtomicU64,
+    ready: AtomicBool,
+}
+
+impl Board {
+    pub fn new(identity: impl Into<String>) -> Self {
+        let identity = identity.into();
+        Board {
+            leader: RwLock::new(identity.clone()),
+            identity,
+            checks: RwLock::default(),
+            source_errors: RwLock::default(),
+            started: Instant::now(),
+            last_tick_ms: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn leader(&self) -> String {
+        self.leader.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_leader(&self, name: &str) {
+        *self.leader.write().unwrap_or_else(|e| e.into_inner()) = name.to_string();
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == self.identity
+    }
+
+    pub fn put(&self, view: Arc<CheckView>) {
+        self.checks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(view.key.clone(), view);
+    }
+
+    pub fn remove(&self, key: &CheckKey) {
+        self.checks.write().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    pub fn get(&self, key: &CheckKey) -> Option<Arc<CheckView>> {
+        self.checks.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// A consistent copy of every view, sorted by key; cheap (one `Arc` clone each).
+    pub fn snapshot(&self) -> Vec<Arc<CheckView>> {
+        self.checks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_source_error(&self, source: &str, error: Option<String>) {
+        let mut m = self.source_errors.write().unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(e) => m.insert(source.to_string(), e),
+            None => m.remove(source),
+        };
+    }
+
+    pub fn source_errors(&self) -> Vec<String> {
+        self.source_errors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(s, e)| format!("{s}: {e}"))
+            .collect()
+    }
+
+    /// Called by the scheduler loop each time round; `/healthz` reads it.
+    pub fn tick(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_tick_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// How long ago the scheduler loop last went round; None before its first round.
+    pub fn since_tick(&self) -> Option<Duration> {
+        match self.last_tick_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.started.elapsed().saturating_sub(Duration::from_millis(ms))),
+        }
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,315 @@
+//! Runs the engine: one task owns it, takes events (check changes, reports, runs ending) in
+//! order, and hands the resulting effects to the runner, the store, the board and the metrics.
+//! The loop wakes at least once a second, which `/healthz` uses as a heartbeat.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use super::clock::Clock;
+use super::core::{Engine, Rejection};
+use super::{Board, Desired, Effect, RunEnd, Runner, SaveFuture, StatusStore};
+use crate::api::{CheckKey, HealthCheckStatus, Outcome};
+use crate::metrics::Metrics;
+
+/// The longest the loop sleeps, so the heartbeat stays fresh and wall-clock jumps are noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// Events queued towards the engine before senders wait.
+const QUEUE: usize = 8192;
+
+#[derive(Debug)]
+pub enum Event {
+    Upsert {
+        desired: Desired,
+        saved: Option<HealthCheckStatus>,
+    },
+    Remove {
+        key: CheckKey,
+    },
+    /// The initial set of checks has been delivered.
+    Loaded,
+    Released {
+        uuid: Uuid,
+        end: RunEnd,
+    },
+    Report {
+        uuid: Uuid,
+        ok: bool,
+        errors: Vec<String>,
+        reply: oneshot::Sender<Result<(), Rejection>>,
+    },
+    RunNow {
+        key: CheckKey,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// A finished run, for whoever watches outcomes (`probity run`, tests).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub key: CheckKey,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    pub errors: Vec<String>,
+}
+
+/// The way into the engine task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Event>,
+}
+
+fn gone() -> Rejection {
+    Rejection {
+        code: 503,
+        reason: "the scheduler is shutting down; retry".into(),
+    }
+}
+
+impl EngineHandle {
+    pub fn channel() -> (EngineHandle, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (EngineHandle { tx }, rx)
+    }
+
+    pub async fn send(&self, ev: Event) {
+        // Only fails once the engine has stopped, when nothing is left to tell.
+        let _ = self.tx.send(ev).await;
+    }
+
+    pub async fn upsert(&self, desired: Desired, saved: Option<HealthCheckStatus>) {
+        self.send(Event::Upsert { desired, saved }).await
+    }
+
+    pub async fn remove(&self, key: CheckKey) {
+        self.send(Event::Remove { key }).await
+    }
+
+    pub async fn loaded(&self) {
+        self.send(Event::Loaded).await
+    }
+
+    pub async fn released(&self, uuid: Uuid, end: RunEnd) {
+        self.send(Event::Released { uuid, end }).await
+    }
+
+    /// Hands a report to the engine; resolves once the outcome is stored (or refused).
+    pub async fn report(&self, uuid: Uuid, ok: bool, errors: Vec<String>) -> Result<(), Rejection> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Report {
+                uuid,
+                ok,
+                errors,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    pub async fn run_now(&self, key: CheckKey) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::RunNow { key, reply })
+            .await
+            .map_err(|_| "the scheduler has stopped".to_string())?;
+        rx.await.unwrap_or_else(|_| Err("the scheduler has stopped".into()))
+    }
+}
+
+pub struct Driver<R, S, C> {
+    pub engine: Engine,
+    pub runner: Arc<R>,
+    pub store: Arc<S>,
+    pub clock: C,
+    pub board: Arc<Board>,
+    pub metrics: Arc<Metrics>,
+    pub events: mpsc::Receiver<Event>,
+    pub shutdown: watch::Receiver<bool>,
+    /// How long runs in flight may go on after shutdown is asked for.
+    pub grace: Duration,
+    pub observer: Option<mpsc::UnboundedSender<Finished>>,
+}
+
+impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
+    pub async fn run(mut self) {
+        loop {
+            self.board.tick();
+            let now = self.clock.now();
+            let effects = self.engine.tick(now);
+            self.act(effects);
+            let sleep = self
+                .engine
+                .next_wakeup()
+                .map_or(MAX_SLEEP, |t| (t - now).to_std().unwrap_or_default())
+                .min(MAX_SLEEP);
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break,
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => break,
+                },
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Stops starting runs and lets those in flight finish, up to the grace period. Runs still
+    /// going after it keep their saved state and are adopted on the next start.
+    async fn drain(&mut self) {
+        self.engine.drain();
+        let until = tokio::time::Instant::now() + self.grace;
+        if self.engine.in_flight() > 0 {
+            info!(runs = self.engine.in_flight(), grace = ?self.grace, "waiting for runs in flight");
+        }
+        while self.engine.in_flight() > 0 && tokio::time::Instant::now() < until {
+            self.board.tick();
+            let now = self.clock.now();
+            let effects = self.engine.tick(now);
+            self.act(effects);
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => break,
+                },
+                _ = tokio::time::sleep(MAX_SLEEP.min(until - tokio::time::Instant::now())) => {}
+            }
+        }
+        if self.engine.in_flight() > 0 {
+            warn!(runs = self.engine.in_flight(), "runs still in flight at shutdown; they will be adopted on restart");
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        let now = self.clock.now();
+        match ev {
+            Event::Upsert { desired, saved } => {
+                let effects = self.engine.upsert(now, desired, saved);
+                self.act(effects);
+            }
+            Event::Remove { key } => {
+                let effects = self.engine.remove(now, &key);
+                self.act(effects);
+            }
+            Event::Loaded => {
+                self.engine.finish_startup();
+                self.board.set_ready();
+            }
+            Event::Released { uuid, end } => {
+                let effects = self.engine.release(now, uuid, end);
+                self.act(effects);
+            }
+            Event::Report {
+                uuid,
+                ok,
+                errors,
+                reply,
+            } => {
+                let (effects, verdict) = self.engine.report(now, uuid, ok, errors);
+                let stored = self.apply(effects);
+                match (verdict, stored) {
+                    (Err(r), _) => {
+                        let _ = reply.send(Err(r));
+                    }
+                    (Ok(()), Some(fut)) => {
+                        tokio::spawn(async move {
+                            let r = fut.await.map_err(|e| Rejection {
+                                code: 500,
+                                reason: format!("the report was accepted but could not be stored: {e}"),
+                            });
+                            let _ = reply.send(r);
+                        });
+                    }
+                    (Ok(()), None) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            Event::RunNow { key, reply } => {
+                let r = self.engine.run_now(now, &key).map(|effects| self.act(effects));
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn act(&mut self, effects: Vec<Effect>) {
+        if let Some(fut) = self.apply(effects) {
+            tokio::spawn(log_failure(fut));
+        }
+    }
+
+    /// Carries out effects in order. Returns the last persisting save, so a report can be
+    /// answered once its outcome is durable.
+    fn apply(&mut self, effects: Vec<Effect>) -> Option<SaveFuture> {
+        let mut last_save = None;
+        for effect in effects {
+            match effect {
+                Effect::Save { key, view, persist } => {
+                    if persist {
+                        // The store orders writes when `save` is called, so the futures may
+                        // complete on any task.
+                        if let Some(prev) = last_save.replace(self.store.save(&key, &view.status)) {
+                            tokio::spawn(log_failure(prev));
+                        }
+                    }
+                    self.board.put(view);
+                }
+                Effect::Forget { key } => {
+                    self.store.forget(&key);
+                    self.board.remove(&key);
+                    self.metrics.forget(&key);
+                }
+                Effect::Start(run) => {
+                    debug!(check = %run.key, uuid = %run.uuid, "starting run");
+                    self.runner.start(run);
+                }
+                Effect::Adopt { key, uuid, deadline } => {
+                    info!(check = %key, %uuid, "adopting run in flight");
+                    self.runner.adopt(key, uuid, deadline);
+                }
+                Effect::Stop { key, uuid, reason } => {
+                    debug!(check = %key, %uuid, ?reason, "stopping run");
+                    self.runner.stop(&key, uuid, reason);
+                }
+                Effect::Started { key: _, lag } => {
+                    self.metrics.observe_lag(lag);
+                }
+                Effect::Finished {
+                    key,
+                    uuid,
+                    outcome,
+                    duration,
+                    errors,
+                } => {
+                    if outcome.is_success() {
+                        debug!(check = %key, %uuid, ?duration, "run succeeded");
+                    } else {
+                        info!(check = %key, %uuid, outcome = outcome.as_str(), ?duration, errors = ?errors, "run failed");
+                    }
+                    self.metrics.observe_run(&key, duration);
+                    if let Some(obs) = &self.observer {
+                        let _ = obs.send(Finished {
+                            key,
+                            outcome,
+                            duration,
+                            errors,
+                        });
+                    }
+                }
+            }
+        }
+        last_save
+    }
+}
+
+async fn log_failure(fut: SaveFuture) {
+    if let Err(e) = fut.await {
+        error!("saving check state: {e}");
+    }
+}

@@ -1,0 +1,96 @@
+//! Backend-neutral scheduling: when runs start, how they end, what the results mean.
+//!
+//! [`core::Engine`] is a synchronous state machine: callers pass the time in and get [`Effect`]s
+//! back. [`driver`] runs it against a [`Runner`] and a [`StatusStore`] with an injectable
+//! [`clock::Clock`]. Nothing here calls the API server, spawns a process or serves HTTP.
+
+pub mod board;
+pub mod clock;
+pub mod core;
+pub mod driver;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::api::validate::Invalid;
+use crate::api::{CheckKey, HealthCheck, HealthCheckStatus, Outcome};
+
+pub use board::{Board, CheckView};
+pub use core::{Engine, EngineConfig};
+pub use driver::{EngineHandle, Event};
+
+/// A check as a backend sees it: the resource, and a problem found while loading it (for
+/// example an unknown field) that validation of the typed spec cannot see.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub check: Arc<HealthCheck>,
+    pub load_error: Option<Invalid>,
+}
+
+/// Everything a runner needs to start one run.
+#[derive(Debug, Clone)]
+pub struct StartRun {
+    pub key: CheckKey,
+    pub uuid: Uuid,
+    pub check: Arc<HealthCheck>,
+    pub started: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The deadline passed.
+    Timeout,
+    /// The check was deleted.
+    Removed,
+}
+
+/// How the pod or process of a run went away, as the runner saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    /// It could not be started at all.
+    StartFailed(String),
+    /// It ended; `message` says how (exit code, signal, last output) for when no report came.
+    Exited { success: bool, message: String },
+}
+
+/// What the engine asks its backends to do, in order.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Start(StartRun),
+    /// The runner should make a run it did not start (found in saved state) its own.
+    Adopt { key: CheckKey, uuid: Uuid, deadline: DateTime<Utc> },
+    Stop { key: CheckKey, uuid: Uuid, reason: StopReason },
+    /// Publish this state of a check, and persist it when `persist` (it changed).
+    Save { key: CheckKey, view: Arc<CheckView>, persist: bool },
+    /// The check is gone: drop its saved state and published view.
+    Forget { key: CheckKey },
+    /// A run reached its outcome (for metrics and logs).
+    Finished { key: CheckKey, uuid: Uuid, outcome: Outcome, duration: Duration, errors: Vec<String> },
+    /// How late a run started against its due time (for the lag metric).
+    Started { key: CheckKey, lag: Duration },
+}
+
+/// Starts, stops and watches runs. Every run it is given must end in exactly one
+/// `Event::Released` for its UUID, whether it exited, failed to start, or was stopped.
+pub trait Runner: Send + Sync + 'static {
+    fn start(&self, run: StartRun);
+    fn adopt(&self, key: CheckKey, uuid: Uuid, deadline: DateTime<Utc>);
+    fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason);
+}
+
+/// Resolves once a status write is durable.
+pub type SaveFuture = Pin<Box<dyn Future<Output = crate::Result<()>> + Send>>;
+
+/// Where check state lives. `save` resolves once the state is durable.
+pub trait StatusStore: Send + Sync + 'static {
+    /// The write is ordered when `save` is called; the future resolves when it is durable.
+    fn save(&self, key: &CheckKey, status: &HealthCheckStatus) -> SaveFuture;
+    fn forget(&self, key: &CheckKey);
+}

@@ -1,0 +1,59 @@
+//! probity: a synthetic check runner that speaks Kuberhealthy's API.
+//!
+//! The engine decides when checks run and what their results mean; backends (the local process
+//! runner and file store here, Kubernetes elsewhere) carry those decisions out.
+
+pub mod api;
+pub mod client;
+pub mod engine;
+pub mod local;
+pub mod metrics;
+pub mod runner;
+pub mod server;
+pub mod store;
+
+use std::path::PathBuf;
+
+/// Every failure the library reports. Variants carry their source so callers can say what broke.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] api::validate::Invalid),
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("serializing {what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("report refused: {0}")]
+    ReportRefused(String),
+    #[error("report failed: {0}")]
+    ReportFailed(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,387 @@
+//! Every metric family, in one place. Kuberhealthy's names and labels, with real semantics: state
+//! is read from the board at scrape time (so a deleted check's series go with it), the
+//! run-duration histogram is a real cumulative histogram, and label values are escaped and the
+//! `error` label bounded.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::api::CheckKey;
+use crate::engine::Board;
+
+/// Kuberhealthy v3's run-duration buckets, in seconds.
+const RUN_BUCKETS: [f64; 7] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const LAG_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Leave the `error` label out of `kuberhealthy_check` (KH_PROM_SUPPRESS_ERROR_LABEL).
+    pub suppress_error_label: bool,
+    /// Longest `error` label value, in characters (KH_PROM_ERROR_LABEL_MAX_LENGTH).
+    pub error_label_max_length: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            suppress_error_label: false,
+            error_label_max_length: 256,
+        }
+    }
+}
+
+/// A label value written with the exposition format's escapes (`\\`, `\"`, `\n`); the client
+/// library writes values verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Escaped(pub String);
+
+impl EncodeLabelValue for Escaped {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `check` and `namespace`, plus `severity`/`category` when the check has those labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CheckLabels {
+    pub check: Escaped,
+    pub namespace: Escaped,
+    pub severity: Option<Escaped>,
+    pub category: Option<Escaped>,
+}
+
+impl CheckLabels {
+    fn of(key: &CheckKey) -> Self {
+        CheckLabels {
+            check: Escaped(key.name().to_string()),
+            namespace: Escaped(key.namespace().to_string()),
+            severity: None,
+            category: None,
+        }
+    }
+}
+
+impl EncodeLabelSet for CheckLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabel::encode(&("check", &self.check), encoder.encode_label())?;
+        EncodeLabel::encode(&("namespace", &self.namespace), encoder.encode_label())?;
+        if let Some(s) = &self.severity {
+            EncodeLabel::encode(&("severity", s), encoder.encode_label())?;
+        }
+        if let Some(c) = &self.category {
+            EncodeLabel::encode(&("category", c), encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+impl EncodeLabelValue for &Escaped {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        (*self).encode(encoder)
+    }
+}
+
+/// `kuberhealthy_check`'s labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StateLabels {
+    check: CheckLabels,
+    status: &'static str,
+    error: Option<Escaped>,
+}
+
+impl EncodeLabelSet for StateLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.check.encode(encoder)?;
+        EncodeLabel::encode(&("status", self.status), encoder.encode_label())?;
+        if let Some(e) = &self.error {
+            EncodeLabel::encode(&("error", e), encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MasterLabels {
+    current_master: Escaped,
+}
+
+impl EncodeLabelSet for MasterLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabel::encode(&("current_master", &self.current_master), encoder.encode_label())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReportLabels {
+    pub code: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    run_duration: Family<CheckLabels, Histogram>,
+    lag: Histogram,
+    reports: Family<ReportLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new(cfg: MetricsConfig, board: Arc<Board>) -> Self {
+        let mut registry = Registry::default();
+        let run_duration =
+            Family::<CheckLabels, Histogram>::new_with_constructor(|| Histogram::new(RUN_BUCKETS));
+        registry.register(
+            "kuberhealthy_check_run_duration_seconds",
+            "Duration of each check run",
+            run_duration.clone(),
+        );
+        let lag = Histogram::new(LAG_BUCKETS);
+        registry.register(
+            "probity_scheduler_lag_seconds",
+            "How late runs start against their due time",
+            lag.clone(),
+        );
+        let reports = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "probity_reports",
+            "Reports received, by HTTP status answered",
+            reports.clone(),
+        );
+        registry.register_collector(Box::new(BoardCollector { board, cfg }));
+        Metrics {
+            registry,
+            run_duration,
+            lag,
+            reports,
+        }
+    }
+
+    pub fn observe_run(&self, key: &CheckKey, duration: Duration) {
+        self.run_duration
+            .get_or_create(&CheckLabels::of(key))
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn observe_lag(&self, lag: Duration) {
+        self.lag.observe(lag.as_secs_f64());
+    }
+
+    pub fn count_report(&self, code: u16) {
+        self.reports.get_or_create(&ReportLabels { code }).inc();
+    }
+
+    /// Drops a deleted check's series, keeping label cardinality bounded by the live checks.
+    pub fn forget(&self, key: &CheckKey) {
+        self.run_duration.remove(&CheckLabels::of(key));
+    }
+
+    /// OpenMetrics text, as the client library writes it.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The classic Prometheus text format (0.0.4), which Kuberhealthy served and `promtool check
+    /// metrics` reads: counters are typed under their `_total` name and there is no `# EOF`.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode_openmetrics())
+    }
+}
+
+/// Rewrites OpenMetrics exposition into the classic text format. The two differ only in what
+/// this does: counter families are declared under their sample name (`x_total`), and the
+/// OpenMetrics-only `# UNIT` and `# EOF` lines go.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name.to_string());
+            }
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# TYPE ")
+            .map(|r| ("# TYPE ", r))
+            .or_else(|| line.strip_prefix("# HELP ").map(|r| ("# HELP ", r)));
+        if let Some((prefix, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or("");
+            if counters.contains(name) {
+                let _ = writeln!(out, "{prefix}{name}_total{}", &rest[name.len()..]);
+                continue;
+            }
+        }
+        // Counter creation timestamps are OpenMetrics-only series.
+        if let Some(name) = line.split(['{', ' ']).next() {
+            if name.ends_with("_created") && counters.contains(name.trim_end_matches("_created")) {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Reads the board at scrape time: per-check state is never stale and never outlives its check.
+#[derive(Debug)]
+struct BoardCollector {
+    board: Arc<Board>,
+    cfg: MetricsConfig,
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+impl Collector for BoardCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let views = self.board.snapshot();
+        let now = chrono::Utc::now().timestamp();
+        let cluster_ok = views.iter().all(|v| v.effective_ok()) && self.board.source_errors().is_empty();
+
+        let running = ConstGauge::new(1i64);
+        let master = MasterLabels {
+            current_master: Escaped(self.board.leader()),
+        };
+        let mut e = encoder.encode_descriptor(
+            "kuberhealthy_running",
+            "Shows if kuberhealthy is running error free",
+            None,
+            running.metric_type(),
+        )?;
+        running.encode(e.encode_family(&master)?)?;
+
+        let state = ConstGauge::new(i64::from(cluster_ok));
+        let e = encoder.encode_descriptor(
+            "kuberhealthy_cluster_state",
+            "Shows the status of the cluster: 1 when every check is OK",
+            None,
+            state.metric_type(),
+        )?;
+        state.encode(e)?;
+
+        let leader = ConstGauge::new(i64::from(self.board.is_leader()));
+        let e = encoder.encode_descriptor(
+            "kuberhealthy_controller_leader",
+            "1 when this replica is the leader that schedules checks",
+            None,
+            leader.metric_type(),
+        )?;
+        leader.encode(e)?;
+
+        let labels: Vec<CheckLabels> = views
+            .iter()
+            .map(|v| CheckLabels {
+                severity: v.severity.clone().map(Escaped),
+                category: v.category.clone().map(Escaped),
+                ..CheckLabels::of(&v.key)
+            })
+            .collect();
+
+        let mut e = encoder.encode_descriptor(
+            "kuberhealthy_check",
+            "Shows the status of a Kuberhealthy check: 1 OK, 0 failing",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (v, l) in views.iter().zip(&labels) {
+            let ok = v.effective_ok();
+            let error = (!self.cfg.suppress_error_label).then(|| {
+                Escaped(truncate_chars(
+                    &v.effective_errors().join(" | "),
+                    self.cfg.error_label_max_length,
+                ))
+            });
+            let sl = StateLabels {
+                check: l.clone(),
+                status: if ok { "1" } else { "0" },
+                error,
+            };
+            ConstGauge::new(i64::from(ok)).encode(e.encode_family(&sl)?)?;
+        }
+
+        let mut gauge = |name: &str, help: &str, value: &dyn Fn(&crate::engine::CheckView) -> f64| {
+            let mut e = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+            for (v, l) in views.iter().zip(&labels) {
+                ConstGauge::new(value(v)).encode(e.encode_family(l)?)?;
+            }
+            Ok::<(), std::fmt::Error>(())
+        };
+        gauge(
+            "kuberhealthy_check_duration_seconds",
+            "Shows the check run duration of a Kuberhealthy check",
+            &|v| v.status.run_duration as f64 / 1e9,
+        )?;
+        gauge(
+            "kuberhealthy_check_consecutive_failures",
+            "Consecutive failed runs of the check",
+            &|v| v.status.consecutive_failures as f64,
+        )?;
+        gauge(
+            "kuberhealthy_check_seconds_since_success",
+            "Seconds since the check last succeeded; -1 if it never has",
+            &|v| match v.status.last_ok_unix {
+                0 => -1.0,
+                t => (now - t).max(0) as f64,
+            },
+        )?;
+        gauge(
+            "probity_check_next_run_timestamp_seconds",
+            "When the check next runs (unix seconds); 0 when not scheduled",
+            &|v| v.status.next_run_unix.unwrap_or(0) as f64,
+        )?;
+
+        let mut counter = |name: &str, help: &str, value: &dyn Fn(&crate::engine::CheckView) -> u64| {
+            let mut e = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            for (v, l) in views.iter().zip(&labels) {
+                ConstCounter::new(value(v)).encode(e.encode_family(l)?)?;
+            }
+            Ok::<(), std::fmt::Error>(())
+        };
+        counter(
+            "kuberhealthy_check_success",
+            "Successful runs of the check",
+            &|v| v.status.success_count.max(0) as u64,
+        )?;
+        counter(
+            "kuberhealthy_check_failure",
+            "Failed runs of the check",
+            &|v| v.status.failure_count.max(0) as u64,
+        )?;
+        Ok(())
+    }
+}
