@@ -1,0 +1,119 @@
+//! The report client behind `probity report`: what a shell check calls instead of curl. It
+//! reads the run's `KH_*` variables, retries what may succeed later (connection errors, 5xx,
+//! 503 while the server restarts) until the run's deadline, and stops at once on a refusal.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+
+use crate::server::report::UUID_HEADER;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportTarget {
+    pub url: String,
+    pub uuid: String,
+    /// Unix seconds; retries stop here.
+    pub deadline: Option<i64>,
+}
+
+/// How long to keep retrying when the run's deadline is unknown.
+const NO_DEADLINE_RETRY: Duration = Duration::from_secs(30);
+
+impl ReportTarget {
+    /// From `KH_REPORTING_URL`, `KH_RUN_UUID` and `KH_CHECK_RUN_DEADLINE`.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let need = |k: &str| {
+            get(k)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| Error::Config(format!("{k} is not set: `probity report` runs inside a check run")))
+        };
+        let url = need("KH_REPORTING_URL")?;
+        let uuid = need("KH_RUN_UUID")?;
+        let deadline = match get("KH_CHECK_RUN_DEADLINE").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) => Some(
+                v.trim()
+                    .parse()
+                    .map_err(|_| Error::Config(format!("KH_CHECK_RUN_DEADLINE {v:?} is not unix seconds")))?,
+            ),
+        };
+        Ok(ReportTarget { url, uuid, deadline })
+    }
+}
+
+/// Sends one report. Ok once accepted; `ReportRefused` when the server says it never will be.
+pub async fn send(target: &ReportTarget, ok: bool, errors: &[String]) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| Error::ReportFailed(e.to_string()))?;
+    let body = serde_json::json!({ "OK": ok, "Errors": errors });
+    let give_up = match target.deadline.and_then(|d| Utc.timestamp_opt(d, 0).single()) {
+        Some(d) => tokio::time::Instant::now() + (d - Utc::now()).to_std().unwrap_or_default(),
+        None => tokio::time::Instant::now() + NO_DEADLINE_RETRY,
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = client
+            .post(&target.url)
+            .header(UUID_HEADER, &target.uuid)
+            .json(&body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let retryable = match attempt {
+            Ok(resp) => {
+                let status = resp.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let text = resp.text().await.unwrap_or_default();
+                let reason = format!("{} {}", status.as_u16(), text.trim());
+                if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
+                    return Err(Error::ReportRefused(reason));
+                }
+                reason
+            }
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() + backoff > give_up {
+            return Err(Error::ReportFailed(format!("giving up at the run's deadline: {retryable}")));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_from_env_names_what_is_missing() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let err = ReportTarget::from_env(env(&[])).unwrap_err().to_string();
+        assert!(err.contains("KH_REPORTING_URL"), "{err}");
+        let err = ReportTarget::from_env(env(&[("KH_REPORTING_URL", "http://x/check")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KH_RUN_UUID"), "{err}");
+        let err = ReportTarget::from_env(env(&[
+            ("KH_REPORTING_URL", "http://x/check"),
+            ("KH_RUN_UUID", "u"),
+            ("KH_CHECK_RUN_DEADLINE", "soon"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"soon\""), "{err}");
+        let t = ReportTarget::from_env(env(&[
+            ("KH_REPORTING_URL", "http://x/check"),
+            ("KH_RUN_UUID", "u"),
+            ("KH_CHECK_RUN_DEADLINE", "1700000000"),
+        ]))
+        .unwrap();
+        assert_eq!(t.deadline, Some(1_700_000_000));
+    }
+}

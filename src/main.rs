@@ -1,1 +1,216 @@
-fn main(){}
+//! The `probity` command: parses flags (each also an environment variable) and hands off to the
+//! library. Nothing here decides anything.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use probity::api::{crd, duration, validate::Defaults};
+use probity::local::{self, LocalConfig};
+use probity::metrics::MetricsConfig;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(name = "probity", version, about = "Synthetic checks for Kubernetes that speak Kuberhealthy's API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the scheduler, report endpoint, status page and metrics.
+    Serve(ServeArgs),
+    /// Run every check in FILE once, print each verdict; exit 0 iff all pass.
+    Run {
+        file: PathBuf,
+        #[command(flatten)]
+        defaults: DefaultArgs,
+    },
+    /// Report this run's result to probity (from inside a check; reads the KH_* variables).
+    Report(ReportArgs),
+    /// Check HealthCheck files for errors; exit 0 iff every check is valid.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        defaults: DefaultArgs,
+    },
+    /// Print the HealthCheck CustomResourceDefinition.
+    Crd,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    duration::parse(s)
+}
+
+#[derive(Args, Debug, Clone)]
+struct DefaultArgs {
+    /// Run interval of checks that set neither runInterval nor schedule.
+    #[arg(long, env = "KH_DEFAULT_RUN_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    default_run_interval: Duration,
+    /// Timeout of checks that set no timeout.
+    #[arg(long, env = "KH_DEFAULT_CHECK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    default_timeout: Duration,
+}
+
+impl DefaultArgs {
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            run_interval: self.default_run_interval,
+            timeout: self.default_timeout,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "KH_LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
+    listen_address: String,
+    /// Directory of HealthCheck YAML files (local backend); changes are picked up while running.
+    #[arg(long, env = "PROBITY_CHECKS", default_value = "checks")]
+    checks: PathBuf,
+    /// Directory where check state is kept between restarts (local backend).
+    #[arg(long, env = "PROBITY_STATE_DIR", default_value = ".probity-state")]
+    state_dir: PathBuf,
+    /// Base URL checks report to (KH_REPORTING_URL is this plus /check); default: the listening address.
+    #[arg(long, env = "KH_CHECK_REPORT_URL")]
+    report_url: Option<String>,
+    /// Most runs in flight at once; 0 for no limit.
+    #[arg(long, env = "PROBITY_MAX_CONCURRENT_RUNS", default_value_t = 100)]
+    max_concurrent_runs: usize,
+    /// Leave the error label out of kuberhealthy_check.
+    #[arg(long, env = "KH_PROM_SUPPRESS_ERROR_LABEL", default_value_t = false)]
+    prom_suppress_error_label: bool,
+    /// Longest error label value on kuberhealthy_check, in characters.
+    #[arg(long, env = "KH_PROM_ERROR_LABEL_MAX_LENGTH", default_value_t = 256)]
+    prom_error_label_max_length: usize,
+    /// After a stop signal, how long runs in flight may finish before probity exits.
+    #[arg(long, env = "PROBITY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// How often the checks directory is re-read.
+    #[arg(long, env = "PROBITY_WATCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    watch_interval: Duration,
+    /// This replica's name, shown as AuthoritativePod and CurrentMaster; default: POD_NAME, else the host name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    #[command(flatten)]
+    defaults: DefaultArgs,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct ReportArgs {
+    /// The check passed.
+    #[arg(long)]
+    ok: bool,
+    /// The check failed with these errors (one or more).
+    #[arg(long = "error", num_args = 1.., value_name = "MSG")]
+    errors: Vec<String>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// One signal (Ctrl-C or SIGTERM) fans out to everything through this channel.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("stopping: finishing runs in flight");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs what it does; one-shot commands only what went wrong.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("probity: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd::yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { files, defaults } => {
+            let ok = local::validate_files(&files, &defaults.defaults(), &mut std::io::stdout())?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Report(args) => {
+            let target = probity::client::ReportTarget::from_env(|k| std::env::var(k).ok())?;
+            probity::client::send(&target, args.ok, &args.errors).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, defaults } => {
+            let (verdicts, file_errors) = local::run_file(&file, defaults.defaults(), &host_name())
+                .await
+                .with_context(|| format!("running {}", file.display()))?;
+            for e in &file_errors {
+                println!("ERROR {e}");
+            }
+            for v in &verdicts {
+                println!("{v}");
+            }
+            let ok = file_errors.is_empty() && !verdicts.is_empty() && verdicts.iter().all(|v| v.ok());
+            if verdicts.is_empty() {
+                println!("no checks in {}", file.display());
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Serve(a) => {
+            let cfg = LocalConfig {
+                listen_address: a.listen_address,
+                checks_dir: a.checks,
+                state_dir: a.state_dir,
+                report_url: a.report_url,
+                identity: a.identity.filter(|s| !s.is_empty()).unwrap_or_else(host_name),
+                defaults: a.defaults.defaults(),
+                max_concurrent_runs: a.max_concurrent_runs,
+                metrics: MetricsConfig {
+                    suppress_error_label: a.prom_suppress_error_label,
+                    error_label_max_length: a.prom_error_label_max_length,
+                },
+                shutdown_grace: a.shutdown_grace,
+                poll_interval: a.watch_interval,
+            };
+            local::serve(cfg, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

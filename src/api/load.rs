@@ -36,7 +36,10 @@ impl std::fmt::Display for DocError {
 
 /// Parses a YAML stream. Err only when the text is not YAML at all.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
-    let values: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| one_line(&e.to_string()))?;
+    // YAML 1.2 booleans only: `app: y` is the string "y", as a label value must be.
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let values: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| one_line(&e.to_string()))?;
     Ok(values
         .into_iter()
         .enumerate()
@@ -90,7 +93,7 @@ fn parse_one(value: Value) -> Result<HealthCheck, DocError> {
     // `status` in a file is ignored on purpose (state comes from the state dir), and so are the
     // server-side metadata fields kubectl adds to exported objects.
     for path in unknown {
-        if path.starts_with("status") || path.starts_with("metadata.") {
+        if path.starts_with("status") || path.starts_with("metadata.") || path == "apiVersion" || path == "kind" {
             continue;
         }
         problems.push(super::validate::Problem {

@@ -1,0 +1,101 @@
+//! The HTTP surface every replica serves: reports, the status page and dashboard, metrics,
+//! health. Handlers read the board and talk to the engine through its handle; none of them
+//! lists anything from a backend.
+
+pub mod dashboard;
+pub mod report;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::engine::{Board, EngineHandle};
+use crate::metrics::Metrics;
+
+/// How long the scheduler loop may go without a round before `/healthz` fails. It goes round at
+/// least once a second when healthy.
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub board: Arc<Board>,
+    pub engine: EngineHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/check", post(report::report))
+        .route("/externalCheckStatus", post(report::report))
+        .route("/json", get(status::json))
+        .route("/", get(status::root))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(report::MAX_BODY))
+        .with_state(state)
+}
+
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            st.metrics.encode_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            st.metrics.encode_text(),
+        )
+            .into_response()
+    }
+}
+
+async fn healthz(State(st): State<AppState>) -> Response {
+    match st.board.since_tick() {
+        None => (StatusCode::SERVICE_UNAVAILABLE, "scheduler not started\n").into_response(),
+        Some(d) if d > STALL_LIMIT => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("scheduler loop stalled: no round for {}s\n", d.as_secs()),
+        )
+            .into_response(),
+        Some(_) => (StatusCode::OK, "ok\n").into_response(),
+    }
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    if st.board.is_ready() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading checks\n").into_response()
+    }
+}
+
+/// Serves until `stop` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|source| crate::Error::Listen { addr, source })
+}

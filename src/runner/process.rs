@@ -1,0 +1,406 @@
+//! Runs a check's first container as a local process: its `command` + `args`, its `env` (with
+//! `fieldRef` to the pod's namespace and name), and the four `KH_*` variables. Each run gets its
+//! own process group, so the whole group is killed at the deadline and nothing it started
+//! outlives the run.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::api::validate::Problem;
+use crate::api::{CheckKey, HealthCheck};
+use crate::engine::core::pod_name;
+use crate::engine::{EngineHandle, RunEnd, Runner, StartRun, StopReason};
+use crate::store::checkdir::SOURCE_ANNOTATION;
+
+/// How much of a process's output is kept for the failure message.
+const TAIL_BYTES: usize = 2048;
+const TAIL_LINES: usize = 10;
+/// How often an adopted process (not our child, so not waitable) is checked for exit.
+const ADOPT_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Default)]
+struct Proc {
+    pgid: Option<i32>,
+    stop: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessRunner {
+    engine: EngineHandle,
+    /// Base of `KH_REPORTING_URL`, e.g. `http://127.0.0.1:8080`.
+    report_base: String,
+    procs: Arc<Mutex<HashMap<Uuid, Proc>>>,
+    /// Put in front of `PATH`, so checks can call `probity report`.
+    path_prefix: Option<PathBuf>,
+}
+
+/// What the local backend cannot run, found when the check is loaded rather than at each run.
+pub fn local_problems(hc: &HealthCheck) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let Some(pod) = &hc.spec.pod_spec else {
+        return out;
+    };
+    let Some(c) = pod.spec.containers.first() else {
+        return out;
+    };
+    let has_command = c.command.as_ref().is_some_and(|v| !v.is_empty());
+    if !has_command {
+        out.push(Problem {
+            field: "spec.podSpec.spec.containers[0].command".into(),
+            message: "is required in local mode (there is no image entrypoint to run)".into(),
+        });
+    }
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        if let Some(from) = &e.value_from {
+            let field = from.field_ref.as_ref().map(|f| f.field_path.as_str());
+            if !matches!(field, Some("metadata.namespace" | "metadata.name")) {
+                out.push(Problem {
+                    field: format!("spec.podSpec.spec.containers[0].env[{i}].valueFrom"),
+                    message: format!(
+                        "{} cannot be resolved in local mode (only fieldRef metadata.namespace and metadata.name)",
+                        e.name
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+impl ProcessRunner {
+    pub fn new(engine: EngineHandle, report_base: impl Into<String>) -> Self {
+        let path_prefix = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        ProcessRunner {
+            engine,
+            report_base: report_base.into().trim_end_matches('/').to_string(),
+            procs: Arc::default(),
+            path_prefix,
+        }
+    }
+
+    fn command(&self, run: &StartRun) -> Result<Command, String> {
+        let pod = run
+            .check
+            .spec
+            .pod_spec
+            .as_ref()
+            .ok_or("built-in probes are not available in this version")?;
+        let c = pod.spec.containers.first().ok_or("the pod spec has no container")?;
+        let argv: Vec<String> = c
+            .command
+            .iter()
+            .flatten()
+            .chain(c.args.iter().flatten())
+            .cloned()
+            .collect();
+        let program = argv.first().ok_or("containers[0].command is empty")?;
+        let namespace = run.key.namespace();
+        let pod = pod_name(&run.key, run.uuid);
+
+        let mut cmd = Command::new(program);
+        cmd.args(&argv[1..]);
+        for e in c.env.iter().flatten() {
+            let value = match &e.value_from {
+                None => e.value.clone().unwrap_or_default(),
+                Some(from) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                    Some("metadata.namespace") => namespace.to_string(),
+                    Some("metadata.name") => pod.clone(),
+                    _ => return Err(format!("env {} cannot be resolved in local mode", e.name)),
+                },
+            };
+            cmd.env(&e.name, value);
+        }
+        cmd.env(
+            "KH_REPORTING_URL",
+            format!("{}/check?kh-run-uuid={}", self.report_base, run.uuid),
+        );
+        cmd.env("KH_RUN_UUID", run.uuid.to_string());
+        cmd.env("KH_CHECK_RUN_DEADLINE", run.deadline.timestamp().to_string());
+        cmd.env("KH_POD_NAMESPACE", namespace);
+        if let Some(prefix) = &self.path_prefix {
+            let mut path = OsString::from(prefix);
+            if let Some(old) = std::env::var_os("PATH") {
+                path.push(":");
+                path.push(old);
+            }
+            cmd.env("PATH", path);
+        }
+        let source_dir = run
+            .check
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SOURCE_ANNOTATION))
+            .and_then(|f| Path::new(f).parent().map(Path::to_path_buf));
+        let workdir = match (&c.working_dir, source_dir) {
+            (Some(w), Some(src)) => Some(src.join(w)),
+            (Some(w), None) => Some(PathBuf::from(w)),
+            (None, src) => src,
+        };
+        if let Some(w) = workdir {
+            cmd.current_dir(w);
+        }
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        Ok(cmd)
+    }
+
+    async fn execute(self, run: StartRun) {
+        let uuid = run.uuid;
+        let end = self.execute_inner(&run).await;
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(&uuid);
+        self.engine.released(uuid, end).await;
+    }
+
+    async fn execute_inner(&self, run: &StartRun) -> RunEnd {
+        let mut cmd = match self.command(run) {
+            Ok(c) => c,
+            Err(m) => return RunEnd::StartFailed(m),
+        };
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return RunEnd::StartFailed(format!("start {program:?}: {e}")),
+        };
+        let pgid = child.id().map(|p| p as i32);
+        {
+            let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+            let p = procs.entry(run.uuid).or_default();
+            p.pgid = pgid;
+            if p.stop {
+                kill_group(pgid);
+            }
+        }
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let mut readers = Vec::new();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tail = tail.clone();
+            let key = run.key.clone();
+            readers.push(tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    debug!(check = %key, "{line}");
+                    tail.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            }));
+        }
+        let status = child.wait().await;
+        // Anything the check left running in its group goes with it.
+        kill_group(pgid);
+        // Output still buffered in the pipes is wanted for the message, but a grandchild that
+        // kept a pipe open must not hold the run.
+        for r in readers {
+            let _ = tokio::time::timeout(Duration::from_millis(200), r).await;
+        }
+        let output = tail.lock().unwrap_or_else(|e| e.into_inner()).render();
+        let how = match &status {
+            Err(e) => format!("waiting for the process failed: {e}"),
+            Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {
+                (Some(code), _) => format!("exited with code {code}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => "ended".to_string(),
+            },
+        };
+        let success = matches!(&status, Ok(s) if s.success());
+        let message = if output.is_empty() {
+            format!("{how} without reporting")
+        } else {
+            format!("{how} without reporting; last output: {output}")
+        };
+        RunEnd::Exited { success, message }
+    }
+
+    async fn watch_adopted(self, uuid: Uuid) {
+        let found = tokio::task::spawn_blocking(move || find_by_run_uuid(uuid))
+            .await
+            .ok()
+            .flatten();
+        let end = match found {
+            None => RunEnd::Exited {
+                success: false,
+                message: "the run's process was gone when probity restarted, and it had not reported".into(),
+            },
+            Some((pid, pgid)) => {
+                {
+                    let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+                    let p = procs.entry(uuid).or_default();
+                    p.pgid = Some(pgid);
+                    if p.stop {
+                        kill_group(Some(pgid));
+                    }
+                }
+                while alive(pid) {
+                    tokio::time::sleep(ADOPT_POLL).await;
+                }
+                kill_group(Some(pgid));
+                RunEnd::Exited {
+                    success: false,
+                    message: "the run's process ended without reporting (adopted after a restart; exit status unknown)"
+                        .into(),
+                }
+            }
+        };
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(&uuid);
+        self.engine.released(uuid, end).await;
+    }
+}
+
+impl Runner for ProcessRunner {
+    fn start(&self, run: StartRun) {
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(run.uuid, Proc::default());
+        tokio::spawn(self.clone().execute(run));
+    }
+
+    fn adopt(&self, _key: CheckKey, uuid: Uuid, _deadline: DateTime<Utc>) {
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uuid, Proc::default());
+        tokio::spawn(self.clone().watch_adopted(uuid));
+    }
+
+    fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason) {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        match procs.get_mut(&uuid) {
+            Some(p) => {
+                p.stop = true;
+                if p.pgid.is_some() {
+                    debug!(check = %key, %uuid, ?reason, "killing process group");
+                    kill_group(p.pgid);
+                }
+            }
+            None => {
+                // Already gone (its release is on the way) or never ours.
+                warn!(check = %key, %uuid, "asked to stop a run with no process");
+            }
+        }
+    }
+}
+
+fn kill_group(pgid: Option<i32>) {
+    if let Some(pgid) = pgid.filter(|p| *p > 1) {
+        // SAFETY: kill(2) has no memory-safety preconditions; a gone group gives ESRCH.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still "exists" for kill(0); /proc's state tells it apart.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Finds the process of a run by its `KH_RUN_UUID`, which no other process has: safe against
+/// PID reuse, and needs nothing saved beyond the UUID.
+fn find_by_run_uuid(uuid: Uuid) -> Option<(i32, i32)> {
+    let needle = format!("KH_RUN_UUID={uuid}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            // SAFETY: getpgid(2) only reads the process table.
+            let pgid = unsafe { libc::getpgid(pid) };
+            // The group leader carries the run's whole process tree.
+            if pgid == pid || pgid > 0 {
+                return Some((pid, pgid.max(pid)));
+            }
+        }
+    }
+    None
+}
+
+#[derive(Debug, Default)]
+struct Tail {
+    lines: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn push(&mut self, line: String) {
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        while self.lines.len() > TAIL_LINES || (self.bytes > TAIL_BYTES && self.lines.len() > 1) {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        let joined = self
+            .lines
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        if joined.len() > TAIL_BYTES {
+            let mut start = joined.len() - TAIL_BYTES;
+            while !joined.is_char_boundary(start) {
+                start += 1;
+            }
+            format!("…{}", &joined[start..])
+        } else {
+            joined
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines_within_bounds() {
+        let mut t = Tail::default();
+        for i in 0..100 {
+            t.push(format!("line {i}"));
+        }
+        assert_eq!(t.render(), (90..100).map(|i| format!("line {i}")).collect::<Vec<_>>().join(" | "));
+        let mut t = Tail::default();
+        t.push("x".repeat(10_000));
+        assert!(t.render().len() <= TAIL_BYTES + 4);
+    }
+
+    #[test]
+    fn local_mode_needs_a_command_and_resolvable_env() {
+        let text = "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {name: a}\nspec:\n  podSpec:\n    spec:\n      containers:\n        - name: c\n          image: x\n          env:\n            - name: S\n              valueFrom: {secretKeyRef: {name: s, key: k}}\n";
+        let hc = crate::api::load::parse_documents(text).unwrap().remove(0).check.unwrap();
+        let p = local_problems(&hc);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].field, "spec.podSpec.spec.containers[0].command");
+        assert!(p[1].message.starts_with("S cannot be resolved"));
+    }
+}

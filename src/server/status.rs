@@ -1,0 +1,176 @@
+//! The status page: Kuberhealthy v2's document (`OK`, `Errors`, `CheckDetails` keyed
+//! `namespace/name`, `JobDetails`, `CurrentMaster`) plus our own PascalCase fields per check.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use crate::api::duration;
+use crate::engine::CheckView;
+
+/// What Go prints for a zero `time.Time`; v2 clients parse it where a check never ran.
+const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct StatusDoc {
+    #[serde(rename = "OK")]
+    pub ok: bool,
+    pub errors: Vec<String>,
+    pub check_details: BTreeMap<String, CheckDetail>,
+    pub job_details: BTreeMap<String, CheckDetail>,
+    pub current_master: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CheckDetail {
+    #[serde(rename = "OK")]
+    pub ok: bool,
+    pub errors: Vec<String>,
+    /// Go duration syntax, e.g. "3.359431829s".
+    pub run_duration: String,
+    pub namespace: String,
+    /// Start of the last run, RFC 3339.
+    pub last_run: String,
+    pub authoritative_pod: String,
+    #[serde(rename = "uuid")]
+    pub uuid: String,
+    // Ours.
+    pub name: String,
+    /// No run has finished yet.
+    pub pending: bool,
+    /// Why the check cannot run, when it is invalid.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub invalid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_outcome: Option<String>,
+    /// A run is in flight.
+    pub running: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_run: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub run_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub schedule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub timeout: Option<String>,
+    pub suspended: bool,
+    pub consecutive_failures: i64,
+    pub success_count: i64,
+    pub failure_count: i64,
+}
+
+fn rfc3339(unix: i64) -> Option<String> {
+    Utc.timestamp_opt(unix, 0)
+        .single()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+impl CheckDetail {
+    pub fn of(v: &CheckView) -> Self {
+        let st = &v.status;
+        let uuid = if st.current_uuid.is_empty() {
+            st.history.first().map(|h| h.uuid.clone()).unwrap_or_default()
+        } else {
+            st.current_uuid.clone()
+        };
+        CheckDetail {
+            ok: v.effective_ok(),
+            errors: v.effective_errors(),
+            run_duration: duration::format(std::time::Duration::from_nanos(st.run_duration.max(0) as u64)),
+            namespace: v.key.namespace().to_string(),
+            last_run: match st.last_run_unix {
+                0 => GO_ZERO_TIME.to_string(),
+                t => rfc3339(t).unwrap_or_else(|| GO_ZERO_TIME.to_string()),
+            },
+            authoritative_pod: st.authoritative_pod.clone(),
+            uuid,
+            name: v.key.name().to_string(),
+            pending: st.is_pending(),
+            invalid: v.invalid.clone(),
+            last_outcome: st.last_outcome.map(|o| o.as_str().to_string()),
+            running: !st.current_uuid.is_empty(),
+            next_run: st.next_run_unix.and_then(rfc3339),
+            run_interval: v.run_interval.map(duration::human),
+            schedule: v.schedule.clone(),
+            timeout: v.timeout.map(duration::human),
+            suspended: v.suspended,
+            consecutive_failures: st.consecutive_failures,
+            success_count: st.success_count,
+            failure_count: st.failure_count,
+        }
+    }
+}
+
+/// Builds the document from the board, keeping only `namespaces` when given.
+pub fn document(st: &AppState, namespaces: Option<&[&str]>) -> StatusDoc {
+    let mut doc = StatusDoc {
+        ok: true,
+        errors: Vec::new(),
+        check_details: BTreeMap::new(),
+        job_details: BTreeMap::new(),
+        current_master: st.board.leader(),
+    };
+    for v in st.board.snapshot() {
+        if namespaces.is_some_and(|ns| !ns.contains(&v.key.namespace())) {
+            continue;
+        }
+        let detail = CheckDetail::of(&v);
+        if !detail.ok {
+            doc.ok = false;
+            doc.errors.extend(detail.errors.iter().cloned());
+        }
+        let map = if v.single_run {
+            &mut doc.job_details
+        } else {
+            &mut doc.check_details
+        };
+        map.insert(v.key.as_str().to_string(), detail);
+    }
+    if namespaces.is_none() {
+        let source_errors = st.board.source_errors();
+        if !source_errors.is_empty() {
+            doc.ok = false;
+            doc.errors.extend(source_errors);
+        }
+    }
+    doc
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatusQuery {
+    namespace: Option<String>,
+}
+
+pub async fn json(State(st): State<AppState>, Query(q): Query<StatusQuery>) -> Response {
+    let filter: Option<Vec<&str>> = q
+        .namespace
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.split(',').map(str::trim).filter(|n| !n.is_empty()).collect());
+    let doc = document(&st, filter.as_deref());
+    match serde_json::to_vec(&doc) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        // Only non-string map keys can fail, and there are none.
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `/`: the dashboard for browsers, the JSON document for everything else (curl, old clients).
+pub async fn root(state: State<AppState>, headers: HeaderMap, query: Query<StatusQuery>) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        Html(super::dashboard::PAGE).into_response()
+    } else {
+        json(state, query).await
+    }
+}
