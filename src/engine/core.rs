@@ -801,3 +801,7 @@ pub fn pod_name(key: &CheckKey, uuid: Uuid) -> String {
     let name = &name[..name.len().min(57)];
     format!("{}-{}", name.trim_end_matches(['-', '.']), &uuid.simple().to_string()[..5])
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;
