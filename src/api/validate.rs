@@ -296,3 +296,96 @@ pub fn is_dns_subdomain(s: &str) -> bool {
                 && !part.ends_with('-')
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::load::parse_documents;
+
+    fn check(spec: &str) -> HealthCheck {
+        let text = format!(
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: a, namespace: ns}}\nspec:\n{spec}"
+        );
+        parse_documents(&text).unwrap().remove(0).check.unwrap()
+    }
+
+    const POD: &str = "  podSpec: {spec: {containers: [{name: c, image: i}]}}\n";
+
+    fn problems(spec: &str) -> String {
+        validate(&check(spec), &Defaults::default()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_kuberhealthys_and_kubernetes_probes() {
+        let p = validate(&check(POD), &Defaults::default()).unwrap();
+        assert!(matches!(p.trigger, Trigger::Interval(d) if d == Duration::from_secs(600)));
+        assert_eq!(p.timeout, Duration::from_secs(30));
+        assert_eq!((p.success_threshold, p.failure_threshold), (1, 1));
+        let flags = Defaults {
+            run_interval: Duration::from_secs(120),
+            timeout: Duration::from_secs(5),
+        };
+        let p = validate(&check(POD), &flags).unwrap();
+        assert!(matches!(p.trigger, Trigger::Interval(d) if d == Duration::from_secs(120)));
+        assert_eq!(p.timeout, Duration::from_secs(5));
+        let p = validate(&check("  probe: {tcpSocket: {host: h, port: 5432}}\n"), &flags).unwrap();
+        assert!(matches!(p.trigger, Trigger::Interval(d) if d == PROBE_INTERVAL));
+        assert_eq!((p.timeout, p.failure_threshold), (PROBE_TIMEOUT, 3));
+    }
+
+    #[test]
+    fn exactly_one_of_pod_spec_and_probe() {
+        assert_eq!(problems("  runInterval: 1m\n"), "spec: one of podSpec or probe is required");
+        let both = format!("{POD}  probe: {{tcpSocket: {{host: h, port: 1}}}}\n");
+        assert_eq!(problems(&both), "spec: set either podSpec or probe, not both");
+        assert_eq!(
+            problems("  probe: {}\n"),
+            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc (found none)"
+        );
+        assert_eq!(
+            problems("  probe: {tcpSocket: {host: h, port: 1}, grpc: {host: h, port: 2}}\n"),
+            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc (found tcpSocket, grpc)"
+        );
+        assert_eq!(
+            problems("  probe: {tcpSocket: {port: 70000}}\n"),
+            "spec.probe.tcpSocket.host: is required (a built-in probe has no pod IP to default to); spec.probe.tcpSocket.port: 70000 is not a port (1-65535)"
+        );
+    }
+
+    #[test]
+    fn durations_thresholds_and_schedules_name_field_and_value() {
+        let cases = [
+            ("  runInterval: 0s\n", "spec.runInterval: \"0s\" must be greater than zero"),
+            ("  timeout: -5s\n", "spec.timeout: \"-5s\" is negative"),
+            ("  initialDelay: soon\n", "spec.initialDelay: \"soon\" is not a duration"),
+            ("  successThreshold: 0\n", "spec.successThreshold: 0 must be at least 1"),
+            ("  runInterval: 1m\n  schedule: \"* * * * *\"\n", "spec.schedule: set either runInterval or schedule, not both"),
+            ("  schedule: \"* * *\"\n", "spec.schedule: \"* * *\" has 3 fields; expected 5"),
+            ("  schedule: \"61 * * * *\"\n", "spec.schedule: \"61 * * * *\" is not a valid cron expression"),
+            ("  schedule: \"* * * * *\"\n  timeZone: Mars/Olympus\n", "spec.timeZone: \"Mars/Olympus\" is not a known IANA time zone"),
+            ("  timeZone: UTC\n", "spec.timeZone: only applies to spec.schedule"),
+        ];
+        for (spec, want) in cases {
+            let got = problems(&format!("{POD}{spec}"));
+            assert!(got.starts_with(want), "{spec}: {got}");
+        }
+    }
+
+    #[test]
+    fn cron_takes_five_or_six_fields() {
+        let five = CronSchedule::parse("*/5 * * * *", None).unwrap();
+        let t = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, 0, 1, 0).unwrap();
+        assert_eq!(five.next_after(t).unwrap(), t + chrono::Duration::minutes(4));
+        let six = CronSchedule::parse("30 * * * * *", None).unwrap();
+        assert_eq!(six.next_after(t).unwrap(), t + chrono::Duration::seconds(30));
+        assert!(CronSchedule::parse("0 0 30 2 *", None).unwrap_err().message.contains("never matches"));
+    }
+
+    #[test]
+    fn names_must_be_kubernetes_names() {
+        let mut hc = check(POD);
+        hc.metadata.name = Some("Bad_Name".into());
+        let err = validate(&hc, &Defaults::default()).unwrap_err().to_string();
+        assert!(err.starts_with("metadata.name: \"Bad_Name\" must be lower-case"), "{err}");
+    }
+}

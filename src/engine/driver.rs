@@ -313,3 +313,156 @@ async fn log_failure(fut: SaveFuture) {
         error!("saving check state: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::load::parse_documents;
+    use crate::api::validate::Defaults;
+    use crate::engine::clock::TokioClock;
+    use crate::engine::{EngineConfig, StartRun, StopReason};
+    use crate::metrics::MetricsConfig;
+    use crate::store::MemoryStore;
+    use chrono::{DateTime, TimeZone, Utc};
+    use std::sync::Mutex;
+
+    /// Reports OK the moment a run starts, and notes when that was.
+    struct InstantRunner {
+        engine: EngineHandle,
+        clock: TokioClock,
+        starts: Arc<Mutex<Vec<DateTime<Utc>>>>,
+        report: bool,
+    }
+
+    impl Runner for InstantRunner {
+        fn start(&self, run: StartRun) {
+            self.starts.lock().unwrap().push(self.clock.now());
+            if !self.report {
+                return;
+            }
+            let engine = self.engine.clone();
+            tokio::spawn(async move {
+                engine.report(run.uuid, true, vec![]).await.unwrap();
+                engine
+                    .released(
+                        run.uuid,
+                        RunEnd::Exited {
+                            success: true,
+                            message: String::new(),
+                        },
+                    )
+                    .await;
+            });
+        }
+        fn adopt(&self, _: CheckKey, _: Uuid, _: DateTime<Utc>) {}
+        fn stop(&self, _: &CheckKey, _: Uuid, _: StopReason) {}
+    }
+
+    struct BrokenStore;
+    impl StatusStore for BrokenStore {
+        fn save(&self, key: &CheckKey, _: &HealthCheckStatus) -> SaveFuture {
+            let path = format!("/state/{key}");
+            Box::pin(async move { Err(crate::Error::io(path, std::io::Error::other("disk full"))) })
+        }
+        fn forget(&self, _: &CheckKey) {}
+    }
+
+    fn desired(spec: &str) -> Desired {
+        let text = format!(
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: a, namespace: ns}}\nspec:\n  podSpec: {{spec: {{containers: [{{name: c, image: i, command: [x]}}]}}}}\n{spec}"
+        );
+        Desired {
+            check: Arc::new(parse_documents(&text).unwrap().remove(0).check.unwrap()),
+            load_error: None,
+        }
+    }
+
+    struct Harness {
+        handle: EngineHandle,
+        starts: Arc<Mutex<Vec<DateTime<Utc>>>>,
+        finished: mpsc::UnboundedReceiver<Finished>,
+        board: Arc<Board>,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start<S: StatusStore>(store: S, t0: DateTime<Utc>, report: bool) -> Harness {
+        let clock = TokioClock::starting_at(t0);
+        let (handle, events) = EngineHandle::channel();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let board = Arc::new(Board::new("me"));
+        let (stop, shutdown) = watch::channel(false);
+        let (obs, finished) = mpsc::unbounded_channel();
+        let driver = Driver {
+            engine: Engine::new(EngineConfig {
+                identity: "me".into(),
+                max_concurrent_runs: 0,
+                defaults: Defaults::default(),
+            }),
+            runner: Arc::new(InstantRunner {
+                engine: handle.clone(),
+                clock: clock.clone(),
+                starts: starts.clone(),
+                report,
+            }),
+            store: Arc::new(store),
+            clock,
+            board: board.clone(),
+            metrics: Arc::new(Metrics::new(MetricsConfig::default(), board.clone())),
+            events,
+            shutdown,
+            grace: Duration::from_secs(5),
+            observer: Some(obs),
+        };
+        let task = tokio::spawn(driver.run());
+        Harness {
+            handle,
+            starts,
+            finished,
+            board,
+            stop,
+            task,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_start_exactly_on_schedule_on_a_paused_clock() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        let mut h = start(MemoryStore, t0, true);
+        h.handle.loaded().await;
+        h.handle.upsert(desired("  runInterval: 10s\n"), None).await;
+        for _ in 0..4 {
+            let f = h.finished.recv().await.unwrap();
+            assert_eq!(f.outcome, Outcome::Success);
+        }
+        let want: Vec<_> = (0..4).map(|i| t0 + chrono::Duration::seconds(10 * i)).collect();
+        assert_eq!(*h.starts.lock().unwrap(), want);
+        let view = h.board.get(&CheckKey::new("ns", "a")).unwrap();
+        assert_eq!(view.status.success_count, 4);
+        assert!(h.board.is_ready());
+        assert!(h.board.since_tick().unwrap() <= MAX_SLEEP);
+        h.stop.send(true).unwrap();
+        h.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_that_cannot_be_stored_is_answered_500_so_the_client_retries() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        let h = start(BrokenStore, t0, false);
+        h.handle.loaded().await;
+        h.handle.upsert(desired("  runInterval: 10s\n"), None).await;
+        while h.starts.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let uuid = h.board.get(&CheckKey::new("ns", "a")).unwrap().status.current_uuid.clone();
+        let err = h
+            .handle
+            .report(Uuid::parse_str(&uuid).unwrap(), true, vec![])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 500);
+        assert!(err.reason.contains("could not be stored") && err.reason.contains("disk full"), "{}", err.reason);
+        h.stop.send(true).unwrap();
+        h.task.await.unwrap();
+    }
+}
