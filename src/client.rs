@@ -24,21 +24,25 @@ impl ReportTarget {
     /// From `KH_REPORTING_URL`, `KH_RUN_UUID` and `KH_CHECK_RUN_DEADLINE`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let need = |k: &str| {
-            get(k)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| Error::Config(format!("{k} is not set: `probity report` runs inside a check run")))
+            get(k).filter(|v| !v.is_empty()).ok_or_else(|| {
+                Error::Config(format!(
+                    "{k} is not set: `probity report` runs inside a check run"
+                ))
+            })
         };
         let url = need("KH_REPORTING_URL")?;
         let uuid = need("KH_RUN_UUID")?;
         let deadline = match get("KH_CHECK_RUN_DEADLINE").filter(|v| !v.is_empty()) {
             None => None,
-            Some(v) => Some(
-                v.trim()
-                    .parse()
-                    .map_err(|_| Error::Config(format!("KH_CHECK_RUN_DEADLINE {v:?} is not unix seconds")))?,
-            ),
+            Some(v) => Some(v.trim().parse().map_err(|_| {
+                Error::Config(format!("KH_CHECK_RUN_DEADLINE {v:?} is not unix seconds"))
+            })?),
         };
-        Ok(ReportTarget { url, uuid, deadline })
+        Ok(ReportTarget {
+            url,
+            uuid,
+            deadline,
+        })
     }
 }
 
@@ -49,7 +53,10 @@ pub async fn send(target: &ReportTarget, ok: bool, errors: &[String]) -> Result<
         .build()
         .map_err(|e| Error::ReportFailed(e.to_string()))?;
     let body = serde_json::json!({ "OK": ok, "Errors": errors });
-    let give_up = match target.deadline.and_then(|d| Utc.timestamp_opt(d, 0).single()) {
+    let give_up = match target
+        .deadline
+        .and_then(|d| Utc.timestamp_opt(d, 0).single())
+    {
         Some(d) => tokio::time::Instant::now() + (d - Utc::now()).to_std().unwrap_or_default(),
         None => tokio::time::Instant::now() + NO_DEADLINE_RETRY,
     };
@@ -78,7 +85,9 @@ pub async fn send(target: &ReportTarget, ok: bool, errors: &[String]) -> Result<
             Err(e) => e.to_string(),
         };
         if tokio::time::Instant::now() + backoff > give_up {
-            return Err(Error::ReportFailed(format!("giving up at the run's deadline: {retryable}")));
+            return Err(Error::ReportFailed(format!(
+                "giving up at the run's deadline: {retryable}"
+            )));
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -92,7 +101,12 @@ mod tests {
     #[test]
     fn target_from_env_names_what_is_missing() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let err = ReportTarget::from_env(env(&[])).unwrap_err().to_string();
         assert!(err.contains("KH_REPORTING_URL"), "{err}");

@@ -40,10 +40,12 @@ pub struct LocalConfig {
 }
 
 async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Listen {
-        addr: addr.to_string(),
-        source,
-    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
     let local = listener.local_addr().map_err(|source| Error::Listen {
         addr: addr.to_string(),
         source,
@@ -201,7 +203,9 @@ impl Verdict {
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.outcome {
-            Ok((o, d, _)) if o.is_success() => write!(f, "PASS {} ({})", self.key, duration::format(*d)),
+            Ok((o, d, _)) if o.is_success() => {
+                write!(f, "PASS {} ({})", self.key, duration::format(*d))
+            }
             Ok((o, d, errors)) => write!(
                 f,
                 "FAIL {} ({}, {}): {}",
@@ -216,14 +220,22 @@ impl std::fmt::Display for Verdict {
 }
 
 /// `probity run FILE`: every check in the file once, at the same time, with nothing saved.
-pub async fn run_file(path: &Path, defaults: Defaults, identity: &str) -> Result<(Vec<Verdict>, Vec<String>)> {
+pub async fn run_file(
+    path: &Path,
+    defaults: Defaults,
+    identity: &str,
+) -> Result<(Vec<Verdict>, Vec<String>)> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let (docs, file_errors) = parse_file(&name, &text, local_problems).map_err(|message| Error::Parse {
-        file: name.clone(),
-        message,
-    })?;
-    let file_errors: Vec<String> = file_errors.into_iter().map(|e| format!("{name}: {e}")).collect();
+    let (docs, file_errors) =
+        parse_file(&name, &text, local_problems).map_err(|message| Error::Parse {
+            file: name.clone(),
+            message,
+        })?;
+    let file_errors: Vec<String> = file_errors
+        .into_iter()
+        .map(|e| format!("{name}: {e}"))
+        .collect();
 
     let (listener, local) = bind("127.0.0.1:0").await?;
     let board = Arc::new(Board::new(identity));
@@ -272,7 +284,10 @@ pub async fn run_file(path: &Path, defaults: Defaults, identity: &str) -> Result
             Ok(_) => d.load_error.as_ref().map(|e| e.to_string()),
         };
         if let Some(e) = invalid {
-            verdicts.push(Verdict { key, outcome: Err(e) });
+            verdicts.push(Verdict {
+                key,
+                outcome: Err(e),
+            });
             continue;
         }
         // Suspended: the scheduler leaves it alone and only the manual run below starts it.
@@ -287,7 +302,10 @@ pub async fn run_file(path: &Path, defaults: Defaults, identity: &str) -> Result
             Ok(()) => {
                 waiting.insert(key);
             }
-            Err(e) => verdicts.push(Verdict { key, outcome: Err(e) }),
+            Err(e) => verdicts.push(Verdict {
+                key,
+                outcome: Err(e),
+            }),
         }
     }
     while !waiting.is_empty() {
@@ -308,7 +326,11 @@ pub async fn run_file(path: &Path, defaults: Defaults, identity: &str) -> Result
 }
 
 /// `probity validate FILE...`: one line per check and per problem; true when all are valid.
-pub fn validate_files(paths: &[PathBuf], defaults: &Defaults, out: &mut impl std::io::Write) -> Result<bool> {
+pub fn validate_files(
+    paths: &[PathBuf],
+    defaults: &Defaults,
+    out: &mut impl std::io::Write,
+) -> Result<bool> {
     let mut all_ok = true;
     let mut seen: std::collections::HashMap<CheckKey, String> = Default::default();
     let mut say = |line: String| {
@@ -344,7 +366,9 @@ pub fn validate_files(paths: &[PathBuf], defaults: &Defaults, out: &mut impl std
                 (Ok(_), None) => Ok(()),
             };
             if let Some(other) = seen.insert(key.clone(), name.clone()) {
-                say(format!("{name}: document {index}: {key} is also defined in {other}"));
+                say(format!(
+                    "{name}: document {index}: {key} is also defined in {other}"
+                ));
                 all_ok = false;
             }
             match result {
@@ -358,4 +382,3 @@ pub fn validate_files(paths: &[PathBuf], defaults: &Defaults, out: &mut impl std
     }
     Ok(all_ok)
 }
-

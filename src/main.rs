@@ -13,7 +13,11 @@ use probity::metrics::MetricsConfig;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
-#[command(name = "probity", version, about = "Synthetic checks for Kubernetes that speak Kuberhealthy's API")]
+#[command(
+    name = "probity",
+    version,
+    about = "Synthetic checks for Kubernetes that speak Kuberhealthy's API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -146,10 +150,15 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server logs what it does; one-shot commands only what went wrong.
-    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -170,7 +179,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { files, defaults } => {
             let ok = local::validate_files(&files, &defaults.defaults(), &mut std::io::stdout())?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Report(args) => {
             let target = probity::client::ReportTarget::from_env(|k| std::env::var(k).ok())?;
@@ -187,11 +200,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for v in &verdicts {
                 println!("{v}");
             }
-            let ok = file_errors.is_empty() && !verdicts.is_empty() && verdicts.iter().all(|v| v.ok());
+            let ok =
+                file_errors.is_empty() && !verdicts.is_empty() && verdicts.iter().all(|v| v.ok());
             if verdicts.is_empty() {
                 println!("no checks in {}", file.display());
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Serve(a) => {
             let cfg = LocalConfig {
@@ -199,7 +217,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 checks_dir: a.checks,
                 state_dir: a.state_dir,
                 report_url: a.report_url,
-                identity: a.identity.filter(|s| !s.is_empty()).unwrap_or_else(host_name),
+                identity: a
+                    .identity
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(host_name),
                 defaults: a.defaults.defaults(),
                 max_concurrent_runs: a.max_concurrent_runs,
                 metrics: MetricsConfig {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelSetEncoder, LabelValueEncoder,
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+    LabelSetEncoder, LabelValueEncoder,
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -126,7 +127,10 @@ struct MasterLabels {
 
 impl EncodeLabelSet for MasterLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        EncodeLabel::encode(&("current_master", &self.current_master), encoder.encode_label())
+        EncodeLabel::encode(
+            &("current_master", &self.current_master),
+            encoder.encode_label(),
+        )
     }
 }
 
@@ -271,7 +275,8 @@ impl Collector for BoardCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let views = self.board.snapshot();
         let now = chrono::Utc::now().timestamp();
-        let cluster_ok = views.iter().all(|v| v.effective_ok()) && self.board.source_errors().is_empty();
+        let cluster_ok =
+            views.iter().all(|v| v.effective_ok()) && self.board.source_errors().is_empty();
 
         let running = ConstGauge::new(1i64);
         let master = MasterLabels {
@@ -334,13 +339,19 @@ impl Collector for BoardCollector {
             ConstGauge::new(i64::from(ok)).encode(e.encode_family(&sl)?)?;
         }
 
-        let mut gauge = |name: &str, help: &str, value: &dyn Fn(&crate::engine::CheckView) -> f64| {
-            let mut e = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
-            for (v, l) in views.iter().zip(&labels) {
-                ConstGauge::new(value(v)).encode(e.encode_family(l)?)?;
-            }
-            Ok::<(), std::fmt::Error>(())
-        };
+        let mut gauge =
+            |name: &str, help: &str, value: &dyn Fn(&crate::engine::CheckView) -> f64| {
+                let mut e = encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    prometheus_client::metrics::MetricType::Gauge,
+                )?;
+                for (v, l) in views.iter().zip(&labels) {
+                    ConstGauge::new(value(v)).encode(e.encode_family(l)?)?;
+                }
+                Ok::<(), std::fmt::Error>(())
+            };
         gauge(
             "kuberhealthy_check_duration_seconds",
             "Shows the check run duration of a Kuberhealthy check",
@@ -365,13 +376,19 @@ impl Collector for BoardCollector {
             &|v| v.status.next_run_unix.unwrap_or(0) as f64,
         )?;
 
-        let mut counter = |name: &str, help: &str, value: &dyn Fn(&crate::engine::CheckView) -> u64| {
-            let mut e = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
-            for (v, l) in views.iter().zip(&labels) {
-                ConstCounter::new(value(v)).encode(e.encode_family(l)?)?;
-            }
-            Ok::<(), std::fmt::Error>(())
-        };
+        let mut counter =
+            |name: &str, help: &str, value: &dyn Fn(&crate::engine::CheckView) -> u64| {
+                let mut e = encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    prometheus_client::metrics::MetricType::Counter,
+                )?;
+                for (v, l) in views.iter().zip(&labels) {
+                    ConstCounter::new(value(v)).encode(e.encode_family(l)?)?;
+                }
+                Ok::<(), std::fmt::Error>(())
+            };
         counter(
             "kuberhealthy_check_success",
             "Successful runs of the check",
@@ -401,7 +418,11 @@ mod tests {
                 success_count: 5,
                 failure_count: 2,
                 run_duration: 1_500_000_000,
-                last_outcome: Some(if ok { Outcome::Success } else { Outcome::Failure }),
+                last_outcome: Some(if ok {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                }),
                 ..Default::default()
             },
             invalid: None,
@@ -430,7 +451,12 @@ mod tests {
     fn families_labels_and_values() {
         let board = Arc::new(Board::new("probity-0"));
         board.put(view("kh", "dns", true, vec![]));
-        board.put(view("kh", "deploy", false, vec!["pod \"x\" failed\nat step 2", "b\\c"]));
+        board.put(view(
+            "kh",
+            "deploy",
+            false,
+            vec!["pod \"x\" failed\nat step 2", "b\\c"],
+        ));
         let m = Metrics::new(MetricsConfig::default(), board.clone());
         m.observe_run(&CheckKey::new("kh", "dns"), Duration::from_secs(7));
         let text = m.encode_text();
@@ -438,7 +464,10 @@ mod tests {
         let get = |series: &str| s.iter().find(|(k, _)| k == series).map(|(_, v)| *v);
         assert_eq!(get("kuberhealthy_cluster_state"), Some(0.0));
         assert_eq!(get("kuberhealthy_controller_leader"), Some(1.0));
-        assert_eq!(get("kuberhealthy_running{current_master=\"probity-0\"}"), Some(1.0));
+        assert_eq!(
+            get("kuberhealthy_running{current_master=\"probity-0\"}"),
+            Some(1.0)
+        );
         assert_eq!(
             get("kuberhealthy_check{check=\"dns\",namespace=\"kh\",severity=\"critical\",status=\"1\",error=\"\"}"),
             Some(1.0)
@@ -456,8 +485,13 @@ mod tests {
         assert!(text.contains("# TYPE kuberhealthy_check_success_total counter\n"));
         assert!(!text.contains("# EOF"));
         // A real cumulative histogram: 7s lands in le=10 and above, not in le=5.
-        let b = |le: &str| get(&format!("kuberhealthy_check_run_duration_seconds_bucket{{le=\"{le}\",check=\"dns\",namespace=\"kh\"}}"));
-        assert_eq!((b("5.0"), b("10.0"), b("+Inf")), (Some(0.0), Some(1.0), Some(1.0)));
+        let b = |le: &str| {
+            get(&format!("kuberhealthy_check_run_duration_seconds_bucket{{le=\"{le}\",check=\"dns\",namespace=\"kh\"}}"))
+        };
+        assert_eq!(
+            (b("5.0"), b("10.0"), b("+Inf")),
+            (Some(0.0), Some(1.0), Some(1.0))
+        );
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
     }
 
@@ -473,7 +507,9 @@ mod tests {
             },
             board.clone(),
         );
-        assert!(m.encode_text().contains(&format!("error=\"{}\"", "é".repeat(10))));
+        assert!(m
+            .encode_text()
+            .contains(&format!("error=\"{}\"", "é".repeat(10))));
         let m = Metrics::new(
             MetricsConfig {
                 suppress_error_label: true,

@@ -33,7 +33,10 @@ mod tests {
     #[test]
     fn names_match_kuberhealthy() {
         let crd = HealthCheck::crd();
-        assert_eq!(crd.metadata.name.as_deref(), Some("healthchecks.kuberhealthy.github.io"));
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("healthchecks.kuberhealthy.github.io")
+        );
         assert_eq!(crd.spec.group, "kuberhealthy.github.io");
         assert_eq!(crd.spec.names.kind, "HealthCheck");
         assert_eq!(crd.spec.names.short_names, Some(vec!["hc".to_string()]));
@@ -57,12 +60,16 @@ mod tests {
                     let sub = props
                         .and_then(|p| p.get(k))
                         .or(additional)
-                        .unwrap_or_else(|| panic!("{path}.{k} is not in the CRD schema and would be pruned"));
+                        .unwrap_or_else(|| {
+                            panic!("{path}.{k} is not in the CRD schema and would be pruned")
+                        });
                     assert_declared(sub, v, &format!("{path}.{k}"));
                 }
             }
             Value::Array(items) => {
-                let sub = schema.get("items").unwrap_or_else(|| panic!("{path} has no items schema"));
+                let sub = schema
+                    .get("items")
+                    .unwrap_or_else(|| panic!("{path} has no items schema"));
                 for v in items {
                     assert_declared(sub, v, &format!("{path}[]"));
                 }
@@ -109,13 +116,20 @@ mod tests {
             }],
         };
         let crd = serde_json::to_value(HealthCheck::crd()).unwrap();
-        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+        let schema =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
         let value = serde_json::to_value(&status).unwrap();
         // Every field is present in the serialized value, so a new field must be declared too.
         assert_eq!(value.as_object().unwrap().len(), 21);
         assert_declared(schema, &value, "status");
         // Kuberhealthy v3's exact names.
-        for k in ["currentUUID", "lastOKUnix", "lastRunUnix", "consecutiveFailures", "runDuration"] {
+        for k in [
+            "currentUUID",
+            "lastOKUnix",
+            "lastRunUnix",
+            "consecutiveFailures",
+            "runDuration",
+        ] {
             assert!(value.get(k).is_some(), "{k}");
         }
     }

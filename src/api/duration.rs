@@ -53,8 +53,16 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             "m" => 60 * 1_000_000_000,
             "h" => 3_600 * 1_000_000_000,
             "d" => 86_400 * 1_000_000_000,
-            "" => return Err(format!("{input:?} has a number without a unit (use ns, us, ms, s, m, h or d)")),
-            other => return Err(format!("{input:?} has unknown unit {other:?} (use ns, us, ms, s, m, h or d)")),
+            "" => {
+                return Err(format!(
+                    "{input:?} has a number without a unit (use ns, us, ms, s, m, h or d)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "{input:?} has unknown unit {other:?} (use ns, us, ms, s, m, h or d)"
+                ))
+            }
         };
         let int: u128 = if int_part.is_empty() {
             0
@@ -201,7 +209,14 @@ mod tests {
 
     #[test]
     fn format_round_trips_through_parse() {
-        for ns in [1u64, 999, 1_000, 123_456_789, 3_359_431_829, 86_400_000_000_000] {
+        for ns in [
+            1u64,
+            999,
+            1_000,
+            123_456_789,
+            3_359_431_829,
+            86_400_000_000_000,
+        ] {
             let d = Duration::from_nanos(ns);
             assert_eq!(parse(&format(d)).unwrap(), d);
         }

@@ -20,7 +20,10 @@ pub struct Document {
 #[derive(Debug, Clone)]
 pub enum DocError {
     /// The document names a check but its fields are wrong.
-    Invalid { check: Box<HealthCheck>, invalid: Invalid },
+    Invalid {
+        check: Box<HealthCheck>,
+        invalid: Invalid,
+    },
     /// The document cannot be tied to a check (no name, not a HealthCheck).
     Unusable(String),
 }
@@ -38,8 +41,8 @@ impl std::fmt::Display for DocError {
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
     // YAML 1.2 booleans only: `app: y` is the string "y", as a label value must be.
     let options = serde_saphyr::options! { strict_booleans: true };
-    let values: Vec<Value> =
-        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| one_line(&e.to_string()))?;
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| one_line(&e.to_string()))?;
     Ok(values
         .into_iter()
         .enumerate()
@@ -51,11 +54,18 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
 }
 
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn parse_one(value: Value) -> Result<HealthCheck, DocError> {
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     if kind != "HealthCheck" || api_version != "kuberhealthy.github.io/v2" {
         let hint = if kind == "KuberhealthyCheck" {
@@ -68,11 +78,18 @@ fn parse_one(value: Value) -> Result<HealthCheck, DocError> {
         )));
     }
     let meta = value.get("metadata").cloned().unwrap_or(Value::Null);
-    let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if name.is_empty() {
         return Err(DocError::Unusable("metadata.name: is required".into()));
     }
-    let namespace = meta.get("namespace").and_then(Value::as_str).map(str::to_string);
+    let namespace = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .map(str::to_string);
 
     let mut unknown = Vec::new();
     let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
@@ -93,7 +110,11 @@ fn parse_one(value: Value) -> Result<HealthCheck, DocError> {
     // `status` in a file is ignored on purpose (state comes from the state dir), and so are the
     // server-side metadata fields kubectl adds to exported objects.
     for path in unknown {
-        if path.starts_with("status") || path.starts_with("metadata.") || path == "apiVersion" || path == "kind" {
+        if path.starts_with("status")
+            || path.starts_with("metadata.")
+            || path == "apiVersion"
+            || path == "kind"
+        {
             continue;
         }
         problems.push(super::validate::Problem {
@@ -150,7 +171,21 @@ spec:
         let c = &one.spec.pod_spec.as_ref().unwrap().spec.containers[0];
         assert_eq!(c.command.as_ref().unwrap()[0], "/bin/sh");
         assert_eq!(docs[1].index, 2);
-        assert_eq!(docs[1].check.as_ref().unwrap().spec.probe.as_ref().unwrap().tcp_socket.as_ref().unwrap().port, 22);
+        assert_eq!(
+            docs[1]
+                .check
+                .as_ref()
+                .unwrap()
+                .spec
+                .probe
+                .as_ref()
+                .unwrap()
+                .tcp_socket
+                .as_ref()
+                .unwrap()
+                .port,
+            22
+        );
     }
 
     #[test]
@@ -167,16 +202,30 @@ spec:
         let text = "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {name: t}\nspec:\n  successThreshold: lots\n";
         let docs = parse_documents(text).unwrap();
         let err = docs[0].check.as_ref().unwrap_err().to_string();
-        assert!(err.starts_with("spec.successThreshold: invalid type: string \"lots\""), "{err}");
+        assert!(
+            err.starts_with("spec.successThreshold: invalid type: string \"lots\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn documents_that_are_not_checks_say_why() {
-        let docs = parse_documents("apiVersion: comcast.github.io/v1\nkind: KuberhealthyCheck\nmetadata: {name: a}\n").unwrap();
+        let docs = parse_documents(
+            "apiVersion: comcast.github.io/v1\nkind: KuberhealthyCheck\nmetadata: {name: a}\n",
+        )
+        .unwrap();
         let err = docs[0].check.as_ref().unwrap_err().to_string();
-        assert!(err.contains("KuberhealthyCheck") && err.contains("spec.podSpec.spec"), "{err}");
-        let docs = parse_documents("apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nspec: {}\n").unwrap();
-        assert_eq!(docs[0].check.as_ref().unwrap_err().to_string(), "metadata.name: is required");
+        assert!(
+            err.contains("KuberhealthyCheck") && err.contains("spec.podSpec.spec"),
+            "{err}"
+        );
+        let docs =
+            parse_documents("apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nspec: {}\n")
+                .unwrap();
+        assert_eq!(
+            docs[0].check.as_ref().unwrap_err().to_string(),
+            "metadata.name: is required"
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub const VERSION: &str = "v2";
 pub const HISTORY_LEN: usize = 20;
 
 /// A synthetic check: what to run (a pod or a built-in probe), how often, and for how long.
+// Each `printcolumn(...)` repeats the same keys, which clippy takes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "kuberhealthy.github.io",
@@ -34,12 +36,34 @@ pub const HISTORY_LEN: usize = 20;
     derive = "PartialEq",
     derive = "Default",
     printcolumn(name = "OK", type_ = "boolean", json_path = ".status.ok"),
-    printcolumn(name = "RunInterval", type_ = "string", json_path = ".spec.runInterval"),
-    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule", priority = "1"),
-    printcolumn(name = "ErrorMessage", type_ = "string", json_path = ".status.errors[0]"),
+    printcolumn(
+        name = "RunInterval",
+        type_ = "string",
+        json_path = ".spec.runInterval"
+    ),
+    printcolumn(
+        name = "Schedule",
+        type_ = "string",
+        json_path = ".spec.schedule",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "ErrorMessage",
+        type_ = "string",
+        json_path = ".status.errors[0]"
+    ),
     printcolumn(name = "Timeout", type_ = "string", json_path = ".spec.timeout"),
-    printcolumn(name = "Outcome", type_ = "string", json_path = ".status.lastOutcome", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Outcome",
+        type_ = "string",
+        json_path = ".status.lastOutcome",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckSpec {

@@ -139,7 +139,9 @@ impl Probe {
                     });
                 }
                 match url::Url::parse(u) {
-                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
+                    Ok(parsed)
+                        if matches!(parsed.scheme(), "http" | "https")
+                            && parsed.host().is_some() => {}
                     Ok(_) => out.push(Problem {
                         field: format!("{f}.url"),
                         message: format!("{u:?} must be an http:// or https:// URL with a host"),
@@ -184,7 +186,9 @@ impl Probe {
                 }
             }
             for (i, hdr) in h.http_headers.iter().flatten().enumerate() {
-                if hdr.name.is_empty() || !hdr.name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                if hdr.name.is_empty()
+                    || !hdr.name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+                {
                     out.push(Problem {
                         field: format!("{f}.httpHeaders[{i}].name"),
                         message: format!("{:?} is not a valid header name", hdr.name),

@@ -87,7 +87,7 @@ impl CronSchedule {
     pub fn parse(expr: &str, tz: Option<&str>) -> Result<Self, Problem> {
         let fields = expr.split_whitespace().count();
         let is_nickname = expr.trim_start().starts_with('@');
-        if !is_nickname && !(fields == 5 || fields == 6) {
+        if !(is_nickname || fields == 5 || fields == 6) {
             return Err(Problem {
                 field: "spec.schedule".into(),
                 message: format!(
@@ -108,7 +108,9 @@ impl CronSchedule {
             None | Some("") => chrono_tz::UTC,
             Some(name) => chrono_tz::Tz::from_str(name).map_err(|_| Problem {
                 field: "spec.timeZone".into(),
-                message: format!("{name:?} is not a known IANA time zone (for example Europe/Berlin)"),
+                message: format!(
+                    "{name:?} is not a known IANA time zone (for example Europe/Berlin)"
+                ),
             })?,
         };
         let s = CronSchedule {
@@ -168,7 +170,9 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
         if !is_dns_label(ns) {
             bad(
                 "metadata.namespace",
-                format!("{ns:?} must be a DNS label (lower-case letters, digits and '-', at most 63)"),
+                format!(
+                    "{ns:?} must be a DNS label (lower-case letters, digits and '-', at most 63)"
+                ),
             );
         }
     }
@@ -177,9 +181,10 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
     match (&spec.pod_spec, &spec.probe) {
         (Some(_), Some(_)) => bad("spec", "set either podSpec or probe, not both".into()),
         (None, None) => bad("spec", "one of podSpec or probe is required".into()),
-        (Some(p), None) if p.spec.containers.is_empty() => {
-            bad("spec.podSpec.spec.containers", "needs at least one container".into())
-        }
+        (Some(p), None) if p.spec.containers.is_empty() => bad(
+            "spec.podSpec.spec.containers",
+            "needs at least one container".into(),
+        ),
         (None, Some(probe)) => {
             let m = probe.methods();
             if m.len() != 1 {
@@ -187,7 +192,11 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
                     "spec.probe",
                     format!(
                         "set exactly one of httpGet, tcpSocket, exec, grpc (found {})",
-                        if m.is_empty() { "none".to_string() } else { m.join(", ") }
+                        if m.is_empty() {
+                            "none".to_string()
+                        } else {
+                            m.join(", ")
+                        }
                     ),
                 );
             } else {
@@ -263,7 +272,11 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
     };
     Ok(Plan {
         trigger,
-        timeout: timeout.unwrap_or(if is_probe { PROBE_TIMEOUT } else { defaults.timeout }),
+        timeout: timeout.unwrap_or(if is_probe {
+            PROBE_TIMEOUT
+        } else {
+            defaults.timeout
+        }),
         single_run: spec.single_run_only.unwrap_or(false),
         suspend: spec.suspend.unwrap_or(false),
         success_threshold,
@@ -279,7 +292,8 @@ fn problems_push(bad: &mut impl FnMut(&str, String), p: Problem) {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -312,7 +326,9 @@ mod tests {
     const POD: &str = "  podSpec: {spec: {containers: [{name: c, image: i}]}}\n";
 
     fn problems(spec: &str) -> String {
-        validate(&check(spec), &Defaults::default()).unwrap_err().to_string()
+        validate(&check(spec), &Defaults::default())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -328,16 +344,26 @@ mod tests {
         let p = validate(&check(POD), &flags).unwrap();
         assert!(matches!(p.trigger, Trigger::Interval(d) if d == Duration::from_secs(120)));
         assert_eq!(p.timeout, Duration::from_secs(5));
-        let p = validate(&check("  probe: {tcpSocket: {host: h, port: 5432}}\n"), &flags).unwrap();
+        let p = validate(
+            &check("  probe: {tcpSocket: {host: h, port: 5432}}\n"),
+            &flags,
+        )
+        .unwrap();
         assert!(matches!(p.trigger, Trigger::Interval(d) if d == PROBE_INTERVAL));
         assert_eq!((p.timeout, p.failure_threshold), (PROBE_TIMEOUT, 3));
     }
 
     #[test]
     fn exactly_one_of_pod_spec_and_probe() {
-        assert_eq!(problems("  runInterval: 1m\n"), "spec: one of podSpec or probe is required");
+        assert_eq!(
+            problems("  runInterval: 1m\n"),
+            "spec: one of podSpec or probe is required"
+        );
         let both = format!("{POD}  probe: {{tcpSocket: {{host: h, port: 1}}}}\n");
-        assert_eq!(problems(&both), "spec: set either podSpec or probe, not both");
+        assert_eq!(
+            problems(&both),
+            "spec: set either podSpec or probe, not both"
+        );
         assert_eq!(
             problems("  probe: {}\n"),
             "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc (found none)"
@@ -355,15 +381,39 @@ mod tests {
     #[test]
     fn durations_thresholds_and_schedules_name_field_and_value() {
         let cases = [
-            ("  runInterval: 0s\n", "spec.runInterval: \"0s\" must be greater than zero"),
+            (
+                "  runInterval: 0s\n",
+                "spec.runInterval: \"0s\" must be greater than zero",
+            ),
             ("  timeout: -5s\n", "spec.timeout: \"-5s\" is negative"),
-            ("  initialDelay: soon\n", "spec.initialDelay: \"soon\" is not a duration"),
-            ("  successThreshold: 0\n", "spec.successThreshold: 0 must be at least 1"),
-            ("  runInterval: 1m\n  schedule: \"* * * * *\"\n", "spec.schedule: set either runInterval or schedule, not both"),
-            ("  schedule: \"* * *\"\n", "spec.schedule: \"* * *\" has 3 fields; expected 5"),
-            ("  schedule: \"61 * * * *\"\n", "spec.schedule: \"61 * * * *\" is not a valid cron expression"),
-            ("  schedule: \"* * * * *\"\n  timeZone: Mars/Olympus\n", "spec.timeZone: \"Mars/Olympus\" is not a known IANA time zone"),
-            ("  timeZone: UTC\n", "spec.timeZone: only applies to spec.schedule"),
+            (
+                "  initialDelay: soon\n",
+                "spec.initialDelay: \"soon\" is not a duration",
+            ),
+            (
+                "  successThreshold: 0\n",
+                "spec.successThreshold: 0 must be at least 1",
+            ),
+            (
+                "  runInterval: 1m\n  schedule: \"* * * * *\"\n",
+                "spec.schedule: set either runInterval or schedule, not both",
+            ),
+            (
+                "  schedule: \"* * *\"\n",
+                "spec.schedule: \"* * *\" has 3 fields; expected 5",
+            ),
+            (
+                "  schedule: \"61 * * * *\"\n",
+                "spec.schedule: \"61 * * * *\" is not a valid cron expression",
+            ),
+            (
+                "  schedule: \"* * * * *\"\n  timeZone: Mars/Olympus\n",
+                "spec.timeZone: \"Mars/Olympus\" is not a known IANA time zone",
+            ),
+            (
+                "  timeZone: UTC\n",
+                "spec.timeZone: only applies to spec.schedule",
+            ),
         ];
         for (spec, want) in cases {
             let got = problems(&format!("{POD}{spec}"));
@@ -375,10 +425,19 @@ mod tests {
     fn cron_takes_five_or_six_fields() {
         let five = CronSchedule::parse("*/5 * * * *", None).unwrap();
         let t = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, 0, 1, 0).unwrap();
-        assert_eq!(five.next_after(t).unwrap(), t + chrono::Duration::minutes(4));
+        assert_eq!(
+            five.next_after(t).unwrap(),
+            t + chrono::Duration::minutes(4)
+        );
         let six = CronSchedule::parse("30 * * * * *", None).unwrap();
-        assert_eq!(six.next_after(t).unwrap(), t + chrono::Duration::seconds(30));
-        assert!(CronSchedule::parse("0 0 30 2 *", None).unwrap_err().message.contains("never matches"));
+        assert_eq!(
+            six.next_after(t).unwrap(),
+            t + chrono::Duration::seconds(30)
+        );
+        assert!(CronSchedule::parse("0 0 30 2 *", None)
+            .unwrap_err()
+            .message
+            .contains("never matches"));
     }
 
     #[test]
@@ -386,6 +445,9 @@ mod tests {
         let mut hc = check(POD);
         hc.metadata.name = Some("Bad_Name".into());
         let err = validate(&hc, &Defaults::default()).unwrap_err().to_string();
-        assert!(err.starts_with("metadata.name: \"Bad_Name\" must be lower-case"), "{err}");
+        assert!(
+            err.starts_with("metadata.name: \"Bad_Name\" must be lower-case"),
+            "{err}"
+        );
     }
 }

@@ -70,7 +70,10 @@ impl Board {
     }
 
     pub fn leader(&self) -> String {
-        self.leader.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.leader
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_leader(&self, name: &str) {
@@ -89,11 +92,18 @@ impl Board {
     }
 
     pub fn remove(&self, key: &CheckKey) {
-        self.checks.write().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.checks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     pub fn get(&self, key: &CheckKey) -> Option<Arc<CheckView>> {
-        self.checks.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.checks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// A consistent copy of every view, sorted by key; cheap (one `Arc` clone each).
@@ -107,7 +117,10 @@ impl Board {
     }
 
     pub fn set_source_error(&self, source: &str, error: Option<String>) {
-        let mut m = self.source_errors.write().unwrap_or_else(|e| e.into_inner());
+        let mut m = self
+            .source_errors
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         match error {
             Some(e) => m.insert(source.to_string(), e),
             None => m.remove(source),
@@ -133,7 +146,11 @@ impl Board {
     pub fn since_tick(&self) -> Option<Duration> {
         match self.last_tick_ms.load(Ordering::Relaxed) {
             0 => None,
-            ms => Some(self.started.elapsed().saturating_sub(Duration::from_millis(ms))),
+            ms => Some(
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms)),
+            ),
         }
     }
 

@@ -201,7 +201,12 @@ impl Engine {
 
     /// The run in flight of a check, if any.
     pub fn current_run(&self, key: &CheckKey) -> Option<Uuid> {
-        self.checks.get(key)?.run.as_ref().filter(|r| !r.finished).map(|r| r.uuid)
+        self.checks
+            .get(key)?
+            .run
+            .as_ref()
+            .filter(|r| !r.finished)
+            .map(|r| r.uuid)
     }
 
     pub fn due(&self, key: &CheckKey) -> Option<DateTime<Utc>> {
@@ -209,9 +214,17 @@ impl Engine {
     }
 
     /// Adds or updates a check. `saved` is its stored state, used the first time it is seen.
-    pub fn upsert(&mut self, now: DateTime<Utc>, desired: Desired, saved: Option<HealthCheckStatus>) -> Vec<Effect> {
+    pub fn upsert(
+        &mut self,
+        now: DateTime<Utc>,
+        desired: Desired,
+        saved: Option<HealthCheckStatus>,
+    ) -> Vec<Effect> {
         let key = CheckKey::of(&desired.check);
-        let plan = match (validate::validate(&desired.check, &self.cfg.defaults), &desired.load_error) {
+        let plan = match (
+            validate::validate(&desired.check, &self.cfg.defaults),
+            &desired.load_error,
+        ) {
             (Ok(_), Some(e)) => Err(e.clone()),
             (Err(mut v), Some(e)) => {
                 v.problems.splice(0..0, e.problems.iter().cloned());
@@ -262,15 +275,20 @@ impl Engine {
             };
             Self::apply_validity(&mut entry, &now_s);
             // A run in flight when the state was saved is adopted, not restarted.
-            let adopted = Uuid::parse_str(&entry.status.current_uuid).ok().map(|uuid| {
-                let started = from_unix(entry.status.last_run_unix);
-                let timeout = entry.plan.as_ref().map_or(self.cfg.defaults.timeout, |p| p.timeout);
-                let deadline = entry
-                    .status
-                    .run_deadline_unix
-                    .map_or(started + chrono(timeout), from_unix);
-                (uuid, started, deadline, timeout)
-            });
+            let adopted = Uuid::parse_str(&entry.status.current_uuid)
+                .ok()
+                .map(|uuid| {
+                    let started = from_unix(entry.status.last_run_unix);
+                    let timeout = entry
+                        .plan
+                        .as_ref()
+                        .map_or(self.cfg.defaults.timeout, |p| p.timeout);
+                    let deadline = entry
+                        .status
+                        .run_deadline_unix
+                        .map_or(started + chrono(timeout), from_unix);
+                    (uuid, started, deadline, timeout)
+                });
             let persist = entry.status != before;
             self.checks.insert(key.clone(), entry);
             match adopted {
@@ -330,7 +348,10 @@ impl Engine {
                     st.errors = if st.ok {
                         Vec::new()
                     } else {
-                        st.history.first().map(|h| h.errors.clone()).unwrap_or_default()
+                        st.history
+                            .first()
+                            .map(|h| h.errors.clone())
+                            .unwrap_or_default()
                     };
                 }
             }
@@ -370,7 +391,10 @@ impl Engine {
 
     /// Starts a run now (manual trigger, `probity run`), subject to the concurrency cap.
     pub fn run_now(&mut self, now: DateTime<Utc>, key: &CheckKey) -> Result<Vec<Effect>, String> {
-        let entry = self.checks.get(key).ok_or_else(|| format!("no check {key}"))?;
+        let entry = self
+            .checks
+            .get(key)
+            .ok_or_else(|| format!("no check {key}"))?;
         if let Err(e) = &entry.plan {
             return Err(format!("{key} is invalid: {e}"));
         }
@@ -394,8 +418,12 @@ impl Engine {
                 break;
             }
             self.deadlines.remove(&(t, key.clone()));
-            let Some(entry) = self.checks.get_mut(&key) else { continue };
-            let Some(run) = entry.run.as_ref() else { continue };
+            let Some(entry) = self.checks.get_mut(&key) else {
+                continue;
+            };
+            let Some(run) = entry.run.as_ref() else {
+                continue;
+            };
             let uuid = run.uuid;
             if !run.finished {
                 let msg = format!(
@@ -439,7 +467,10 @@ impl Engine {
         let Some(key) = self.runs.get(&uuid).cloned() else {
             return (Vec::new(), Err(self.explain_unknown(uuid)));
         };
-        let run = self.checks[&key].run.as_ref().expect("a run holds the slot");
+        let run = self.checks[&key]
+            .run
+            .as_ref()
+            .expect("a run holds the slot");
         if run.finished {
             return (Vec::new(), Err(self.explain_unknown(uuid)));
         }
@@ -462,13 +493,19 @@ impl Engine {
             );
             return (effects, Err(Rejection { code: 410, reason }));
         }
-        let outcome = if ok { Outcome::Success } else { Outcome::Failure };
+        let outcome = if ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
         (self.finish(now, &key, outcome, errors), Ok(()))
     }
 
     fn explain_unknown(&self, uuid: Uuid) -> Rejection {
         match self.ended.get(&uuid) {
-            None => Rejection::bad(format!("unknown run UUID {uuid}: no run of any check has it")),
+            None => Rejection::bad(format!(
+                "unknown run UUID {uuid}: no run of any check has it"
+            )),
             Some(e) => match &e.by {
                 EndedBy::Outcome(Outcome::Timeout) => Rejection {
                     code: 410,
@@ -478,17 +515,22 @@ impl Engine {
                         e.deadline.to_rfc3339()
                     ),
                 },
-                EndedBy::Outcome(o @ (Outcome::Success | Outcome::Failure)) => Rejection::bad(format!(
-                    "run {uuid} of {} already reported ({}); a run reports once",
-                    e.key,
-                    o.as_str()
-                )),
+                EndedBy::Outcome(o @ (Outcome::Success | Outcome::Failure)) => {
+                    Rejection::bad(format!(
+                        "run {uuid} of {} already reported ({}); a run reports once",
+                        e.key,
+                        o.as_str()
+                    ))
+                }
                 EndedBy::Outcome(o) => Rejection::bad(format!(
                     "run {uuid} of {} already ended ({})",
                     e.key,
                     o.as_str()
                 )),
-                EndedBy::Deleted => Rejection::bad(format!("run {uuid} belonged to {}, which was deleted", e.key)),
+                EndedBy::Deleted => Rejection::bad(format!(
+                    "run {uuid} belonged to {}, which was deleted",
+                    e.key
+                )),
             },
         }
     }
@@ -526,7 +568,13 @@ impl Engine {
     }
 
     /// Records the one outcome of the run in flight of `key`.
-    fn finish(&mut self, now: DateTime<Utc>, key: &CheckKey, outcome: Outcome, errors: Vec<String>) -> Vec<Effect> {
+    fn finish(
+        &mut self,
+        now: DateTime<Utc>,
+        key: &CheckKey,
+        outcome: Outcome,
+        errors: Vec<String>,
+    ) -> Vec<Effect> {
         let entry = self.checks.get_mut(key).expect("present");
         let Some(run) = entry.run.as_mut() else {
             return Vec::new();
@@ -589,11 +637,7 @@ impl Engine {
             },
         );
         st.history.truncate(HISTORY_LEN);
-        st.next_run_unix = if single_run {
-            None
-        } else {
-            st.next_run_unix
-        };
+        st.next_run_unix = if single_run { None } else { st.next_run_unix };
         self.remember(uuid, key.clone(), EndedBy::Outcome(outcome), deadline);
         vec![
             self.save(key, true),
@@ -626,8 +670,12 @@ impl Engine {
             self.cfg.max_concurrent_runs
         };
         while !self.draining && self.runs.len() < cap {
-            let Some((key, due)) = self.ready.pop_front() else { break };
-            let Some(entry) = self.checks.get_mut(&key) else { continue };
+            let Some((key, due)) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.checks.get_mut(&key) else {
+                continue;
+            };
             if !entry.queued {
                 continue;
             }
@@ -695,7 +743,8 @@ impl Engine {
         let entry = self.checks.get_mut(key).expect("present");
         entry.due = due;
         if entry.plan.is_ok() {
-            let single_done = entry.plan.as_ref().is_ok_and(|p| p.single_run) && entry.status.last_run_unix > 0;
+            let single_done =
+                entry.plan.as_ref().is_ok_and(|p| p.single_run) && entry.status.last_run_unix > 0;
             entry.status.next_run_unix = if single_done { None } else { due.map(unix) };
         } else {
             entry.status.next_run_unix = None;
@@ -715,7 +764,9 @@ impl Engine {
         if plan.single_run && has_run {
             return None;
         }
-        let last = e.last_start.or(has_run.then(|| from_unix(e.status.last_run_unix)));
+        let last = e
+            .last_start
+            .or(has_run.then(|| from_unix(e.status.last_run_unix)));
         let earliest = (!has_run).then(|| e.first_seen + chrono(plan.initial_delay));
         match &plan.trigger {
             Trigger::Interval(iv) => {
@@ -773,7 +824,13 @@ impl Engine {
                 p.single_run,
                 p.suspend,
             ),
-            Err(_) => (None, e.desired.check.spec.schedule.clone(), None, false, false),
+            Err(_) => (
+                None,
+                e.desired.check.spec.schedule.clone(),
+                None,
+                false,
+                false,
+            ),
         };
         CheckView {
             key: key.clone(),
@@ -799,7 +856,11 @@ fn entry_is_clear(st: &HealthCheckStatus) -> bool {
 pub fn pod_name(key: &CheckKey, uuid: Uuid) -> String {
     let name = key.name();
     let name = &name[..name.len().min(57)];
-    format!("{}-{}", name.trim_end_matches(['-', '.']), &uuid.simple().to_string()[..5])
+    format!(
+        "{}-{}",
+        name.trim_end_matches(['-', '.']),
+        &uuid.simple().to_string()[..5]
+    )
 }
 
 #[cfg(test)]

@@ -49,7 +49,9 @@ fn finished(effects: &[Effect]) -> Vec<(Outcome, Vec<String>)> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Finished { outcome, errors, .. } => Some((*outcome, errors.clone())),
+            Effect::Finished {
+                outcome, errors, ..
+            } => Some((*outcome, errors.clone())),
             _ => None,
         })
         .collect()
@@ -96,7 +98,9 @@ fn first_runs_after_startup_are_spread_over_the_interval() {
         e.upsert(t0(), check(&format!("c{i}"), "  runInterval: 1m\n"), None);
     }
     e.finish_startup();
-    let dues: Vec<_> = (0..200).map(|i| e.due(&key(&format!("c{i}"))).unwrap()).collect();
+    let dues: Vec<_> = (0..200)
+        .map(|i| e.due(&key(&format!("c{i}"))).unwrap())
+        .collect();
     assert!(dues.iter().all(|d| *d >= t0() && *d < t0() + secs(60)));
     let mut per_second = std::collections::HashMap::new();
     for d in &dues {
@@ -145,12 +149,15 @@ fn overdue_checks_at_startup_are_spread_not_run_at_once() {
 fn cron_schedule_in_time_zone() {
     let (e, _) = one("  schedule: \"0 9 * * *\"\n  timeZone: Europe/Berlin\n");
     // 09:00 in Berlin in November (CET, UTC+1) is 08:00 UTC, tomorrow since t0 is 10:00 UTC.
-    assert_eq!(e.due(&key("a")), Some(Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()));
+    assert_eq!(
+        e.due(&key("a")),
+        Some(Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap())
+    );
     let (mut e, _) = one("  schedule: \"*/5 * * * *\"\n");
     assert_eq!(e.due(&key("a")), Some(t0() + secs(300)));
     let fx = e.tick(t0() + secs(300));
     let (_, uuid) = starts(&fx)[0];
-    e.report(t0() + secs(301), uuid, true, vec![]);
+    e.report(t0() + secs(301), uuid, true, vec![]).1.unwrap();
     e.release(t0() + secs(302), uuid, exited("done"));
     assert_eq!(e.due(&key("a")), Some(t0() + secs(600)));
 }
@@ -171,9 +178,9 @@ fn never_two_runs_of_a_check_at_once() {
             vec!["timeout after 30s: no report by the deadline; the run was stopped".to_string()]
         )]
     );
-    assert!(fx
-        .iter()
-        .any(|f| matches!(f, Effect::Stop { uuid: u, reason: StopReason::Timeout, .. } if *u == uuid)));
+    assert!(fx.iter().any(
+        |f| matches!(f, Effect::Stop { uuid: u, reason: StopReason::Timeout, .. } if *u == uuid)
+    ));
     // Killed but not yet gone: still no second run.
     assert!(starts(&e.tick(t0() + secs(31))).is_empty());
     // Gone: the overdue run starts at once.
@@ -186,7 +193,7 @@ fn never_two_runs_of_a_check_at_once() {
 fn a_reported_run_that_lingers_is_stopped_at_its_deadline() {
     let (mut e, _) = one("  runInterval: 10s\n  timeout: 30s\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
-    e.report(t0() + secs(1), uuid, true, vec![]);
+    e.report(t0() + secs(1), uuid, true, vec![]).1.unwrap();
     assert!(starts(&e.tick(t0() + secs(10))).is_empty());
     let fx = e.tick(t0() + secs(30));
     assert!(finished(&fx).is_empty());
@@ -197,14 +204,18 @@ fn a_reported_run_that_lingers_is_stopped_at_its_deadline() {
 fn single_run_only_runs_once_even_across_restarts() {
     let (mut e, _) = one("  singleRunOnly: true\n  runInterval: 10s\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
-    e.report(t0() + secs(1), uuid, true, vec![]);
+    e.report(t0() + secs(1), uuid, true, vec![]).1.unwrap();
     e.release(t0() + secs(1), uuid, exited("done"));
     assert_eq!(e.next_wakeup(), None);
     assert!(starts(&e.tick(t0() + secs(3600))).is_empty());
     let saved = e.status(&key("a")).unwrap().clone();
     assert_eq!(saved.next_run_unix, None);
     let mut restarted = engine(0);
-    restarted.upsert(t0() + secs(7200), check("a", "  singleRunOnly: true\n"), Some(saved));
+    restarted.upsert(
+        t0() + secs(7200),
+        check("a", "  singleRunOnly: true\n"),
+        Some(saved),
+    );
     assert_eq!(restarted.next_wakeup(), None);
 }
 
@@ -212,13 +223,22 @@ fn single_run_only_runs_once_even_across_restarts() {
 fn suspend_stops_scheduling_and_keeps_state() {
     let (mut e, _) = one("  runInterval: 10s\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
-    e.report(t0() + secs(1), uuid, false, vec!["down".into()]);
+    e.report(t0() + secs(1), uuid, false, vec!["down".into()])
+        .1
+        .unwrap();
     e.release(t0() + secs(1), uuid, exited("done"));
-    e.upsert(t0() + secs(2), check("a", "  runInterval: 10s\n  suspend: true\n"), None);
+    e.upsert(
+        t0() + secs(2),
+        check("a", "  runInterval: 10s\n  suspend: true\n"),
+        None,
+    );
     assert_eq!(e.next_wakeup(), None);
     assert!(starts(&e.tick(t0() + secs(100))).is_empty());
     let st = e.status(&key("a")).unwrap();
-    assert_eq!((st.failure_count, st.ok, st.next_run_unix), (1, false, None));
+    assert_eq!(
+        (st.failure_count, st.ok, st.next_run_unix),
+        (1, false, None)
+    );
     // Resumed: overdue, so it runs now.
     e.upsert(t0() + secs(101), check("a", "  runInterval: 10s\n"), None);
     assert_eq!(starts(&e.tick(t0() + secs(101))).len(), 1);
@@ -234,7 +254,11 @@ fn initial_delay_holds_the_first_run() {
 fn run_once(e: &mut Engine, at: DateTime<Utc>, ok: bool) -> Vec<Effect> {
     e.run_now(at, &key("a")).unwrap();
     let uuid = e.current_run(&key("a")).unwrap();
-    let errors = if ok { vec![] } else { vec![format!("failed at {at}")] };
+    let errors = if ok {
+        vec![]
+    } else {
+        vec![format!("failed at {at}")]
+    };
     let (fx, v) = e.report(at, uuid, ok, errors);
     v.unwrap();
     e.release(at, uuid, exited("done"));
@@ -263,7 +287,10 @@ fn thresholds_decide_when_ok_flips() {
     run_once(&mut e, t0() + secs(7), true);
     assert!(ok(&e));
     let st = e.status(&key("a")).unwrap();
-    assert_eq!((st.success_count, st.failure_count, st.consecutive_successes), (3, 4, 2));
+    assert_eq!(
+        (st.success_count, st.failure_count, st.consecutive_successes),
+        (3, 4, 2)
+    );
     assert!(st.errors.is_empty());
     assert_eq!(st.history.len(), 7);
     assert_eq!(st.history[0].outcome, Some(Outcome::Success));
@@ -291,9 +318,13 @@ fn concurrency_cap_queues_due_runs_in_order() {
     assert_eq!(first.len(), 2);
     assert_eq!(e.in_flight(), 2);
     let (_, uuid) = first[0];
-    e.report(t0() + secs(3), uuid, true, vec![]);
+    e.report(t0() + secs(3), uuid, true, vec![]).1.unwrap();
     let fx = e.release(t0() + secs(3), uuid, exited("done"));
-    assert_eq!(starts(&fx).len(), 1, "a freed slot starts the next queued run");
+    assert_eq!(
+        starts(&fx).len(),
+        1,
+        "a freed slot starts the next queued run"
+    );
     let lag = fx.iter().find_map(|f| match f {
         Effect::Started { lag, .. } => Some(*lag),
         _ => None,
@@ -315,7 +346,11 @@ fn reports_are_accepted_once_and_refused_with_reasons() {
     let (fx, v) = e.report(t0() + secs(2), uuid, false, vec!["x".into()]);
     let r = v.unwrap_err();
     assert_eq!(r.code, 400);
-    assert!(r.reason.contains("already reported (Success)"), "{}", r.reason);
+    assert!(
+        r.reason.contains("already reported (Success)"),
+        "{}",
+        r.reason
+    );
     assert!(fx.is_empty(), "a duplicate changes nothing");
     assert_eq!(e.status(&key("a")).unwrap().success_count, 1);
 }
@@ -356,12 +391,19 @@ fn exit_without_report_and_start_failure_end_the_run() {
     );
     assert_eq!(
         finished(&fx),
-        vec![(Outcome::Crash, vec!["exited with code 3 without reporting".to_string()])]
+        vec![(
+            Outcome::Crash,
+            vec!["exited with code 3 without reporting".to_string()]
+        )]
     );
     let (_, v) = e.report(t0() + secs(3), uuid, true, vec![]);
     assert!(v.unwrap_err().reason.contains("already ended (Crash)"));
     let (_, uuid) = starts(&e.tick(t0() + secs(60)))[0];
-    let fx = e.release(t0() + secs(60), uuid, RunEnd::StartFailed("start \"nope\": not found".into()));
+    let fx = e.release(
+        t0() + secs(60),
+        uuid,
+        RunEnd::StartFailed("start \"nope\": not found".into()),
+    );
     assert_eq!(finished(&fx)[0].0, Outcome::StartFailure);
     // A release after the outcome adds nothing.
     assert!(e.release(t0() + secs(61), uuid, exited("again")).is_empty());
@@ -372,7 +414,11 @@ fn an_invalid_check_is_reported_and_never_stops_the_others() {
     let mut e = engine(0);
     e.finish_startup();
     e.upsert(t0(), check("good", "  runInterval: 1m\n"), None);
-    let fx = e.upsert(t0(), check("bad", "  runInterval: 5x\n  failureThreshold: 0\n"), None);
+    let fx = e.upsert(
+        t0(),
+        check("bad", "  runInterval: 5x\n  failureThreshold: 0\n"),
+        None,
+    );
     let view = fx
         .iter()
         .find_map(|f| match f {
@@ -381,15 +427,24 @@ fn an_invalid_check_is_reported_and_never_stops_the_others() {
         })
         .unwrap();
     let msg = view.invalid.clone().unwrap();
-    assert!(msg.contains("spec.runInterval: \"5x\" has unknown unit \"x\""), "{msg}");
-    assert!(msg.contains("spec.failureThreshold: 0 must be at least 1"), "{msg}");
+    assert!(
+        msg.contains("spec.runInterval: \"5x\" has unknown unit \"x\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("spec.failureThreshold: 0 must be at least 1"),
+        "{msg}"
+    );
     assert!(!view.effective_ok());
     let st = e.status(&key("bad")).unwrap();
     assert_eq!(st.condition("Invalid").unwrap().status, "True");
     assert!(!st.ok);
     assert_eq!(e.due(&key("bad")), None);
     let started = starts(&e.tick(t0()));
-    assert_eq!(started.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![key("good")]);
+    assert_eq!(
+        started.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![key("good")]
+    );
     // Fixed: valid again, pending again, scheduled.
     e.upsert(t0() + secs(1), check("bad", "  runInterval: 5m\n"), None);
     let st = e.status(&key("bad")).unwrap();
@@ -403,9 +458,13 @@ fn deleting_a_running_check_stops_its_run_and_forgets_it_when_gone() {
     let (mut e, _) = one("  runInterval: 1m\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
     let fx = e.remove(t0() + secs(1), &key("a"));
-    assert!(fx
-        .iter()
-        .any(|f| matches!(f, Effect::Stop { reason: StopReason::Removed, .. })));
+    assert!(fx.iter().any(|f| matches!(
+        f,
+        Effect::Stop {
+            reason: StopReason::Removed,
+            ..
+        }
+    )));
     let (_, v) = e.report(t0() + secs(2), uuid, true, vec![]);
     assert!(v.unwrap_err().reason.contains("deleted"));
     let fx = e.release(t0() + secs(2), uuid, exited("killed"));
@@ -425,8 +484,14 @@ fn a_run_in_flight_in_saved_state_is_adopted_not_restarted() {
         ..Default::default()
     };
     let mut e = engine(0);
-    let fx = e.upsert(t0(), check("a", "  runInterval: 1m\n  timeout: 30s\n"), Some(saved));
-    assert!(fx.iter().any(|f| matches!(f, Effect::Adopt { uuid: u, .. } if *u == uuid)));
+    let fx = e.upsert(
+        t0(),
+        check("a", "  runInterval: 1m\n  timeout: 30s\n"),
+        Some(saved),
+    );
+    assert!(fx
+        .iter()
+        .any(|f| matches!(f, Effect::Adopt { uuid: u, .. } if *u == uuid)));
     assert!(starts(&fx).is_empty());
     e.finish_startup();
     assert!(starts(&e.tick(t0() + secs(10))).is_empty());
@@ -448,7 +513,11 @@ fn an_adopted_run_that_never_reports_times_out_at_its_saved_deadline() {
         ..Default::default()
     };
     let mut e = engine(0);
-    e.upsert(t0(), check("a", "  runInterval: 1m\n  timeout: 30s\n"), Some(saved));
+    e.upsert(
+        t0(),
+        check("a", "  runInterval: 1m\n  timeout: 30s\n"),
+        Some(saved),
+    );
     assert!(finished(&e.tick(t0() + secs(24))).is_empty());
     assert_eq!(finished(&e.tick(t0() + secs(25)))[0].0, Outcome::Timeout);
 }

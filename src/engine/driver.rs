@@ -24,7 +24,7 @@ const QUEUE: usize = 8192;
 pub enum Event {
     Upsert {
         desired: Desired,
-        saved: Option<HealthCheckStatus>,
+        saved: Option<Box<HealthCheckStatus>>,
     },
     Remove {
         key: CheckKey,
@@ -81,7 +81,11 @@ impl EngineHandle {
     }
 
     pub async fn upsert(&self, desired: Desired, saved: Option<HealthCheckStatus>) {
-        self.send(Event::Upsert { desired, saved }).await
+        self.send(Event::Upsert {
+            desired,
+            saved: saved.map(Box::new),
+        })
+        .await
     }
 
     pub async fn remove(&self, key: CheckKey) {
@@ -117,7 +121,8 @@ impl EngineHandle {
             .send(Event::RunNow { key, reply })
             .await
             .map_err(|_| "the scheduler has stopped".to_string())?;
-        rx.await.unwrap_or_else(|_| Err("the scheduler has stopped".into()))
+        rx.await
+            .unwrap_or_else(|_| Err("the scheduler has stopped".into()))
     }
 }
 
@@ -182,7 +187,10 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             }
         }
         if self.engine.in_flight() > 0 {
-            warn!(runs = self.engine.in_flight(), "runs still in flight at shutdown; they will be adopted on restart");
+            warn!(
+                runs = self.engine.in_flight(),
+                "runs still in flight at shutdown; they will be adopted on restart"
+            );
         }
     }
 
@@ -190,7 +198,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
         let now = self.clock.now();
         match ev {
             Event::Upsert { desired, saved } => {
-                let effects = self.engine.upsert(now, desired, saved);
+                let effects = self.engine.upsert(now, desired, saved.map(|s| *s));
                 self.act(effects);
             }
             Event::Remove { key } => {
@@ -221,7 +229,9 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                         tokio::spawn(async move {
                             let r = fut.await.map_err(|e| Rejection {
                                 code: 500,
-                                reason: format!("the report was accepted but could not be stored: {e}"),
+                                reason: format!(
+                                    "the report was accepted but could not be stored: {e}"
+                                ),
                             });
                             let _ = reply.send(r);
                         });
@@ -232,7 +242,10 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                 }
             }
             Event::RunNow { key, reply } => {
-                let r = self.engine.run_now(now, &key).map(|effects| self.act(effects));
+                let r = self
+                    .engine
+                    .run_now(now, &key)
+                    .map(|effects| self.act(effects));
                 let _ = reply.send(r);
             }
         }
@@ -269,7 +282,11 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                     debug!(check = %run.key, uuid = %run.uuid, "starting run");
                     self.runner.start(run);
                 }
-                Effect::Adopt { key, uuid, deadline } => {
+                Effect::Adopt {
+                    key,
+                    uuid,
+                    deadline,
+                } => {
                     info!(check = %key, %uuid, "adopting run in flight");
                     self.runner.adopt(key, uuid, deadline);
                 }
@@ -435,7 +452,9 @@ mod tests {
             let f = h.finished.recv().await.unwrap();
             assert_eq!(f.outcome, Outcome::Success);
         }
-        let want: Vec<_> = (0..4).map(|i| t0 + chrono::Duration::seconds(10 * i)).collect();
+        let want: Vec<_> = (0..4)
+            .map(|i| t0 + chrono::Duration::seconds(10 * i))
+            .collect();
         assert_eq!(*h.starts.lock().unwrap(), want);
         let view = h.board.get(&CheckKey::new("ns", "a")).unwrap();
         assert_eq!(view.status.success_count, 4);
@@ -454,14 +473,24 @@ mod tests {
         while h.starts.lock().unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let uuid = h.board.get(&CheckKey::new("ns", "a")).unwrap().status.current_uuid.clone();
+        let uuid = h
+            .board
+            .get(&CheckKey::new("ns", "a"))
+            .unwrap()
+            .status
+            .current_uuid
+            .clone();
         let err = h
             .handle
             .report(Uuid::parse_str(&uuid).unwrap(), true, vec![])
             .await
             .unwrap_err();
         assert_eq!(err.code, 500);
-        assert!(err.reason.contains("could not be stored") && err.reason.contains("disk full"), "{}", err.reason);
+        assert!(
+            err.reason.contains("could not be stored") && err.reason.contains("disk full"),
+            "{}",
+            err.reason
+        );
         h.stop.send(true).unwrap();
         h.task.await.unwrap();
     }

@@ -65,16 +65,39 @@ pub enum RunEnd {
 pub enum Effect {
     Start(StartRun),
     /// The runner should make a run it did not start (found in saved state) its own.
-    Adopt { key: CheckKey, uuid: Uuid, deadline: DateTime<Utc> },
-    Stop { key: CheckKey, uuid: Uuid, reason: StopReason },
+    Adopt {
+        key: CheckKey,
+        uuid: Uuid,
+        deadline: DateTime<Utc>,
+    },
+    Stop {
+        key: CheckKey,
+        uuid: Uuid,
+        reason: StopReason,
+    },
     /// Publish this state of a check, and persist it when `persist` (it changed).
-    Save { key: CheckKey, view: Arc<CheckView>, persist: bool },
+    Save {
+        key: CheckKey,
+        view: Arc<CheckView>,
+        persist: bool,
+    },
     /// The check is gone: drop its saved state and published view.
-    Forget { key: CheckKey },
+    Forget {
+        key: CheckKey,
+    },
     /// A run reached its outcome (for metrics and logs).
-    Finished { key: CheckKey, uuid: Uuid, outcome: Outcome, duration: Duration, errors: Vec<String> },
+    Finished {
+        key: CheckKey,
+        uuid: Uuid,
+        outcome: Outcome,
+        duration: Duration,
+        errors: Vec<String>,
+    },
     /// How late a run started against its due time (for the lag metric).
-    Started { key: CheckKey, lag: Duration },
+    Started {
+        key: CheckKey,
+        lag: Duration,
+    },
 }
 
 /// Starts, stops and watches runs. Every run it is given must end in exactly one

@@ -97,7 +97,11 @@ impl ProcessRunner {
             .pod_spec
             .as_ref()
             .ok_or("built-in probes are not available in this version")?;
-        let c = pod.spec.containers.first().ok_or("the pod spec has no container")?;
+        let c = pod
+            .spec
+            .containers
+            .first()
+            .ok_or("the pod spec has no container")?;
         let argv: Vec<String> = c
             .command
             .iter()
@@ -127,7 +131,10 @@ impl ProcessRunner {
             format!("{}/check?kh-run-uuid={}", self.report_base, run.uuid),
         );
         cmd.env("KH_RUN_UUID", run.uuid.to_string());
-        cmd.env("KH_CHECK_RUN_DEADLINE", run.deadline.timestamp().to_string());
+        cmd.env(
+            "KH_CHECK_RUN_DEADLINE",
+            run.deadline.timestamp().to_string(),
+        );
         cmd.env("KH_POD_NAMESPACE", namespace);
         if let Some(prefix) = &self.path_prefix {
             let mut path = OsString::from(prefix);
@@ -163,7 +170,10 @@ impl ProcessRunner {
     async fn execute(self, run: StartRun) {
         let uuid = run.uuid;
         let end = self.execute_inner(&run).await;
-        self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(&uuid);
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uuid);
         self.engine.released(uuid, end).await;
     }
 
@@ -189,8 +199,14 @@ impl ProcessRunner {
         let tail = Arc::new(Mutex::new(Tail::default()));
         let mut readers = Vec::new();
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
         ]
         .into_iter()
         .flatten()
@@ -239,7 +255,9 @@ impl ProcessRunner {
         let end = match found {
             None => RunEnd::Exited {
                 success: false,
-                message: "the run's process was gone when probity restarted, and it had not reported".into(),
+                message:
+                    "the run's process was gone when probity restarted, and it had not reported"
+                        .into(),
             },
             Some((pid, pgid)) => {
                 {
@@ -261,7 +279,10 @@ impl ProcessRunner {
                 }
             }
         };
-        self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(&uuid);
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uuid);
         self.engine.released(uuid, end).await;
     }
 }
@@ -325,10 +346,16 @@ fn alive(pid: i32) -> bool {
 fn find_by_run_uuid(uuid: Uuid) -> Option<(i32, i32)> {
     let needle = format!("KH_RUN_UUID={uuid}");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
         if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
             // SAFETY: getpgid(2) only reads the process table.
             let pgid = unsafe { libc::getpgid(pid) };
@@ -388,7 +415,13 @@ mod tests {
         for i in 0..100 {
             t.push(format!("line {i}"));
         }
-        assert_eq!(t.render(), (90..100).map(|i| format!("line {i}")).collect::<Vec<_>>().join(" | "));
+        assert_eq!(
+            t.render(),
+            (90..100)
+                .map(|i| format!("line {i}"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
         let mut t = Tail::default();
         t.push("x".repeat(10_000));
         assert!(t.render().len() <= TAIL_BYTES + 4);
@@ -397,7 +430,11 @@ mod tests {
     #[test]
     fn local_mode_needs_a_command_and_resolvable_env() {
         let text = "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {name: a}\nspec:\n  podSpec:\n    spec:\n      containers:\n        - name: c\n          image: x\n          env:\n            - name: S\n              valueFrom: {secretKeyRef: {name: s, key: k}}\n";
-        let hc = crate::api::load::parse_documents(text).unwrap().remove(0).check.unwrap();
+        let hc = crate::api::load::parse_documents(text)
+            .unwrap()
+            .remove(0)
+            .check
+            .unwrap();
         let p = local_problems(&hc);
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].field, "spec.podSpec.spec.containers[0].command");

@@ -51,13 +51,19 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
         .is_some_and(|a| a.contains("application/openmetrics-text"));
     if openmetrics {
         (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             st.metrics.encode_openmetrics(),
         )
             .into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             st.metrics.encode_text(),
         )
             .into_response()

@@ -18,7 +18,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// A report's verdict, from a body with case-insensitive `ok` and `errors` keys.
 pub fn parse_body(body: &[u8]) -> Result<(bool, Vec<String>), String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let Value::Object(map) = value else {
         return Err("body must be a JSON object like {\"OK\":true,\"Errors\":[]}".into());
     };
@@ -38,7 +39,9 @@ pub fn parse_body(body: &[u8]) -> Result<(bool, Vec<String>), String> {
                     for (i, item) in items.into_iter().enumerate() {
                         match item {
                             Value::String(s) => out.push(s),
-                            other => return Err(format!("\"{k}\"[{i}] must be a string, not {other}")),
+                            other => {
+                                return Err(format!("\"{k}\"[{i}] must be a string, not {other}"))
+                            }
                         }
                     }
                     errors = Some(out);
@@ -50,7 +53,9 @@ pub fn parse_body(body: &[u8]) -> Result<(bool, Vec<String>), String> {
     let ok = ok.ok_or("body has no \"OK\" field")?;
     let errors = errors.unwrap_or_default();
     if ok && !errors.is_empty() {
-        return Err("\"OK\" is true but \"Errors\" is not empty; send OK:false to report errors".into());
+        return Err(
+            "\"OK\" is true but \"Errors\" is not empty; send OK:false to report errors".into(),
+        );
     }
     if !ok && errors.is_empty() {
         return Err("\"OK\" is false but \"Errors\" is empty; say what failed".into());
@@ -64,7 +69,12 @@ pub fn parse_body(body: &[u8]) -> Result<(bool, Vec<String>), String> {
 fn refuse(code: StatusCode, reason: impl Into<String>) -> Response {
     let mut reason = reason.into();
     reason.push('\n');
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        reason,
+    )
+        .into_response()
 }
 
 pub async fn report(
@@ -78,10 +88,20 @@ pub async fn report(
     resp
 }
 
-async fn handle(st: &AppState, headers: &HeaderMap, query: &HashMap<String, String>, body: &[u8]) -> Response {
+async fn handle(
+    st: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Response {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if mime != "application/json" && !mime.ends_with("+json") {
             return refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -89,7 +109,9 @@ async fn handle(st: &AppState, headers: &HeaderMap, query: &HashMap<String, Stri
             );
         }
     }
-    let from_header = headers.get(UUID_HEADER).map(|v| v.to_str().unwrap_or("").trim().to_string());
+    let from_header = headers
+        .get(UUID_HEADER)
+        .map(|v| v.to_str().unwrap_or("").trim().to_string());
     let from_url = query.get(UUID_HEADER).map(|v| v.trim().to_string());
     let raw = match (from_header, from_url) {
         (Some(h), Some(u)) if !h.eq_ignore_ascii_case(&u) => {
@@ -108,7 +130,10 @@ async fn handle(st: &AppState, headers: &HeaderMap, query: &HashMap<String, Stri
         }
     };
     let Ok(uuid) = Uuid::parse_str(&raw) else {
-        return refuse(StatusCode::BAD_REQUEST, format!("{UUID_HEADER} {raw:?} is not a UUID"));
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("{UUID_HEADER} {raw:?} is not a UUID"),
+        );
     };
     let (ok, errors) = match parse_body(body) {
         Ok(v) => v,
@@ -133,9 +158,15 @@ mod tests {
         assert_eq!(ok(r#"{"OK":true,"Errors":[]}"#), Ok((true, vec![])));
         assert_eq!(ok(r#"{"ok":true}"#), Ok((true, vec![])));
         assert_eq!(ok(r#"{"Ok":true,"errors":null}"#), Ok((true, vec![])));
-        assert_eq!(ok(r#"{"OK":false,"Errors":["boom"]}"#), Ok((false, vec!["boom".into()])));
+        assert_eq!(
+            ok(r#"{"OK":false,"Errors":["boom"]}"#),
+            Ok((false, vec!["boom".into()]))
+        );
         // Unknown keys (the Go client sends more) are ignored.
-        assert_eq!(ok(r#"{"OK":true,"Errors":[],"Node":"n1","extra":{"a":1}}"#), Ok((true, vec![])));
+        assert_eq!(
+            ok(r#"{"OK":true,"Errors":[],"Node":"n1","extra":{"a":1}}"#),
+            Ok((true, vec![]))
+        );
         let refused = [
             ("", "not JSON"),
             ("[]", "JSON object"),

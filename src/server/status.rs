@@ -76,14 +76,19 @@ impl CheckDetail {
     pub fn of(v: &CheckView) -> Self {
         let st = &v.status;
         let uuid = if st.current_uuid.is_empty() {
-            st.history.first().map(|h| h.uuid.clone()).unwrap_or_default()
+            st.history
+                .first()
+                .map(|h| h.uuid.clone())
+                .unwrap_or_default()
         } else {
             st.current_uuid.clone()
         };
         CheckDetail {
             ok: v.effective_ok(),
             errors: v.effective_errors(),
-            run_duration: duration::format(std::time::Duration::from_nanos(st.run_duration.max(0) as u64)),
+            run_duration: duration::format(std::time::Duration::from_nanos(
+                st.run_duration.max(0) as u64
+            )),
             namespace: v.key.namespace().to_string(),
             last_run: match st.last_run_unix {
                 0 => GO_ZERO_TIME.to_string(),
@@ -149,11 +154,16 @@ pub struct StatusQuery {
 }
 
 pub async fn json(State(st): State<AppState>, Query(q): Query<StatusQuery>) -> Response {
-    let filter: Option<Vec<&str>> = q
-        .namespace
-        .as_deref()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.split(',').map(str::trim).filter(|n| !n.is_empty()).collect());
+    let filter: Option<Vec<&str>> =
+        q.namespace
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .collect()
+            });
     let doc = document(&st, filter.as_deref());
     match serde_json::to_vec(&doc) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
@@ -163,7 +173,11 @@ pub async fn json(State(st): State<AppState>, Query(q): Query<StatusQuery>) -> R
 }
 
 /// `/`: the dashboard for browsers, the JSON document for everything else (curl, old clients).
-pub async fn root(state: State<AppState>, headers: HeaderMap, query: Query<StatusQuery>) -> Response {
+pub async fn root(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: Query<StatusQuery>,
+) -> Response {
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -59,7 +59,12 @@ impl CheckDir {
         list_yaml(&self.root, &mut found).map_err(|e| format!("{}: {e}", self.root.display()))?;
         let mut changes = Changes::default();
 
-        let gone: Vec<PathBuf> = self.files.keys().filter(|p| !found.contains_key(*p)).cloned().collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !found.contains_key(*p))
+            .cloned()
+            .collect();
         for path in gone {
             let state = self.files.remove(&path).expect("listed");
             for key in state.keys {
@@ -72,7 +77,11 @@ impl CheckDir {
         }
 
         for (path, signature) in found {
-            if self.files.get(&path).is_some_and(|s| s.signature == signature) {
+            if self
+                .files
+                .get(&path)
+                .is_some_and(|s| s.signature == signature)
+            {
                 continue;
             }
             let name = path.display().to_string();
@@ -89,7 +98,11 @@ impl CheckDir {
                 Err(e) => {
                     changes.file_errors.push((name, Some(e)));
                     // Mark as seen so the error is not repeated every scan until it changes.
-                    let keys = self.files.get(&path).map(|s| s.keys.clone()).unwrap_or_default();
+                    let keys = self
+                        .files
+                        .get(&path)
+                        .map(|s| s.keys.clone())
+                        .unwrap_or_default();
                     self.files.insert(path, FileState { signature, keys });
                     continue;
                 }
@@ -185,7 +198,9 @@ fn list_yaml(dir: &Path, out: &mut BTreeMap<PathBuf, (SystemTime, u64)>) -> std:
         }
         let path = entry.path();
         // Follow symlinks: ConfigMap mounts are links to the real files.
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if meta.is_dir() {
             list_yaml(&path, out)?;
         } else if name.ends_with(".yaml") || name.ends_with(".yml") {
@@ -213,14 +228,19 @@ mod tests {
         std::fs::write(path, text).unwrap();
         // Make the change visible even within the file system's timestamp granularity.
         let f = std::fs::File::options().write(true).open(path).unwrap();
-        f.set_modified(SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+        f.set_modified(SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
     }
 
     #[test]
     fn picks_up_added_changed_and_removed_files() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.yaml");
-        std::fs::write(&a, format!("{}---\n{}", check("one", "1m"), check("two", "1m"))).unwrap();
+        std::fs::write(
+            &a,
+            format!("{}---\n{}", check("one", "1m"), check("two", "1m")),
+        )
+        .unwrap();
         let mut cd = CheckDir::new(dir.path(), no_backend_problems);
         let c = cd.scan().unwrap();
         assert_eq!(c.upserts.len(), 2);
@@ -258,10 +278,16 @@ mod tests {
         cd.scan().unwrap();
         touch_later(&a, "spec: [unclosed\n");
         let c = cd.scan().unwrap();
-        assert!(c.removes.is_empty(), "a broken edit must not delete the checks");
+        assert!(
+            c.removes.is_empty(),
+            "a broken edit must not delete the checks"
+        );
         let (file, err) = &c.file_errors[0];
         assert!(file.ends_with("a.yaml"));
-        assert!(err.as_ref().unwrap().starts_with("not valid YAML"), "{err:?}");
+        assert!(
+            err.as_ref().unwrap().starts_with("not valid YAML"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -270,7 +296,10 @@ mod tests {
         std::fs::write(dir.path().join("a.yaml"), check("one", "1m")).unwrap();
         std::fs::write(
             dir.path().join("b.yaml"),
-            format!("{}---\nkind: ConfigMap\napiVersion: v1\n", check("one", "2m")),
+            format!(
+                "{}---\nkind: ConfigMap\napiVersion: v1\n",
+                check("one", "2m")
+            ),
         )
         .unwrap();
         let mut cd = CheckDir::new(dir.path(), no_backend_problems);
@@ -282,8 +311,14 @@ mod tests {
             .find(|(f, _)| f.ends_with("b.yaml"))
             .and_then(|(_, e)| e.clone())
             .unwrap();
-        assert!(b_err.contains("document 1: default/one is already defined in"), "{b_err}");
-        assert!(b_err.contains("document 2: apiVersion \"v1\" kind \"ConfigMap\""), "{b_err}");
+        assert!(
+            b_err.contains("document 1: default/one is already defined in"),
+            "{b_err}"
+        );
+        assert!(
+            b_err.contains("document 2: apiVersion \"v1\" kind \"ConfigMap\""),
+            "{b_err}"
+        );
     }
 
     #[test]
@@ -299,12 +334,18 @@ mod tests {
         let mut cd = CheckDir::new(dir.path(), backend);
         let c = cd.scan().unwrap();
         assert_eq!(c.upserts.len(), 1);
-        assert_eq!(c.upserts[0].load_error.as_ref().unwrap().to_string(), "spec.x: backend says no");
+        assert_eq!(
+            c.upserts[0].load_error.as_ref().unwrap().to_string(),
+            "spec.x: backend says no"
+        );
     }
 
     #[test]
     fn missing_directory_is_an_error_naming_it() {
         let mut cd = CheckDir::new("/nonexistent/probity-checks", no_backend_problems);
-        assert!(cd.scan().unwrap_err().contains("/nonexistent/probity-checks"));
+        assert!(cd
+            .scan()
+            .unwrap_err()
+            .contains("/nonexistent/probity-checks"));
     }
 }

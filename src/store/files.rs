@@ -78,7 +78,8 @@ impl FileStore {
     }
 
     pub fn path(&self, key: &CheckKey) -> PathBuf {
-        self.dir.join(format!("{}_{}.json", key.namespace(), key.name()))
+        self.dir
+            .join(format!("{}_{}.json", key.namespace(), key.name()))
     }
 
     /// The saved state of a check. A file that cannot be parsed is moved aside (never deleted)
@@ -89,7 +90,10 @@ impl FileStore {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
-                error!("reading {}: {e}; starting {key} without its saved state", path.display());
+                error!(
+                    "reading {}: {e}; starting {key} without its saved state",
+                    path.display()
+                );
                 return None;
             }
         };
@@ -129,18 +133,31 @@ impl StatusStore for FileStore {
             }
         };
         let (ack, rx) = oneshot::channel();
-        let sent = self.jobs.send(Job::Save { path: path.clone(), bytes, ack });
+        let sent = self.jobs.send(Job::Save {
+            path: path.clone(),
+            bytes,
+            ack,
+        });
         Box::pin(async move {
             if sent.is_err() {
-                return Err(Error::io(path, std::io::Error::other("the state writer has stopped")));
+                return Err(Error::io(
+                    path,
+                    std::io::Error::other("the state writer has stopped"),
+                ));
             }
-            rx.await
-                .unwrap_or_else(|_| Err(Error::io(path, std::io::Error::other("the state writer has stopped"))))
+            rx.await.unwrap_or_else(|_| {
+                Err(Error::io(
+                    path,
+                    std::io::Error::other("the state writer has stopped"),
+                ))
+            })
         })
     }
 
     fn forget(&self, key: &CheckKey) {
-        let _ = self.jobs.send(Job::Delete { path: self.path(key) });
+        let _ = self.jobs.send(Job::Delete {
+            path: self.path(key),
+        });
     }
 }
 
@@ -177,12 +194,17 @@ mod tests {
         let key = CheckKey::new("ns", "a");
         std::fs::write(store.path(&key), b"{not json").unwrap();
         assert_eq!(store.load(&key), None);
-        assert_eq!(std::fs::read(dir.path().join("ns_a.json.corrupt")).unwrap(), b"{not json");
+        assert_eq!(
+            std::fs::read(dir.path().join("ns_a.json.corrupt")).unwrap(),
+            b"{not json"
+        );
     }
 
     #[test]
     fn unwritable_directory_is_an_error_naming_it() {
-        let err = FileStore::open("/proc/probity-cannot-exist").unwrap_err().to_string();
+        let err = FileStore::open("/proc/probity-cannot-exist")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/proc/probity-cannot-exist"), "{err}");
     }
 }

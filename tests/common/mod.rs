@@ -1,0 +1,158 @@
+//! Starts the real `probity` binary on a free loopback port and talks to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Probity {
+    child: Child,
+    pub base: String,
+    pub checks: PathBuf,
+    pub state: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Upper bound for anything to happen; generous so a loaded CI machine does not flake.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+impl Probity {
+    pub fn start(checks: &Path, state: &Path, extra: &[&str]) -> Probity {
+        Self::start_on("127.0.0.1:0", checks, state, extra)
+    }
+
+    /// A fixed address, for restarts that orphaned checks must find again.
+    pub fn start_on(listen: &str, checks: &Path, state: &Path, extra: &[&str]) -> Probity {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_probity"))
+            .args([
+                "serve",
+                "--listen-address",
+                listen,
+                "--watch-interval",
+                "100ms",
+            ])
+            .arg("--checks")
+            .arg(checks)
+            .arg("--state-dir")
+            .arg(state)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start probity");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split(';').next().unwrap().trim().to_string();
+                    let _ = tx.send(addr);
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("probity did not start: {:?}", log.lock().unwrap()));
+        Probity {
+            child,
+            base: format!("http://{addr}"),
+            checks: checks.to_path_buf(),
+            state: state.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn json(&self) -> Value {
+        reqwest::get(self.url("/json"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls `/json` until `done` holds for it.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let doc = self.json().await;
+            if done(&doc) {
+                return doc;
+            }
+            if start.elapsed() > PATIENCE {
+                panic!(
+                    "timed out waiting for {what}; last /json: {doc:#}\nlog: {:#?}",
+                    self.log.lock().unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let start = Instant::now();
+        while reqwest::get(self.url("/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            assert!(start.elapsed() < PATIENCE, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Probity {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A HealthCheck running `script` with `sh -c`, in namespace `it`.
+pub fn shell_check(name: &str, spec: &str, script: &str) -> String {
+    let script = script.replace('\'', "''");
+    format!(
+        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata:\n  name: {name}\n  namespace: it\nspec:\n{spec}  podSpec:\n    spec:\n      containers:\n        - name: check\n          image: busybox\n          command: [\"/bin/sh\", \"-c\", '{script}']\n"
+    )
+}
+
+pub fn detail<'a>(doc: &'a Value, key: &str) -> &'a Value {
+    &doc["CheckDetails"][key]
+}
+
+pub fn count(doc: &Value, key: &str, field: &str) -> i64 {
+    detail(doc, key)[field].as_i64().unwrap_or(-1)
+}

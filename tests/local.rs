@@ -1,0 +1,636 @@
+//! The local backend end to end: the real binary, real check processes, real HTTP.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{count, detail, shell_check, Probity, PATIENCE};
+
+use serde_json::Value;
+
+fn dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let checks = tmp.path().join("checks");
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&checks).unwrap();
+    (tmp, checks, state)
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+async fn wait_file(path: &Path) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.is_empty() && s.ends_with('\n') {
+                return s;
+            }
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{} never written",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn ok_and_failing_runs_with_the_kh_environment() {
+    let (tmp, checks, state) = dirs();
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    let env_file = tmp.path().join("env.txt");
+    write(
+        &checks,
+        "ok.yaml",
+        &shell_check(
+            "ok",
+            "  runInterval: 1h\n",
+            &format!(
+                "env | grep -E \"^(KH_|MY_POD)\" | sort > {0}.tmp && mv {0}.tmp {0}; probity report --ok",
+                env_file.display()
+            ),
+        )
+        .replace(
+            "          command:",
+            "          env:\n            - name: MY_POD\n              valueFrom: {fieldRef: {fieldPath: metadata.name}}\n          command:",
+        ),
+    );
+    write(
+        &checks,
+        "bad.yaml",
+        &shell_check(
+            "bad",
+            "  runInterval: 1h\n",
+            "probity report --error \"db down\" \"cache cold\"",
+        ),
+    );
+    let doc = p
+        .wait_for("both runs", |d| {
+            count(d, "it/ok", "SuccessCount") == 1 && count(d, "it/bad", "FailureCount") == 1
+        })
+        .await;
+    let ok = detail(&doc, "it/ok");
+    assert_eq!(ok["OK"], true);
+    assert_eq!(ok["LastOutcome"], "Success");
+    assert_eq!(ok["Pending"], false);
+    let bad = detail(&doc, "it/bad");
+    assert_eq!(bad["OK"], false);
+    assert_eq!(bad["Errors"], serde_json::json!(["db down", "cache cold"]));
+    assert_eq!(doc["OK"], false);
+    assert_eq!(doc["Errors"], serde_json::json!(["db down", "cache cold"]));
+
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    let uuid = ok["uuid"].as_str().unwrap();
+    assert!(env.contains(&format!("KH_RUN_UUID={uuid}\n")), "{env}");
+    assert!(
+        env.contains(&format!(
+            "KH_REPORTING_URL={}/check?kh-run-uuid={uuid}\n",
+            p.base
+        )),
+        "{env}"
+    );
+    assert!(env.contains("KH_POD_NAMESPACE=it\n"), "{env}");
+    assert!(
+        env.contains(&format!("MY_POD=ok-{}\n", &uuid.replace('-', "")[..5])),
+        "{env}"
+    );
+    let deadline: i64 = env
+        .lines()
+        .find_map(|l| l.strip_prefix("KH_CHECK_RUN_DEADLINE="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last_run = chrono::DateTime::parse_from_rfc3339(ok["LastRun"].as_str().unwrap()).unwrap();
+    // Default timeout 30s.
+    assert!(
+        (deadline - last_run.timestamp() - 30).abs() <= 1,
+        "{deadline} vs {last_run}"
+    );
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group() {
+    let (tmp, checks, state) = dirs();
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    let pids = tmp.path().join("pids");
+    write(
+        &checks,
+        "slow.yaml",
+        &shell_check(
+            "slow",
+            "  runInterval: 1h\n  timeout: 1s\n",
+            &format!("sleep 300 & echo \"$$ $!\" > {}; wait", pids.display()),
+        ),
+    );
+    let line = wait_file(&pids).await;
+    let ids: Vec<i32> = line
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(ids.iter().all(|p| pid_alive(*p)));
+    let doc = p
+        .wait_for("the timeout", |d| {
+            detail(d, "it/slow")["LastOutcome"] == "Timeout"
+        })
+        .await;
+    let slow = detail(&doc, "it/slow");
+    assert_eq!(slow["OK"], false);
+    assert_eq!(
+        slow["Errors"][0],
+        "timeout after 1s: no report by the deadline; the run was stopped"
+    );
+    let start = std::time::Instant::now();
+    while ids.iter().any(|p| pid_alive(*p)) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "check processes still alive: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn exit_without_report_fails_at_once_with_code_and_output() {
+    let (_tmp, checks, state) = dirs();
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    write(
+        &checks,
+        "crash.yaml",
+        &shell_check(
+            "crash",
+            "  runInterval: 1h\n  timeout: 5m\n",
+            "echo connecting to db; echo auth failed >&2; exit 3",
+        ),
+    );
+    let doc = p
+        .wait_for("the crash", |d| {
+            detail(d, "it/crash")["LastOutcome"] == "Crash"
+        })
+        .await;
+    let err = detail(&doc, "it/crash")["Errors"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("exited with code 3 without reporting; last output:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("connecting to db") && err.contains("auth failed"),
+        "{err}"
+    );
+    // Not a timeout minutes later: the run took well under its 5m timeout.
+    let took = detail(&doc, "it/crash")["RunDuration"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!took.contains('m') || took.ends_with("ms"), "{took}");
+}
+
+#[tokio::test]
+async fn duplicate_and_late_reports_are_refused() {
+    let (tmp, checks, state) = dirs();
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    let dup = tmp.path().join("dup");
+    write(
+        &checks,
+        "dup.yaml",
+        &shell_check(
+            "dup",
+            "  runInterval: 1h\n",
+            &format!(
+                "probity report --ok; probity report --ok 2> {0}.err; echo \"$?\" > {0}.code",
+                dup.display()
+            ),
+        ),
+    );
+    let code = wait_file(&dup.with_extension("code")).await;
+    assert_eq!(code.trim(), "2", "a refused report exits non-zero");
+    let err = std::fs::read_to_string(dup.with_extension("err")).unwrap();
+    assert!(
+        err.contains("report refused: 400") && err.contains("already reported"),
+        "{err}"
+    );
+    let doc = p
+        .wait_for("one success", |d| count(d, "it/dup", "SuccessCount") == 1)
+        .await;
+    assert_eq!(count(&doc, "it/dup", "FailureCount"), 0);
+
+    // Late: read the run's UUID while it runs, report after its deadline.
+    write(
+        &checks,
+        "late.yaml",
+        &shell_check("late", "  runInterval: 1h\n  timeout: 1s\n", "sleep 60"),
+    );
+    let doc = p
+        .wait_for("the late run", |d| detail(d, "it/late")["Running"] == true)
+        .await;
+    let uuid = detail(&doc, "it/late")["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    p.wait_for("its timeout", |d| {
+        detail(d, "it/late")["LastOutcome"] == "Timeout"
+    })
+    .await;
+    let resp = reqwest::Client::new()
+        .post(p.url("/check"))
+        .header("kh-run-uuid", &uuid)
+        .header("content-type", "application/json")
+        .body(r#"{"OK":true,"Errors":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 410);
+    assert!(resp.text().await.unwrap().contains("timed out"));
+    let doc = p.json().await;
+    assert_eq!(count(&doc, "it/late", "SuccessCount"), 0);
+    assert_eq!(count(&doc, "it/late", "FailureCount"), 1);
+}
+
+#[tokio::test]
+async fn report_endpoint_protocol_over_http() {
+    let (_tmp, checks, state) = dirs();
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    write(
+        &checks,
+        "wait.yaml",
+        &shell_check("wait", "  runInterval: 1h\n  timeout: 1m\n", "sleep 50"),
+    );
+    let doc = p
+        .wait_for("the run", |d| detail(d, "it/wait")["Running"] == true)
+        .await;
+    let uuid = detail(&doc, "it/wait")["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = reqwest::Client::new();
+    let post = |path: &str| c.post(p.url(path));
+    let status = |r: reqwest::Response| r.status().as_u16();
+
+    assert_eq!(status(c.get(p.url("/check")).send().await.unwrap()), 405);
+    let r = post("/check")
+        .header("kh-run-uuid", &uuid)
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 415);
+    let r = post("/check")
+        .header("kh-run-uuid", &uuid)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 413);
+    let r = post("/check")
+        .header("content-type", "application/json")
+        .body(r#"{"OK":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 400);
+    let r = post(&format!("/check?kh-run-uuid={}", uuid::Uuid::new_v4()))
+        .header("kh-run-uuid", &uuid)
+        .body(r#"{"OK":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 400);
+    let r = post("/check")
+        .header("kh-run-uuid", &uuid)
+        .body(r#"{"OK":false,"Errors":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 400);
+    let body = r#"{"OK":false,"Errors":["upstream 503"],"Node":"n1"}"#;
+    // v2's path, and the UUID only in the URL, as old clients that send no header do.
+    let r = post(&format!("/externalCheckStatus?kh-run-uuid={uuid}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 200);
+    let doc = p
+        .wait_for("the failure", |d| count(d, "it/wait", "FailureCount") == 1)
+        .await;
+    assert_eq!(detail(&doc, "it/wait")["Errors"][0], "upstream 503");
+    // The still-running process was told nothing; its slot is held until it exits or its deadline.
+    let m = reqwest::get(p.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("probity_reports_total{code=\"200\"} 1"), "{m}");
+    assert!(m.contains("probity_reports_total{code=\"415\"} 1"), "{m}");
+}
+
+#[tokio::test]
+async fn an_invalid_check_is_shown_beside_valid_ones() {
+    let (_tmp, checks, state) = dirs();
+    write(
+        &checks,
+        "bad.yaml",
+        &shell_check(
+            "bad",
+            "  runInterval: 5x\n  timeout: 1s\n",
+            "probity report --ok",
+        ),
+    );
+    write(
+        &checks,
+        "good.yaml",
+        &shell_check("good", "  runInterval: 1s\n", "probity report --ok"),
+    );
+    write(&checks, "broken.yaml", "spec: [not, closed\n");
+    let p = Probity::start(&checks, &state, &[]);
+    let doc = p
+        .wait_for("the good check to run", |d| {
+            count(d, "it/good", "SuccessCount") >= 1
+        })
+        .await;
+    let bad = detail(&doc, "it/bad");
+    assert_eq!(bad["OK"], false);
+    assert_eq!(
+        bad["Invalid"],
+        "spec.runInterval: \"5x\" has unknown unit \"x\" (use ns, us, ms, s, m, h or d)"
+    );
+    assert_eq!(
+        count(&doc, "it/bad", "SuccessCount") + count(&doc, "it/bad", "FailureCount"),
+        0
+    );
+    let errors: Vec<&str> = doc["Errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("invalid check: spec.runInterval")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("broken.yaml: not valid YAML")),
+        "{errors:?}"
+    );
+    // Fixing the file makes it valid without a restart.
+    write(
+        &checks,
+        "bad.yaml",
+        &shell_check("bad", "  runInterval: 5m\n", "probity report --ok"),
+    );
+    p.wait_for("the fixed check to run", |d| {
+        count(d, "it/bad", "SuccessCount") == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restart_even_kill_9_keeps_state_and_does_not_rerun() {
+    let (_tmp, checks, state) = dirs();
+    let mut p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    write(
+        &checks,
+        "hourly.yaml",
+        &shell_check(
+            "hourly",
+            "  runInterval: 1h\n",
+            "probity report --error nope",
+        ),
+    );
+    let before = p
+        .wait_for("a run", |d| count(d, "it/hourly", "FailureCount") == 1)
+        .await;
+    // The outcome is on disk before the report was answered.
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(state.join("it_hourly.json")).unwrap()).unwrap();
+    assert_eq!(saved["failureCount"], 1);
+    p.kill9();
+
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    // Once loaded, the next run is decided: an hour after the last start, as before the kill.
+    let after = p.json().await;
+    let (b, a) = (detail(&before, "it/hourly"), detail(&after, "it/hourly"));
+    for field in [
+        "LastRun",
+        "uuid",
+        "Errors",
+        "FailureCount",
+        "NextRun",
+        "OK",
+        "LastOutcome",
+    ] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+}
+
+#[tokio::test]
+async fn a_run_in_flight_survives_a_restart_and_its_report_counts() {
+    let (tmp, checks, state) = dirs();
+    // The orphaned check reports to the URL it was given, so the new process listens there.
+    let addr = common::free_addr();
+    let mut p = Probity::start_on(&addr, &checks, &state, &[]);
+    p.wait_ready().await;
+    let go = tmp.path().join("go");
+    // Waits for a signal file, then reports: probity is restarted in between.
+    write(
+        &checks,
+        "long.yaml",
+        &shell_check(
+            "long",
+            "  runInterval: 1h\n  timeout: 2m\n",
+            &format!(
+                "while [ ! -e {} ]; do sleep 0.05; done; probity report --ok",
+                go.display()
+            ),
+        ),
+    );
+    p.wait_for("the run", |d| detail(d, "it/long")["Running"] == true)
+        .await;
+    p.kill9();
+    let p = Probity::start_on(&addr, &checks, &state, &[]);
+    p.wait_ready().await;
+    let doc = p.json().await;
+    assert_eq!(
+        detail(&doc, "it/long")["Running"],
+        true,
+        "adopted, not restarted"
+    );
+    std::fs::write(&go, "").unwrap();
+    let doc = p
+        .wait_for("the adopted run's report", |d| {
+            count(d, "it/long", "SuccessCount") == 1
+        })
+        .await;
+    assert_eq!(count(&doc, "it/long", "FailureCount"), 0);
+}
+
+#[tokio::test]
+async fn status_json_filters_by_namespace_and_serves_html_to_browsers() {
+    let (_tmp, checks, state) = dirs();
+    write(
+        &checks,
+        "a.yaml",
+        &shell_check("a", "  runInterval: 1h\n", "probity report --ok"),
+    );
+    write(
+        &checks,
+        "b.yaml",
+        &shell_check("b", "  runInterval: 1h\n", "probity report --ok")
+            .replace("namespace: it", "namespace: other"),
+    );
+    let p = Probity::start(&checks, &state, &["--identity", "replica-7"]);
+    p.wait_ready().await;
+    let doc = p.json().await;
+    // A check that has not run yet is pending, not failing.
+    assert_eq!(doc["OK"], true);
+    assert_eq!(detail(&doc, "it/a")["Pending"], true);
+    assert_eq!(doc["CurrentMaster"], "replica-7");
+    let only: Value = reqwest::get(p.url("/json?namespace=other"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&String> = only["CheckDetails"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, vec!["other/b"]);
+    let root: Value = reqwest::get(p.url("/"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(root["CheckDetails"]["it/a"].is_object());
+    let html = reqwest::Client::new()
+        .get(p.url("/"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("<title>probity</title>"));
+    assert_eq!(
+        reqwest::get(p.url("/healthz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let (_tmp, checks, state) = dirs();
+    write(
+        &checks,
+        "a.yaml",
+        &shell_check(
+            "a",
+            "  runInterval: 1s\n",
+            "probity report --error 'say \"hi\"'",
+        ),
+    );
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_for("a run", |d| count(d, "it/a", "FailureCount") >= 1)
+        .await;
+    let text = reqwest::get(p.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("error=\"say \\\"hi\\\"\""), "{text}");
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "promtool is required in CI (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: promtool not installed (apt-get install prometheus)");
+        return;
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_runs_in_flight_finish() {
+    let (_tmp, checks, state) = dirs();
+    let mut p = Probity::start(&checks, &state, &["--shutdown-grace", "20s"]);
+    p.wait_ready().await;
+    write(
+        &checks,
+        "slowish.yaml",
+        &shell_check(
+            "slowish",
+            "  runInterval: 1h\n",
+            "sleep 1; probity report --ok",
+        ),
+    );
+    p.wait_for("the run", |d| detail(d, "it/slowish")["Running"] == true)
+        .await;
+    let status = p.terminate();
+    assert!(status.success(), "{status:?}");
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(state.join("it_slowish.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved["successCount"], 1,
+        "the run finished and was recorded before exit"
+    );
+    assert_eq!(saved["currentUUID"], "");
+}
