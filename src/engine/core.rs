@@ -722,6 +722,7 @@ impl Engine {
                 started: now,
                 deadline,
                 timeout,
+                due,
             }));
         }
         effects

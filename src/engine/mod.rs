@@ -41,6 +41,8 @@ pub struct StartRun {
     pub started: DateTime<Utc>,
     pub deadline: DateTime<Utc>,
     pub timeout: Duration,
+    /// When the run was due; `started - due` is the scheduler's lag.
+    pub due: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
