@@ -57,3 +57,14 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Makes large buffers (a 10,000-check `/metrics` or `/json` body) come from and go back to the
+/// OS directly. glibc otherwise raises its mmap threshold after the first such buffer is freed
+/// and keeps the later ones in its heap, so each scrape ratchets the RSS up.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; it is called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}

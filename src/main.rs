@@ -148,6 +148,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    probity::tune_allocator();
     let cli = Cli::parse();
     // A server logs what it does; one-shot commands only what went wrong.
     let default_level = if matches!(cli.command, Command::Serve(_)) {

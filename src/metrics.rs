@@ -4,6 +4,7 @@
 //! `error` label bounded.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub struct Escaped(pub String);
 
 impl EncodeLabelValue for Escaped {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        if !self.0.contains(['\\', '"', '\n']) {
+            return encoder.write_str(&self.0);
+        }
         for c in self.0.chars() {
             match c {
                 '\\' => encoder.write_str("\\\\")?,
@@ -141,6 +145,7 @@ pub struct ReportLabels {
 
 pub struct Metrics {
     registry: Registry,
+    last_size: AtomicUsize,
     run_duration: Family<CheckLabels, Histogram>,
     lag: Histogram,
     reports: Family<ReportLabels, Counter>,
@@ -177,6 +182,7 @@ impl Metrics {
         registry.register_collector(Box::new(BoardCollector { board, cfg }));
         Metrics {
             registry,
+            last_size: AtomicUsize::new(0),
             run_duration,
             lag,
             reports,
@@ -211,50 +217,80 @@ impl Metrics {
     }
 
     /// The classic Prometheus text format (0.0.4), which Kuberhealthy served and `promtool check
-    /// metrics` reads: counters are typed under their `_total` name and there is no `# EOF`.
+    /// metrics` reads. Converted line by line while encoding, so a large scrape is built once.
     pub fn encode_text(&self) -> String {
-        openmetrics_to_text(&self.encode_openmetrics())
+        // Sized like the last scrape, so a large one is not built by repeated doubling.
+        let mut w = TextFormat {
+            out: String::with_capacity(self.last_size.load(Ordering::Relaxed) + 4096),
+            ..Default::default()
+        };
+        let _ = prometheus_client::encoding::text::encode(&mut w, &self.registry);
+        let out = w.finish();
+        self.last_size.store(out.len(), Ordering::Relaxed);
+        out
     }
 }
 
-/// Rewrites OpenMetrics exposition into the classic text format. The two differ only in what
-/// this does: counter families are declared under their sample name (`x_total`), and the
-/// OpenMetrics-only `# UNIT` and `# EOF` lines go.
-pub fn openmetrics_to_text(om: &str) -> String {
-    let mut counters = std::collections::HashSet::new();
-    for line in om.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.strip_suffix(" counter") {
-                counters.insert(name.to_string());
-            }
+/// Turns OpenMetrics exposition into the classic text format as it is written. The two differ
+/// only in what this does: counter families are declared under their sample name (`x_total`),
+/// and the OpenMetrics-only `# UNIT` and `# EOF` lines (and `_created` series) go.
+#[derive(Default)]
+struct TextFormat {
+    out: String,
+    line: String,
+    /// A `# HELP` line waiting for its `# TYPE` line, which says whether it is a counter.
+    help: Option<String>,
+    counter: Option<String>,
+}
+
+impl std::fmt::Write for TextFormat {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut rest = s;
+        while let Some(i) = rest.find('\n') {
+            self.line.push_str(&rest[..i]);
+            self.end_line();
+            rest = &rest[i + 1..];
         }
+        self.line.push_str(rest);
+        Ok(())
     }
-    let mut out = String::with_capacity(om.len());
-    for line in om.lines() {
+}
+
+impl TextFormat {
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
         if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = line
-            .strip_prefix("# TYPE ")
-            .map(|r| ("# TYPE ", r))
-            .or_else(|| line.strip_prefix("# HELP ").map(|r| ("# HELP ", r)));
-        if let Some((prefix, rest)) = meta {
-            let name = rest.split(' ').next().unwrap_or("");
-            if counters.contains(name) {
-                let _ = writeln!(out, "{prefix}{name}_total{}", &rest[name.len()..]);
-                continue;
+        } else if line.starts_with("# HELP ") {
+            self.help = Some(line);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            self.counter = (kind == "counter").then(|| name.to_string());
+            if let Some(help) = self.help.take() {
+                let text = help.strip_prefix("# HELP ").unwrap_or("");
+                let text = text.strip_prefix(name).unwrap_or(text);
+                let _ = writeln!(self.out, "# HELP {name}{suffix}{text}");
+            }
+            let _ = writeln!(self.out, "# TYPE {name}{suffix} {kind}");
+        } else {
+            let series = line.split(['{', ' ']).next().unwrap_or("");
+            let created = self
+                .counter
+                .as_deref()
+                .is_some_and(|c| series.strip_suffix("_created") == Some(c));
+            if !created {
+                self.out.push_str(&line);
+                self.out.push('\n');
             }
         }
-        // Counter creation timestamps are OpenMetrics-only series.
-        if let Some(name) = line.split(['{', ' ']).next() {
-            if name.ends_with("_created") && counters.contains(name.trim_end_matches("_created")) {
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
     }
-    out
+
+    fn finish(mut self) -> String {
+        if !self.line.is_empty() {
+            self.end_line();
+        }
+        self.out
+    }
 }
 
 /// Reads the board at scrape time: per-check state is never stale and never outlives its check.
@@ -412,7 +448,7 @@ mod tests {
     fn view(ns: &str, name: &str, ok: bool, errors: Vec<&str>) -> Arc<CheckView> {
         Arc::new(CheckView {
             key: CheckKey::new(ns, name),
-            status: HealthCheckStatus {
+            status: Arc::new(HealthCheckStatus {
                 ok,
                 errors: errors.into_iter().map(String::from).collect(),
                 success_count: 5,
@@ -424,7 +460,7 @@ mod tests {
                     Outcome::Failure
                 }),
                 ..Default::default()
-            },
+            }),
             invalid: None,
             run_interval: None,
             schedule: None,

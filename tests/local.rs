@@ -21,6 +21,17 @@ fn write(dir: &Path, file: &str, text: &str) {
     std::fs::write(dir.join(file), text).unwrap();
 }
 
+/// The state probity saved for `key`: the last line for it in the journal.
+fn saved(state: &Path, key: &str) -> Value {
+    let text = std::fs::read_to_string(state.join("state.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["key"] == key)
+        .last()
+        .unwrap_or_else(|| panic!("no state for {key} in {text}"))["status"]
+        .clone()
+}
+
 fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
@@ -433,9 +444,7 @@ async fn restart_even_kill_9_keeps_state_and_does_not_rerun() {
         .wait_for("a run", |d| count(d, "it/hourly", "FailureCount") == 1)
         .await;
     // The outcome is on disk before the report was answered.
-    let saved: Value =
-        serde_json::from_slice(&std::fs::read(state.join("it_hourly.json")).unwrap()).unwrap();
-    assert_eq!(saved["failureCount"], 1);
+    assert_eq!(saved(&state, "it/hourly")["failureCount"], 1);
     p.kill9();
 
     let p = Probity::start(&checks, &state, &[]);
@@ -626,8 +635,7 @@ async fn sigterm_lets_runs_in_flight_finish() {
         .await;
     let status = p.terminate();
     assert!(status.success(), "{status:?}");
-    let saved: Value =
-        serde_json::from_slice(&std::fs::read(state.join("it_slowish.json")).unwrap()).unwrap();
+    let saved = saved(&state, "it/slowish");
     assert_eq!(
         saved["successCount"], 1,
         "the run finished and was recorded before exit"

@@ -53,6 +53,23 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
         .collect())
 }
 
+/// serde_ignored writes `a.?.0.b` (`?` for an Option, numbers for list items); say `a[0].b`, as
+/// kubectl and serde_path_to_error do.
+pub(crate) fn tidy_path(path: &str) -> String {
+    let mut out = String::new();
+    for part in path.split('.').filter(|p| *p != "?" && !p.is_empty()) {
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
@@ -92,7 +109,7 @@ fn parse_one(value: Value) -> Result<HealthCheck, DocError> {
         .map(str::to_string);
 
     let mut unknown = Vec::new();
-    let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(tidy_path(&path.to_string()));
     let de = serde_ignored::Deserializer::new(value, &mut note);
     let parsed: Result<HealthCheck, _> = serde_path_to_error::deserialize(de);
     let mut problems = Vec::new();
@@ -168,7 +185,8 @@ spec:
         assert_eq!(docs.len(), 2);
         let one = docs[0].check.as_ref().unwrap();
         assert_eq!(one.spec.run_interval.as_deref(), Some("10m"));
-        let c = &one.spec.pod_spec.as_ref().unwrap().spec.containers[0];
+        let pod = one.spec.pod_spec.as_ref().unwrap().pod_spec().unwrap();
+        let c = &pod.containers[0];
         assert_eq!(c.command.as_ref().unwrap()[0], "/bin/sh");
         assert_eq!(docs[1].index, 2);
         assert_eq!(

@@ -113,11 +113,53 @@ pub struct HealthCheckSpec {
 pub struct CheckPodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<CheckPodMetadata>,
-    /// A core/v1 PodSpec. Kept as an open object in the CRD schema: the full PodSpec schema would
-    /// push the CRD past the size `kubectl apply` can store, and the API server validates the pod
-    /// itself when it is created.
+    /// A core/v1 PodSpec, kept as written and typed only when it is checked or a pod is built:
+    /// a typed PodSpec costs kilobytes per check held, and would drop fields newer than this
+    /// build knows. An open object in the CRD schema too: the full PodSpec schema would push the
+    /// CRD past the size `kubectl apply` can store, and the API server validates the pod itself.
     #[schemars(schema_with = "open_object")]
-    pub spec: PodSpec,
+    #[serde(default)]
+    pub spec: serde_json::Value,
+}
+
+impl CheckPodSpec {
+    /// The typed pod spec. Problems, unknown fields included, name their path under
+    /// `spec.podSpec.spec`.
+    pub fn pod_spec(&self) -> Result<PodSpec, validate::Invalid> {
+        let mut unknown = Vec::new();
+        let mut note =
+            |path: serde_ignored::Path<'_>| unknown.push(load::tidy_path(&path.to_string()));
+        let de = serde_ignored::Deserializer::new(&self.spec, &mut note);
+        let field = |path: &str| {
+            if path == "." || path.is_empty() {
+                "spec.podSpec.spec".to_string()
+            } else {
+                format!("spec.podSpec.spec.{path}")
+            }
+        };
+        let parsed: Result<PodSpec, _> = serde_path_to_error::deserialize(de);
+        let mut problems = Vec::new();
+        let spec = match parsed {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(validate::Problem {
+                    field: field(&e.path().to_string()),
+                    message: e.into_inner().to_string(),
+                });
+                None
+            }
+        };
+        for path in unknown {
+            problems.push(validate::Problem {
+                field: field(&path),
+                message: "unknown field".into(),
+            });
+        }
+        match spec {
+            Some(s) if problems.is_empty() => Ok(s),
+            _ => Err(validate::Invalid { problems }),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

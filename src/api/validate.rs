@@ -181,10 +181,18 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
     match (&spec.pod_spec, &spec.probe) {
         (Some(_), Some(_)) => bad("spec", "set either podSpec or probe, not both".into()),
         (None, None) => bad("spec", "one of podSpec or probe is required".into()),
-        (Some(p), None) if p.spec.containers.is_empty() => bad(
-            "spec.podSpec.spec.containers",
-            "needs at least one container".into(),
-        ),
+        (Some(p), None) => match p.pod_spec() {
+            Ok(ps) if ps.containers.is_empty() => bad(
+                "spec.podSpec.spec.containers",
+                "needs at least one container".into(),
+            ),
+            Ok(_) => {}
+            Err(invalid) => {
+                for p in invalid.problems {
+                    problems_push(&mut bad, p);
+                }
+            }
+        },
         (None, Some(probe)) => {
             let m = probe.methods();
             if m.len() != 1 {
@@ -205,7 +213,6 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
                 }
             }
         }
-        _ => {}
     }
 
     let mut dur = |field: &str, v: &Option<String>, allow_zero: bool| -> Option<Duration> {
@@ -419,6 +426,22 @@ mod tests {
             let got = problems(&format!("{POD}{spec}"));
             assert!(got.starts_with(want), "{spec}: {got}");
         }
+    }
+
+    #[test]
+    fn pod_spec_problems_name_their_path() {
+        let got = problems("  podSpec: {spec: {containers: [{name: c, image: i, comand: [x]}]}}\n");
+        assert_eq!(got, "spec.podSpec.spec.containers[0].comand: unknown field");
+        let got = problems("  podSpec: {spec: {containers: [{name: c, args: 5}]}}\n");
+        assert!(
+            got.starts_with("spec.podSpec.spec.containers[0].args: invalid type"),
+            "{got}"
+        );
+        let got = problems("  podSpec: {spec: {containers: []}}\n");
+        assert_eq!(
+            got,
+            "spec.podSpec.spec.containers: needs at least one container"
+        );
     }
 
     #[test]

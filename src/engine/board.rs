@@ -12,7 +12,7 @@ use crate::api::{CheckKey, HealthCheckStatus};
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckView {
     pub key: CheckKey,
-    pub status: HealthCheckStatus,
+    pub status: Arc<HealthCheckStatus>,
     /// Why the check cannot run, naming the field.
     pub invalid: Option<String>,
     pub run_interval: Option<Duration>,

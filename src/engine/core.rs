@@ -56,7 +56,8 @@ struct Run {
 struct Entry {
     desired: Desired,
     plan: Result<Plan, Invalid>,
-    status: HealthCheckStatus,
+    /// Shared with the published view: one copy per check, cloned only when changed.
+    status: Arc<HealthCheckStatus>,
     run: Option<Run>,
     due: Option<DateTime<Utc>>,
     queued: bool,
@@ -196,7 +197,7 @@ impl Engine {
     }
 
     pub fn status(&self, key: &CheckKey) -> Option<&HealthCheckStatus> {
-        self.checks.get(key).map(|e| &e.status)
+        self.checks.get(key).map(|e| &*e.status)
     }
 
     /// The run in flight of a check, if any.
@@ -241,12 +242,15 @@ impl Engine {
             entry.desired = desired;
             entry.plan = plan;
             Self::apply_validity(entry, &now_s);
-            entry.status.observed_generation = generation.or(entry.status.observed_generation);
+            let observed = generation.or(entry.status.observed_generation);
+            if entry.status.observed_generation != observed {
+                Arc::make_mut(&mut entry.status).observed_generation = observed;
+            }
             if entry.run.is_none() {
                 self.unschedule(&key);
                 self.schedule(&key, now);
             }
-            let persist = self.checks[&key].status != before;
+            let persist = *self.checks[&key].status != *before;
             effects.push(self.save(&key, persist));
         } else {
             let creation = desired
@@ -265,7 +269,7 @@ impl Engine {
             let mut entry = Entry {
                 desired,
                 plan,
-                status,
+                status: Arc::new(status),
                 run: None,
                 due: None,
                 queued: false,
@@ -289,7 +293,7 @@ impl Engine {
                         .map_or(started + chrono(timeout), from_unix);
                     (uuid, started, deadline, timeout)
                 });
-            let persist = entry.status != before;
+            let persist = *entry.status != before;
             self.checks.insert(key.clone(), entry);
             match adopted {
                 Some((uuid, started, deadline, timeout)) => {
@@ -312,8 +316,9 @@ impl Engine {
                 None => {
                     if !entry_is_clear(&self.checks[&key].status) {
                         let e = self.checks.get_mut(&key).expect("just inserted");
-                        e.status.current_uuid.clear();
-                        e.status.run_deadline_unix = None;
+                        let st = Arc::make_mut(&mut e.status);
+                        st.current_uuid.clear();
+                        st.run_deadline_unix = None;
                     }
                     self.schedule(&key, now);
                 }
@@ -327,8 +332,14 @@ impl Engine {
     /// Records whether the check is invalid, on its status: an `Invalid` condition, and the
     /// published verdict failing with the reason, so it is seen wherever the check is.
     fn apply_validity(entry: &mut Entry, now: &str) {
-        let st = &mut entry.status;
-        let was_invalid = st.condition("Invalid").is_some_and(|c| c.status == "True");
+        let was_invalid = entry
+            .status
+            .condition("Invalid")
+            .is_some_and(|c| c.status == "True");
+        if entry.plan.is_ok() && !was_invalid {
+            return;
+        }
+        let st = Arc::make_mut(&mut entry.status);
         match &entry.plan {
             Err(invalid) => {
                 let msg = invalid.to_string();
@@ -589,7 +600,7 @@ impl Engine {
             Ok(p) => (p.success_threshold, p.failure_threshold, p.single_run),
             Err(_) => (1, 1, false),
         };
-        let st = &mut entry.status;
+        let st = Arc::make_mut(&mut entry.status);
         st.run_duration = duration.as_nanos().min(i64::MAX as u128) as i64;
         st.current_uuid.clear();
         st.run_deadline_unix = None;
@@ -700,7 +711,7 @@ impl Engine {
                 finished: false,
             });
             entry.last_start = Some(now);
-            let st = &mut entry.status;
+            let st = Arc::make_mut(&mut entry.status);
             st.current_uuid = uuid.to_string();
             st.last_run_unix = unix(now);
             st.run_deadline_unix = Some(unix(deadline));
@@ -746,9 +757,12 @@ impl Engine {
         if entry.plan.is_ok() {
             let single_done =
                 entry.plan.as_ref().is_ok_and(|p| p.single_run) && entry.status.last_run_unix > 0;
-            entry.status.next_run_unix = if single_done { None } else { due.map(unix) };
-        } else {
-            entry.status.next_run_unix = None;
+            let next = if single_done { None } else { due.map(unix) };
+            if entry.status.next_run_unix != next {
+                Arc::make_mut(&mut entry.status).next_run_unix = next;
+            }
+        } else if entry.status.next_run_unix.is_some() {
+            Arc::make_mut(&mut entry.status).next_run_unix = None;
         }
         if let Some(d) = due {
             self.timers.insert((d, key.clone()));

@@ -377,7 +377,7 @@ mod tests {
 
     struct BrokenStore;
     impl StatusStore for BrokenStore {
-        fn save(&self, key: &CheckKey, _: &HealthCheckStatus) -> SaveFuture {
+        fn save(&self, key: &CheckKey, _: &Arc<HealthCheckStatus>) -> SaveFuture {
             let path = format!("/state/{key}");
             Box::pin(async move { Err(crate::Error::io(path, std::io::Error::other("disk full"))) })
         }

@@ -116,6 +116,6 @@ pub type SaveFuture = Pin<Box<dyn Future<Output = crate::Result<()>> + Send>>;
 /// Where check state lives. `save` resolves once the state is durable.
 pub trait StatusStore: Send + Sync + 'static {
     /// The write is ordered when `save` is called; the future resolves when it is durable.
-    fn save(&self, key: &CheckKey, status: &HealthCheckStatus) -> SaveFuture;
+    fn save(&self, key: &CheckKey, status: &Arc<HealthCheckStatus>) -> SaveFuture;
     fn forget(&self, key: &CheckKey);
 }

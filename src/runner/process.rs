@@ -47,10 +47,11 @@ pub struct ProcessRunner {
 /// What the local backend cannot run, found when the check is loaded rather than at each run.
 pub fn local_problems(hc: &HealthCheck) -> Vec<Problem> {
     let mut out = Vec::new();
-    let Some(pod) = &hc.spec.pod_spec else {
+    // A pod spec that does not parse is reported by validation.
+    let Some(Ok(pod)) = hc.spec.pod_spec.as_ref().map(|p| p.pod_spec()) else {
         return out;
     };
-    let Some(c) = pod.spec.containers.first() else {
+    let Some(c) = pod.containers.first() else {
         return out;
     };
     let has_command = c.command.as_ref().is_some_and(|v| !v.is_empty());
@@ -96,9 +97,10 @@ impl ProcessRunner {
             .spec
             .pod_spec
             .as_ref()
-            .ok_or("built-in probes are not available in this version")?;
+            .ok_or("built-in probes are not available in this version")?
+            .pod_spec()
+            .map_err(|e| e.to_string())?;
         let c = pod
-            .spec
             .containers
             .first()
             .ok_or("the pod spec has no container")?;

@@ -1,7 +1,9 @@
 //! The status page: Kuberhealthy v2's document (`OK`, `Errors`, `CheckDetails` keyed
 //! `namespace/name`, `JobDetails`, `CurrentMaster`) plus our own PascalCase fields per check.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::ser::SerializeMap;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -15,17 +17,6 @@ use crate::engine::CheckView;
 
 /// What Go prints for a zero `time.Time`; v2 clients parse it where a check never ran.
 const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct StatusDoc {
-    #[serde(rename = "OK")]
-    pub ok: bool,
-    pub errors: Vec<String>,
-    pub check_details: BTreeMap<String, CheckDetail>,
-    pub job_details: BTreeMap<String, CheckDetail>,
-    pub current_master: String,
-}
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
@@ -113,39 +104,68 @@ impl CheckDetail {
     }
 }
 
-/// Builds the document from the board, keeping only `namespaces` when given.
-pub fn document(st: &AppState, namespaces: Option<&[&str]>) -> StatusDoc {
-    let mut doc = StatusDoc {
-        ok: true,
-        errors: Vec::new(),
-        check_details: BTreeMap::new(),
-        job_details: BTreeMap::new(),
-        current_master: st.board.leader(),
-    };
-    for v in st.board.snapshot() {
-        if namespaces.is_some_and(|ns| !ns.contains(&v.key.namespace())) {
-            continue;
+/// The document over a snapshot of the board, serialized as it is written: at 10,000 checks no
+/// second copy of every check is built first.
+pub struct Document<'a> {
+    views: Vec<&'a CheckView>,
+    ok: bool,
+    errors: Vec<String>,
+    leader: String,
+}
+
+impl<'a> Document<'a> {
+    pub fn new(st: &AppState, snapshot: &'a [Arc<CheckView>], namespaces: Option<&[&str]>) -> Self {
+        let views: Vec<&CheckView> = snapshot
+            .iter()
+            .map(|v| &**v)
+            .filter(|v| namespaces.is_none_or(|ns| ns.contains(&v.key.namespace())))
+            .collect();
+        let mut errors = Vec::new();
+        let mut ok = true;
+        for v in &views {
+            if !v.effective_ok() {
+                ok = false;
+                errors.extend(v.effective_errors());
+            }
         }
-        let detail = CheckDetail::of(&v);
-        if !detail.ok {
-            doc.ok = false;
-            doc.errors.extend(detail.errors.iter().cloned());
+        if namespaces.is_none() {
+            let source_errors = st.board.source_errors();
+            if !source_errors.is_empty() {
+                ok = false;
+                errors.extend(source_errors);
+            }
         }
-        let map = if v.single_run {
-            &mut doc.job_details
-        } else {
-            &mut doc.check_details
-        };
-        map.insert(v.key.as_str().to_string(), detail);
+        Document {
+            views,
+            ok,
+            errors,
+            leader: st.board.leader(),
+        }
     }
-    if namespaces.is_none() {
-        let source_errors = st.board.source_errors();
-        if !source_errors.is_empty() {
-            doc.ok = false;
-            doc.errors.extend(source_errors);
+}
+
+struct Details<'a, 'b>(&'b [&'a CheckView], bool);
+
+impl Serialize for Details<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for v in self.0.iter().filter(|v| v.single_run == self.1) {
+            map.serialize_entry(v.key.as_str(), &CheckDetail::of(v))?;
         }
+        map.end()
     }
-    doc
+}
+
+impl Serialize for Document<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(5))?;
+        map.serialize_entry("OK", &self.ok)?;
+        map.serialize_entry("Errors", &self.errors)?;
+        map.serialize_entry("CheckDetails", &Details(&self.views, false))?;
+        map.serialize_entry("JobDetails", &Details(&self.views, true))?;
+        map.serialize_entry("CurrentMaster", &self.leader)?;
+        map.end()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +184,8 @@ pub async fn json(State(st): State<AppState>, Query(q): Query<StatusQuery>) -> R
                     .filter(|n| !n.is_empty())
                     .collect()
             });
-    let doc = document(&st, filter.as_deref());
+    let snapshot = st.board.snapshot();
+    let doc = Document::new(&st, &snapshot, filter.as_deref());
     match serde_json::to_vec(&doc) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         // Only non-string map keys can fail, and there are none.

@@ -7,7 +7,7 @@ use crate::engine::{SaveFuture, StatusStore};
 pub struct MemoryStore;
 
 impl StatusStore for MemoryStore {
-    fn save(&self, _key: &CheckKey, _status: &HealthCheckStatus) -> SaveFuture {
+    fn save(&self, _key: &CheckKey, _status: &std::sync::Arc<HealthCheckStatus>) -> SaveFuture {
         Box::pin(async { Ok(()) })
     }
     fn forget(&self, _key: &CheckKey) {}
