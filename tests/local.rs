@@ -25,9 +25,9 @@ fn write(dir: &Path, file: &str, text: &str) {
 fn saved(state: &Path, key: &str) -> Value {
     let text = std::fs::read_to_string(state.join("state.jsonl")).unwrap();
     text.lines()
+        .rev()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["key"] == key)
-        .last()
+        .find(|r| r["key"] == key)
         .unwrap_or_else(|| panic!("no state for {key} in {text}"))["status"]
         .clone()
 }
