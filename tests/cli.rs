@@ -1,0 +1,106 @@
+//! The command line: exit codes and one-line errors, never a panic.
+
+use std::process::{Command, Output};
+
+fn probity(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_probity"))
+        .args(args)
+        .env_remove("KH_REPORTING_URL")
+        .env_remove("KH_RUN_UUID")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn crd_prints_the_checked_in_crd() {
+    let o = probity(&["crd"]);
+    assert!(o.status.success());
+    let want = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/healthcheck.yaml")).unwrap();
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), want);
+}
+
+#[test]
+fn validate_names_file_document_field_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {name: ok-one}\nspec:\n  probe: {tcpSocket: {host: h, port: 1}}\n---\napiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {name: broken}\nspec:\n  timeout: 10x\n  probe: {tcpSocket: {host: h, port: 1}}\n",
+    )
+    .unwrap();
+    let o = probity(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    assert!(out.contains("bad.yaml: document 1: default/ok-one: valid"), "{out}");
+    assert!(
+        out.contains("bad.yaml: document 2: default/broken: spec.timeout: \"10x\" has unknown unit \"x\""),
+        "{out}"
+    );
+    let examples: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/checks/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let mut args = vec!["validate"];
+    args.extend(examples.iter().map(String::as_str));
+    let o = probity(&args);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn unreadable_files_and_bad_flags_are_one_line_errors() {
+    let o = probity(&["validate", "/nonexistent/checks.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("/nonexistent/checks.yaml: No such file"), "{}", text(&o));
+
+    let o = probity(&["run", "/nonexistent/checks.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("/nonexistent/checks.yaml"), "{}", text(&o));
+
+    let o = probity(&["serve", "--checks", "/nonexistent/dir", "--listen-address", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--checks: /nonexistent/dir"), "{}", text(&o));
+
+    let o = probity(&["serve", "--default-timeout", "soon"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("\"soon\" is not a duration"), "{}", text(&o));
+
+    let o = probity(&["report", "--ok"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("KH_REPORTING_URL is not set"), "{}", text(&o));
+
+    let o = probity(&["report"]);
+    assert_eq!(o.status.code(), Some(2), "--ok or --error is required");
+    for o in [&o] {
+        assert!(!text(o).contains("panicked"));
+    }
+}
+
+#[test]
+fn run_prints_verdicts_and_exits_by_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    let check = |name: &str, cmd: &str| {
+        format!(
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}}}\nspec:\n  timeout: 5s\n  podSpec: {{spec: {{containers: [{{name: c, image: i, command: [\"/bin/sh\", \"-c\", \"{cmd}\"]}}]}}}}\n"
+        )
+    };
+    std::fs::write(&f, check("fine", "probity report --ok")).unwrap();
+    let o = probity(&["run", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("PASS default/fine ("));
+
+    std::fs::write(
+        &f,
+        format!("{}---\n{}", check("fine", "probity report --ok"), check("sad", "exit 4")),
+    )
+    .unwrap();
+    let o = probity(&["run", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("PASS default/fine"), "{out}");
+    assert!(out.contains("FAIL default/sad") && out.contains("Crash): exited with code 4 without reporting"), "{out}");
+}
