@@ -65,7 +65,7 @@ impl Runner for BenchRunner {
             Mode::Collect => self.started.lock().unwrap().push_back(run.uuid),
         }
     }
-    fn adopt(&self, _: CheckKey, _: Uuid, _: DateTime<Utc>) {}
+    fn adopt(&self, _: CheckKey, _: Uuid, _: DateTime<Utc>, _: Arc<probity::api::HealthCheck>) {}
     fn stop(&self, _: &CheckKey, _: Uuid, _: StopReason) {}
 }
 

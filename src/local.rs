@@ -18,7 +18,8 @@ use crate::engine::clock::SystemClock;
 use crate::engine::driver::{Driver, Finished};
 use crate::engine::{Board, Engine, EngineConfig, EngineHandle};
 use crate::metrics::{Metrics, MetricsConfig};
-use crate::runner::process::{local_problems, ProcessRunner};
+use crate::runner::process::local_problems;
+use crate::runner::LocalRunner;
 use crate::server::{self, AppState};
 use crate::store::checkdir::{parse_file, CheckDir};
 use crate::store::{FileStore, MemoryStore};
@@ -86,7 +87,7 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     let board = Arc::new(Board::new(&cfg.identity));
     let metrics = Arc::new(Metrics::new(cfg.metrics.clone(), board.clone()));
     let (handle, events) = EngineHandle::channel();
-    let runner = Arc::new(ProcessRunner::new(handle.clone(), base));
+    let runner = Arc::new(LocalRunner::new(handle.clone(), base));
     let driver = Driver {
         engine: Engine::new(EngineConfig {
             identity: cfg.identity.clone(),
@@ -251,7 +252,7 @@ pub async fn run_file(
     engine.finish_startup();
     let driver = Driver {
         engine,
-        runner: Arc::new(ProcessRunner::new(handle.clone(), report_base(local))),
+        runner: Arc::new(LocalRunner::new(handle.clone(), report_base(local))),
         store: Arc::new(MemoryStore),
         clock: SystemClock,
         board: board.clone(),

@@ -24,6 +24,9 @@ use crate::engine::Board;
 
 /// Kuberhealthy v3's run-duration buckets, in seconds.
 const RUN_BUCKETS: [f64; 7] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const PROBE_BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 const LAG_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 #[derive(Debug, Clone)]
@@ -124,6 +127,20 @@ impl EncodeLabelSet for StateLabels {
     }
 }
 
+/// `probity_probe_duration_seconds`' labels: the check and the probe method.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProbeLabels {
+    pub check: CheckLabels,
+    pub probe: &'static str,
+}
+
+impl EncodeLabelSet for ProbeLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.check.encode(encoder)?;
+        EncodeLabel::encode(&("probe", self.probe), encoder.encode_label())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct MasterLabels {
     current_master: Escaped,
@@ -147,6 +164,7 @@ pub struct Metrics {
     registry: Registry,
     last_size: AtomicUsize,
     run_duration: Family<CheckLabels, Histogram>,
+    probe_duration: Family<ProbeLabels, Histogram>,
     lag: Histogram,
     reports: Family<ReportLabels, Counter>,
 }
@@ -167,6 +185,14 @@ impl Metrics {
             "Duration of each check run",
             run_duration.clone(),
         );
+        let probe_duration = Family::<ProbeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(PROBE_BUCKETS)
+        });
+        registry.register(
+            "probity_probe_duration_seconds",
+            "Duration of each built-in probe, by method",
+            probe_duration.clone(),
+        );
         let lag = Histogram::new(LAG_BUCKETS);
         registry.register(
             "probity_scheduler_lag_seconds",
@@ -184,6 +210,7 @@ impl Metrics {
             registry,
             last_size: AtomicUsize::new(0),
             run_duration,
+            probe_duration,
             lag,
             reports,
         }
@@ -192,6 +219,15 @@ impl Metrics {
     pub fn observe_run(&self, key: &CheckKey, duration: Duration) {
         self.run_duration
             .get_or_create(&CheckLabels::of(key))
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn observe_probe(&self, key: &CheckKey, method: &'static str, duration: Duration) {
+        self.probe_duration
+            .get_or_create(&ProbeLabels {
+                check: CheckLabels::of(key),
+                probe: method,
+            })
             .observe(duration.as_secs_f64());
     }
 
@@ -206,6 +242,12 @@ impl Metrics {
     /// Drops a deleted check's series, keeping label cardinality bounded by the live checks.
     pub fn forget(&self, key: &CheckKey) {
         self.run_duration.remove(&CheckLabels::of(key));
+        for probe in ["httpGet", "tcpSocket", "exec", "grpc"] {
+            self.probe_duration.remove(&ProbeLabels {
+                check: CheckLabels::of(key),
+                probe,
+            });
+        }
     }
 
     /// OpenMetrics text, as the client library writes it.

@@ -177,6 +177,19 @@ impl Probe {
                     }
                 }
             }
+            if let Some(want) = &h.expect_body {
+                if want.len() >= 2 && want.starts_with('/') && want.ends_with('/') {
+                    if let Err(e) = regex::Regex::new(&want[1..want.len() - 1]) {
+                        out.push(Problem {
+                            field: format!("{f}.expectBody"),
+                            message: format!(
+                                "{want:?} is not a valid regex: {}",
+                                e.to_string().lines().last().unwrap_or("")
+                            ),
+                        });
+                    }
+                }
+            }
             for (i, code) in h.expect_status.iter().flatten().enumerate() {
                 if !(100..=599).contains(code) {
                     out.push(Problem {

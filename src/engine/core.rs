@@ -311,6 +311,7 @@ impl Engine {
                         key: key.clone(),
                         uuid,
                         deadline,
+                        check: self.checks[&key].desired.check.clone(),
                     });
                 }
                 None => {
@@ -437,10 +438,15 @@ impl Engine {
             };
             let uuid = run.uuid;
             if !run.finished {
-                let msg = format!(
-                    "timeout after {}: no report by the deadline; the run was stopped",
-                    human(run.timeout)
-                );
+                // A probe has nothing to report; a pod or process did not.
+                let msg = if entry.desired.check.spec.probe.is_some() {
+                    format!("timeout after {}", human(run.timeout))
+                } else {
+                    format!(
+                        "timeout after {}: no report by the deadline; the run was stopped",
+                        human(run.timeout)
+                    )
+                };
                 effects.extend(self.finish(now, &key, Outcome::Timeout, vec![msg]));
             }
             effects.push(Effect::Stop {
@@ -658,6 +664,13 @@ impl Engine {
                 outcome,
                 duration,
                 errors,
+                probe: self.checks[key]
+                    .desired
+                    .check
+                    .spec
+                    .probe
+                    .as_ref()
+                    .and_then(|p| p.methods().first().copied()),
             },
         ]
     }

@@ -286,9 +286,10 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                     key,
                     uuid,
                     deadline,
+                    check,
                 } => {
                     info!(check = %key, %uuid, "adopting run in flight");
-                    self.runner.adopt(key, uuid, deadline);
+                    self.runner.adopt(key, uuid, deadline, check);
                 }
                 Effect::Stop { key, uuid, reason } => {
                     debug!(check = %key, %uuid, ?reason, "stopping run");
@@ -303,6 +304,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                     outcome,
                     duration,
                     errors,
+                    probe,
                 } => {
                     if outcome.is_success() {
                         debug!(check = %key, %uuid, ?duration, "run succeeded");
@@ -310,6 +312,9 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                         info!(check = %key, %uuid, outcome = outcome.as_str(), ?duration, errors = ?errors, "run failed");
                     }
                     self.metrics.observe_run(&key, duration);
+                    if let Some(method) = probe {
+                        self.metrics.observe_probe(&key, method, duration);
+                    }
                     if let Some(obs) = &self.observer {
                         let _ = obs.send(Finished {
                             key,
@@ -371,7 +376,7 @@ mod tests {
                     .await;
             });
         }
-        fn adopt(&self, _: CheckKey, _: Uuid, _: DateTime<Utc>) {}
+        fn adopt(&self, _: CheckKey, _: Uuid, _: DateTime<Utc>, _: Arc<crate::api::HealthCheck>) {}
         fn stop(&self, _: &CheckKey, _: Uuid, _: StopReason) {}
     }
 

@@ -71,6 +71,7 @@ pub enum Effect {
         key: CheckKey,
         uuid: Uuid,
         deadline: DateTime<Utc>,
+        check: Arc<HealthCheck>,
     },
     Stop {
         key: CheckKey,
@@ -94,6 +95,8 @@ pub enum Effect {
         outcome: Outcome,
         duration: Duration,
         errors: Vec<String>,
+        /// The probe method, for a probe check.
+        probe: Option<&'static str>,
     },
     /// How late a run started against its due time (for the lag metric).
     Started {
@@ -106,7 +109,7 @@ pub enum Effect {
 /// `Event::Released` for its UUID, whether it exited, failed to start, or was stopped.
 pub trait Runner: Send + Sync + 'static {
     fn start(&self, run: StartRun);
-    fn adopt(&self, key: CheckKey, uuid: Uuid, deadline: DateTime<Utc>);
+    fn adopt(&self, key: CheckKey, uuid: Uuid, deadline: DateTime<Utc>, check: Arc<HealthCheck>);
     fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason);
 }
 

@@ -1,5 +1,55 @@
-//! How a run executes. Local mode: the first container of `podSpec` as a process.
+//! How a run executes: a pod's first container as a local process, or a built-in probe.
 
+pub mod probe;
 pub mod process;
 
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::api::{CheckKey, HealthCheck};
+use crate::engine::{EngineHandle, Runner, StartRun, StopReason};
+pub use probe::ProbeRunner;
 pub use process::ProcessRunner;
+
+/// The local backend's runner: probes run in probity, pods as processes.
+#[derive(Debug, Clone)]
+pub struct LocalRunner {
+    processes: ProcessRunner,
+    probes: ProbeRunner,
+}
+
+impl LocalRunner {
+    pub fn new(engine: EngineHandle, report_base: impl Into<String>) -> Self {
+        LocalRunner {
+            processes: ProcessRunner::new(engine.clone(), report_base),
+            probes: ProbeRunner::new(engine),
+        }
+    }
+}
+
+impl Runner for LocalRunner {
+    fn start(&self, run: StartRun) {
+        if run.check.spec.probe.is_some() {
+            self.probes.start(run)
+        } else {
+            self.processes.start(run)
+        }
+    }
+
+    fn adopt(&self, key: CheckKey, uuid: Uuid, deadline: DateTime<Utc>, check: Arc<HealthCheck>) {
+        // Only a process can outlive probity; a probe in flight ended with it.
+        if check.spec.probe.is_some() {
+            self.probes.adopt(key, uuid, deadline, check)
+        } else {
+            self.processes.adopt(key, uuid, deadline, check)
+        }
+    }
+
+    fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason) {
+        if !self.probes.stop(key, uuid, reason) {
+            self.processes.stop(key, uuid, reason);
+        }
+    }
+}

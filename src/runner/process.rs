@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tracing::{debug, warn};
+use tracing::debug;
 use uuid::Uuid;
 
 use crate::api::validate::Problem;
@@ -47,6 +47,14 @@ pub struct ProcessRunner {
 /// What the local backend cannot run, found when the check is loaded rather than at each run.
 pub fn local_problems(hc: &HealthCheck) -> Vec<Problem> {
     let mut out = Vec::new();
+    if let Some(exec) = hc.spec.probe.as_ref().and_then(|p| p.exec.as_ref()) {
+        if exec.pod_selector.is_some() || exec.container.is_some() {
+            out.push(Problem {
+                field: "spec.probe.exec.podSelector".into(),
+                message: "runs the command in a pod, which needs the kubernetes backend; without it the command runs locally".into(),
+            });
+        }
+    }
     // A pod spec that does not parse is reported by validation.
     let Some(Ok(pod)) = hc.spec.pod_spec.as_ref().map(|p| p.pod_spec()) else {
         return out;
@@ -97,7 +105,7 @@ impl ProcessRunner {
             .spec
             .pod_spec
             .as_ref()
-            .ok_or("built-in probes are not available in this version")?
+            .ok_or("the check has no podSpec")?
             .pod_spec()
             .map_err(|e| e.to_string())?;
         let c = pod
@@ -298,7 +306,13 @@ impl Runner for ProcessRunner {
         tokio::spawn(self.clone().execute(run));
     }
 
-    fn adopt(&self, _key: CheckKey, uuid: Uuid, _deadline: DateTime<Utc>) {
+    fn adopt(
+        &self,
+        _key: CheckKey,
+        uuid: Uuid,
+        _deadline: DateTime<Utc>,
+        _check: Arc<HealthCheck>,
+    ) {
         self.procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -318,7 +332,7 @@ impl Runner for ProcessRunner {
             }
             None => {
                 // Already gone (its release is on the way) or never ours.
-                warn!(check = %key, %uuid, "asked to stop a run with no process");
+                debug!(check = %key, %uuid, "asked to stop a run with no process");
             }
         }
     }

@@ -1,0 +1,375 @@
+//! `httpGet`: kubelet's HTTP probe. Success iff 200 <= status < 400 (or one of `expectStatus`),
+//! and the body matches `expectBody` when given.
+//!
+//! Written on hyper's connection API rather than reqwest because a probe must open a fresh
+//! connection each time and reset it when done (SO_LINGER 0): reqwest pools connections and
+//! gives no access to the socket, so at a thousand probes a second the TIME-WAIT sockets it
+//! leaves would exhaust the ephemeral ports.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use url::Url;
+
+use super::tcp::connect;
+use super::{after, Verdict};
+use crate::api::probe::HttpGetProbe;
+
+/// At most this much of a body is read, as kubelet.
+pub const MAX_BODY: usize = 10 * 1024;
+const MAX_REDIRECTS: usize = 10;
+
+/// The URL a probe requests first.
+pub fn target(p: &HttpGetProbe) -> Result<Url, String> {
+    if let Some(u) = &p.url {
+        return Url::parse(u).map_err(|e| format!("{u:?} is not a URL: {e}"));
+    }
+    let scheme = p.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
+    let host = p.host.as_deref().unwrap_or("localhost");
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let path = p.path.as_deref().unwrap_or("/");
+    let port = p.port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+    Url::parse(&format!("{scheme}://{host}:{port}{path}")).map_err(|e| format!("bad URL: {e}"))
+}
+
+/// How the response body is judged.
+#[derive(Debug)]
+enum BodyCheck {
+    Contains(String),
+    Regex(regex::Regex),
+}
+
+fn body_check(p: &HttpGetProbe) -> Result<Option<BodyCheck>, String> {
+    let Some(want) = &p.expect_body else {
+        return Ok(None);
+    };
+    if want.len() >= 2 && want.starts_with('/') && want.ends_with('/') {
+        let re = &want[1..want.len() - 1];
+        return regex::Regex::new(re)
+            .map(|r| Some(BodyCheck::Regex(r)))
+            .map_err(|e| format!("expectBody {want:?} is not a valid regex: {e}"));
+    }
+    Ok(Some(BodyCheck::Contains(want.clone())))
+}
+
+/// Problems with `expectBody` found when the check is loaded.
+pub fn expect_body_problem(p: &HttpGetProbe) -> Option<String> {
+    body_check(p).err()
+}
+
+pub async fn probe(p: &HttpGetProbe) -> Verdict {
+    let mut url = match target(p) {
+        Ok(u) => u,
+        Err(e) => return Verdict::fail(e),
+    };
+    let check_body = match body_check(p) {
+        Ok(c) => c,
+        Err(e) => return Verdict::fail(e),
+    };
+    let tls = match tls_config(p) {
+        Ok(c) => c,
+        Err(e) => return Verdict::fail(e),
+    };
+    let start = Instant::now();
+    for _ in 0..=MAX_REDIRECTS {
+        let shown = url.to_string();
+        let resp = match get(&url, p, tls.as_ref(), check_body.is_some()).await {
+            Ok(r) => r,
+            Err(e) => return Verdict::fail(format!("GET {shown}: {e} {}", after(start))),
+        };
+        let status = resp.status;
+        if status.is_redirection() {
+            if let Some(next) = resp.location.as_deref().and_then(|l| url.join(l).ok()) {
+                if same_host(&url, &next) {
+                    url = next;
+                    continue;
+                }
+                // kubelet: a redirect elsewhere is not followed, and counts as success.
+                let mut v = Verdict::pass();
+                v.warning = Some(format!(
+                    "GET {shown}: status {}: redirect to another host {next} not followed",
+                    status.as_u16()
+                ));
+                return v;
+            }
+        }
+        let expected = match &p.expect_status {
+            Some(codes) if !codes.is_empty() => codes.contains(&i32::from(status.as_u16())),
+            _ => (200..400).contains(&status.as_u16()),
+        };
+        if !expected {
+            return Verdict::fail(format!("GET {shown}: status {}", status.as_u16()));
+        }
+        let body = String::from_utf8_lossy(&resp.body);
+        return match &check_body {
+            Some(BodyCheck::Contains(s)) if !body.contains(s.as_str()) => Verdict::fail(format!(
+                "GET {shown}: status {}: body does not contain {s:?}",
+                status.as_u16()
+            )),
+            Some(BodyCheck::Regex(r)) if !r.is_match(&body) => Verdict::fail(format!(
+                "GET {shown}: status {}: body does not match /{}/",
+                status.as_u16(),
+                r.as_str()
+            )),
+            _ => Verdict::pass(),
+        };
+    }
+    Verdict::fail(format!(
+        "GET {}: stopped after {MAX_REDIRECTS} redirects",
+        target(p).map(|u| u.to_string()).unwrap_or_default()
+    ))
+}
+
+fn same_host(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+struct Response {
+    status: StatusCode,
+    location: Option<String>,
+    body: Vec<u8>,
+}
+
+async fn get(
+    url: &Url,
+    p: &HttpGetProbe,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    read_body: bool,
+) -> Result<Response, String> {
+    let host = url.host_str().ok_or("the URL has no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default().ok_or("the URL has no port")?;
+    let tcp = connect(host, port).await?;
+    let mut path = url.path().to_string();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let authority = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or(host)),
+        None => url.host_str().unwrap_or(host).to_string(),
+    };
+    let req = request(&path, &authority, p)?;
+    if url.scheme() == "https" {
+        let config = tls.cloned().unwrap_or_else(insecure);
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| format!("TLS name {host:?}: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {}", super::tcp::io_reason(&e)))?;
+        exchange(TokioIo::new(stream), req, read_body).await
+    } else {
+        exchange(TokioIo::new(tcp), req, read_body).await
+    }
+}
+
+fn request(path: &str, authority: &str, p: &HttpGetProbe) -> Result<Request<Empty<Bytes>>, String> {
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), authority.to_string()),
+        (
+            "user-agent".into(),
+            concat!("probity/", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        ("accept".into(), "*/*".into()),
+    ];
+    // User headers replace defaults of the same name; an empty value removes one (kubelet).
+    for h in p.http_headers.iter().flatten() {
+        let name = h.name.to_ascii_lowercase();
+        headers.retain(|(n, _)| *n != name);
+        if !h.value.is_empty() {
+            headers.push((name, h.value.clone()));
+        }
+    }
+    let mut req = Request::get(path);
+    for (n, v) in headers {
+        let name =
+            HeaderName::from_bytes(n.as_bytes()).map_err(|e| format!("header {n:?}: {e}"))?;
+        let value = HeaderValue::from_str(&v).map_err(|e| format!("header {n:?}: {e}"))?;
+        req = req.header(name, value);
+    }
+    // No `Connection: close`: the server would then close first and keep the socket in
+    // TIME-WAIT. Each probe opens its own connection and resets it when done, so nothing is
+    // reused between probes and nothing lingers on either side.
+    req.body(Empty::new()).map_err(|e| e.to_string())
+}
+
+async fn exchange<T>(io: T, req: Request<Empty<Bytes>>, read_body: bool) -> Result<Response, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(conn);
+    let result = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| hyper_reason(&e))?;
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(hyper::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = Vec::new();
+        if read_body {
+            let mut b = resp.into_body();
+            while body.len() < MAX_BODY {
+                match b.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            let room = MAX_BODY - body.len();
+                            body.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                    }
+                    Some(Err(e)) => return Err(format!("reading the body: {}", hyper_reason(&e))),
+                    None => break,
+                }
+            }
+        }
+        Ok(Response {
+            status,
+            location,
+            body,
+        })
+    }
+    .await;
+    // Dropping the connection closes the socket with a reset (SO_LINGER 0): nothing lingers.
+    driver.abort();
+    result
+}
+
+fn hyper_reason(e: &hyper::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
+/// TLS without verification, as kubelet's HTTPS probes: they check that a server answers, not
+/// who it is.
+fn insecure() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// The TLS settings of a probe: None for the unverified default; built once per CA file.
+fn tls_config(p: &HttpGetProbe) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    let verify = p.verify_tls.unwrap_or(false) || p.ca_file.is_some();
+    if !verify {
+        return Ok(None);
+    }
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<rustls::ClientConfig>>>> = OnceLock::new();
+    let key = p.ca_file.clone().unwrap_or_default();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(Some(c.clone()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &p.ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("caFile {path:?}: {e}"))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("caFile {path:?}: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("caFile {path:?}: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("caFile {path:?} has no certificates"));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let config = Arc::new(config);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, config.clone());
+    Ok(Some(config))
+}
+
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,182 @@
+//! Built-in probes, run by probity itself with Kubernetes' probe semantics
+//! (reference: kubelet's prober). Each probe is one run like any other: its result goes to the
+//! engine as a report, so status, history, thresholds and metrics treat probes and pods alike.
+
+pub mod exec;
+pub mod grpc;
+pub mod http;
+pub mod tcp;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::task::AbortHandle;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::api::{CheckKey, HealthCheck, Probe};
+use crate::engine::{EngineHandle, RunEnd, StartRun, StopReason};
+
+/// What one probe found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub ok: bool,
+    /// One line saying what happened; the error when not ok.
+    pub message: String,
+    /// Said about a success that deserves a look (a redirect to another host, not followed).
+    pub warning: Option<String>,
+}
+
+impl Verdict {
+    pub fn pass() -> Self {
+        Verdict {
+            ok: true,
+            message: String::new(),
+            warning: None,
+        }
+    }
+    pub fn fail(message: impl Into<String>) -> Self {
+        Verdict {
+            ok: false,
+            message: message.into(),
+            warning: None,
+        }
+    }
+}
+
+/// `after 3ms`, `after 1.2s`: how long a failed attempt took, for messages.
+pub(crate) fn after(start: Instant) -> String {
+    let took = start.elapsed();
+    if took < Duration::from_millis(1) {
+        return "after <1ms".into();
+    }
+    format!(
+        "after {}",
+        crate::api::duration::human(Duration::from_millis(took.as_millis() as u64))
+    )
+}
+
+/// Runs one probe. The caller bounds it with the check's timeout.
+pub async fn probe(p: &Probe) -> Verdict {
+    if let Some(h) = &p.http_get {
+        http::probe(h).await
+    } else if let Some(t) = &p.tcp_socket {
+        tcp::probe(t).await
+    } else if let Some(e) = &p.exec {
+        exec::probe(e).await
+    } else if let Some(g) = &p.grpc {
+        grpc::probe(g).await
+    } else {
+        Verdict::fail("the probe has no method")
+    }
+}
+
+/// The probe method's name, for metrics.
+pub fn method(p: &Probe) -> &'static str {
+    p.methods().first().copied().unwrap_or("none")
+}
+
+/// Runs probe checks for any backend: starts each run as a task, reports its verdict to the
+/// engine, and cancels it when the engine stops the run (at its deadline).
+#[derive(Debug, Clone)]
+pub struct ProbeRunner {
+    engine: EngineHandle,
+    tasks: Arc<Mutex<HashMap<Uuid, AbortHandle>>>,
+}
+
+impl ProbeRunner {
+    pub fn new(engine: EngineHandle) -> Self {
+        ProbeRunner {
+            engine,
+            tasks: Arc::default(),
+        }
+    }
+
+    pub fn start(&self, run: StartRun) {
+        let engine = self.engine.clone();
+        let tasks = self.tasks.clone();
+        let uuid = run.uuid;
+        // Registered before the task can finish, so its own removal always finds it.
+        let mut guard = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let handle = tokio::spawn(async move {
+            let Some(p) = run.check.spec.probe.as_ref() else {
+                return;
+            };
+            let verdict = probe(p).await;
+            if let Some(w) = &verdict.warning {
+                warn!(check = %run.key, "{w}");
+            }
+            let errors = if verdict.ok {
+                vec![]
+            } else {
+                vec![verdict.message.clone()]
+            };
+            // A refusal here means the run already ended (its deadline passed): nothing to do.
+            let _ = engine.report(uuid, verdict.ok, errors).await;
+            tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uuid);
+            engine
+                .released(
+                    uuid,
+                    RunEnd::Exited {
+                        success: verdict.ok,
+                        message: verdict.message,
+                    },
+                )
+                .await;
+        });
+        guard.insert(uuid, handle.abort_handle());
+    }
+
+    pub fn adopt(
+        &self,
+        _key: CheckKey,
+        uuid: Uuid,
+        _deadline: DateTime<Utc>,
+        _check: Arc<HealthCheck>,
+    ) {
+        // A probe in flight died with the process that ran it; say so and free the slot.
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            engine
+                .released(
+                    uuid,
+                    RunEnd::Exited {
+                        success: false,
+                        message: "the probe was interrupted by a restart of probity".into(),
+                    },
+                )
+                .await;
+        });
+    }
+
+    /// Cancels the probe of run `uuid`; false when it is not a probe run of this runner.
+    pub fn stop(&self, _key: &CheckKey, uuid: Uuid, _reason: StopReason) -> bool {
+        let task = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uuid);
+        let found = task.is_some();
+        if let Some(task) = task {
+            task.abort();
+            let engine = self.engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .released(
+                        uuid,
+                        RunEnd::Exited {
+                            success: false,
+                            message: "stopped".into(),
+                        },
+                    )
+                    .await;
+            });
+        }
+        found
+    }
+}

@@ -1,0 +1,536 @@
+//! Built-in probes over real sockets on loopback.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::get;
+use axum::Router;
+use hyper::body::{Body, Bytes, Frame};
+use probity::api::probe::{ExecProbe, GrpcProbe, HttpGetProbe, HttpHeader, TcpSocketProbe};
+use probity::runner::probe::{exec, grpc, http, tcp};
+
+async fn serve(router: Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn http_server() -> Router {
+    Router::new()
+        .route(
+            "/status/{code}",
+            get(|Path(code): Path<u16>| async move { StatusCode::from_u16(code).unwrap() }),
+        )
+        .route(
+            "/hop/{n}",
+            get(|Path(n): Path<u32>| async move {
+                if n == 0 {
+                    "arrived".into_response()
+                } else {
+                    Redirect::to(&format!("/hop/{}", n - 1)).into_response()
+                }
+            }),
+        )
+        .route(
+            "/elsewhere",
+            get(|| async { Redirect::to("http://127.0.0.2:1/away") }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/big",
+            get(|| async { format!("{}NEEDLE", "x".repeat(20 * 1024)) }),
+        )
+        .route("/small", get(|| async { "status: all good (v1.2)" }))
+        .route(
+            "/headers",
+            get(|h: HeaderMap| async move {
+                let mut m: BTreeMap<String, String> = BTreeMap::new();
+                for (k, v) in &h {
+                    m.insert(k.to_string(), v.to_str().unwrap().to_string());
+                }
+                format!("{m:?}")
+            }),
+        )
+}
+
+fn url(u: &str) -> HttpGetProbe {
+    HttpGetProbe {
+        url: Some(u.to_string()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn http_status_classes() {
+    let base = serve(http_server()).await;
+    for (code, ok) in [
+        (200, true),
+        (204, true),
+        (302, true),
+        (399, true),
+        (400, false),
+        (404, false),
+        (500, false),
+        (503, false),
+    ] {
+        let v = http::probe(&url(&format!("{base}/status/{code}"))).await;
+        assert_eq!(v.ok, ok, "{code}: {v:?}");
+        if !ok {
+            assert_eq!(
+                v.message,
+                format!("GET {base}/status/{code}: status {code}")
+            );
+        }
+    }
+    // expectStatus replaces the 200-399 rule.
+    let mut p = url(&format!("{base}/status/404"));
+    p.expect_status = Some(vec![404]);
+    assert!(http::probe(&p).await.ok);
+    let mut p = url(&format!("{base}/status/200"));
+    p.expect_status = Some(vec![201]);
+    assert_eq!(
+        http::probe(&p).await.message,
+        format!("GET {base}/status/200: status 200")
+    );
+}
+
+#[tokio::test]
+async fn http_host_port_path_form() {
+    let base = serve(http_server()).await;
+    let port: i32 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let p = HttpGetProbe {
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        path: Some("/status/503".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        http::probe(&p).await.message,
+        format!("GET {base}/status/503: status 503")
+    );
+}
+
+#[tokio::test]
+async fn redirects_same_host_followed_other_host_not() {
+    let base = serve(http_server()).await;
+    let mut p = url(&format!("{base}/hop/10"));
+    p.expect_body = Some("arrived".into());
+    let v = http::probe(&p).await;
+    assert!(v.ok, "ten same-host redirects are followed: {v:?}");
+    let v = http::probe(&url(&format!("{base}/hop/11"))).await;
+    assert!(!v.ok);
+    assert!(
+        v.message.contains("stopped after 10 redirects"),
+        "{}",
+        v.message
+    );
+    let v = http::probe(&url(&format!("{base}/elsewhere"))).await;
+    assert!(v.ok, "a redirect to another host is a success");
+    assert!(v
+        .warning
+        .unwrap()
+        .contains("redirect to another host http://127.0.0.2:1/away not followed"));
+}
+
+#[tokio::test]
+async fn body_is_read_up_to_10_kib_and_matched() {
+    let base = serve(http_server()).await;
+    let mut p = url(&format!("{base}/big"));
+    p.expect_body = Some("NEEDLE".into());
+    let v = http::probe(&p).await;
+    assert!(!v.ok, "the needle is past the 10 KiB read");
+    assert!(
+        v.message.ends_with("body does not contain \"NEEDLE\""),
+        "{}",
+        v.message
+    );
+    p.expect_body = Some("xxxx".into());
+    let v = http::probe(&p).await;
+    assert!(v.ok, "{v:?}");
+    let mut p = url(&format!("{base}/small"));
+    p.expect_body = Some(r"/all good \(v\d+\.\d+\)/".into());
+    assert!(http::probe(&p).await.ok);
+    p.expect_body = Some(r"/^broken/".into());
+    assert!(http::probe(&p)
+        .await
+        .message
+        .ends_with("body does not match /^broken/"));
+}
+
+#[tokio::test]
+async fn default_headers_and_overrides() {
+    let base = serve(http_server()).await;
+    let check = |headers: Vec<(&str, &str)>, want: &'static str| {
+        let mut p = url(&format!("{base}/headers"));
+        p.http_headers = Some(
+            headers
+                .into_iter()
+                .map(|(n, v)| HttpHeader {
+                    name: n.into(),
+                    value: v.into(),
+                })
+                .collect(),
+        );
+        p.expect_body = Some(want.into());
+        async move {
+            let v = http::probe(&p).await;
+            assert!(v.ok, "{want}: {v:?}");
+        }
+    };
+    check(
+        vec![],
+        concat!(
+            "\"user-agent\": \"probity/",
+            env!("CARGO_PKG_VERSION"),
+            "\""
+        ),
+    )
+    .await;
+    check(vec![], "\"accept\": \"*/*\"").await;
+    check(
+        vec![("User-Agent", "custom/1")],
+        "\"user-agent\": \"custom/1\"",
+    )
+    .await;
+    check(vec![("X-Token", "abc")], "\"x-token\": \"abc\"").await;
+    // An empty value removes a default header.
+    let mut p = url(&format!("{base}/headers"));
+    p.http_headers = Some(vec![HttpHeader {
+        name: "Accept".into(),
+        value: String::new(),
+    }]);
+    p.expect_body = Some("/^[^a]*(a[^c]|ac[^c])*$/".into());
+    let v = http::probe(&p).await;
+    let mut q = url(&format!("{base}/headers"));
+    q.http_headers = p.http_headers.clone();
+    q.expect_body = Some("\"accept\"".into());
+    assert!(!http::probe(&q).await.ok, "accept was removed: {v:?}");
+}
+
+#[tokio::test]
+async fn slow_server_is_cut_off_by_the_timeout() {
+    let base = serve(http_server()).await;
+    let p = url(&format!("{base}/slow"));
+    let r = tokio::time::timeout(Duration::from_millis(300), http::probe(&p)).await;
+    assert!(
+        r.is_err(),
+        "the probe waits for the server; the run's deadline ends it"
+    );
+}
+
+#[tokio::test]
+async fn tcp_refused_and_accepted() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let p = TcpSocketProbe {
+        host: Some("127.0.0.1".into()),
+        port: port as i32,
+    };
+    assert!(tcp::probe(&p).await.ok);
+    drop(l);
+    let v = tcp::probe(&p).await;
+    assert!(!v.ok);
+    assert!(
+        v.message.starts_with(&format!(
+            "connect 127.0.0.1:{port}: connection refused after "
+        )),
+        "{}",
+        v.message
+    );
+    let v = tcp::probe(&TcpSocketProbe {
+        host: Some("nosuch.invalid".into()),
+        port: 80,
+    })
+    .await;
+    assert!(
+        v.message
+            .starts_with("dns: no such host \"nosuch.invalid\""),
+        "{}",
+        v.message
+    );
+}
+
+#[tokio::test]
+async fn probes_leave_no_time_wait_sockets() {
+    let base = serve(http_server()).await;
+    let port = base.rsplit(':').next().unwrap().to_string();
+    for _ in 0..200 {
+        assert!(http::probe(&url(&format!("{base}/status/200"))).await.ok);
+    }
+    // TIME-WAIT sockets of this port in /proc/net/tcp (state 06).
+    let hex_port = format!(":{:04X}", port.parse::<u16>().unwrap());
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let time_wait = tcp
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "06" && (f[1].ends_with(&hex_port) || f[2].ends_with(&hex_port))
+        })
+        .count();
+    assert_eq!(time_wait, 0, "connections are reset, not left in TIME-WAIT");
+}
+
+#[tokio::test]
+async fn exec_exit_codes_and_output() {
+    let ok = exec::probe(&ExecProbe {
+        command: vec!["true".into()],
+        ..Default::default()
+    })
+    .await;
+    assert!(ok.ok);
+    let v = exec::probe(&ExecProbe {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo out; echo err >&2; exit 7".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(v.message, "exec \"sh\" exited with code 7: out err");
+    let v = exec::probe(&ExecProbe {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "head -c 50000 /dev/zero | tr '\\0' y; exit 1".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        v.message.len() <= exec::MAX_OUTPUT + 64,
+        "{}",
+        v.message.len()
+    );
+    let v = exec::probe(&ExecProbe {
+        command: vec!["/nonexistent/cmd".into()],
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        v.message
+            .starts_with("exec \"/nonexistent/cmd\": no such file"),
+        "{}",
+        v.message
+    );
+}
+
+#[tokio::test]
+async fn exec_is_killed_with_its_group_when_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let p = ExecProbe {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("sleep 60 & echo $! > {}; wait", pidfile.display()),
+        ],
+        ..Default::default()
+    };
+    let r = tokio::time::timeout(Duration::from_millis(500), exec::probe(&p)).await;
+    assert!(r.is_err());
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+            .unwrap_or(false);
+        if !alive {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the sleep outlived the probe"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A minimal gRPC health server: one data frame, then trailers.
+struct GrpcBody(Option<Bytes>, bool);
+
+impl Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(data) = self.0.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if !self.1 {
+            self.1 = true;
+            let mut t = hyper::HeaderMap::new();
+            t.insert("grpc-status", "0".parse().unwrap());
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        Poll::Ready(None)
+    }
+}
+
+async fn grpc_server(status_for: fn(&str) -> u8) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt;
+                        assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let service = if body.len() > 7 {
+                            String::from_utf8_lossy(&body[7..]).to_string()
+                        } else {
+                            String::new()
+                        };
+                        let msg = [0x08, status_for(&service)];
+                        let mut frame = vec![0, 0, 0, 0, msg.len() as u8];
+                        frame.extend_from_slice(&msg);
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(GrpcBody(Some(Bytes::from(frame)), false))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn grpc_serving_and_not_serving() {
+    let port = grpc_server(|service| if service == "db" { 2 } else { 1 }).await;
+    let p = |service: &str| GrpcProbe {
+        host: Some("127.0.0.1".into()),
+        port: port as i32,
+        service: Some(service.into()),
+    };
+    let v = grpc::probe(&p("")).await;
+    assert!(v.ok, "{v:?}");
+    let v = grpc::probe(&p("db")).await;
+    assert_eq!(
+        v.message,
+        format!("grpc 127.0.0.1:{port}: status NOT_SERVING")
+    );
+}
+
+#[tokio::test]
+async fn https_without_verification_by_default() {
+    // No TLS server here: the handshake with a plain HTTP server fails, and says it is TLS.
+    let base = serve(http_server()).await;
+    let v = http::probe(&url(&base.replace("http://", "https://"))).await;
+    assert!(!v.ok);
+    assert!(v.message.contains("TLS"), "{}", v.message);
+    let _ = Arc::new(());
+}
+
+mod thresholds {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chrono::{TimeZone, Utc};
+    use probity::api::load::parse_documents;
+    use probity::api::validate::Defaults;
+    use probity::api::CheckKey;
+    use probity::engine::clock::TokioClock;
+    use probity::engine::driver::Driver;
+    use probity::engine::{Board, Desired, Engine, EngineConfig, EngineHandle};
+    use probity::metrics::{Metrics, MetricsConfig};
+    use probity::runner::LocalRunner;
+    use probity::store::MemoryStore;
+    use tokio::sync::{mpsc, watch};
+
+    /// A TCP probe check on a paused clock: the published state flips only after three failures
+    /// in a row (the probe default), and back after one success.
+    #[tokio::test(start_paused = true)]
+    async fn tcp_probe_flips_state_by_thresholds() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (handle, events) = EngineHandle::channel();
+        let board = Arc::new(Board::new("t"));
+        let (stop, shutdown) = watch::channel(false);
+        let (obs, mut finished) = mpsc::unbounded_channel();
+        let driver = Driver {
+            engine: Engine::new(EngineConfig {
+                identity: "t".into(),
+                max_concurrent_runs: 0,
+                defaults: Defaults::default(),
+            }),
+            runner: Arc::new(LocalRunner::new(handle.clone(), "http://127.0.0.1:1")),
+            store: Arc::new(MemoryStore),
+            clock: TokioClock::starting_at(Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap()),
+            board: board.clone(),
+            metrics: Arc::new(Metrics::new(MetricsConfig::default(), board.clone())),
+            events,
+            shutdown,
+            grace: Duration::from_secs(1),
+            observer: Some(obs),
+        };
+        let task = tokio::spawn(driver.run());
+        handle.loaded().await;
+        let text = format!(
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: db, namespace: t}}\nspec:\n  probe: {{tcpSocket: {{host: 127.0.0.1, port: {port}}}}}\n"
+        );
+        let check = parse_documents(&text).unwrap().remove(0).check.unwrap();
+        handle
+            .upsert(
+                Desired {
+                    check: Arc::new(check),
+                    load_error: None,
+                },
+                None,
+            )
+            .await;
+        let key = CheckKey::new("t", "db");
+        let ok = || board.get(&key).unwrap().status.ok;
+
+        assert!(finished.recv().await.unwrap().outcome.is_success());
+        assert!(ok());
+        drop(listener);
+        for n in 1..=3 {
+            let f = finished.recv().await.unwrap();
+            assert!(!f.outcome.is_success());
+            assert!(
+                f.errors[0].starts_with(&format!("connect 127.0.0.1:{port}: connection refused"))
+            );
+            assert_eq!(ok(), n < 3, "after {n} failures");
+        }
+        let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        assert!(finished.recv().await.unwrap().outcome.is_success());
+        assert!(ok());
+        let st = board.get(&key).unwrap().status.clone();
+        // 10 s apart, start to start, on the paused clock.
+        let starts: Vec<i64> = st.history.iter().map(|h| h.start_unix).collect();
+        assert!(starts.windows(2).all(|w| w[0] - w[1] == 10), "{starts:?}");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+}
