@@ -1,0 +1,310 @@
+//! 10,000 HTTP probe checks at a 10 s interval (1,000 probes/s) against a local HTTP server,
+//! side by side with Prometheus' blackbox_exporter driven at the same rate against the same
+//! server, in one run.
+//!
+//!     apt-get install prometheus-blackbox-exporter   # once
+//!     cargo bench --bench probes                     # BENCH_SECONDS=N to change the 60 s window
+//!
+//! CPU is user + system time of the process doing the probing (probity's engine, runner and
+//! state journal in this process; blackbox_exporter's own process), over the measured window
+//! after a warm-up. The load that drives blackbox_exporter and the target HTTP server run in
+//! processes of their own, so neither is counted for either side.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use probity::api::load::parse_documents;
+use probity::api::validate::Defaults;
+use probity::api::{CheckKey, HealthCheck};
+use probity::engine::clock::SystemClock;
+use probity::engine::driver::Driver;
+use probity::engine::{Board, Desired, Engine, EngineConfig, EngineHandle, Runner, StartRun, StopReason};
+use probity::metrics::{Metrics, MetricsConfig};
+use probity::runner::LocalRunner;
+use probity::store::FileStore;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+const CHECKS: usize = 10_000;
+const RATE: u64 = 1_000;
+
+/// Notes each run's lag, then hands it to the real runner.
+struct Lag<R> {
+    inner: R,
+    lags: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl<R: Runner> Runner for Lag<R> {
+    fn start(&self, run: StartRun) {
+        self.lags
+            .lock()
+            .unwrap()
+            .push((Utc::now() - run.due).to_std().unwrap_or_default());
+        self.inner.start(run)
+    }
+    fn adopt(&self, k: CheckKey, u: Uuid, d: DateTime<Utc>, c: Arc<HealthCheck>) {
+        self.inner.adopt(k, u, d, c)
+    }
+    fn stop(&self, k: &CheckKey, u: Uuid, r: StopReason) {
+        self.inner.stop(k, u, r)
+    }
+}
+
+fn cpu_self() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+fn rss_mb(pid: Option<u32>, field: &str) -> f64 {
+    let path = pid.map_or("/proc/self/status".to_string(), |p| format!("/proc/{p}/status"));
+    let status = std::fs::read_to_string(path).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Sockets in TIME-WAIT on this machine (IPv4 and IPv6).
+fn time_wait() -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+                .count()
+        })
+        .sum()
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn spawn_self(args: &[&str]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn first_line(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().to_string()
+}
+
+/// The probed server: answers every request with 200 "ok".
+async fn target_server() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("{}", l.local_addr().unwrap().port());
+    let app = axum::Router::new().fallback(|| async { "ok" });
+    axum::serve(l, app).await.unwrap();
+}
+
+/// Asks blackbox_exporter for `rate` probes a second for `seconds`; prints successes.
+async fn drive_blackbox(url: String, seconds: u64) {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        for _ in 0..RATE / 100 {
+            let (client, url, ok) = (client.clone(), url.clone(), ok.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Ok(r) = client.get(&url).send().await {
+                    if r.text().await.is_ok_and(|t| t.contains("probe_success 1")) {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    println!("{}", ok.load(Ordering::Relaxed));
+}
+
+#[tokio::main]
+async fn main() {
+    probity::tune_allocator();
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--target-server") {
+        return target_server().await;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--drive-blackbox") {
+        return drive_blackbox(args[i + 1].clone(), args[i + 2].parse().unwrap()).await;
+    }
+    let window: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let warmup = 15;
+    let mut server = spawn_self(&["--target-server"]);
+    let port = first_line(&mut server);
+    let target = format!("http://127.0.0.1:{port}/");
+    println!("# {CHECKS} HTTP probe checks every 10 s ({RATE}/s) against {target}; {window} s measured after {warmup} s warm-up");
+
+    // probity.
+    let state = tempfile::tempdir().unwrap();
+    let board = Arc::new(Board::new("bench"));
+    let (handle, events) = EngineHandle::channel();
+    let (stop, shutdown) = watch::channel(false);
+    let (obs, mut finished) = mpsc::unbounded_channel();
+    let lags = Arc::new(Mutex::new(Vec::new()));
+    let driver = Driver {
+        engine: Engine::new(EngineConfig {
+            identity: "bench".into(),
+            max_concurrent_runs: 0,
+            defaults: Defaults::default(),
+        }),
+        runner: Arc::new(Lag {
+            inner: LocalRunner::new(handle.clone(), "http://127.0.0.1:1"),
+            lags: lags.clone(),
+        }),
+        store: Arc::new(FileStore::open(state.path()).unwrap()),
+        clock: SystemClock,
+        board: board.clone(),
+        metrics: Arc::new(Metrics::new(MetricsConfig::default(), board.clone())),
+        events,
+        shutdown,
+        grace: Duration::from_secs(2),
+        observer: Some(obs),
+    };
+    let task = tokio::spawn(driver.run());
+    for i in 0..CHECKS {
+        let text = format!(
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: p{i:05}, namespace: bench}}\nspec:\n  probe: {{httpGet: {{url: \"{target}\"}}}}\n"
+        );
+        let check = parse_documents(&text).unwrap().remove(0).check.unwrap();
+        handle.upsert(Desired { check: Arc::new(check), load_error: None }, None).await;
+    }
+    handle.loaded().await;
+    let counter = tokio::spawn(async move {
+        let mut ok = 0u64;
+        let mut failed = Vec::new();
+        while let Some(f) = finished.recv().await {
+            if f.outcome.is_success() {
+                ok += 1;
+            } else if failed.len() < 5 {
+                failed.push(f.errors.join("; "));
+            }
+        }
+        (ok, failed)
+    });
+    tokio::time::sleep(Duration::from_secs(warmup)).await;
+    let ok_before = board.snapshot().iter().map(|v| v.status.success_count).sum::<i64>();
+    let fail_before = board.snapshot().iter().map(|v| v.status.failure_count).sum::<i64>();
+    lags.lock().unwrap().clear();
+    let cpu0 = cpu_self();
+    let t0 = Instant::now();
+    let mut max_tw = 0;
+    while t0.elapsed() < Duration::from_secs(window) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        max_tw = max_tw.max(time_wait());
+    }
+    let cpu = cpu_self() - cpu0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let ok = board.snapshot().iter().map(|v| v.status.success_count).sum::<i64>() - ok_before;
+    let failed = board.snapshot().iter().map(|v| v.status.failure_count).sum::<i64>() - fail_before;
+    let mut l = std::mem::take(&mut *lags.lock().unwrap());
+    l.sort();
+    let probity_cpu_per_k = cpu.as_secs_f64() * 1000.0 / ok.max(1) as f64;
+    println!(
+        "probity: {ok} probes OK, {failed} failed in {elapsed:.1} s = {:.0}/s; lag p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+        ok as f64 / elapsed,
+        pct(&l, 0.5).as_secs_f64() * 1e3,
+        pct(&l, 0.99).as_secs_f64() * 1e3,
+        l.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!(
+        "probity: CPU {:.2} s = {probity_cpu_per_k:.3} CPU-s per 1,000 probes; peak RSS {:.1} MB; most sockets in TIME-WAIT at once: {max_tw}",
+        cpu.as_secs_f64(),
+        rss_mb(None, "VmHWM:")
+    );
+    let _ = stop.send(true);
+    let _ = task.await;
+    let (_, samples) = counter.await.unwrap();
+    if !samples.is_empty() {
+        println!("probity: sample failures: {samples:?}");
+    }
+
+    // blackbox_exporter.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("blackbox.yml");
+    std::fs::write(&config, "modules:\n  http_2xx:\n    prober: http\n    timeout: 1s\n").unwrap();
+    let bb_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let Ok(mut bb) = Command::new("prometheus-blackbox-exporter")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{bb_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        println!("blackbox_exporter: not installed (apt-get install prometheus-blackbox-exporter); no comparison");
+        let _ = server.kill();
+        return;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let version = Command::new("prometheus-blackbox-exporter").arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stderr).lines().next().unwrap_or("").to_string()
+        + &String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("").to_string();
+    let url = format!("http://127.0.0.1:{bb_port}/probe?module=http_2xx&target={target}");
+    let mut drive = spawn_self(&["--drive-blackbox", &url, &(warmup + window).to_string()]);
+    tokio::time::sleep(Duration::from_secs(warmup)).await;
+    let cpu0 = cpu_of(bb.id());
+    let t0 = Instant::now();
+    let mut max_tw = 0;
+    while t0.elapsed() < Duration::from_secs(window) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        max_tw = max_tw.max(time_wait());
+    }
+    let cpu = cpu_of(bb.id()) - cpu0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let total_ok: f64 = first_line(&mut drive).parse().unwrap_or(0.0);
+    let _ = drive.wait();
+    // The driver ran for warm-up + window at a steady rate: the window's share of its successes.
+    let ok = total_ok * window as f64 / (warmup + window) as f64;
+    let bb_cpu_per_k = cpu.as_secs_f64() * 1000.0 / ok.max(1.0);
+    println!("blackbox_exporter ({version}): {total_ok:.0} probes OK over {} s, {:.0}/s", warmup + window, total_ok / (warmup + window) as f64);
+    println!(
+        "blackbox_exporter: CPU {:.2} s in {elapsed:.1} s = {bb_cpu_per_k:.3} CPU-s per 1,000 probes; RSS {:.1} MB; most sockets in TIME-WAIT at once: {max_tw}",
+        cpu.as_secs_f64(),
+        rss_mb(Some(bb.id()), "VmHWM:")
+    );
+    println!(
+        "probity uses {:.0}% of blackbox_exporter's CPU per probe",
+        probity_cpu_per_k / bb_cpu_per_k * 100.0
+    );
+    let _ = bb.kill();
+    let _ = server.kill();
+}
