@@ -21,7 +21,9 @@ use probity::api::validate::Defaults;
 use probity::api::{CheckKey, HealthCheck};
 use probity::engine::clock::SystemClock;
 use probity::engine::driver::Driver;
-use probity::engine::{Board, Desired, Engine, EngineConfig, EngineHandle, Runner, StartRun, StopReason};
+use probity::engine::{
+    Board, Desired, Engine, EngineConfig, EngineHandle, Runner, StartRun, StopReason,
+};
 use probity::metrics::{Metrics, MetricsConfig};
 use probity::runner::LocalRunner;
 use probity::store::FileStore;
@@ -63,7 +65,12 @@ fn cpu_self() -> Duration {
 
 fn cpu_of(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // SAFETY: sysconf has no preconditions.
@@ -72,7 +79,9 @@ fn cpu_of(pid: u32) -> Duration {
 }
 
 fn rss_mb(pid: Option<u32>, field: &str) -> f64 {
-    let path = pid.map_or("/proc/self/status".to_string(), |p| format!("/proc/{p}/status"));
+    let path = pid.map_or("/proc/self/status".to_string(), |p| {
+        format!("/proc/{p}/status")
+    });
     let status = std::fs::read_to_string(path).unwrap();
     status
         .lines()
@@ -83,14 +92,18 @@ fn rss_mb(pid: Option<u32>, field: &str) -> f64 {
         / 1024.0
 }
 
-/// Sockets in TIME-WAIT on this machine (IPv4 and IPv6).
-fn time_wait() -> usize {
+/// Sockets in TIME-WAIT to or from the target server's port (IPv4 and IPv6).
+fn time_wait(port: u16) -> usize {
+    let port = format!(":{port:04X}");
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .map(|t| {
             t.lines()
-                .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 3 && f[3] == "06" && (f[1].ends_with(&port) || f[2].ends_with(&port))
+                })
                 .count()
         })
         .sum()
@@ -130,7 +143,10 @@ async fn target_server() {
 
 /// Asks blackbox_exporter for `rate` probes a second for `seconds`; prints successes.
 async fn drive_blackbox(url: String, seconds: u64) {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
     let ok = Arc::new(AtomicU64::new(0));
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let end = Instant::now() + Duration::from_secs(seconds);
@@ -164,11 +180,15 @@ async fn main() {
     if let Some(i) = args.iter().position(|a| a == "--drive-blackbox") {
         return drive_blackbox(args[i + 1].clone(), args[i + 2].parse().unwrap()).await;
     }
-    let window: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let window: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let warmup = 15;
     let mut server = spawn_self(&["--target-server"]);
     let port = first_line(&mut server);
     let target = format!("http://127.0.0.1:{port}/");
+    let port_num: u16 = port.parse().unwrap();
     println!("# {CHECKS} HTTP probe checks every 10 s ({RATE}/s) against {target}; {window} s measured after {warmup} s warm-up");
 
     // probity.
@@ -203,7 +223,15 @@ async fn main() {
             "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: p{i:05}, namespace: bench}}\nspec:\n  probe: {{httpGet: {{url: \"{target}\"}}}}\n"
         );
         let check = parse_documents(&text).unwrap().remove(0).check.unwrap();
-        handle.upsert(Desired { check: Arc::new(check), load_error: None }, None).await;
+        handle
+            .upsert(
+                Desired {
+                    check: Arc::new(check),
+                    load_error: None,
+                },
+                None,
+            )
+            .await;
     }
     handle.loaded().await;
     let counter = tokio::spawn(async move {
@@ -219,20 +247,38 @@ async fn main() {
         (ok, failed)
     });
     tokio::time::sleep(Duration::from_secs(warmup)).await;
-    let ok_before = board.snapshot().iter().map(|v| v.status.success_count).sum::<i64>();
-    let fail_before = board.snapshot().iter().map(|v| v.status.failure_count).sum::<i64>();
+    let ok_before = board
+        .snapshot()
+        .iter()
+        .map(|v| v.status.success_count)
+        .sum::<i64>();
+    let fail_before = board
+        .snapshot()
+        .iter()
+        .map(|v| v.status.failure_count)
+        .sum::<i64>();
     lags.lock().unwrap().clear();
     let cpu0 = cpu_self();
     let t0 = Instant::now();
     let mut max_tw = 0;
     while t0.elapsed() < Duration::from_secs(window) {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        max_tw = max_tw.max(time_wait());
+        max_tw = max_tw.max(time_wait(port_num));
     }
     let cpu = cpu_self() - cpu0;
     let elapsed = t0.elapsed().as_secs_f64();
-    let ok = board.snapshot().iter().map(|v| v.status.success_count).sum::<i64>() - ok_before;
-    let failed = board.snapshot().iter().map(|v| v.status.failure_count).sum::<i64>() - fail_before;
+    let ok = board
+        .snapshot()
+        .iter()
+        .map(|v| v.status.success_count)
+        .sum::<i64>()
+        - ok_before;
+    let failed = board
+        .snapshot()
+        .iter()
+        .map(|v| v.status.failure_count)
+        .sum::<i64>()
+        - fail_before;
     let mut l = std::mem::take(&mut *lags.lock().unwrap());
     l.sort();
     let probity_cpu_per_k = cpu.as_secs_f64() * 1000.0 / ok.max(1) as f64;
@@ -244,7 +290,7 @@ async fn main() {
         l.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
     println!(
-        "probity: CPU {:.2} s = {probity_cpu_per_k:.3} CPU-s per 1,000 probes; peak RSS {:.1} MB; most sockets in TIME-WAIT at once: {max_tw}",
+        "probity: CPU {:.2} s = {probity_cpu_per_k:.3} CPU-s per 1,000 probes; peak RSS {:.1} MB; most sockets to the target in TIME-WAIT at once: {max_tw}",
         cpu.as_secs_f64(),
         rss_mb(None, "VmHWM:")
     );
@@ -258,7 +304,11 @@ async fn main() {
     // blackbox_exporter.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("blackbox.yml");
-    std::fs::write(&config, "modules:\n  http_2xx:\n    prober: http\n    timeout: 1s\n").unwrap();
+    std::fs::write(
+        &config,
+        "modules:\n  http_2xx:\n    prober: http\n    timeout: 1s\n",
+    )
+    .unwrap();
     let bb_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -275,9 +325,21 @@ async fn main() {
         return;
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let version = Command::new("prometheus-blackbox-exporter").arg("--version").output().unwrap();
-    let version = String::from_utf8_lossy(&version.stderr).lines().next().unwrap_or("").to_string()
-        + &String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("").to_string();
+    let version = Command::new("prometheus-blackbox-exporter")
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = format!(
+        "{}{}",
+        String::from_utf8_lossy(&version.stderr)
+            .lines()
+            .next()
+            .unwrap_or(""),
+        String::from_utf8_lossy(&version.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+    );
     let url = format!("http://127.0.0.1:{bb_port}/probe?module=http_2xx&target={target}");
     let mut drive = spawn_self(&["--drive-blackbox", &url, &(warmup + window).to_string()]);
     tokio::time::sleep(Duration::from_secs(warmup)).await;
@@ -286,7 +348,7 @@ async fn main() {
     let mut max_tw = 0;
     while t0.elapsed() < Duration::from_secs(window) {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        max_tw = max_tw.max(time_wait());
+        max_tw = max_tw.max(time_wait(port_num));
     }
     let cpu = cpu_of(bb.id()) - cpu0;
     let elapsed = t0.elapsed().as_secs_f64();
@@ -295,9 +357,13 @@ async fn main() {
     // The driver ran for warm-up + window at a steady rate: the window's share of its successes.
     let ok = total_ok * window as f64 / (warmup + window) as f64;
     let bb_cpu_per_k = cpu.as_secs_f64() * 1000.0 / ok.max(1.0);
-    println!("blackbox_exporter ({version}): {total_ok:.0} probes OK over {} s, {:.0}/s", warmup + window, total_ok / (warmup + window) as f64);
     println!(
-        "blackbox_exporter: CPU {:.2} s in {elapsed:.1} s = {bb_cpu_per_k:.3} CPU-s per 1,000 probes; RSS {:.1} MB; most sockets in TIME-WAIT at once: {max_tw}",
+        "blackbox_exporter ({version}): {total_ok:.0} probes OK over {} s, {:.0}/s",
+        warmup + window,
+        total_ok / (warmup + window) as f64
+    );
+    println!(
+        "blackbox_exporter: CPU {:.2} s in {elapsed:.1} s = {bb_cpu_per_k:.3} CPU-s per 1,000 probes; RSS {:.1} MB; most sockets to the target in TIME-WAIT at once: {max_tw}",
         cpu.as_secs_f64(),
         rss_mb(Some(bb.id()), "VmHWM:")
     );

@@ -442,14 +442,94 @@ async fn grpc_serving_and_not_serving() {
     );
 }
 
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &str| {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && openssl {args}", dir.display()))
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=probity-test-ca");
+    run("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1");
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext");
+}
+
+async fn tls_server(dir: &std::path::Path) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        Bytes::from("secure ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    format!("https://{addr}/")
+}
+
 #[tokio::test]
-async fn https_without_verification_by_default() {
-    // No TLS server here: the handshake with a plain HTTP server fails, and says it is TLS.
-    let base = serve(http_server()).await;
-    let v = http::probe(&url(&base.replace("http://", "https://"))).await;
-    assert!(!v.ok);
-    assert!(v.message.contains("TLS"), "{}", v.message);
-    let _ = Arc::new(());
+async fn https_is_unverified_unless_asked_and_verifies_against_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let base = tls_server(dir.path()).await;
+    let mut p = url(&base);
+    p.expect_body = Some("secure ok".into());
+    let v = http::probe(&p).await;
+    assert!(
+        v.ok,
+        "a self-signed server passes without verification: {v:?}"
+    );
+    p.verify_tls = Some(true);
+    let v = http::probe(&p).await;
+    assert!(!v.ok, "the system roots do not know this CA");
+    assert!(
+        v.message.contains("TLS") && v.message.contains("certificate"),
+        "{}",
+        v.message
+    );
+    p.ca_file = Some(dir.path().join("ca.pem").display().to_string());
+    let v = http::probe(&p).await;
+    assert!(v.ok, "verified against the CA file: {v:?}");
+    // Plain HTTP where TLS is expected fails as a TLS error.
+    let plain = serve(http_server()).await;
+    let v = http::probe(&url(&plain.replace("http://", "https://"))).await;
+    assert!(!v.ok && v.message.contains("TLS"), "{}", v.message);
 }
 
 mod thresholds {
