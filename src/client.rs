@@ -97,6 +97,70 @@ pub async fn send(target: &ReportTarget, ok: bool, errors: &[String]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A report endpoint that answers `codes` in turn (then 200), counting requests.
+    async fn endpoint(codes: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().route(
+            "/check",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let n = h.fetch_add(1, Ordering::SeqCst);
+                let code = codes.get(n).copied().unwrap_or(200);
+                async move {
+                    assert_eq!(headers[UUID_HEADER], "run-1");
+                    assert_eq!(body, r#"{"Errors":["disk full"],"OK":false}"#);
+                    (axum::http::StatusCode::from_u16(code).unwrap(), "because\n")
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/check", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        (url, hits)
+    }
+
+    fn target(url: &str, deadline_in: i64) -> ReportTarget {
+        ReportTarget {
+            url: url.to_string(),
+            uuid: "run-1".into(),
+            deadline: Some(Utc::now().timestamp() + deadline_in),
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_server_errors_until_accepted() {
+        let (url, hits) = endpoint(vec![503, 500]).await;
+        send(&target(&url, 30), false, &["disk full".into()])
+            .await
+            .unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_400_is_final() {
+        let (url, hits) = endpoint(vec![400]).await;
+        let err = send(&target(&url, 30), false, &["disk full".into()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "report refused: 400 because");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn gives_up_at_the_deadline() {
+        let (url, _) = endpoint(vec![503; 100]).await;
+        let err = send(&target(&url, 1), false, &["disk full".into()])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("report failed: giving up at the run's deadline: 503"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn target_from_env_names_what_is_missing() {
