@@ -140,18 +140,17 @@ impl ProbeRunner {
         _check: Arc<HealthCheck>,
     ) {
         // A probe in flight died with the process that ran it; say so and free the slot.
+        self.release_later(uuid, "the probe was interrupted by a restart of probity");
+    }
+
+    /// Frees a run's slot from a synchronous caller.
+    fn release_later(&self, uuid: Uuid, message: &str) {
         let engine = self.engine.clone();
-        tokio::spawn(async move {
-            engine
-                .released(
-                    uuid,
-                    RunEnd::Exited {
-                        success: false,
-                        message: "the probe was interrupted by a restart of probity".into(),
-                    },
-                )
-                .await;
-        });
+        let end = RunEnd::Exited {
+            success: false,
+            message: message.to_string(),
+        };
+        tokio::spawn(async move { engine.released(uuid, end).await });
     }
 
     /// Cancels the probe of run `uuid`; false when it is not a probe run of this runner.
@@ -164,18 +163,7 @@ impl ProbeRunner {
         let found = task.is_some();
         if let Some(task) = task {
             task.abort();
-            let engine = self.engine.clone();
-            tokio::spawn(async move {
-                engine
-                    .released(
-                        uuid,
-                        RunEnd::Exited {
-                            success: false,
-                            message: "stopped".into(),
-                        },
-                    )
-                    .await;
-            });
+            self.release_later(uuid, "stopped");
         }
         found
     }
