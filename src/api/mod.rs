@@ -189,8 +189,10 @@ pub struct HealthCheckStatus {
     pub consecutive_failures: i64,
     /// Duration of the last finished run, in nanoseconds (as v3).
     pub run_duration: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// UUID of the run in flight; empty when idle.
+    #[serde(skip_serializing_if = "String::is_empty")]
     #[serde(rename = "currentUUID")]
     pub current_uuid: String,
     /// Start of the last run, unix seconds.
@@ -200,6 +202,7 @@ pub struct HealthCheckStatus {
     #[serde(rename = "lastOKUnix")]
     pub last_ok_unix: i64,
     pub last_failure_unix: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub additional_metadata: String,
 
     pub consecutive_successes: i64,
@@ -209,8 +212,10 @@ pub struct HealthCheckStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_deadline_unix: Option<i64>,
     /// The replica that started the run in flight (or the last run).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub authoritative_pod: String,
     /// The pod (or local process) of the run in flight.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub pod_name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<Outcome>,
@@ -254,6 +259,7 @@ impl Outcome {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RunRecord {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub uuid: String,
     pub start_unix: i64,
     /// Nanoseconds.
@@ -266,12 +272,17 @@ pub struct RunRecord {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Condition {
+    #[serde(skip_serializing_if = "String::is_empty")]
     #[serde(rename = "type")]
     pub type_: String,
     /// "True", "False" or "Unknown".
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub status: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub last_transition_time: String,
 }
 

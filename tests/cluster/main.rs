@@ -1,0 +1,175 @@
+//! Against a real kube-apiserver (scripts/kube-up.sh; `.ci/run` starts one and sets
+//! PROBITY_TEST_KUBECONFIG). Schema pruning, status subresources and validation are where
+//! operators break, so the CRD and the status we write are checked by the real thing.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use probity::api::{crd, Condition, HealthCheck, HealthCheckStatus, Outcome, RunRecord};
+
+async fn client() -> Option<Client> {
+    let Ok(path) = std::env::var("PROBITY_TEST_KUBECONFIG") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the cluster suite: .ci/run starts the API server and sets PROBITY_TEST_KUBECONFIG"
+        );
+        eprintln!("SKIPPED: no test API server (scripts/kube-up.sh DIR, then PROBITY_TEST_KUBECONFIG=DIR/kubeconfig)");
+        return None;
+    };
+    let kc = Kubeconfig::read_from(&path).expect("read the test kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("a usable kubeconfig");
+    Some(Client::try_from(config).expect("a client"))
+}
+
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply("probity-tests").force();
+    crds.patch(
+        "healthchecks.kuberhealthy.github.io",
+        &pp,
+        &Patch::Apply(crd::crd()),
+    )
+    .await
+    .expect("the API server accepts the generated CRD");
+    for _ in 0..100 {
+        let c = crds
+            .get("healthchecks.kuberhealthy.github.io")
+            .await
+            .unwrap();
+        let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+        if established {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the CRD never became Established");
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let ns: Api<Namespace> = Api::all(client.clone());
+    let mut n = Namespace::default();
+    n.metadata.name = Some(name.into());
+    match ns.create(&PostParams::default(), &n).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace {name}: {e}"),
+    }
+}
+
+fn full_status() -> HealthCheckStatus {
+    HealthCheckStatus {
+        ok: false,
+        errors: vec!["pod \"x\" failed".into()],
+        consecutive_failures: 3,
+        run_duration: 3_359_431_829,
+        namespace: "kh-compat".into(),
+        current_uuid: "1d309ed7-4b7a-4fd5-9706-d04f53c9ed30".into(),
+        last_run_unix: 1_795_000_000,
+        success_count: 10,
+        failure_count: 3,
+        last_ok_unix: 1_794_999_000,
+        last_failure_unix: 1_795_000_010,
+        additional_metadata: "meta".into(),
+        consecutive_successes: 0,
+        next_run_unix: Some(1_795_000_600),
+        run_deadline_unix: Some(1_795_000_120),
+        authoritative_pod: "probity-0".into(),
+        pod_name: "example-check-1d309".into(),
+        last_outcome: Some(Outcome::Timeout),
+        conditions: vec![Condition {
+            type_: "Invalid".into(),
+            status: "False".into(),
+            reason: "Valid".into(),
+            message: String::new(),
+            last_transition_time: "2026-11-22T05:00:00+00:00".into(),
+        }],
+        observed_generation: Some(1),
+        history: vec![RunRecord {
+            uuid: "1d309ed7-4b7a-4fd5-9706-d04f53c9ed30".into(),
+            start_unix: 1_795_000_000,
+            run_duration: 120_000_000_000,
+            outcome: Some(Outcome::Timeout),
+            errors: vec!["timeout after 2m".into()],
+        }],
+    }
+}
+
+/// A Kuberhealthy v3 manifest, applied unchanged, is accepted; every status field probity writes
+/// comes back from the API server (v3 loses `consecutiveFailures` to pruning; we must not).
+#[tokio::test]
+async fn kuberhealthy_manifest_and_full_status_round_trip() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    namespace(&client, "kh-compat").await;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/checks/examples/kuberhealthy-curl.yaml"
+    ))
+    .unwrap()
+    .replace("namespace: kuberhealthy", "namespace: kh-compat");
+    let hc = probity::api::load::parse_documents(&text)
+        .unwrap()
+        .remove(0)
+        .check
+        .unwrap();
+    let api: Api<HealthCheck> = Api::namespaced(client.clone(), "kh-compat");
+    let _ = api.delete("example-check", &Default::default()).await;
+    let created = api
+        .create(&PostParams::default(), &hc)
+        .await
+        .expect("create the v3 manifest");
+    // The pod spec is kept as written (open schema), command and args included.
+    assert_eq!(created.spec.pod_spec, hc.spec.pod_spec);
+
+    // A full replace carrying the resourceVersion read: the fenced write the backend will make.
+    let status = full_status();
+    let mut with_status = created.clone();
+    with_status.status = Some(status.clone());
+    api.replace_status("example-check", &PostParams::default(), &with_status)
+        .await
+        .expect("replace the status subresource");
+    let back = api.get_status("example-check").await.unwrap();
+    assert_eq!(
+        back.status,
+        Some(status),
+        "a status field was pruned or changed by the API server"
+    );
+}
+
+/// The schema rejects what probity never writes: a wrong type in a status field.
+#[tokio::test]
+async fn status_schema_is_enforced() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    namespace(&client, "kh-schema").await;
+    let text = "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {name: typed, namespace: kh-schema}\nspec:\n  probe: {tcpSocket: {host: h, port: 1}}\n";
+    let hc = probity::api::load::parse_documents(text)
+        .unwrap()
+        .remove(0)
+        .check
+        .unwrap();
+    let api: Api<HealthCheck> = Api::namespaced(client.clone(), "kh-schema");
+    let _ = api.delete("typed", &Default::default()).await;
+    api.create(&PostParams::default(), &hc).await.unwrap();
+    let err = api
+        .patch_status(
+            "typed",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"successCount": "many"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 422),
+        "{err}"
+    );
+}
