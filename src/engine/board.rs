@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests can pause it and see a stalled loop without waiting.
+use tokio::time::Instant;
 
 use crate::api::{CheckKey, HealthCheckStatus};
 

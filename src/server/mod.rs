@@ -105,3 +105,61 @@ pub async fn serve(
         .await
         .map_err(|source| crate::Error::Listen { addr, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricsConfig;
+
+    async fn start(board: Arc<Board>) -> String {
+        let (engine, _events) = EngineHandle::channel();
+        // The receiver is dropped: these routes never reach the engine.
+        let state = AppState {
+            metrics: Arc::new(Metrics::new(MetricsConfig::default(), board.clone())),
+            board,
+            engine,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, state, std::future::pending()));
+        base
+    }
+
+    async fn get(url: String) -> (u16, String) {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healthz_fails_when_the_scheduler_loop_stalls() {
+        let board = Arc::new(Board::new("me"));
+        let base = start(board.clone()).await;
+        assert_eq!(
+            get(format!("{base}/healthz")).await,
+            (503, "scheduler not started\n".into())
+        );
+        board.tick();
+        assert_eq!(get(format!("{base}/healthz")).await.0, 200);
+        tokio::time::advance(STALL_LIMIT + Duration::from_secs(1)).await;
+        let (code, body) = get(format!("{base}/healthz")).await;
+        assert_eq!(code, 503);
+        assert!(
+            body.starts_with("scheduler loop stalled: no round for 3"),
+            "{body}"
+        );
+        board.tick();
+        assert_eq!(get(format!("{base}/healthz")).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn readyz_waits_for_the_checks_to_load() {
+        let board = Arc::new(Board::new("me"));
+        let base = start(board.clone()).await;
+        assert_eq!(
+            get(format!("{base}/readyz")).await,
+            (503, "loading checks\n".into())
+        );
+        board.set_ready();
+        assert_eq!(get(format!("{base}/readyz")).await.0, 200);
+    }
+}
