@@ -341,8 +341,18 @@ async fn exec_is_killed_with_its_group_when_cancelled() {
         ],
         ..Default::default()
     };
-    let r = tokio::time::timeout(Duration::from_millis(500), exec::probe(&p)).await;
-    assert!(r.is_err());
+    let probe = tokio::spawn(async move { exec::probe(&p).await });
+    // Cancel only once the command has started its child, however slow the machine.
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    probe.abort();
+    assert!(probe.await.unwrap_err().is_cancelled());
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
