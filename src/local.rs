@@ -108,7 +108,7 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     let watcher = tokio::spawn(watch_checks(
         dir,
         first,
-        store,
+        store.clone(),
         handle.clone(),
         board.clone(),
         cfg.poll_interval,
@@ -126,6 +126,8 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     // The server outlives the scheduler so reports of runs in flight still land while it drains.
     let _ = driver.await;
     watcher.abort();
+    // Writes queued by the last events (not all of them awaited by a report) reach the journal.
+    store.flush().await;
     let _ = stop_server.send(());
     match server.await {
         Ok(r) => r,

@@ -64,6 +64,10 @@ enum Job {
     Forget {
         key: CheckKey,
     },
+    /// Answered once everything queued before it is written.
+    Flush {
+        ack: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Debug)]
@@ -79,6 +83,7 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Save { key, .. } => write!(f, "Save({key})"),
             Job::Forget { key } => write!(f, "Forget({key})"),
+            Job::Flush { .. } => write!(f, "Flush"),
         }
     }
 }
@@ -121,6 +126,14 @@ impl FileStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Waits until every write asked for so far is in the journal (before exiting).
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.jobs.send(Job::Flush { ack }).is_ok() {
+            let _ = done.await;
+        }
     }
 
     /// The saved state of a check, as it was when the store was opened (once per check).
@@ -247,10 +260,17 @@ impl Writer {
             }
             buf.clear();
             let mut acks = Vec::new();
+            let mut flushes = Vec::new();
             for job in batch {
                 let (key, status) = match &job {
                     Job::Save { key, status, .. } => (key.as_str(), Some(&**status)),
                     Job::Forget { key } => (key.as_str(), None),
+                    Job::Flush { .. } => {
+                        if let Job::Flush { ack } = job {
+                            flushes.push(ack);
+                        }
+                        continue;
+                    }
                 };
                 // Serializing plain data into a Vec cannot fail.
                 let _ = serde_json::to_writer(&mut buf, &RecordOut { key, status });
@@ -275,6 +295,9 @@ impl Writer {
             self.size += buf.len() as u64;
             if self.size > self.floor.max(self.compacted * COMPACT_FACTOR) {
                 self.compact();
+            }
+            for ack in flushes {
+                let _ = ack.send(());
             }
         }
     }
@@ -412,6 +435,18 @@ mod tests {
         for k in &keys {
             assert_eq!(store.load(k).unwrap().success_count, 199);
         }
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_writes_nobody_awaited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        for i in 0..50 {
+            drop(store.save(&CheckKey::new("ns", &format!("c{i}")), &st(i)));
+        }
+        store.flush().await;
+        let text = std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap();
+        assert_eq!(text.lines().count(), 50);
     }
 
     #[test]
