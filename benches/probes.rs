@@ -17,14 +17,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use probity::api::load::parse_documents;
-use probity::api::validate::Defaults;
 use probity::api::{CheckKey, HealthCheck};
 use probity::engine::clock::SystemClock;
 use probity::engine::driver::Driver;
-use probity::engine::{
-    Board, Desired, Engine, EngineConfig, EngineHandle, Runner, StartRun, StopReason,
-};
-use probity::metrics::{Metrics, MetricsConfig};
+use probity::engine::{Desired, Engine, EngineConfig, EngineHandle, Runner, StartRun, StopReason};
 use probity::runner::LocalRunner;
 use probity::store::FileStore;
 use tokio::sync::{mpsc, watch};
@@ -193,30 +189,26 @@ async fn main() {
 
     // probity.
     let state = tempfile::tempdir().unwrap();
-    let board = Arc::new(Board::new("bench"));
     let (handle, events) = EngineHandle::channel();
     let (stop, shutdown) = watch::channel(false);
     let (obs, mut finished) = mpsc::unbounded_channel();
     let lags = Arc::new(Mutex::new(Vec::new()));
-    let driver = Driver {
-        engine: Engine::new(EngineConfig {
-            identity: "bench".into(),
-            max_concurrent_runs: 0,
-            defaults: Defaults::default(),
-        }),
-        runner: Arc::new(Lag {
-            inner: LocalRunner::new(handle.clone(), "http://127.0.0.1:1"),
-            lags: lags.clone(),
-        }),
-        store: Arc::new(FileStore::open(state.path()).unwrap()),
-        clock: SystemClock,
-        board: board.clone(),
-        metrics: Arc::new(Metrics::new(MetricsConfig::default(), board.clone())),
+    let runner = Arc::new(Lag {
+        inner: LocalRunner::new(handle.clone(), "http://127.0.0.1:1"),
+        lags: lags.clone(),
+    });
+    let store = Arc::new(FileStore::open(state.path()).unwrap());
+    let driver = Driver::new(
+        Engine::new(EngineConfig::new("bench")),
+        runner,
+        store,
+        SystemClock,
         events,
-        shutdown,
-        grace: Duration::from_secs(2),
-        observer: Some(obs),
-    };
+    )
+    .stopping_on(shutdown)
+    .grace(Duration::from_secs(2))
+    .observed_by(obs);
+    let board = driver.board().clone();
     let task = tokio::spawn(driver.run());
     for i in 0..CHECKS {
         let text = format!(

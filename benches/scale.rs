@@ -12,14 +12,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use probity::api::load::parse_documents;
-use probity::api::validate::Defaults;
 use probity::api::CheckKey;
 use probity::engine::clock::SystemClock;
 use probity::engine::driver::Driver;
 use probity::engine::{
-    Board, Desired, Engine, EngineConfig, EngineHandle, RunEnd, Runner, StartRun, StopReason,
+    Desired, Engine, EngineConfig, EngineHandle, RunEnd, Runner, StartRun, StopReason,
 };
-use probity::metrics::{Metrics, MetricsConfig};
 use probity::server::{self, AppState};
 use probity::store::FileStore;
 use tokio::sync::watch;
@@ -91,33 +89,27 @@ struct Setup {
 
 async fn setup(mode: Mode) -> Setup {
     let state = tempfile::tempdir().unwrap();
-    let board = Arc::new(Board::new("bench"));
-    let metrics = Arc::new(Metrics::new(MetricsConfig::default(), board.clone()));
     let (handle, events) = EngineHandle::channel();
     let lags = Arc::new(Mutex::new(Vec::new()));
     let started = Arc::new(Mutex::new(VecDeque::new()));
     let (stop, shutdown) = watch::channel(false);
-    let driver = Driver {
-        engine: Engine::new(EngineConfig {
-            identity: "bench".into(),
-            max_concurrent_runs: 0,
-            defaults: Defaults::default(),
-        }),
-        runner: Arc::new(BenchRunner {
-            engine: handle.clone(),
-            mode,
-            lags: lags.clone(),
-            started: started.clone(),
-        }),
-        store: Arc::new(FileStore::open(state.path()).unwrap()),
-        clock: SystemClock,
-        board: board.clone(),
-        metrics: metrics.clone(),
+    let runner = Arc::new(BenchRunner {
+        engine: handle.clone(),
+        mode,
+        lags: lags.clone(),
+        started: started.clone(),
+    });
+    let store = Arc::new(FileStore::open(state.path()).unwrap());
+    let driver = Driver::new(
+        Engine::new(EngineConfig::new("bench")),
+        runner,
+        store,
+        SystemClock,
         events,
-        shutdown: shutdown.clone(),
-        grace: Duration::from_secs(1),
-        observer: None,
-    };
+    )
+    .stopping_on(shutdown.clone())
+    .grace(Duration::from_secs(1));
+    let (board, metrics) = (driver.board().clone(), driver.metrics().clone());
     tokio::spawn(driver.run());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -88,22 +88,15 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     let metrics = Arc::new(Metrics::new(cfg.metrics.clone(), board.clone()));
     let (handle, events) = EngineHandle::channel();
     let runner = Arc::new(LocalRunner::new(handle.clone(), base));
-    let driver = Driver {
-        engine: Engine::new(EngineConfig {
-            identity: cfg.identity.clone(),
-            max_concurrent_runs: cfg.max_concurrent_runs,
-            defaults: cfg.defaults.clone(),
-        }),
-        runner,
-        store: store.clone(),
-        clock: SystemClock,
-        board: board.clone(),
-        metrics: metrics.clone(),
-        events,
-        shutdown: shutdown.clone(),
-        grace: cfg.shutdown_grace,
-        observer: None,
-    };
+    let engine = Engine::new(EngineConfig {
+        identity: cfg.identity.clone(),
+        max_concurrent_runs: cfg.max_concurrent_runs,
+        defaults: cfg.defaults.clone(),
+    });
+    let driver = Driver::new(engine, runner, store.clone(), SystemClock, events)
+        .publishing(board.clone(), metrics.clone())
+        .stopping_on(shutdown.clone())
+        .grace(cfg.shutdown_grace);
     let driver = tokio::spawn(driver.run());
     let watcher = tokio::spawn(watch_checks(
         dir,
@@ -241,8 +234,6 @@ pub async fn run_file(
         .collect();
 
     let (listener, local) = bind("127.0.0.1:0").await?;
-    let board = Arc::new(Board::new(identity));
-    let metrics = Arc::new(Metrics::new(MetricsConfig::default(), board.clone()));
     let (handle, events) = EngineHandle::channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (obs_tx, mut obs_rx) = mpsc::unbounded_channel::<Finished>();
@@ -252,18 +243,12 @@ pub async fn run_file(
         defaults: defaults.clone(),
     });
     engine.finish_startup();
-    let driver = Driver {
-        engine,
-        runner: Arc::new(LocalRunner::new(handle.clone(), report_base(local))),
-        store: Arc::new(MemoryStore),
-        clock: SystemClock,
-        board: board.clone(),
-        metrics: metrics.clone(),
-        events,
-        shutdown: stop_rx,
-        grace: Duration::from_secs(5),
-        observer: Some(obs_tx),
-    };
+    let runner = Arc::new(LocalRunner::new(handle.clone(), report_base(local)));
+    let driver = Driver::new(engine, runner, Arc::new(MemoryStore), SystemClock, events)
+        .stopping_on(stop_rx)
+        .grace(Duration::from_secs(5))
+        .observed_by(obs_tx);
+    let (board, metrics) = (driver.board().clone(), driver.metrics().clone());
     let driver = tokio::spawn(driver.run());
     let (stop_server, server_stop) = oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(

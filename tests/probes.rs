@@ -548,12 +548,10 @@ mod thresholds {
 
     use chrono::{TimeZone, Utc};
     use probity::api::load::parse_documents;
-    use probity::api::validate::Defaults;
     use probity::api::CheckKey;
     use probity::engine::clock::TokioClock;
     use probity::engine::driver::Driver;
-    use probity::engine::{Board, Desired, Engine, EngineConfig, EngineHandle};
-    use probity::metrics::{Metrics, MetricsConfig};
+    use probity::engine::{Desired, Engine, EngineConfig, EngineHandle};
     use probity::runner::LocalRunner;
     use probity::store::MemoryStore;
     use tokio::sync::{mpsc, watch};
@@ -565,25 +563,21 @@ mod thresholds {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (handle, events) = EngineHandle::channel();
-        let board = Arc::new(Board::new("t"));
         let (stop, shutdown) = watch::channel(false);
         let (obs, mut finished) = mpsc::unbounded_channel();
-        let driver = Driver {
-            engine: Engine::new(EngineConfig {
-                identity: "t".into(),
-                max_concurrent_runs: 0,
-                defaults: Defaults::default(),
-            }),
-            runner: Arc::new(LocalRunner::new(handle.clone(), "http://127.0.0.1:1")),
-            store: Arc::new(MemoryStore),
-            clock: TokioClock::starting_at(Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap()),
-            board: board.clone(),
-            metrics: Arc::new(Metrics::new(MetricsConfig::default(), board.clone())),
+        let runner = Arc::new(LocalRunner::new(handle.clone(), "http://127.0.0.1:1"));
+        let clock = TokioClock::starting_at(Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap());
+        let driver = Driver::new(
+            Engine::new(EngineConfig::new("t")),
+            runner,
+            Arc::new(MemoryStore),
+            clock,
             events,
-            shutdown,
-            grace: Duration::from_secs(1),
-            observer: Some(obs),
-        };
+        )
+        .stopping_on(shutdown)
+        .grace(Duration::from_secs(1))
+        .observed_by(obs);
+        let board = driver.board().clone();
         let task = tokio::spawn(driver.run());
         handle.loaded().await;
         let text = format!(

@@ -29,6 +29,17 @@ pub struct EngineConfig {
     pub defaults: Defaults,
 }
 
+impl EngineConfig {
+    /// No concurrency limit and the default interval and timeout.
+    pub fn new(identity: impl Into<String>) -> Self {
+        EngineConfig {
+            identity: identity.into(),
+            max_concurrent_runs: 0,
+            defaults: Defaults::default(),
+        }
+    }
+}
+
 /// Why a report was refused; `code` is the HTTP status the report endpoint answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -171,6 +182,11 @@ impl Engine {
         for e in self.checks.values_mut() {
             e.due = None;
         }
+    }
+
+    /// The name of the replica this engine schedules for.
+    pub fn identity(&self) -> &str {
+        &self.cfg.identity
     }
 
     /// Runs holding a slot.

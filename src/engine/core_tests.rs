@@ -473,16 +473,21 @@ fn deleting_a_running_check_stops_its_run_and_forgets_it_when_gone() {
     assert!(e.is_empty());
 }
 
-#[test]
-fn a_run_in_flight_in_saved_state_is_adopted_not_restarted() {
-    let uuid = Uuid::new_v4();
-    let saved = HealthCheckStatus {
+/// Saved state of a check whose run `uuid` started 5 s before t0, deadline 25 s after it.
+fn in_flight(uuid: Uuid) -> HealthCheckStatus {
+    HealthCheckStatus {
         ok: true,
         current_uuid: uuid.to_string(),
         last_run_unix: (t0() - secs(5)).timestamp(),
         run_deadline_unix: Some((t0() + secs(25)).timestamp()),
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn a_run_in_flight_in_saved_state_is_adopted_not_restarted() {
+    let uuid = Uuid::new_v4();
+    let saved = in_flight(uuid);
     let mut e = engine(0);
     let fx = e.upsert(
         t0(),
@@ -505,13 +510,7 @@ fn a_run_in_flight_in_saved_state_is_adopted_not_restarted() {
 #[test]
 fn an_adopted_run_that_never_reports_times_out_at_its_saved_deadline() {
     let uuid = Uuid::new_v4();
-    let saved = HealthCheckStatus {
-        ok: true,
-        current_uuid: uuid.to_string(),
-        last_run_unix: (t0() - secs(5)).timestamp(),
-        run_deadline_unix: Some((t0() + secs(25)).timestamp()),
-        ..Default::default()
-    };
+    let saved = in_flight(uuid);
     let mut e = engine(0);
     e.upsert(
         t0(),

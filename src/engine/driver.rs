@@ -126,21 +126,92 @@ impl EngineHandle {
     }
 }
 
+/// How long runs in flight may go on after shutdown is asked for, unless told otherwise.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
 pub struct Driver<R, S, C> {
-    pub engine: Engine,
-    pub runner: Arc<R>,
-    pub store: Arc<S>,
-    pub clock: C,
-    pub board: Arc<Board>,
-    pub metrics: Arc<Metrics>,
-    pub events: mpsc::Receiver<Event>,
-    pub shutdown: watch::Receiver<bool>,
-    /// How long runs in flight may go on after shutdown is asked for.
-    pub grace: Duration,
-    pub observer: Option<mpsc::UnboundedSender<Finished>>,
+    engine: Engine,
+    runner: Arc<R>,
+    store: Arc<S>,
+    clock: C,
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+    events: mpsc::Receiver<Event>,
+    /// None: runs until the event channel closes.
+    shutdown: Option<watch::Receiver<bool>>,
+    grace: Duration,
+    observer: Option<mpsc::UnboundedSender<Finished>>,
+}
+
+/// Resolves when shutdown is asked for (or can no longer be); never without a signal.
+async fn stopped(shutdown: &mut Option<watch::Receiver<bool>>) {
+    match shutdown {
+        Some(rx) => {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
+    /// A driver that publishes to a board and metrics of its own, has no shutdown signal and
+    /// gives runs in flight 10 s at shutdown; the methods below change each of those.
+    pub fn new(
+        engine: Engine,
+        runner: Arc<R>,
+        store: Arc<S>,
+        clock: C,
+        events: mpsc::Receiver<Event>,
+    ) -> Self {
+        let board = Arc::new(Board::new(engine.identity()));
+        let metrics = Arc::new(Metrics::new(Default::default(), board.clone()));
+        Driver {
+            engine,
+            runner,
+            store,
+            clock,
+            board,
+            metrics,
+            events,
+            shutdown: None,
+            grace: DEFAULT_GRACE,
+            observer: None,
+        }
+    }
+
+    /// Publish to these (shared with the HTTP server).
+    pub fn publishing(mut self, board: Arc<Board>, metrics: Arc<Metrics>) -> Self {
+        self.board = board;
+        self.metrics = metrics;
+        self
+    }
+
+    /// Stop when this flips to true.
+    pub fn stopping_on(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// How long runs in flight may go on after shutdown is asked for.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Tell `observer` about every finished run.
+    pub fn observed_by(mut self, observer: mpsc::UnboundedSender<Finished>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub fn board(&self) -> &Arc<Board> {
+        &self.board
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub async fn run(mut self) {
         loop {
             self.board.tick();
@@ -154,7 +225,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                 .min(MAX_SLEEP);
             tokio::select! {
                 biased;
-                _ = self.shutdown.changed() => break,
+                _ = stopped(&mut self.shutdown) => break,
                 ev = self.events.recv() => match ev {
                     Some(ev) => self.handle(ev),
                     None => break,
@@ -340,10 +411,8 @@ async fn log_failure(fut: SaveFuture) {
 mod tests {
     use super::*;
     use crate::api::load::parse_documents;
-    use crate::api::validate::Defaults;
     use crate::engine::clock::TokioClock;
     use crate::engine::{EngineConfig, StartRun, StopReason};
-    use crate::metrics::MetricsConfig;
     use crate::store::MemoryStore;
     use chrono::{DateTime, TimeZone, Utc};
     use std::sync::Mutex;
@@ -412,30 +481,20 @@ mod tests {
         let clock = TokioClock::starting_at(t0);
         let (handle, events) = EngineHandle::channel();
         let starts = Arc::new(Mutex::new(Vec::new()));
-        let board = Arc::new(Board::new("me"));
         let (stop, shutdown) = watch::channel(false);
         let (obs, finished) = mpsc::unbounded_channel();
-        let driver = Driver {
-            engine: Engine::new(EngineConfig {
-                identity: "me".into(),
-                max_concurrent_runs: 0,
-                defaults: Defaults::default(),
-            }),
-            runner: Arc::new(InstantRunner {
-                engine: handle.clone(),
-                clock: clock.clone(),
-                starts: starts.clone(),
-                report,
-            }),
-            store: Arc::new(store),
-            clock,
-            board: board.clone(),
-            metrics: Arc::new(Metrics::new(MetricsConfig::default(), board.clone())),
-            events,
-            shutdown,
-            grace: Duration::from_secs(5),
-            observer: Some(obs),
-        };
+        let engine = Engine::new(EngineConfig::new("me"));
+        let runner = Arc::new(InstantRunner {
+            engine: handle.clone(),
+            clock: clock.clone(),
+            starts: starts.clone(),
+            report,
+        });
+        let driver = Driver::new(engine, runner, Arc::new(store), clock, events)
+            .stopping_on(shutdown)
+            .grace(Duration::from_secs(5))
+            .observed_by(obs);
+        let board = driver.board().clone();
         let task = tokio::spawn(driver.run());
         Harness {
             handle,
