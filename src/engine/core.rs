@@ -108,6 +108,9 @@ pub struct Engine {
     ended_order: VecDeque<Uuid>,
     starting: bool,
     draining: bool,
+    /// Only the leader schedules, arms deadlines and persists state it did not get from a
+    /// report; a follower keeps the published state and accepts reports.
+    leader: bool,
 }
 
 fn unix(t: DateTime<Utc>) -> i64 {
@@ -161,7 +164,159 @@ impl Engine {
             ended_order: VecDeque::new(),
             starting: true,
             draining: false,
+            leader: true,
         }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
+    /// Whether a report for `uuid` would find a run, in flight or ended, to answer about.
+    pub fn knows(&self, uuid: Uuid) -> bool {
+        self.runs.contains_key(&uuid) || self.ended.contains_key(&uuid)
+    }
+
+    /// Becomes leader or follower. A new leader adopts the runs in flight that the state shows
+    /// (deadlines re-armed) and schedules the rest from their last start, spreading overdue
+    /// ones; a follower stops scheduling and lets go of its runs without stopping them, so the
+    /// next leader can adopt them.
+    pub fn set_leader(&mut self, now: DateTime<Utc>, leader: bool) -> Vec<Effect> {
+        if self.leader == leader {
+            return Vec::new();
+        }
+        self.leader = leader;
+        let mut effects = Vec::new();
+        let keys: Vec<CheckKey> = self.checks.keys().cloned().collect();
+        if leader {
+            let starting = std::mem::replace(&mut self.starting, true);
+            for key in keys {
+                let entry = &self.checks[&key];
+                match &entry.run {
+                    Some(run) if !run.finished => effects.push(Effect::Adopt {
+                        key: key.clone(),
+                        uuid: run.uuid,
+                        deadline: run.deadline,
+                        check: entry.desired.check.clone(),
+                    }),
+                    Some(_) => {}
+                    None => self.schedule(&key, now),
+                }
+                effects.push(self.save(&key, false));
+            }
+            self.starting = starting;
+            effects.extend(self.fill(now));
+        } else {
+            self.timers.clear();
+            for (key, _) in self.ready.drain(..) {
+                if let Some(e) = self.checks.get_mut(&key) {
+                    e.queued = false;
+                }
+            }
+            for key in keys {
+                let entry = self.checks.get_mut(&key).expect("present");
+                entry.due = None;
+                let Some(run) = &entry.run else { continue };
+                let uuid = run.uuid;
+                effects.push(Effect::Disown {
+                    key: key.clone(),
+                    uuid,
+                });
+                if run.finished {
+                    // Its outcome is stored; only the pod's exit was awaited.
+                    let deadline = run.deadline;
+                    entry.run = None;
+                    self.runs.remove(&uuid);
+                    self.deadlines.remove(&(deadline, key.clone()));
+                }
+                if entry.removed && entry.run.is_none() {
+                    self.checks.remove(&key);
+                    effects.push(Effect::Forget { key });
+                }
+            }
+        }
+        effects
+    }
+
+    /// Takes up run `uuid` of `key`, known from stored state, as in flight: its deadline comes
+    /// from the state. The leader asks the runner to adopt it.
+    fn track(&mut self, key: &CheckKey, uuid: Uuid) -> Option<Effect> {
+        let entry = self.checks.get_mut(key).expect("present");
+        let started = from_unix(entry.status.last_run_unix);
+        let timeout = entry
+            .plan
+            .as_ref()
+            .map_or(self.cfg.defaults.timeout, |p| p.timeout);
+        let deadline = entry
+            .status
+            .run_deadline_unix
+            .map_or(started + chrono(timeout), from_unix);
+        entry.run = Some(Run {
+            uuid,
+            started,
+            deadline,
+            timeout,
+            finished: false,
+        });
+        self.runs.insert(uuid, key.clone());
+        self.deadlines.insert((deadline, key.clone()));
+        self.leader.then(|| Effect::Adopt {
+            key: key.clone(),
+            uuid,
+            deadline,
+            check: entry.desired.check.clone(),
+        })
+    }
+
+    /// State of `key` written by someone else (another replica, or a person) replaces ours.
+    /// A run of ours that it shows ended was recorded elsewhere (a report to a follower, or a
+    /// new leader): it is over here too, and a run it shows in flight is tracked.
+    fn observe(
+        &mut self,
+        now: DateTime<Utc>,
+        key: &CheckKey,
+        mut observed: HealthCheckStatus,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let leader = self.leader;
+        let entry = self.checks.get_mut(key).expect("present");
+        observed.namespace = key.namespace().to_string();
+        let theirs = Uuid::parse_str(&observed.current_uuid).ok();
+        let outcome = observed.last_outcome;
+        entry.status = Arc::new(observed);
+        Self::apply_validity(entry, &now.to_rfc3339());
+        if let Some(run) = entry.run.as_mut() {
+            if Some(run.uuid) != theirs {
+                let (uuid, deadline, was_finished) = (run.uuid, run.deadline, run.finished);
+                run.finished = true;
+                if !leader {
+                    entry.run = None;
+                    self.runs.remove(&uuid);
+                    self.deadlines.remove(&(deadline, key.clone()));
+                }
+                // The leader holds the slot until the pod is gone, as after any report.
+                if !was_finished {
+                    let by = outcome.map_or(EndedBy::Deleted, EndedBy::Outcome);
+                    self.remember(uuid, key.clone(), by, deadline);
+                }
+            }
+        }
+        if self.checks[key].run.is_none() {
+            match theirs {
+                Some(uuid) if !self.ended.contains_key(&uuid) => {
+                    self.unschedule(key);
+                    effects.extend(self.track(key, uuid));
+                }
+                _ if leader => {
+                    self.unschedule(key);
+                    self.schedule(key, now);
+                }
+                _ => {}
+            }
+        }
+        effects.insert(0, self.save(key, false));
+        effects.extend(self.fill(now));
+        effects
     }
 
     /// The initial set of checks is loaded: checks added from now on are new, not overdue, and
@@ -204,6 +359,9 @@ impl Engine {
 
     /// When `tick` next has something to do.
     pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
+        if !self.leader {
+            return None;
+        }
         let t = self.timers.first().map(|(t, _)| *t);
         let d = self.deadlines.first().map(|(t, _)| *t);
         match (t, d) {
@@ -253,6 +411,12 @@ impl Engine {
         let mut effects = Vec::new();
         let generation = desired.check.metadata.generation;
         if let Some(entry) = self.checks.get_mut(&key) {
+            if let Some(observed) = saved {
+                entry.removed = false;
+                entry.desired = desired;
+                entry.plan = plan;
+                return self.observe(now, &key, observed);
+            }
             let before = entry.status.clone();
             entry.removed = false;
             entry.desired = desired;
@@ -295,41 +459,11 @@ impl Engine {
             };
             Self::apply_validity(&mut entry, &now_s);
             // A run in flight when the state was saved is adopted, not restarted.
-            let adopted = Uuid::parse_str(&entry.status.current_uuid)
-                .ok()
-                .map(|uuid| {
-                    let started = from_unix(entry.status.last_run_unix);
-                    let timeout = entry
-                        .plan
-                        .as_ref()
-                        .map_or(self.cfg.defaults.timeout, |p| p.timeout);
-                    let deadline = entry
-                        .status
-                        .run_deadline_unix
-                        .map_or(started + chrono(timeout), from_unix);
-                    (uuid, started, deadline, timeout)
-                });
+            let adopted = Uuid::parse_str(&entry.status.current_uuid).ok();
             let persist = *entry.status != before;
             self.checks.insert(key.clone(), entry);
             match adopted {
-                Some((uuid, started, deadline, timeout)) => {
-                    let entry = self.checks.get_mut(&key).expect("just inserted");
-                    entry.run = Some(Run {
-                        uuid,
-                        started,
-                        deadline,
-                        timeout,
-                        finished: false,
-                    });
-                    self.runs.insert(uuid, key.clone());
-                    self.deadlines.insert((deadline, key.clone()));
-                    effects.push(Effect::Adopt {
-                        key: key.clone(),
-                        uuid,
-                        deadline,
-                        check: self.checks[&key].desired.check.clone(),
-                    });
-                }
+                Some(uuid) => effects.extend(self.track(&key, uuid)),
                 None => {
                     if !entry_is_clear(&self.checks[&key].status) {
                         let e = self.checks.get_mut(&key).expect("just inserted");
@@ -432,6 +566,9 @@ impl Engine {
         if self.draining {
             return Err("shutting down".into());
         }
+        if !self.leader {
+            return Err("this replica is not the leader".into());
+        }
         self.unschedule(key);
         self.checks.get_mut(key).expect("present").queued = true;
         self.ready.push_front((key.clone(), now));
@@ -441,6 +578,9 @@ impl Engine {
     /// Acts on everything due by `now`: deadlines first, then due runs.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
         let mut effects = Vec::new();
+        if !self.leader {
+            return effects;
+        }
         while let Some((t, key)) = self.deadlines.first().cloned() {
             if t > now {
                 break;
@@ -507,6 +647,14 @@ impl Engine {
         if run.finished {
             return (Vec::new(), Err(self.explain_unknown(uuid)));
         }
+        if now > run.deadline && !self.leader {
+            // The leader records the timeout; two writers would count it twice.
+            let reason = format!(
+                "run {uuid} of {key} is past its deadline {}",
+                run.deadline.to_rfc3339()
+            );
+            return (Vec::new(), Err(Rejection { code: 410, reason }));
+        }
         if now > run.deadline {
             let deadline = run.deadline;
             let msg = format!(
@@ -531,7 +679,16 @@ impl Engine {
         } else {
             Outcome::Failure
         };
-        (self.finish(now, &key, outcome, errors), Ok(()))
+        let effects = self.finish(now, &key, outcome, errors);
+        if !self.leader {
+            // No pod of ours to wait for: the leader reaps it.
+            let entry = self.checks.get_mut(&key).expect("present");
+            if let Some(run) = entry.run.take() {
+                self.runs.remove(&run.uuid);
+                self.deadlines.remove(&(run.deadline, key.clone()));
+            }
+        }
+        (effects, Ok(()))
     }
 
     fn explain_unknown(&self, uuid: Uuid) -> Rejection {
@@ -586,9 +743,15 @@ impl Engine {
         if let Some(run) = entry.run.take() {
             self.deadlines.remove(&(run.deadline, key.clone()));
         }
+        let shown = Uuid::parse_str(&entry.status.current_uuid)
+            .ok()
+            .filter(|u| *u != uuid && !self.ended.contains_key(u));
         if entry.removed {
             self.checks.remove(&key);
             effects.push(Effect::Forget { key });
+        } else if let Some(other) = shown {
+            // Another replica started a run while ours was ending: it is in flight now.
+            effects.extend(self.track(&key, other));
         } else {
             let before = entry.status.next_run_unix;
             self.schedule(&key, now);
@@ -673,7 +836,11 @@ impl Engine {
         st.next_run_unix = if single_run { None } else { st.next_run_unix };
         self.remember(uuid, key.clone(), EndedBy::Outcome(outcome), deadline);
         vec![
-            self.save(key, true),
+            Effect::Save {
+                key: key.clone(),
+                view: Arc::new(self.view(key)),
+                persist: true,
+            },
             Effect::Finished {
                 key: key.clone(),
                 uuid,
@@ -709,7 +876,7 @@ impl Engine {
         } else {
             self.cfg.max_concurrent_runs
         };
-        while !self.draining && self.runs.len() < cap {
+        while !self.draining && self.leader && self.runs.len() < cap {
             let Some((key, due)) = self.ready.pop_front() else {
                 break;
             };
@@ -780,6 +947,9 @@ impl Engine {
 
     /// Works out when an idle check next runs and arms its timer.
     fn schedule(&mut self, key: &CheckKey, now: DateTime<Utc>) {
+        if !self.leader {
+            return;
+        }
         let due = self.compute_due(key, now);
         let entry = self.checks.get_mut(key).expect("present");
         entry.due = due;
@@ -842,11 +1012,13 @@ impl Engine {
         }
     }
 
+    /// Publishes the state of `key`, and persists it when it changed and this is the leader
+    /// (a follower persists only the outcomes of reports, in `finish`).
     fn save(&self, key: &CheckKey, persist: bool) -> Effect {
         Effect::Save {
             key: key.clone(),
             view: Arc::new(self.view(key)),
-            persist,
+            persist: persist && self.leader,
         }
     }
 

@@ -366,6 +366,10 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                     debug!(check = %key, %uuid, ?reason, "stopping run");
                     self.runner.stop(&key, uuid, reason);
                 }
+                Effect::Disown { key, uuid } => {
+                    debug!(check = %key, %uuid, "letting go of run (no longer leader)");
+                    self.runner.disown(&key, uuid);
+                }
                 Effect::Started { key: _, lag } => {
                     self.metrics.observe_lag(lag);
                 }

@@ -78,6 +78,12 @@ pub enum Effect {
         uuid: Uuid,
         reason: StopReason,
     },
+    /// Leadership was lost: the runner lets go of the run without stopping it (the next leader
+    /// adopts it) and sends no `Released` for it.
+    Disown {
+        key: CheckKey,
+        uuid: Uuid,
+    },
     /// Publish this state of a check, and persist it when `persist` (it changed).
     Save {
         key: CheckKey,
@@ -111,6 +117,9 @@ pub trait Runner: Send + Sync + 'static {
     fn start(&self, run: StartRun);
     fn adopt(&self, key: CheckKey, uuid: Uuid, deadline: DateTime<Utc>, check: Arc<HealthCheck>);
     fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason);
+    /// Forget the run without stopping it (leadership lost). The local runner is never a
+    /// follower, so it has nothing to do.
+    fn disown(&self, _key: &CheckKey, _uuid: Uuid) {}
 }
 
 /// Resolves once a status write is durable.
