@@ -45,6 +45,17 @@ pub enum Event {
         key: CheckKey,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// This replica became leader (true) or stopped being it (false).
+    Leader(bool),
+}
+
+/// A report for a run this replica has not heard of yet, waiting for the watch to catch up.
+struct Parked {
+    uuid: Uuid,
+    ok: bool,
+    errors: Vec<String>,
+    reply: oneshot::Sender<Result<(), Rejection>>,
+    until: tokio::time::Instant,
 }
 
 /// A finished run, for whoever watches outcomes (`probity run`, tests).
@@ -115,6 +126,10 @@ impl EngineHandle {
         rx.await.unwrap_or_else(|_| Err(gone()))
     }
 
+    pub async fn leader(&self, leading: bool) {
+        self.send(Event::Leader(leading)).await
+    }
+
     pub async fn run_now(&self, key: CheckKey) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -141,6 +156,10 @@ pub struct Driver<R, S, C> {
     shutdown: Option<watch::Receiver<bool>>,
     grace: Duration,
     observer: Option<mpsc::UnboundedSender<Finished>>,
+    /// Set: a run starts only once its start is stored; a failed write ends it through here.
+    fence: Option<EngineHandle>,
+    park_window: Duration,
+    parked: Vec<Parked>,
 }
 
 /// Resolves when shutdown is asked for (or can no longer be); never without a signal.
@@ -176,7 +195,25 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             shutdown: None,
             grace: DEFAULT_GRACE,
             observer: None,
+            fence: None,
+            park_window: Duration::ZERO,
+            parked: Vec::new(),
         }
+    }
+
+    /// Start a run only after the status write that records its start succeeded (with a
+    /// store that fences, a deposed leader's write fails and no pod is created). A failed write
+    /// ends the run as a start failure, sent back through `handle`.
+    pub fn fencing(mut self, handle: EngineHandle) -> Self {
+        self.fence = Some(handle);
+        self
+    }
+
+    /// Hold a report for a run nobody here has heard of for up to `window`: on a follower the
+    /// watch may bring the run's start a moment after its pod reported, and a 400 is final.
+    pub fn parking_reports(mut self, window: Duration) -> Self {
+        self.park_window = window;
+        self
     }
 
     /// Publish to these (shared with the HTTP server).
@@ -214,6 +251,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
 
     pub async fn run(mut self) {
         loop {
+            self.expire_parked();
             self.board.tick();
             let now = self.clock.now();
             let effects = self.engine.tick(now);
@@ -271,6 +309,12 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             Event::Upsert { desired, saved } => {
                 let effects = self.engine.upsert(now, desired, saved.map(|s| *s));
                 self.act(effects);
+                self.retry_parked();
+            }
+            Event::Leader(leading) => {
+                info!(leading, "leadership changed");
+                let effects = self.engine.set_leader(now, leading);
+                self.act(effects);
             }
             Event::Remove { key } => {
                 let effects = self.engine.remove(now, &key);
@@ -289,29 +333,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                 ok,
                 errors,
                 reply,
-            } => {
-                let (effects, verdict) = self.engine.report(now, uuid, ok, errors);
-                let stored = self.apply(effects);
-                match (verdict, stored) {
-                    (Err(r), _) => {
-                        let _ = reply.send(Err(r));
-                    }
-                    (Ok(()), Some(fut)) => {
-                        tokio::spawn(async move {
-                            let r = fut.await.map_err(|e| Rejection {
-                                code: 500,
-                                reason: format!(
-                                    "the report was accepted but could not be stored: {e}"
-                                ),
-                            });
-                            let _ = reply.send(r);
-                        });
-                    }
-                    (Ok(()), None) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                }
-            }
+            } => self.report(uuid, ok, errors, reply, None),
             Event::RunNow { key, reply } => {
                 let r = self
                     .engine
@@ -322,25 +344,102 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
         }
     }
 
+    fn report(
+        &mut self,
+        uuid: Uuid,
+        ok: bool,
+        errors: Vec<String>,
+        reply: oneshot::Sender<Result<(), Rejection>>,
+        parked_until: Option<tokio::time::Instant>,
+    ) {
+        if !self.park_window.is_zero() && !self.engine.knows(uuid) {
+            let until =
+                parked_until.unwrap_or_else(|| tokio::time::Instant::now() + self.park_window);
+            if tokio::time::Instant::now() < until {
+                self.parked.push(Parked {
+                    uuid,
+                    ok,
+                    errors,
+                    reply,
+                    until,
+                });
+                return;
+            }
+        }
+        let now = self.clock.now();
+        let (effects, verdict) = self.engine.report(now, uuid, ok, errors);
+        let stored = self.apply(effects);
+        match (verdict, stored) {
+            (Err(r), _) => {
+                let _ = reply.send(Err(r));
+            }
+            (Ok(()), Some(fut)) => {
+                tokio::spawn(async move {
+                    let r = fut.await.map_err(|e| Rejection {
+                        code: 500,
+                        reason: format!("the report was accepted but could not be stored: {e}"),
+                    });
+                    let _ = reply.send(r);
+                });
+            }
+            (Ok(()), None) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Parked reports whose run is now known are answered.
+    fn retry_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let (known, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| self.engine.knows(p.uuid));
+        self.parked = waiting;
+        for p in known {
+            self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));
+        }
+    }
+
+    /// Parked reports past their window get the answer they would have had at once.
+    fn expire_parked(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self.parked.iter().all(|p| p.until > now) {
+            return;
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.until <= now);
+        self.parked = waiting;
+        for p in due {
+            self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));
+        }
+    }
+
     fn act(&mut self, effects: Vec<Effect>) {
         if let Some(fut) = self.apply(effects) {
             tokio::spawn(log_failure(fut));
         }
     }
 
-    /// Carries out effects in order. Returns the last persisting save, so a report can be
-    /// answered once its outcome is durable.
+    /// Carries out effects in order. Returns the save of the check whose run finished (else the
+    /// last save), so a report can be answered once its outcome is durable.
     fn apply(&mut self, effects: Vec<Effect>) -> Option<SaveFuture> {
-        let mut last_save = None;
+        let mut saves: Vec<(CheckKey, SaveFuture)> = Vec::new();
+        let mut finished: Option<CheckKey> = None;
         for effect in effects {
             match effect {
                 Effect::Save { key, view, persist } => {
                     if persist {
-                        // The store orders writes when `save` is called, so the futures may
-                        // complete on any task.
-                        if let Some(prev) = last_save.replace(self.store.save(&key, &view.status)) {
+                        // The store orders writes of a check when `save` is called, so the
+                        // futures may complete on any task.
+                        let fut = self.store.save(&key, &view.status);
+                        if let Some(i) = saves.iter().position(|(k, _)| *k == key) {
+                            let (_, prev) = saves.swap_remove(i);
                             tokio::spawn(log_failure(prev));
                         }
+                        saves.push((key, fut));
                     }
                     self.board.put(view);
                 }
@@ -351,7 +450,28 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                 }
                 Effect::Start(run) => {
                     debug!(check = %run.key, uuid = %run.uuid, "starting run");
-                    self.runner.start(run);
+                    let recorded = self
+                        .fence
+                        .as_ref()
+                        .and_then(|h| Some((h, saves.iter().position(|(k, _)| *k == run.key)?)));
+                    match recorded {
+                        Some((handle, i)) => {
+                            let (_, fut) = saves.swap_remove(i);
+                            let (runner, handle) = (self.runner.clone(), handle.clone());
+                            tokio::spawn(async move {
+                                match fut.await {
+                                    Ok(()) => runner.start(run),
+                                    Err(e) => {
+                                        let msg = format!(
+                                            "the start could not be recorded, so nothing was started: {e}"
+                                        );
+                                        handle.released(run.uuid, RunEnd::StartFailed(msg)).await
+                                    }
+                                }
+                            });
+                        }
+                        None => self.runner.start(run),
+                    }
                 }
                 Effect::Adopt {
                     key,
@@ -386,6 +506,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                     } else {
                         info!(check = %key, %uuid, outcome = outcome.as_str(), ?duration, errors = ?errors, "run failed");
                     }
+                    finished.get_or_insert_with(|| key.clone());
                     self.metrics.observe_run(&key, duration);
                     if let Some(method) = probe {
                         self.metrics.observe_probe(&key, method, duration);
@@ -401,7 +522,14 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                 }
             }
         }
-        last_save
+        let wanted = finished
+            .and_then(|k| saves.iter().position(|(s, _)| *s == k))
+            .or(saves.len().checked_sub(1));
+        let chosen = wanted.map(|i| saves.swap_remove(i).1);
+        for (_, fut) in saves {
+            tokio::spawn(log_failure(fut));
+        }
+        chosen
     }
 }
 
@@ -482,6 +610,17 @@ mod tests {
     }
 
     fn start<S: StatusStore>(store: S, t0: DateTime<Utc>, report: bool) -> Harness {
+        start_with(store, t0, report, |d, _| d)
+    }
+
+    type TestDriver<S> = Driver<InstantRunner, S, TokioClock>;
+
+    fn start_with<S: StatusStore>(
+        store: S,
+        t0: DateTime<Utc>,
+        report: bool,
+        build: impl FnOnce(TestDriver<S>, EngineHandle) -> TestDriver<S>,
+    ) -> Harness {
         let clock = TokioClock::starting_at(t0);
         let (handle, events) = EngineHandle::channel();
         let starts = Arc::new(Mutex::new(Vec::new()));
@@ -498,6 +637,7 @@ mod tests {
             .stopping_on(shutdown)
             .grace(Duration::from_secs(5))
             .observed_by(obs);
+        let driver = build(driver, handle.clone());
         let board = driver.board().clone();
         let task = tokio::spawn(driver.run());
         Harness {
@@ -558,6 +698,78 @@ mod tests {
             err.reason.contains("could not be stored") && err.reason.contains("disk full"),
             "{}",
             err.reason
+        );
+        h.stop.send(true).unwrap();
+        h.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_fencing_a_run_whose_start_cannot_be_stored_is_never_started() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        let mut h = start_with(BrokenStore, t0, true, |d, handle| d.fencing(handle));
+        h.handle.loaded().await;
+        h.handle.upsert(desired("  runInterval: 10s\n"), None).await;
+        let f = h.finished.recv().await.unwrap();
+        assert_eq!(f.outcome, Outcome::StartFailure);
+        assert!(
+            f.errors[0].contains("could not be recorded") && f.errors[0].contains("disk full"),
+            "{:?}",
+            f.errors
+        );
+        assert!(h.starts.lock().unwrap().is_empty());
+        h.stop.send(true).unwrap();
+        h.task.await.unwrap();
+    }
+
+    fn running(uuid: Uuid, t0: DateTime<Utc>) -> HealthCheckStatus {
+        HealthCheckStatus {
+            ok: true,
+            current_uuid: uuid.to_string(),
+            last_run_unix: t0.timestamp(),
+            run_deadline_unix: Some(t0.timestamp() + 30),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_that_beats_the_watch_waits_for_it_instead_of_a_final_400() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        let h = start_with(MemoryStore, t0, false, |d, _| {
+            d.parking_reports(Duration::from_secs(5))
+        });
+        h.handle.leader(false).await;
+        h.handle.loaded().await;
+        let uuid = Uuid::new_v4();
+        let early = tokio::spawn({
+            let handle = h.handle.clone();
+            async move { handle.report(uuid, true, vec![]).await }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!early.is_finished());
+        h.handle
+            .upsert(desired("  runInterval: 1m\n"), Some(running(uuid, t0)))
+            .await;
+        assert_eq!(early.await.unwrap(), Ok(()));
+        let st = h
+            .board
+            .get(&CheckKey::new("ns", "a"))
+            .unwrap()
+            .status
+            .clone();
+        assert_eq!((st.success_count, st.current_uuid.as_str()), (1, ""));
+
+        // A UUID that never shows up gets its 400 once the window has passed.
+        let asked = tokio::time::Instant::now();
+        let err = h
+            .handle
+            .report(Uuid::new_v4(), true, vec![])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, 400);
+        let waited = asked.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited < Duration::from_secs(7),
+            "{waited:?}"
         );
         h.stop.send(true).unwrap();
         h.task.await.unwrap();
