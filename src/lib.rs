@@ -5,7 +5,9 @@
 
 pub mod api;
 pub mod client;
+pub mod cluster;
 pub mod engine;
+pub mod kubernetes;
 pub mod local;
 pub mod metrics;
 pub mod runner;
@@ -45,6 +47,15 @@ pub enum Error {
     ReportFailed(String),
     #[error("{0}")]
     Config(String),
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A write lost to another writer, or its object is gone.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {

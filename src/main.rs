@@ -8,8 +8,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use probity::api::{crd, duration, validate::Defaults};
+use probity::cluster::LeaseConfig;
+use probity::kubernetes::{self, KubeConfig};
 use probity::local::{self, LocalConfig};
 use probity::metrics::MetricsConfig;
+use probity::runner::pod::Retention;
+use probity::store::kube::Namespaces;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -103,6 +107,47 @@ struct ServeArgs {
     identity: Option<String>,
     #[command(flatten)]
     defaults: DefaultArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Kubernetes backend")]
+struct KubeArgs {
+    /// Use the kubernetes backend (kubeconfig as kubectl finds it); on by itself inside a pod.
+    #[arg(long, env = "PROBITY_KUBERNETES", value_parser = clap::builder::FalseyValueParser::new(), default_value = "false")]
+    kubernetes: bool,
+    /// Namespaces whose HealthChecks are run, comma-separated; empty for all.
+    #[arg(long, env = "KH_TARGET_NAMESPACE", default_value = "")]
+    namespace: String,
+    /// Name of the Lease replicas elect a leader with.
+    #[arg(
+        long,
+        env = "KH_LEADER_ELECTION_NAME",
+        default_value = "probity-controller"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease; default: POD_NAMESPACE, else "default".
+    #[arg(long, env = "KH_LEADER_ELECTION_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long a lease is good for without renewal.
+    #[arg(long, env = "KH_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// The leader steps down when it could not renew for this long (shorter than the lease).
+    #[arg(long, env = "KH_LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// How often the lease is renewed or tried.
+    #[arg(long, env = "KH_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
+    /// Succeeded check pods kept per check.
+    #[arg(long, env = "KH_MAX_COMPLETED_POD_COUNT", default_value_t = 1)]
+    max_completed_pods: usize,
+    /// Failed check pods kept per check.
+    #[arg(long, env = "KH_MAX_ERROR_POD_COUNT", default_value_t = 2)]
+    max_error_pods: usize,
+    /// Failed check pods older than this are deleted.
+    #[arg(long, env = "KH_ERROR_POD_RETENTION_TIME", default_value = "36h", value_parser = parse_duration)]
+    error_pod_retention: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -213,21 +258,65 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Serve(a) => {
+            let identity = a
+                .identity
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(host_name);
+            let metrics = MetricsConfig {
+                suppress_error_label: a.prom_suppress_error_label,
+                error_label_max_length: a.prom_error_label_max_length,
+            };
+            let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+            if a.kube.kubernetes || in_cluster {
+                let k = a.kube;
+                let pod_namespace = std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty());
+                let lease_namespace = k
+                    .lease_namespace
+                    .filter(|s| !s.is_empty())
+                    .or(pod_namespace.clone())
+                    .unwrap_or_else(|| "default".into());
+                let report_url = a.report_url.unwrap_or_else(|| {
+                    kubernetes::default_report_url(
+                        pod_namespace.as_deref().unwrap_or(&lease_namespace),
+                    )
+                });
+                let cfg = KubeConfig {
+                    listen_address: a.listen_address,
+                    report_url,
+                    identity: identity.clone(),
+                    namespaces: Namespaces::parse(&k.namespace),
+                    defaults: a.defaults.defaults(),
+                    max_concurrent_runs: a.max_concurrent_runs,
+                    metrics,
+                    lease: LeaseConfig {
+                        name: k.lease_name,
+                        namespace: lease_namespace,
+                        identity,
+                        lease_duration: k.lease_duration,
+                        renew_deadline: k.renew_deadline,
+                        retry_period: k.retry_period,
+                    },
+                    retention: Retention {
+                        succeeded: k.max_completed_pods,
+                        failed: k.max_error_pods,
+                        failed_max_age: k.error_pod_retention,
+                    },
+                };
+                kubernetes::serve(cfg, shutdown_signal()).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let cfg = LocalConfig {
                 listen_address: a.listen_address,
                 checks_dir: a.checks,
                 state_dir: a.state_dir,
                 report_url: a.report_url,
-                identity: a
-                    .identity
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(host_name),
+                identity,
                 defaults: a.defaults.defaults(),
                 max_concurrent_runs: a.max_concurrent_runs,
-                metrics: MetricsConfig {
-                    suppress_error_label: a.prom_suppress_error_label,
-                    error_label_max_length: a.prom_error_label_max_length,
-                },
+                metrics,
                 shutdown_grace: a.shutdown_grace,
                 poll_interval: a.watch_interval,
             };

@@ -1,5 +1,6 @@
 //! How a run executes: a pod's first container as a local process, or a built-in probe.
 
+pub mod pod;
 pub mod probe;
 pub mod process;
 

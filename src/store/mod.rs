@@ -3,6 +3,7 @@
 
 pub mod checkdir;
 pub mod files;
+pub mod kube;
 pub mod memory;
 
 pub use checkdir::CheckDir;

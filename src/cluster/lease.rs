@@ -1,0 +1,235 @@
+//! Leader election on a Lease, with client-go's rules: a lease is expired when its record has
+//! not changed for `lease_duration` by this replica's own clock (never by comparing clocks across
+//! machines); the holder renews every `retry_period` and steps down when it has not renewed for
+//! `renew_deadline`, which is shorter than the lease, so it stops scheduling before anyone else
+//! can take over. Losing is never final: every replica keeps contending.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::Client;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::engine::{Board, EngineHandle};
+
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl LeaseConfig {
+    /// The timings must nest: retry < renew deadline < lease duration.
+    pub fn check(&self) -> Result<(), String> {
+        if self.retry_period.is_zero()
+            || self.retry_period >= self.renew_deadline
+            || self.renew_deadline >= self.lease_duration
+        {
+            return Err(format!(
+                "leader election timings must satisfy 0 < retry period ({:?}) < renew deadline ({:?}) < lease duration ({:?})",
+                self.retry_period, self.renew_deadline, self.lease_duration
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a look at the lease found.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// We hold it (acquired or renewed just now).
+    Ours,
+    /// Someone else holds it (their name, if any).
+    Theirs(Option<String>),
+}
+
+pub struct Elector {
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    /// The last record seen and when (by our clock) it last changed.
+    observed: Option<(String, Instant)>,
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(Timestamp::now())
+}
+
+impl Elector {
+    pub fn new(client: Client, cfg: LeaseConfig) -> Self {
+        Elector {
+            api: Api::namespaced(client, &cfg.namespace),
+            cfg,
+            observed: None,
+        }
+    }
+
+    fn record_id(l: &Lease) -> String {
+        let s = l.spec.as_ref();
+        format!(
+            "{}|{:?}|{:?}",
+            s.and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default(),
+            s.and_then(|s| s.renew_time.as_ref().map(|t| t.0)),
+            s.and_then(|s| s.lease_transitions)
+        )
+    }
+
+    async fn try_once(&mut self) -> Result<Seen, kube::Error> {
+        let me = self.cfg.identity.clone();
+        let secs = self.cfg.lease_duration.as_secs().max(1) as i32;
+        let Some(mut lease) = self.api.get_opt(&self.cfg.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.cfg.name.clone()),
+                    namespace: Some(self.cfg.namespace.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(me),
+                    lease_duration_seconds: Some(secs),
+                    acquire_time: Some(now_micro()),
+                    renew_time: Some(now_micro()),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(Seen::Ours),
+                Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(Seen::Theirs(None)),
+                Err(e) => Err(e),
+            };
+        };
+        let id = Self::record_id(&lease);
+        let now = Instant::now();
+        let changed_at = match &self.observed {
+            Some((seen, at)) if *seen == id => *at,
+            _ => now,
+        };
+        self.observed = Some((id, changed_at));
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+        let duration = spec
+            .lease_duration_seconds
+            .map_or(self.cfg.lease_duration, |s| {
+                Duration::from_secs(s.max(0) as u64)
+            });
+        let ours = holder.as_deref() == Some(me.as_str());
+        let expired = holder.is_none() || now.duration_since(changed_at) >= duration;
+        if !ours && !expired {
+            return Ok(Seen::Theirs(holder));
+        }
+        if !ours {
+            spec.acquire_time = Some(now_micro());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            spec.holder_identity = Some(me.clone());
+        }
+        spec.renew_time = Some(now_micro());
+        spec.lease_duration_seconds = Some(secs);
+        // The resourceVersion from the read makes this a compare-and-swap: of two replicas
+        // taking an expired lease at once, one gets a conflict.
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(l) => {
+                self.observed = Some((Self::record_id(&l), Instant::now()));
+                Ok(Seen::Ours)
+            }
+            Err(kube::Error::Api(s)) if s.is_conflict() => Ok(Seen::Theirs(holder)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease up (on shutdown), so another replica need not wait for it to expire.
+    async fn release(&mut self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
+            return;
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.cfg.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now_micro());
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => info!("released the leader lease"),
+            Err(e) => warn!("releasing the leader lease: {e}"),
+        }
+    }
+
+    /// Contends for and holds the lease until `shutdown`, telling the engine, the board and
+    /// `leading` whenever leadership changes.
+    pub async fn run(
+        mut self,
+        engine: EngineHandle,
+        board: Arc<Board>,
+        leading: watch::Sender<bool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut last_renew: Option<Instant> = None;
+        let retry = self.cfg.retry_period;
+        loop {
+            let attempt = tokio::time::timeout(retry, self.try_once());
+            let result = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                r = attempt => r,
+            };
+            let was = *leading.borrow();
+            let mut now_leading = was;
+            match result {
+                Ok(Ok(Seen::Ours)) => {
+                    last_renew = Some(Instant::now());
+                    now_leading = true;
+                    board.set_leader(&self.cfg.identity);
+                }
+                Ok(Ok(Seen::Theirs(holder))) => {
+                    now_leading = false;
+                    if let Some(h) = holder {
+                        board.set_leader(&h);
+                    }
+                }
+                Ok(Err(e)) => debug!("leader lease: {e}"),
+                Err(_) => debug!("leader lease: the API server did not answer in time"),
+            }
+            // Without a renewal for the renew deadline, step down before the lease can expire.
+            if now_leading && last_renew.is_none_or(|t| t.elapsed() >= self.cfg.renew_deadline) {
+                warn!("could not renew the leader lease in time; stepping down");
+                now_leading = false;
+            }
+            if now_leading != was {
+                if now_leading {
+                    info!(lease = %self.cfg.name, "became leader");
+                } else {
+                    info!(lease = %self.cfg.name, "no longer leader");
+                }
+                leading.send_replace(now_leading);
+                engine.leader(now_leading).await;
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(retry) => {}
+            }
+        }
+        if *leading.borrow() {
+            leading.send_replace(false);
+            engine.leader(false).await;
+            self.release().await;
+        }
+    }
+}
