@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the scheduler, report endpoint, status page and metrics.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run every check in FILE once, print each verdict; exit 0 iff all pass.
     Run {
         file: PathBuf,
