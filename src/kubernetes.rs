@@ -57,11 +57,14 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
             addr: cfg.listen_address.clone(),
             source,
         })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen {
+        addr: cfg.listen_address.clone(),
+        source,
+    })?;
     info!(
-        addr = %cfg.listen_address,
-        report_url = %cfg.report_url,
         identity = %cfg.identity,
-        "kubernetes backend"
+        "kubernetes backend; listening on http://{local}; checks report to {}/check",
+        cfg.report_url.trim_end_matches('/')
     );
 
     let board = Arc::new(Board::new(&cfg.identity));

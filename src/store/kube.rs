@@ -9,7 +9,7 @@
 //! The watch feeds the engine. A status that differs from what this replica wrote is someone
 //! else's write and is handed to the engine as observed state; the echo of our own writes is not.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,7 +48,13 @@ struct Slot {
     known: Option<HealthCheckStatus>,
     pending: Option<(Arc<HealthCheckStatus>, Vec<Waiter>)>,
     writing: bool,
+    /// The last states handed to `save`: a watch event carrying one of them is our own write
+    /// coming back (possibly before the write's response did), not someone else's.
+    recent: VecDeque<Arc<HealthCheckStatus>>,
 }
+
+/// States remembered per check to recognise our own writes on the watch.
+const RECENT: usize = 8;
 
 /// resourceVersions are opaque to clients, but they come from etcd's revision counter and
 /// grow with every write; comparing them is how an event is told from an older echo.
@@ -91,7 +97,7 @@ impl KubeStore {
             return (false, None);
         }
         let status = hc.status.clone().unwrap_or_default();
-        if slot.known.as_ref() == Some(&status) {
+        if slot.known.as_ref() == Some(&status) || slot.recent.iter().any(|r| **r == status) {
             return (false, None);
         }
         slot.known = Some(status.clone());
@@ -241,6 +247,10 @@ impl StatusStore for KubeStore {
         let spawn = {
             let mut slots = self.slots.lock().expect("store lock");
             let slot = slots.entry(key.clone()).or_default();
+            if slot.recent.len() == RECENT {
+                slot.recent.pop_front();
+            }
+            slot.recent.push_back(status.clone());
             match &mut slot.pending {
                 Some((pending, waiters)) => {
                     *pending = status.clone();

@@ -2,6 +2,11 @@
 //! PROBITY_TEST_KUBECONFIG). Schema pruning, status subresources and validation are where
 //! operators break, so the CRD and the status we write are checked by the real thing.
 
+mod agent;
+mod backend;
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;

@@ -27,19 +27,29 @@ impl Probity {
 
     /// A fixed address, for restarts that orphaned checks must find again.
     pub fn start_on(listen: &str, checks: &Path, state: &Path, extra: &[&str]) -> Probity {
+        let mut args: Vec<String> = [
+            "serve",
+            "--listen-address",
+            listen,
+            "--watch-interval",
+            "100ms",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(["--checks".into(), checks.display().to_string()]);
+        args.extend(["--state-dir".into(), state.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut p = Self::spawn(&args, &[]);
+        p.checks = checks.to_path_buf();
+        p.state = state.to_path_buf();
+        p
+    }
+
+    /// `probity ARGS...` with extra environment; returns once it listens.
+    pub fn spawn(args: &[String], envs: &[(&str, &str)]) -> Probity {
         let mut child = Command::new(env!("CARGO_BIN_EXE_probity"))
-            .args([
-                "serve",
-                "--listen-address",
-                listen,
-                "--watch-interval",
-                "100ms",
-            ])
-            .arg("--checks")
-            .arg(checks)
-            .arg("--state-dir")
-            .arg(state)
-            .args(extra)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -65,8 +75,8 @@ impl Probity {
         Probity {
             child,
             base: format!("http://{addr}"),
-            checks: checks.to_path_buf(),
-            state: state.to_path_buf(),
+            checks: PathBuf::new(),
+            state: PathBuf::new(),
             log,
         }
     }

@@ -1,0 +1,473 @@
+//! `probity serve --kubernetes` against the real API server, with the node agent running pods.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::Client;
+use probity::api::{HealthCheck, HealthCheckStatus, Outcome};
+use serde_json::Value;
+
+use crate::common::{free_addr, Probity, PATIENCE};
+use crate::{agent, client, install_crd, namespace};
+
+/// Lease timings short enough for a failover test, in the documented order.
+const LEASE: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "500ms",
+];
+
+pub struct Setup {
+    pub client: Client,
+    pub ns: String,
+    _agent: agent::Agent,
+}
+
+/// A fresh namespace named after `base` (so reruns against one API server do not collide), with
+/// the CRD installed and a node agent running its pods.
+pub async fn setup(base: &str) -> Option<Setup> {
+    let client = client().await?;
+    let ns = format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let ns = ns.as_str();
+    install_crd(&client).await;
+    namespace(&client, ns).await;
+    let agent = agent::start(client.clone(), ns);
+    Some(Setup {
+        client,
+        ns: ns.into(),
+        _agent: agent,
+    })
+}
+
+/// A replica of probity for namespace `ns`, listening on `listen`, telling pods to report to
+/// `report` (the test's stand-in for the Service).
+pub fn replica(ns: &str, identity: &str, listen: &str, report: &str) -> Probity {
+    let kubeconfig = std::env::var("PROBITY_TEST_KUBECONFIG").unwrap();
+    let mut args: Vec<String> = [
+        "serve",
+        "--kubernetes",
+        "--namespace",
+        ns,
+        "--lease-namespace",
+        ns,
+        "--listen-address",
+        listen,
+        "--identity",
+        identity,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["--report-url".into(), format!("http://{report}")]);
+    args.extend(LEASE.map(String::from));
+    Probity::spawn(&args, &[("KUBECONFIG", kubeconfig.as_str())])
+}
+
+async fn wait<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < PATIENCE * 2,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn leader_is(p: &Probity, who: &str) {
+    p.wait_for(&format!("{who} to lead"), |d| d["CurrentMaster"] == who)
+        .await;
+}
+
+pub fn check_yaml(ns: &str, name: &str, spec: &str) -> HealthCheck {
+    let text = format!(
+        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
+    );
+    probity::api::load::parse_documents(&text)
+        .unwrap()
+        .remove(0)
+        .check
+        .unwrap()
+}
+
+/// A check whose pod runs `script` under /bin/sh, with probity's `report` on the PATH.
+fn sh_check(ns: &str, name: &str, extra: &str, script: &str) -> HealthCheck {
+    let bin = env!("CARGO_BIN_EXE_probity");
+    let script = script.replace("probity ", &format!("{bin} "));
+    let spec = format!(
+        "{extra}  podSpec:\n    spec:\n      containers:\n      - name: check\n        image: local/sh:1\n        command: [/bin/sh, -c, {}]\n",
+        serde_json::to_string(&script).unwrap()
+    );
+    check_yaml(ns, name, &spec)
+}
+
+async fn create(client: &Client, hc: &HealthCheck) {
+    let api: Api<HealthCheck> =
+        Api::namespaced(client.clone(), hc.metadata.namespace.as_deref().unwrap());
+    api.create(&PostParams::default(), hc)
+        .await
+        .expect("create the check");
+}
+
+async fn status(client: &Client, ns: &str, name: &str) -> HealthCheckStatus {
+    let api: Api<HealthCheck> = Api::namespaced(client.clone(), ns);
+    api.get(name).await.unwrap().status.unwrap_or_default()
+}
+
+/// Waits until the check's stored status has `n` finished runs, and returns it.
+async fn runs(client: &Client, ns: &str, name: &str, n: usize) -> HealthCheckStatus {
+    wait(&format!("{n} runs of {ns}/{name}"), async || {
+        let st = status(client, ns, name).await;
+        (st.history.len() >= n).then_some(st)
+    })
+    .await
+}
+
+async fn pods(client: &Client, ns: &str, check: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default().labels(&format!("healthcheck={check}")))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test]
+async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause() {
+    let Some(s) = setup("probity-outcomes").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let addr = free_addr();
+    let p = replica(ns, "solo", &addr, &addr);
+    leader_is(&p, "solo").await;
+    let every = "  runInterval: 1h\n  timeout: 20s\n";
+    create(c, &sh_check(ns, "ok", every, "probity report --ok")).await;
+    create(
+        c,
+        &sh_check(ns, "failing", every, "probity report --error 'dns is down'"),
+    )
+    .await;
+    create(c, &sh_check(ns, "crash", every, "echo boom; exit 3")).await;
+    create(
+        c,
+        &sh_check(ns, "slow", "  runInterval: 1h\n  timeout: 2s\n", "sleep 60"),
+    )
+    .await;
+    let mut image = sh_check(ns, "image", every, "true");
+    let mut spec = image.spec.pod_spec.clone().unwrap();
+    spec.spec["containers"][0]["image"] = "registry.example/unpullable:1".into();
+    image.spec.pod_spec = Some(spec);
+    create(c, &image).await;
+    create(
+        c,
+        &check_yaml(
+            ns,
+            "invalid",
+            "  runInterval: banana\n  podSpec: {spec: {containers: [{name: c, image: i}]}}\n",
+        ),
+    )
+    .await;
+
+    let st = runs(c, ns, "ok", 1).await;
+    assert_eq!((st.ok, st.last_outcome), (true, Some(Outcome::Success)));
+    assert!(st.run_duration > 0, "the real duration is recorded");
+    assert_eq!(st.authoritative_pod, "solo");
+
+    let st = runs(c, ns, "failing", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Failure));
+    assert_eq!(st.errors, vec!["dns is down".to_string()]);
+    assert_eq!(st.consecutive_failures, 1, "kept by the schema, not pruned");
+
+    let st = runs(c, ns, "crash", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Crash));
+    assert!(
+        st.errors[0].contains("exited with code 3"),
+        "{:?}",
+        st.errors
+    );
+
+    let st = runs(c, ns, "image", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::StartFailure));
+    assert!(
+        st.errors[0].contains("ErrImagePull") && st.errors[0].contains("unpullable"),
+        "{:?}",
+        st.errors
+    );
+    // Seen at once, not at the 20s deadline.
+    assert!(
+        st.history[0].run_duration < 15_000_000_000,
+        "{}",
+        st.history[0].run_duration
+    );
+
+    let st = runs(c, ns, "slow", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Timeout));
+    assert!(st.errors[0].contains("timeout after 2s"), "{:?}", st.errors);
+    wait("the timed-out pod to be deleted", async || {
+        pods(c, ns, "slow").await.is_empty().then_some(())
+    })
+    .await;
+
+    let st = wait("the Invalid condition", async || {
+        let st = status(c, ns, "invalid").await;
+        st.condition("Invalid")
+            .is_some_and(|c| c.status == "True")
+            .then_some(st)
+    })
+    .await;
+    assert!(!st.ok);
+    assert!(st.errors[0].contains("runInterval"), "{:?}", st.errors);
+
+    // The pod of a run: labels, owner, restart policy, deadline, the KH_* variables.
+    let pod = pods(c, ns, "ok").await.remove(0);
+    let labels = pod.metadata.labels.clone().unwrap();
+    assert_eq!(labels["healthcheck"], "ok");
+    assert_eq!(labels["kh-run-uuid"], st_uuid(&status(c, ns, "ok").await));
+    let owner = &pod.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("HealthCheck", Some(true))
+    );
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.active_deadline_seconds, Some(20));
+    let env: Vec<String> = spec.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.clone())
+        .collect();
+    for v in [
+        "KH_REPORTING_URL",
+        "KH_RUN_UUID",
+        "KH_CHECK_RUN_DEADLINE",
+        "KH_POD_NAMESPACE",
+    ] {
+        assert!(env.contains(&v.to_string()), "{v} in {env:?}");
+    }
+
+    // Events: the invalid spec and the failed runs, none for the success.
+    let events: Api<KubeEvent> = Api::namespaced(c.clone(), ns);
+    let evs = wait("events", async || {
+        let evs = events.list(&ListParams::default()).await.unwrap().items;
+        let reasons: Vec<String> = evs.iter().filter_map(|e| e.reason.clone()).collect();
+        (reasons.iter().any(|r| r == "InvalidSpec") && reasons.iter().any(|r| r == "RunTimeout"))
+            .then_some(evs)
+    })
+    .await;
+    let about = |name: &str| {
+        evs.iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .count()
+    };
+    assert_eq!(about("ok"), 0, "no event for a success");
+    assert!(about("failing") >= 1 && about("crash") >= 1);
+
+    // /json serves it all from the watch.
+    let doc = p.json().await;
+    assert_eq!(doc["CheckDetails"][format!("{ns}/ok")]["OK"], true);
+    assert_eq!(doc["CheckDetails"][format!("{ns}/failing")]["OK"], false);
+    assert_eq!(doc["OK"], false);
+}
+
+fn st_uuid(st: &HealthCheckStatus) -> String {
+    st.history[0].uuid.clone()
+}
+
+#[tokio::test]
+async fn a_pod_deleted_mid_run_ends_the_run_and_reports_are_taken_once() {
+    let Some(s) = setup("probity-deleted").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let addr = free_addr();
+    let p = replica(ns, "solo", &addr, &addr);
+    leader_is(&p, "solo").await;
+    create(
+        c,
+        &sh_check(
+            ns,
+            "victim",
+            "  runInterval: 1h\n  timeout: 60s\n",
+            "sleep 60",
+        ),
+    )
+    .await;
+    let pod = wait("the pod", async || pods(c, ns, "victim").await.pop()).await;
+    let podname = pod.metadata.name.clone().unwrap();
+    let uuid = pod.metadata.labels.unwrap()["kh-run-uuid"].clone();
+    Api::<Pod>::namespaced(c.clone(), ns)
+        .delete(&podname, &DeleteParams::default())
+        .await
+        .unwrap();
+    let st = runs(c, ns, "victim", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Crash));
+    assert!(
+        st.errors[0].contains("deleted before it reported") && st.errors[0].contains(&podname),
+        "{:?}",
+        st.errors
+    );
+    // A report for that run now is refused for good (400), naming why.
+    let r = reqwest::Client::new()
+        .post(p.url(&format!("/check?kh-run-uuid={uuid}")))
+        .json(&serde_json::json!({"OK": true, "Errors": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // A check that reports twice: the second is refused, the first counted once.
+    create(
+        c,
+        &sh_check(
+            ns,
+            "twice",
+            "  runInterval: 1h\n",
+            "probity report --ok && ! probity report --ok",
+        ),
+    )
+    .await;
+    let st = runs(c, ns, "twice", 1).await;
+    assert_eq!((st.success_count, st.failure_count), (1, 0));
+    // Its pod exited 0 only because the second report was refused.
+    let done = wait("the pod to finish", async || {
+        pods(c, ns, "twice")
+            .await
+            .pop()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+    })
+    .await;
+    assert!(done.metadata.name.is_some());
+}
+
+#[tokio::test]
+async fn a_kuberhealthy_v3_manifest_runs_unchanged() {
+    let Some(s) = setup("probity-v3").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let addr = free_addr();
+    let p = replica(ns, "solo", &addr, &addr);
+    leader_is(&p, "solo").await;
+    // reference/kuberhealthy.md's example, as users have it (curl does the report).
+    let manifest = format!(
+        r#"apiVersion: kuberhealthy.github.io/v2
+kind: HealthCheck
+metadata: {{name: example-check, namespace: {ns}}}
+spec:
+  runInterval: 10m
+  timeout: 2m
+  podSpec:
+    spec:
+      containers:
+        - name: check
+          image: docker.io/curlimages/curl:8.5.0
+          command: ["/bin/sh", "-c"]
+          args: ['curl -s -X POST -H "kh-run-uuid: $KH_RUN_UUID" -H "Content-Type: application/json" -d "{{\"OK\":true,\"Errors\":[]}}" "$KH_REPORTING_URL"']
+      restartPolicy: Never
+"#
+    );
+    let hc = probity::api::load::parse_documents(&manifest)
+        .unwrap()
+        .remove(0)
+        .check
+        .unwrap();
+    create(c, &hc).await;
+    let st = runs(c, ns, "example-check", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Success), "{:?}", st.errors);
+    let doc: Value = p.json().await;
+    assert_eq!(
+        doc["CheckDetails"][format!("{ns}/example-check")]["OK"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_fail_over_without_a_duplicate_run_or_a_lost_report() {
+    let Some(s) = setup("probity-failover").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    // Pods report to b (the stand-in for the Service): a's runs are recorded by a follower.
+    let mut a = replica(ns, "replica-a", &a_addr, &b_addr);
+    leader_is(&a, "replica-a").await;
+    let b = replica(ns, "replica-b", &b_addr, &b_addr);
+    leader_is(&b, "replica-a").await;
+    let metric = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("kuberhealthy_controller_leader "))
+            .map(|l| l.ends_with(" 1"))
+    };
+    let text = reqwest::get(b.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&text), Some(false));
+
+    // Each run takes 3s, one every 5s.
+    create(
+        c,
+        &sh_check(
+            ns,
+            "steady",
+            "  runInterval: 5s\n  timeout: 20s\n",
+            "sleep 3; probity report --ok",
+        ),
+    )
+    .await;
+    let before = runs(c, ns, "steady", 2).await;
+    assert!(before
+        .history
+        .iter()
+        .all(|h| h.outcome == Some(Outcome::Success)));
+    // Kill the leader while a run is in flight.
+    wait("a run in flight", async || {
+        let st = status(c, ns, "steady").await;
+        (!st.current_uuid.is_empty()).then_some(())
+    })
+    .await;
+    let in_flight = status(c, ns, "steady").await.current_uuid;
+    let killed = Instant::now();
+    a.kill9();
+    leader_is(&b, "replica-b").await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(3 + 3), "took over in {took:?}");
+    let text = reqwest::get(b.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&text), Some(true));
+
+    let n = before.history.len() + 3;
+    let after = runs(c, ns, "steady", n).await;
+    // The run in flight at the kill was adopted and its report kept, not rerun.
+    let rec = after
+        .history
+        .iter()
+        .find(|h| h.uuid == in_flight)
+        .expect("the run in flight was recorded");
+    assert_eq!(rec.outcome, Some(Outcome::Success));
+    let mut uuids: Vec<&str> = after.history.iter().map(|h| h.uuid.as_str()).collect();
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), after.history.len(), "no run recorded twice");
+    assert_eq!(after.success_count as usize, after.history.len());
+    // Never two runs at once: each start is at least one run's length after the previous.
+    let mut starts: Vec<i64> = after.history.iter().map(|h| h.start_unix).collect();
+    starts.sort();
+    for w in starts.windows(2) {
+        assert!(w[1] - w[0] >= 3, "runs overlapped: {starts:?}");
+    }
+}
