@@ -6,6 +6,7 @@ mod agent;
 mod backend;
 #[path = "../common/mod.rs"]
 mod common;
+mod deploy;
 
 use std::time::Duration;
 
