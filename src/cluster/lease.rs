@@ -58,6 +58,8 @@ pub struct Elector {
     cfg: LeaseConfig,
     /// The last record seen and when (by our clock) it last changed.
     observed: Option<(String, Instant)>,
+    /// The lease as we last wrote it while holding it: a renewal is then one PUT, no GET.
+    held: Option<Lease>,
 }
 
 fn now_micro() -> MicroTime {
@@ -70,6 +72,7 @@ impl Elector {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
             observed: None,
+            held: None,
         }
     }
 
@@ -87,6 +90,25 @@ impl Elector {
     async fn try_once(&mut self) -> Result<Seen, kube::Error> {
         let me = self.cfg.identity.clone();
         let secs = self.cfg.lease_duration.as_secs().max(1) as i32;
+        if let Some(mut lease) = self.held.take() {
+            // Renew from our own copy; a conflict means someone else wrote it: read it then.
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.renew_time = Some(now_micro());
+            }
+            match self
+                .api
+                .replace(&self.cfg.name, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(l) => {
+                    self.observed = Some((Self::record_id(&l), Instant::now()));
+                    self.held = Some(l);
+                    return Ok(Seen::Ours);
+                }
+                Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
         let Some(mut lease) = self.api.get_opt(&self.cfg.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -104,7 +126,10 @@ impl Elector {
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(Seen::Ours),
+                Ok(l) => {
+                    self.held = Some(l);
+                    Ok(Seen::Ours)
+                }
                 Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(Seen::Theirs(None)),
                 Err(e) => Err(e),
             };
@@ -144,6 +169,7 @@ impl Elector {
         {
             Ok(l) => {
                 self.observed = Some((Self::record_id(&l), Instant::now()));
+                self.held = Some(l);
                 Ok(Seen::Ours)
             }
             Err(kube::Error::Api(s)) if s.is_conflict() => Ok(Seen::Theirs(holder)),
@@ -153,6 +179,7 @@ impl Elector {
 
     /// Gives the lease up (on shutdown), so another replica need not wait for it to expire.
     async fn release(&mut self) {
+        self.held = None;
         let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
             return;
         };

@@ -90,6 +90,8 @@ struct State {
     pods: HashMap<Uuid, Arc<Pod>>,
     /// Finished pods per check, for retention.
     done: HashMap<CheckKey, Vec<Done>>,
+    /// Pods deleted by retention and not yet gone: not counted or deleted again.
+    reaped: HashSet<String>,
     synced: bool,
 }
 
@@ -226,7 +228,7 @@ impl PodRunner {
                 t.seen = true;
             }
             match (finished, key) {
-                (Some((succeeded, at)), Some(key)) => {
+                (Some((succeeded, at)), Some(key)) if !st.reaped.contains(&name) => {
                     let list = st.done.entry(key.clone()).or_default();
                     if !list.iter().any(|d| d.name == name) {
                         list.push(Done {
@@ -251,6 +253,7 @@ impl PodRunner {
         {
             let mut st = self.state.lock().expect("runner lock");
             st.pods.remove(&uuid);
+            st.reaped.remove(&pod.name_any());
             if let Some(key) = pod
                 .labels()
                 .get(CHECK_LABEL)
@@ -292,6 +295,7 @@ impl PodRunner {
                 }
                 keep
             });
+            st.reaped.extend(doomed.iter().cloned());
             doomed
         };
         for name in doomed {
