@@ -183,7 +183,10 @@ async fn main() {
             &format!("http://{addr}"),
         ])
         .env("KUBECONFIG", &path)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_PROBITY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

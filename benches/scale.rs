@@ -120,6 +120,7 @@ async fn setup(mode: Mode) -> Setup {
             board,
             engine: handle.clone(),
             metrics,
+            manual: None,
         },
         async move {
             let _ = sd.changed().await;

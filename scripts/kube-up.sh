@@ -45,6 +45,11 @@ etcd --data-dir "$dir/etcd" --name probity-test \
   --initial-cluster "probity-test=http://127.0.0.1:$etcd_peer" >"$dir/etcd.log" 2>&1 &
 etcd_pid=$!
 
+# The API server's command line goes in a script, so kube-restart-apiserver.sh can start it again.
+{
+  echo '#!/usr/bin/env bash'
+  echo "exec \\"
+  cat <<CMD
 "$bin/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$etcd_client" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api" --insecure-port 0 \
@@ -58,9 +63,12 @@ etcd_pid=$!
   --requestheader-allowed-names front-proxy-client \
   --requestheader-extra-headers-prefix X-Remote-Extra- \
   --requestheader-group-headers X-Remote-Group --requestheader-username-headers X-Remote-User \
-  --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key" \
-  >"$dir/apiserver.log" 2>&1 &
+  --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key"
+CMD
+} > "$dir/apiserver.sh"
+bash "$dir/apiserver.sh" >"$dir/apiserver.log" 2>&1 &
 api_pid=$!
+echo "$api_pid" > "$dir/apiserver.pid"
 
 cat > "$dir/kubeconfig" <<KC
 apiVersion: v1

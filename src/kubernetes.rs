@@ -17,8 +17,9 @@ use crate::engine::driver::{Driver, Finished};
 use crate::engine::{Board, Engine, EngineConfig, EngineHandle};
 use crate::metrics::{Metrics, MetricsConfig};
 use crate::runner::pod::{PodRunner, Retention};
+use crate::server::admin::ManualRuns;
 use crate::server::{self, AppState};
-use crate::store::kube::{watch_checks, Events, KubeStore, Namespaces};
+use crate::store::kube::{watch_checks, AnnotateRuns, Events, KubeStore, Namespaces};
 use crate::{Error, Result};
 
 /// How long a report for a run this replica has not heard of waits for the watch to bring it.
@@ -36,6 +37,8 @@ pub struct KubeConfig {
     pub metrics: MetricsConfig,
     pub lease: LeaseConfig,
     pub retention: Retention,
+    /// Bearer token for `POST /api/run`; None leaves it off.
+    pub run_token: Option<String>,
 }
 
 /// The report URL check pods get when none is configured: the Service in this namespace.
@@ -117,6 +120,7 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
         shutdown.clone(),
     ));
     let failures = tokio::spawn(post_failures(kube_events, finished));
+    let manual_client = client.clone();
     let elector = tokio::spawn(Elector::new(client, cfg.lease.clone()).run(
         handle.clone(),
         board.clone(),
@@ -128,6 +132,12 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
         board,
         engine: handle,
         metrics,
+        manual: cfg.run_token.clone().map(|token| ManualRuns {
+            token: token.into(),
+            backend: Arc::new(AnnotateRuns {
+                client: manual_client,
+            }),
+        }),
     };
     let server = tokio::spawn(server::serve(listener, state, async move {
         let _ = server_stop.await;

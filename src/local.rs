@@ -20,6 +20,7 @@ use crate::engine::{Board, Engine, EngineConfig, EngineHandle};
 use crate::metrics::{Metrics, MetricsConfig};
 use crate::runner::process::local_problems;
 use crate::runner::LocalRunner;
+use crate::server::admin::{EngineRuns, ManualRuns};
 use crate::server::{self, AppState};
 use crate::store::checkdir::{parse_file, CheckDir};
 use crate::store::{FileStore, MemoryStore};
@@ -38,6 +39,8 @@ pub struct LocalConfig {
     pub metrics: MetricsConfig,
     pub shutdown_grace: Duration,
     pub poll_interval: Duration,
+    /// Bearer token for `POST /api/run`; None leaves it off.
+    pub run_token: Option<String>,
 }
 
 async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
@@ -110,6 +113,10 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     let (stop_server, server_stop) = oneshot::channel::<()>();
     let state = AppState {
         board,
+        manual: cfg.run_token.clone().map(|token| ManualRuns {
+            token: token.into(),
+            backend: Arc::new(EngineRuns(handle.clone())),
+        }),
         engine: handle,
         metrics,
     };
@@ -257,6 +264,7 @@ pub async fn run_file(
             board,
             engine: handle.clone(),
             metrics,
+            manual: None,
         },
         async move {
             let _ = server_stop.await;

@@ -102,6 +102,14 @@ struct ServeArgs {
     /// How often the checks directory is re-read.
     #[arg(long, env = "PROBITY_WATCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     watch_interval: Duration,
+    /// Bearer token that POST /api/run?namespace=&healthcheck= (run a check now) requires; empty: that API is off.
+    #[arg(
+        long,
+        env = "PROBITY_RUN_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    run_token: String,
     /// This replica's name, shown as AuthoritativePod and CurrentMaster; default: POD_NAME, else the host name.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -268,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 error_label_max_length: a.prom_error_label_max_length,
             };
             let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+            let run_token = Some(a.run_token.clone()).filter(|t| !t.is_empty());
             if a.kube.kubernetes || in_cluster {
                 let k = a.kube;
                 let pod_namespace = std::env::var("POD_NAMESPACE")
@@ -304,6 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         failed: k.max_error_pods,
                         failed_max_age: k.error_pod_retention,
                     },
+                    run_token,
                 };
                 kubernetes::serve(cfg, shutdown_signal()).await?;
                 return Ok(ExitCode::SUCCESS);
@@ -319,6 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics,
                 shutdown_grace: a.shutdown_grace,
                 poll_interval: a.watch_interval,
+                run_token,
             };
             local::serve(cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -643,3 +643,51 @@ async fn sigterm_lets_runs_in_flight_finish() {
     // Idle: no run UUID (empty strings are left out of the status).
     assert_eq!(saved["currentUUID"].as_str().unwrap_or(""), "");
 }
+
+#[tokio::test]
+async fn manual_runs_need_the_bearer_token_and_are_off_without_one() {
+    let (_tmp, checks, state) = dirs();
+    let post = async |p: &Probity, query: &str, token: Option<&str>| {
+        let mut r = reqwest::Client::new().post(p.url(&format!("/api/run{query}")));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    {
+        let p = Probity::start(&checks, &state, &[]);
+        p.wait_ready().await;
+        let (code, body) = post(&p, "?namespace=it&healthcheck=hourly", Some("x")).await;
+        assert_eq!(code, 404);
+        assert!(body.contains("--run-token"), "{body}");
+    }
+    let p = Probity::start(&checks, &state, &["--run-token", "s3cret"]);
+    p.wait_ready().await;
+    // Added while running: it runs at once, then not for an hour.
+    write(
+        &checks,
+        "c.yaml",
+        &shell_check("hourly", "  runInterval: 1h\n", "probity report --ok"),
+    );
+    p.wait_for("the first run", |d| {
+        count(d, "it/hourly", "SuccessCount") >= 1
+    })
+    .await;
+    let q = "?namespace=it&healthcheck=hourly";
+    assert_eq!(post(&p, q, None).await.0, 401);
+    assert_eq!(post(&p, q, Some("s3cre")).await.0, 401);
+    assert_eq!(post(&p, "?namespace=it", Some("s3cret")).await.0, 400);
+    assert_eq!(
+        post(&p, "?namespace=it&healthcheck=nope", Some("s3cret"))
+            .await
+            .0,
+        404
+    );
+    let (code, body) = post(&p, q, Some("s3cret")).await;
+    assert_eq!((code, body.as_str()), (202, "run of it/hourly requested\n"));
+    p.wait_for("the manual run", |d| {
+        count(d, "it/hourly", "SuccessCount") >= 2
+    })
+    .await;
+}

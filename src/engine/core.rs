@@ -77,6 +77,8 @@ struct Entry {
     last_start: Option<DateTime<Utc>>,
     /// Deleted while its run was still going; dropped when the run releases its slot.
     removed: bool,
+    /// A manual run was asked for while a run that started before the request was in flight.
+    rerun: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -418,6 +420,9 @@ impl Engine {
                 return self.observe(now, &key, observed);
             }
             let before = entry.status.clone();
+            // The same spec again (a watch echo of a status write, a label change): the check
+            // keeps its due time, which may be a start-up spread that recomputing would lose.
+            let same_spec = entry.desired.check.spec == desired.check.spec && !entry.removed;
             entry.removed = false;
             entry.desired = desired;
             entry.plan = plan;
@@ -426,7 +431,7 @@ impl Engine {
             if entry.status.observed_generation != observed {
                 Arc::make_mut(&mut entry.status).observed_generation = observed;
             }
-            if entry.run.is_none() {
+            if entry.run.is_none() && !same_spec {
                 self.unschedule(&key);
                 self.schedule(&key, now);
             }
@@ -456,6 +461,7 @@ impl Engine {
                 first_seen: creation.map_or(now, |c| c.min(now)),
                 last_start: None,
                 removed: false,
+                rerun: false,
             };
             Self::apply_validity(&mut entry, &now_s);
             // A run in flight when the state was saved is adopted, not restarted.
@@ -573,6 +579,33 @@ impl Engine {
         self.checks.get_mut(key).expect("present").queued = true;
         self.ready.push_front((key.clone(), now));
         Ok(self.fill(now))
+    }
+
+    /// A manual run asked for at `at` (recorded on the check, so possibly seen more than once):
+    /// served by any run that started after it, now or once the run in flight ends. A run that
+    /// started within the same second, when only its whole second is known, does not count:
+    /// better one run too many than a request dropped.
+    pub fn request_run(
+        &mut self,
+        now: DateTime<Utc>,
+        key: &CheckKey,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Effect>, String> {
+        let entry = self
+            .checks
+            .get_mut(key)
+            .ok_or_else(|| format!("no check {key}"))?;
+        let last = entry
+            .last_start
+            .unwrap_or_else(|| from_unix(entry.status.last_run_unix));
+        if at <= last {
+            return Ok(Vec::new());
+        }
+        if entry.run.is_some() {
+            entry.rerun = true;
+            return Ok(Vec::new());
+        }
+        self.run_now(now, key)
     }
 
     /// Acts on everything due by `now`: deadlines first, then due runs.
@@ -752,6 +785,10 @@ impl Engine {
         } else if let Some(other) = shown {
             // Another replica started a run while ours was ending: it is in flight now.
             effects.extend(self.track(&key, other));
+        } else if std::mem::take(&mut entry.rerun) && self.leader && !self.draining {
+            self.unschedule(&key);
+            self.checks.get_mut(&key).expect("present").queued = true;
+            self.ready.push_front((key.clone(), now));
         } else {
             let before = entry.status.next_run_unix;
             self.schedule(&key, now);

@@ -686,3 +686,60 @@ fn a_run_another_replica_started_is_tracked_not_duplicated() {
     assert!(starts(&e.tick(t0() + secs(20))).is_empty());
     assert_eq!(e.current_run(&key("a")), Some(other));
 }
+
+#[test]
+fn the_same_spec_again_keeps_the_start_up_spread() {
+    let mut e = engine(0);
+    let fx = e.upsert(t0(), check("a", "  runInterval: 10m\n"), None);
+    assert!(starts(&fx).is_empty());
+    e.finish_startup();
+    let spread = e.due(&key("a")).unwrap();
+    assert!(spread > t0() + secs(1), "spread to {spread}");
+    // A watch event with the same spec (the echo of a status write) a minute later.
+    let fx = e.upsert(t0() + secs(60), check("a", "  runInterval: 10m\n"), None);
+    assert!(starts(&fx).is_empty() && persisted(&fx) == 0, "{fx:?}");
+    assert_eq!(e.due(&key("a")), Some(spread));
+    // A changed spec is scheduled afresh.
+    e.upsert(
+        t0() + secs(61),
+        check("a", "  runInterval: 10m\n  timeout: 5s\n"),
+        None,
+    );
+    assert!(e.due(&key("a")).is_some());
+}
+
+#[test]
+fn a_manual_request_is_served_once_by_a_run_that_starts_after_it() {
+    let (mut e, _) = one("  runInterval: 1h\n");
+    let (_, first) = starts(&e.tick(t0()))[0];
+    // Asked for while the first run is going: served when it ends, not before.
+    assert!(starts(
+        &e.request_run(t0() + secs(1), &key("a"), t0() + secs(1))
+            .unwrap()
+    )
+    .is_empty());
+    assert!(e.report(t0() + secs(2), first, true, vec![]).1.is_ok());
+    let fx = e.release(t0() + secs(2), first, exited("done"));
+    let (_, second) = starts(&fx)[0];
+    // The same request seen again (the annotation stays) is already served.
+    assert!(e
+        .request_run(t0() + secs(3), &key("a"), t0() + secs(1))
+        .unwrap()
+        .is_empty());
+    assert!(e.report(t0() + secs(3), second, true, vec![]).1.is_ok());
+    e.release(t0() + secs(3), second, exited("done"));
+    assert!(e
+        .request_run(t0() + secs(4), &key("a"), t0() + secs(1))
+        .unwrap()
+        .is_empty());
+    // A new request runs at once; one for a check that does not exist is refused.
+    assert_eq!(
+        starts(
+            &e.request_run(t0() + secs(5), &key("a"), t0() + secs(5))
+                .unwrap()
+        )
+        .len(),
+        1
+    );
+    assert!(e.request_run(t0(), &key("zz"), t0()).is_err());
+}

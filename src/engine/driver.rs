@@ -47,6 +47,12 @@ pub enum Event {
     },
     /// This replica became leader (true) or stopped being it (false).
     Leader(bool),
+    /// A manual run asked for at this time (see `Engine::request_run`).
+    RequestRun {
+        key: CheckKey,
+        at: chrono::DateTime<chrono::Utc>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// A report for a run this replica has not heard of yet, waiting for the watch to catch up.
@@ -124,6 +130,20 @@ impl EngineHandle {
             .await
             .map_err(|_| gone())?;
         rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    pub async fn request_run(
+        &self,
+        key: CheckKey,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::RequestRun { key, at, reply })
+            .await
+            .map_err(|_| "the scheduler has stopped".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the scheduler has stopped".into()))
     }
 
     pub async fn leader(&self, leading: bool) {
@@ -334,6 +354,13 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                 errors,
                 reply,
             } => self.report(uuid, ok, errors, reply, None),
+            Event::RequestRun { key, at, reply } => {
+                let r = self
+                    .engine
+                    .request_run(now, &key, at)
+                    .map(|effects| self.act(effects));
+                let _ = reply.send(r);
+            }
             Event::RunNow { key, reply } => {
                 let r = self
                     .engine

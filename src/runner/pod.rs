@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+use crate::api::validate::Problem;
 use crate::api::{CheckKey, HealthCheck, GROUP, VERSION};
 use crate::engine::core::pod_name;
 use crate::engine::{EngineHandle, RunEnd, Runner, StartRun, StopReason};
@@ -461,6 +462,17 @@ impl Runner for PodRunner {
 
     fn disown(&self, _key: &CheckKey, uuid: Uuid) {
         self.state.lock().expect("runner lock").runs.remove(&uuid);
+    }
+}
+
+/// What the kubernetes backend cannot run that validation of the spec alone does not see.
+pub fn cluster_problems(hc: &HealthCheck) -> Vec<Problem> {
+    match hc.spec.probe.as_ref().and_then(|p| p.exec.as_ref()) {
+        Some(_) => vec![Problem {
+            field: "spec.probe.exec".into(),
+            message: "in a cluster an exec probe runs in a pod through pods/exec, which this version does not do yet; use httpGet, tcpSocket or grpc, or a check pod".into(),
+        }],
+        None => Vec::new(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! health. Handlers read the board and talk to the engine through its handle; none of them
 //! lists anything from a backend.
 
+pub mod admin;
 pub mod dashboard;
 pub mod report;
 pub mod status;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub board: Arc<Board>,
     pub engine: EngineHandle,
     pub metrics: Arc<Metrics>,
+    /// None: `POST /api/run` is off.
+    pub manual: Option<admin::ManualRuns>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/run", post(admin::run))
         .layer(DefaultBodyLimit::max(report::MAX_BODY))
         .with_state(state)
 }
@@ -118,6 +122,7 @@ mod tests {
             metrics: Arc::new(Metrics::new(MetricsConfig::default(), board.clone())),
             board,
             engine,
+            manual: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

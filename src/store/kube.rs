@@ -13,19 +13,22 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::api::validate::{self, Defaults};
+use crate::api::validate::{self, Defaults, Invalid};
 use crate::api::{CheckKey, HealthCheck, HealthCheckStatus};
 use crate::engine::{Board, Desired, EngineHandle, SaveFuture, StatusStore};
+use crate::runner::pod::cluster_problems;
+use crate::server::admin::{RequestFuture, RunRequests};
 use crate::Error;
 
 /// How often a write that failed for a reason other than a conflict is tried, in all.
@@ -184,6 +187,7 @@ impl KubeStore {
                         slot.written = slot.written.max(rv);
                         slot.known = Some((**status).clone());
                     }
+                    debug!(check = %key, run = %status.current_uuid, runs = status.history.len(), next = ?status.next_run_unix, "status written");
                     return Ok(());
                 }
                 Err(kube::Error::Api(s)) if s.is_not_found() => {
@@ -273,6 +277,42 @@ impl StatusStore for KubeStore {
 
     fn forget(&self, _key: &CheckKey) {
         // The status goes with the object; nothing else to drop.
+    }
+}
+
+/// The annotation a manual run request is recorded in: when it was asked for, unix milliseconds.
+pub const RUN_REQUESTED: &str = "probity.dev/run-requested";
+
+/// When a manual run of `hc` was last asked for.
+fn run_request(hc: &HealthCheck) -> Option<u64> {
+    hc.annotations().get(RUN_REQUESTED)?.parse().ok()
+}
+
+/// Manual run requests from any replica: recorded on the HealthCheck, acted on by the leader.
+pub struct AnnotateRuns {
+    pub client: Client,
+}
+
+impl RunRequests for AnnotateRuns {
+    fn request(&self, key: CheckKey) -> RequestFuture {
+        let api: Api<HealthCheck> = Api::namespaced(self.client.clone(), key.namespace());
+        Box::pin(async move {
+            let now = chrono::Utc::now().timestamp_millis().to_string();
+            let patch = serde_json::json!({"metadata": {"annotations": {RUN_REQUESTED: now}}});
+            match api
+                .patch(key.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.is_not_found() => {
+                    Err((StatusCode::NOT_FOUND, format!("no check {key}")))
+                }
+                Err(e) => Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("recording the run request on {key}: {e}"),
+                )),
+            }
+        })
     }
 }
 
@@ -400,6 +440,7 @@ pub async fn watch_checks(
     let mut synced = vec![false; sources];
     let mut loaded = false;
     let mut evented: HashMap<CheckKey, Option<i64>> = HashMap::new();
+    let mut requested: HashMap<CheckKey, u64> = HashMap::new();
     loop {
         let item = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
@@ -426,7 +467,14 @@ pub async fn watch_checks(
                 known[i].insert(key.clone());
                 let (_, saved) = store.observe(&hc);
                 if *leading.borrow() {
-                    if let Err(invalid) = validate::validate(&hc, &defaults) {
+                    let invalid = match validate::validate(&hc, &defaults) {
+                        Err(invalid) => Some(invalid),
+                        Ok(_) => Some(Invalid {
+                            problems: cluster_problems(&hc),
+                        })
+                        .filter(|i| !i.problems.is_empty()),
+                    };
+                    if let Some(invalid) = invalid {
                         let generation = hc.metadata.generation;
                         if evented.get(&key) != Some(&generation) {
                             evented.insert(key.clone(), generation);
@@ -437,16 +485,31 @@ pub async fn watch_checks(
                         }
                     }
                 }
+                let request = run_request(&hc);
+                let problems = cluster_problems(&hc);
                 let desired = Desired {
                     check: hc,
-                    load_error: None,
+                    load_error: (!problems.is_empty()).then_some(Invalid { problems }),
                 };
                 engine.upsert(desired, saved).await;
+                if let Some(at) = request.filter(|_| *leading.borrow()) {
+                    if requested.get(&key) != Some(&at) {
+                        let when =
+                            chrono::DateTime::from_timestamp_millis(at as i64).unwrap_or_default();
+                        match engine.request_run(key.clone(), when).await {
+                            Ok(()) => {
+                                requested.insert(key.clone(), at);
+                            }
+                            Err(e) => info!(check = %key, "manual run refused: {e}"),
+                        }
+                    }
+                }
             }
             WatchEvent::Delete(hc) => {
                 let key = CheckKey::of(&hc);
                 known[i].remove(&key);
                 evented.remove(&key);
+                requested.remove(&key);
                 store.deleted(&key);
                 engine.remove(key).await;
             }

@@ -47,6 +47,16 @@ pub async fn setup(base: &str) -> Option<Setup> {
 /// A replica of probity for namespace `ns`, listening on `listen`, telling pods to report to
 /// `report` (the test's stand-in for the Service).
 pub fn replica(ns: &str, identity: &str, listen: &str, report: &str) -> Probity {
+    replica_with(ns, identity, listen, report, &[])
+}
+
+pub fn replica_with(
+    ns: &str,
+    identity: &str,
+    listen: &str,
+    report: &str,
+    extra: &[&str],
+) -> Probity {
     let kubeconfig = std::env::var("PROBITY_TEST_KUBECONFIG").unwrap();
     let mut args: Vec<String> = [
         "serve",
@@ -64,6 +74,7 @@ pub fn replica(ns: &str, identity: &str, listen: &str, report: &str) -> Probity 
     .to_vec();
     args.extend(["--report-url".into(), format!("http://{report}")]);
     args.extend(LEASE.map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
     Probity::spawn(&args, &[("KUBECONFIG", kubeconfig.as_str())])
 }
 
@@ -470,4 +481,101 @@ async fn two_replicas_fail_over_without_a_duplicate_run_or_a_lost_report() {
     for w in starts.windows(2) {
         assert!(w[1] - w[0] >= 3, "runs overlapped: {starts:?}");
     }
+}
+
+#[tokio::test]
+async fn a_manual_run_asked_of_a_follower_is_run_by_the_leader() {
+    let Some(s) = setup("probity-manual").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let token = ["--run-token", "t0ken"];
+    let a = replica_with(ns, "replica-a", &a_addr, &a_addr, &token);
+    leader_is(&a, "replica-a").await;
+    let b = replica_with(ns, "replica-b", &b_addr, &a_addr, &token);
+    leader_is(&b, "replica-a").await;
+    create(
+        c,
+        &sh_check(ns, "hourly", "  runInterval: 1h\n", "probity report --ok"),
+    )
+    .await;
+    runs(c, ns, "hourly", 1).await;
+    let post = |token: &'static str| {
+        reqwest::Client::new()
+            .post(b.url(&format!("/api/run?namespace={ns}&healthcheck=hourly")))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(post("wrong").await.unwrap().status().as_u16(), 401);
+    let r = post("t0ken").await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let st = runs(c, ns, "hourly", 2).await;
+    assert_eq!(st.success_count, 2);
+    assert_eq!(st.authoritative_pod, "replica-a", "the leader ran it");
+    // Served once: no third run follows from the same request.
+    let r = reqwest::Client::new()
+        .post(b.url(&format!("/api/run?namespace={ns}&healthcheck=missing")))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(status(c, ns, "hourly").await.history.len(), 2);
+}
+
+#[tokio::test]
+async fn probe_checks_run_in_probity_without_a_pod() {
+    let Some(s) = setup("probity-probes").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let addr = free_addr();
+    let p = replica(ns, "solo", &addr, &addr);
+    leader_is(&p, "solo").await;
+    let spec =
+        format!("  runInterval: 1h\n  probe:\n    httpGet: {{url: \"http://{addr}/healthz\"}}\n");
+    create(c, &check_yaml(ns, "self", &spec)).await;
+    create(
+        c,
+        &check_yaml(
+            ns,
+            "closed",
+            "  runInterval: 1h\n  probe:\n    tcpSocket: {host: 127.0.0.1, port: 1}\n",
+        ),
+    )
+    .await;
+    create(
+        c,
+        &check_yaml(
+            ns,
+            "exec",
+            "  runInterval: 1h\n  probe:\n    exec: {command: [\"true\"]}\n",
+        ),
+    )
+    .await;
+    let st = runs(c, ns, "self", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Success), "{:?}", st.errors);
+    let st = runs(c, ns, "closed", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Failure));
+    // Probe checks flip after 3 failures (Kubernetes' default); the run's errors are in history.
+    assert!(st.ok);
+    assert!(
+        st.history[0].errors[0].contains("connection refused"),
+        "{:?}",
+        st.history
+    );
+    assert!(pods(c, ns, "self").await.is_empty() && pods(c, ns, "closed").await.is_empty());
+    let st = wait("the exec probe marked invalid", async || {
+        let st = status(c, ns, "exec").await;
+        st.condition("Invalid")
+            .is_some_and(|c| c.status == "True")
+            .then_some(st)
+    })
+    .await;
+    assert!(
+        st.errors[0].contains("spec.probe.exec") && st.errors[0].contains("pods/exec"),
+        "{:?}",
+        st.errors
+    );
 }

@@ -1,0 +1,168 @@
+//! The API server goes away and comes back (scripts/kube-restart-apiserver.sh): probity keeps
+//! running, its watches and the lease recover, and checks run again, without a restart of its
+//! own. A test binary of its own, so the outage does not hit the other cluster tests (Cargo runs
+//! test binaries one after another).
+
+#[path = "cluster/agent.rs"]
+mod agent;
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use probity::api::{HealthCheck, Outcome};
+
+use common::{free_addr, Probity};
+
+async fn client(path: &str) -> Client {
+    let kc = Kubeconfig::read_from(path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+async fn history(c: &Client, ns: &str) -> Option<Vec<(String, Option<Outcome>)>> {
+    let hc = Api::<HealthCheck>::namespaced(c.clone(), ns)
+        .get("steady")
+        .await
+        .ok()?;
+    Some(
+        hc.status?
+            .history
+            .into_iter()
+            .map(|h| (h.uuid, h.outcome))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn probity_recovers_from_an_api_server_restart_on_its_own() {
+    let Ok(path) = std::env::var("PROBITY_TEST_KUBECONFIG") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the cluster suite"
+        );
+        eprintln!("SKIPPED: no test API server");
+        return;
+    };
+    let dir = Path::new(&path).parent().unwrap().to_path_buf();
+    if !dir.join("apiserver.sh").exists() {
+        eprintln!("SKIPPED: the API server was not started by scripts/kube-up.sh");
+        return;
+    }
+    let c = client(&path).await;
+    probity::api::crd::crd();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(c.clone());
+    crds.patch(
+        "healthchecks.kuberhealthy.github.io",
+        &kube::api::PatchParams::apply("probity-tests").force(),
+        &kube::api::Patch::Apply(probity::api::crd::crd()),
+    )
+    .await
+    .unwrap();
+    let ns = format!(
+        "probity-restart-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    let mut n = Namespace::default();
+    n.metadata.name = Some(ns.clone());
+    Api::<Namespace>::all(c.clone())
+        .create(&PostParams::default(), &n)
+        .await
+        .unwrap();
+    let _agent = agent::start(c.clone(), &ns);
+
+    let addr = free_addr();
+    let args: Vec<String> = [
+        "serve",
+        "--kubernetes",
+        "--namespace",
+        &ns,
+        "--lease-namespace",
+        &ns,
+        "--listen-address",
+        &addr,
+        "--identity",
+        "survivor",
+        "--report-url",
+        &format!("http://{addr}"),
+        "--lease-duration",
+        "3s",
+        "--renew-deadline",
+        "2s",
+        "--retry-period",
+        "500ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut p = Probity::spawn(&args, &[("KUBECONFIG", path.as_str())]);
+    p.wait_for("leadership", |d| d["CurrentMaster"] == "survivor")
+        .await;
+    let bin = env!("CARGO_BIN_EXE_probity");
+    let text = format!(
+        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: steady, namespace: {ns}}}\nspec:\n  runInterval: 3s\n  timeout: 10s\n  podSpec: {{spec: {{containers: [{{name: c, image: local/x:1, command: [{bin}, report, --ok]}}]}}}}\n"
+    );
+    let hc = probity::api::load::parse_documents(&text)
+        .unwrap()
+        .remove(0)
+        .check
+        .unwrap();
+    Api::<HealthCheck>::namespaced(c.clone(), &ns)
+        .create(&PostParams::default(), &hc)
+        .await
+        .unwrap();
+    let wait_runs = async |n: usize| {
+        let start = Instant::now();
+        loop {
+            if let Some(h) = history(&c, &ns).await.filter(|h| h.len() >= n) {
+                return h;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "only {:?} runs",
+                history(&c, &ns).await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let before = wait_runs(2).await.len();
+
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/kube-restart-apiserver.sh"
+        ))
+        .arg(&dir)
+        .env("DOWN_SECONDS", "4")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Checks run again after the outage, recorded once each, by the same process.
+    let after = wait_runs(before + 3).await;
+    let mut uuids: Vec<&str> = after.iter().map(|(u, _)| u.as_str()).collect();
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), after.len(), "a run recorded twice: {after:?}");
+    assert!(
+        after[..3].iter().all(|(_, o)| *o == Some(Outcome::Success)),
+        "{after:?}"
+    );
+    p.wait_for("leadership again", |d| d["CurrentMaster"] == "survivor")
+        .await;
+    let health = reqwest::get(p.url("/healthz")).await.unwrap().status();
+    assert_eq!(health.as_u16(), 200);
+    assert!(p.try_wait().is_none(), "probity exited");
+}
