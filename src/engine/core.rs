@@ -610,6 +610,16 @@ impl Engine {
 
     /// Acts on everything due by `now`: deadlines first, then due runs.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
+        self.tick_described(now, |_| None)
+    }
+
+    /// `tick`, with `describe` saying what a run's pod or process was doing when its deadline
+    /// passed (for example "pod x was still Pending: Unschedulable: ..."), for the timeout message.
+    pub fn tick_described(
+        &mut self,
+        now: DateTime<Utc>,
+        describe: impl Fn(Uuid) -> Option<String>,
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
         if !self.leader {
             return effects;
@@ -630,6 +640,11 @@ impl Engine {
                 // A probe has nothing to report; a pod or process did not.
                 let msg = if entry.desired.check.spec.probe.is_some() {
                     format!("timeout after {}", human(run.timeout))
+                } else if let Some(what) = describe(uuid) {
+                    format!(
+                        "timeout after {}: no report by the deadline; {what}; the run was stopped",
+                        human(run.timeout)
+                    )
                 } else {
                     format!(
                         "timeout after {}: no report by the deadline; the run was stopped",

@@ -274,7 +274,8 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             self.expire_parked();
             self.board.tick();
             let now = self.clock.now();
-            let effects = self.engine.tick(now);
+            let runner = &self.runner;
+            let effects = self.engine.tick_described(now, |u| runner.describe(u));
             self.act(effects);
             let sleep = self
                 .engine
@@ -305,7 +306,8 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
         while self.engine.in_flight() > 0 && tokio::time::Instant::now() < until {
             self.board.tick();
             let now = self.clock.now();
-            let effects = self.engine.tick(now);
+            let runner = &self.runner;
+            let effects = self.engine.tick_described(now, |u| runner.describe(u));
             self.act(effects);
             tokio::select! {
                 ev = self.events.recv() => match ev {

@@ -120,6 +120,11 @@ pub trait Runner: Send + Sync + 'static {
     /// Forget the run without stopping it (leadership lost). The local runner is never a
     /// follower, so it has nothing to do.
     fn disown(&self, _key: &CheckKey, _uuid: Uuid) {}
+    /// What the run's pod or process is doing, when that explains a timeout (still pending,
+    /// unschedulable); read at the deadline.
+    fn describe(&self, _uuid: Uuid) -> Option<String> {
+        None
+    }
 }
 
 /// Resolves once a status write is durable.

@@ -460,6 +460,15 @@ impl Runner for PodRunner {
         self.evaluate(uuid);
     }
 
+    fn describe(&self, uuid: Uuid) -> Option<String> {
+        let st = self.state.lock().expect("runner lock");
+        let name = &st.runs.get(&uuid)?.pod;
+        match st.pods.get(&uuid) {
+            None => Some(format!("pod {name} was never seen running")),
+            Some(pod) => describe_pod(pod),
+        }
+    }
+
     fn disown(&self, _key: &CheckKey, uuid: Uuid) {
         self.state.lock().expect("runner lock").runs.remove(&uuid);
     }
@@ -580,6 +589,44 @@ fn judge(pod: &Pod) -> Option<(RunEnd, bool)> {
     None
 }
 
+/// A pod that has not got to running its check, in words: why it is still pending.
+fn describe_pod(pod: &Pod) -> Option<String> {
+    let name = pod.name_any();
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    if phase != "Pending" {
+        return None;
+    }
+    let unscheduled = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unscheduled {
+        return Some(format!(
+            "pod {name} was never scheduled: {}: {}",
+            c.reason.as_deref().unwrap_or("Unschedulable"),
+            c.message.as_deref().unwrap_or("no reason given")
+        ));
+    }
+    let waiting = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            Some(format!(
+                "container {} waiting: {}",
+                c.name,
+                w.reason.as_deref().unwrap_or("unknown")
+            ))
+        });
+    Some(match waiting {
+        Some(w) => format!("pod {name} was still Pending ({w})"),
+        None => format!("pod {name} was still Pending"),
+    })
+}
+
 fn kube_reason(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
@@ -689,7 +736,8 @@ mod tests {
     use super::*;
     use crate::api::load::parse_documents;
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+        PodCondition, PodStatus,
     };
 
     fn run(spec: &str) -> StartRun {
@@ -788,6 +836,24 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn a_pending_pod_at_the_deadline_is_described() {
+        let mut p = pod("Pending", ContainerState::default());
+        p.status.as_mut().unwrap().container_statuses = None;
+        p.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some("0/3 nodes are available: 3 Insufficient cpu.".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            describe_pod(&p).unwrap(),
+            "pod dns-1d309 was never scheduled: Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."
+        );
+        assert!(describe_pod(&pod("Running", ContainerState::default())).is_none());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! one namespace, runs each pod's first container's command as a local process with the pod's
 //! env (`value` and `fieldRef` to the pod's namespace and name), and writes the pod status the
 //! way kubelet does: Pending -> Running -> Succeeded/Failed with the exit code. An image whose
-//! name contains `unpullable` gets `ErrImagePull`. A deleted pod's process is killed.
+//! name contains `unpullable` gets `ErrImagePull`, one with `unschedulable` stays Pending as
+//! Unschedulable. A deleted pod's process is killed.
 
 use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
@@ -86,6 +87,17 @@ pub fn start(client: Client, namespace: &str) -> Agent {
             let spec = pod.spec.clone().unwrap_or_default();
             let c = spec.containers[0].clone();
             let image = c.image.clone().unwrap_or_default();
+            if image.contains("unschedulable") {
+                set_status(
+                    &api,
+                    &name,
+                    json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                        "reason": "Unschedulable", "lastTransitionTime": now(),
+                        "message": "0/1 nodes are available: 1 Insufficient cpu."}]}),
+                )
+                .await;
+                continue;
+            }
             if image.contains("unpullable") {
                 let st = json!({"waiting": {"reason": "ErrImagePull",
                     "message": format!("rpc error: pull access denied for {image}")}});

@@ -176,6 +176,11 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
     spec.spec["containers"][0]["image"] = "registry.example/unpullable:1".into();
     image.spec.pod_spec = Some(spec);
     create(c, &image).await;
+    let mut stuck = sh_check(ns, "stuck", "  runInterval: 1h\n  timeout: 2s\n", "true");
+    let mut spec = stuck.spec.pod_spec.clone().unwrap();
+    spec.spec["containers"][0]["image"] = "registry.example/unschedulable:1".into();
+    stuck.spec.pod_spec = Some(spec);
+    create(c, &stuck).await;
     create(
         c,
         &check_yaml(
@@ -221,6 +226,21 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
     let st = runs(c, ns, "slow", 1).await;
     assert_eq!(st.last_outcome, Some(Outcome::Timeout));
     assert!(st.errors[0].contains("timeout after 2s"), "{:?}", st.errors);
+    // A report after the deadline is too late (410), and says so.
+    let r = reqwest::Client::new()
+        .post(p.url(&format!("/check?kh-run-uuid={}", st.history[0].uuid)))
+        .json(&serde_json::json!({"OK": true, "Errors": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 410);
+    let st = runs(c, ns, "stuck", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Timeout));
+    assert!(
+        st.errors[0].contains("never scheduled: Unschedulable: 0/1 nodes are available"),
+        "{:?}",
+        st.errors
+    );
     wait("the timed-out pod to be deleted", async || {
         pods(c, ns, "slow").await.is_empty().then_some(())
     })
