@@ -87,6 +87,17 @@ impl Elector {
         )
     }
 
+    /// Writes the lease (a compare-and-swap on its resourceVersion) and remembers it as ours.
+    async fn put(&mut self, lease: &Lease) -> Result<(), kube::Error> {
+        let l = self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), lease)
+            .await?;
+        self.observed = Some((Self::record_id(&l), Instant::now()));
+        self.held = Some(l);
+        Ok(())
+    }
+
     async fn try_once(&mut self) -> Result<Seen, kube::Error> {
         let me = self.cfg.identity.clone();
         let secs = self.cfg.lease_duration.as_secs().max(1) as i32;
@@ -95,16 +106,8 @@ impl Elector {
             if let Some(spec) = lease.spec.as_mut() {
                 spec.renew_time = Some(now_micro());
             }
-            match self
-                .api
-                .replace(&self.cfg.name, &PostParams::default(), &lease)
-                .await
-            {
-                Ok(l) => {
-                    self.observed = Some((Self::record_id(&l), Instant::now()));
-                    self.held = Some(l);
-                    return Ok(Seen::Ours);
-                }
+            match self.put(&lease).await {
+                Ok(()) => return Ok(Seen::Ours),
                 Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => {}
                 Err(e) => return Err(e),
             }
@@ -162,16 +165,8 @@ impl Elector {
         spec.lease_duration_seconds = Some(secs);
         // The resourceVersion from the read makes this a compare-and-swap: of two replicas
         // taking an expired lease at once, one gets a conflict.
-        match self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(l) => {
-                self.observed = Some((Self::record_id(&l), Instant::now()));
-                self.held = Some(l);
-                Ok(Seen::Ours)
-            }
+        match self.put(&lease).await {
+            Ok(()) => Ok(Seen::Ours),
             Err(kube::Error::Api(s)) if s.is_conflict() => Ok(Seen::Theirs(holder)),
             Err(e) => Err(e),
         }
@@ -256,7 +251,8 @@ impl Elector {
         if *leading.borrow() {
             leading.send_replace(false);
             engine.leader(false).await;
-            self.release().await;
+            // An unreachable API server must not hold up the shutdown; the lease then expires.
+            let _ = tokio::time::timeout(self.cfg.renew_deadline, self.release()).await;
         }
     }
 }

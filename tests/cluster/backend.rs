@@ -92,6 +92,15 @@ async fn wait<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     }
 }
 
+/// A namespace with one replica, "solo", that leads and that its pods report to.
+async fn solo(base: &str) -> Option<(Setup, Probity)> {
+    let s = setup(base).await?;
+    let addr = free_addr();
+    let p = replica(&s.ns, "solo", &addr, &addr);
+    leader_is(&p, "solo").await;
+    Some((s, p))
+}
+
 async fn leader_is(p: &Probity, who: &str) {
     p.wait_for(&format!("{who} to lead"), |d| d["CurrentMaster"] == who)
         .await;
@@ -151,13 +160,10 @@ async fn pods(client: &Client, ns: &str, check: &str) -> Vec<Pod> {
 
 #[tokio::test]
 async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause() {
-    let Some(s) = setup("probity-outcomes").await else {
+    let Some((s, p)) = solo("probity-outcomes").await else {
         return;
     };
     let (c, ns) = (&s.client, s.ns.as_str());
-    let addr = free_addr();
-    let p = replica(ns, "solo", &addr, &addr);
-    leader_is(&p, "solo").await;
     let every = "  runInterval: 1h\n  timeout: 20s\n";
     create(c, &sh_check(ns, "ok", every, "probity report --ok")).await;
     create(
@@ -314,13 +320,10 @@ fn st_uuid(st: &HealthCheckStatus) -> String {
 
 #[tokio::test]
 async fn a_pod_deleted_mid_run_ends_the_run_and_reports_are_taken_once() {
-    let Some(s) = setup("probity-deleted").await else {
+    let Some((s, p)) = solo("probity-deleted").await else {
         return;
     };
     let (c, ns) = (&s.client, s.ns.as_str());
-    let addr = free_addr();
-    let p = replica(ns, "solo", &addr, &addr);
-    leader_is(&p, "solo").await;
     create(
         c,
         &sh_check(
@@ -380,13 +383,10 @@ async fn a_pod_deleted_mid_run_ends_the_run_and_reports_are_taken_once() {
 
 #[tokio::test]
 async fn a_kuberhealthy_v3_manifest_runs_unchanged() {
-    let Some(s) = setup("probity-v3").await else {
+    let Some((s, p)) = solo("probity-v3").await else {
         return;
     };
     let (c, ns) = (&s.client, s.ns.as_str());
-    let addr = free_addr();
-    let p = replica(ns, "solo", &addr, &addr);
-    leader_is(&p, "solo").await;
     // reference/kuberhealthy.md's example, as users have it (curl does the report).
     let manifest = format!(
         r#"apiVersion: kuberhealthy.github.io/v2
@@ -546,15 +546,14 @@ async fn a_manual_run_asked_of_a_follower_is_run_by_the_leader() {
 
 #[tokio::test]
 async fn probe_checks_run_in_probity_without_a_pod() {
-    let Some(s) = setup("probity-probes").await else {
+    let Some((s, p)) = solo("probity-probes").await else {
         return;
     };
     let (c, ns) = (&s.client, s.ns.as_str());
-    let addr = free_addr();
-    let p = replica(ns, "solo", &addr, &addr);
-    leader_is(&p, "solo").await;
-    let spec =
-        format!("  runInterval: 1h\n  probe:\n    httpGet: {{url: \"http://{addr}/healthz\"}}\n");
+    let spec = format!(
+        "  runInterval: 1h\n  probe:\n    httpGet: {{url: \"{}\"}}\n",
+        p.url("/healthz")
+    );
     create(c, &check_yaml(ns, "self", &spec)).await;
     create(
         c,
