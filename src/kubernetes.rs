@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
 use crate::api::validate::Defaults;
-use crate::cluster::{Elector, LeaseConfig};
+use crate::cluster::{Elector, LeaseConfig, LeaseGuard};
 use crate::engine::clock::SystemClock;
 use crate::engine::driver::{Driver, Finished};
 use crate::engine::{Board, Engine, EngineConfig, EngineHandle};
@@ -77,13 +77,15 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     let (handle, events) = EngineHandle::channel();
     let (leading_tx, leading) = watch::channel(false);
     let store = KubeStore::new(client.clone());
+    let guard = LeaseGuard::default();
     let runner = PodRunner::new(
         client.clone(),
         handle.clone(),
         cfg.report_url.clone(),
         cfg.retention.clone(),
         leading.clone(),
-    );
+    )
+    .guarded_by(guard.clone());
     let mut engine = Engine::new(EngineConfig {
         identity: cfg.identity.clone(),
         max_concurrent_runs: cfg.max_concurrent_runs,
@@ -103,6 +105,10 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     .grace(Duration::ZERO)
     .fencing(handle.clone())
     .parking_reports(REPORT_PARK)
+    .leading_while({
+        let guard = guard.clone();
+        move || guard.valid()
+    })
     .observed_by(finished_tx);
     let kube_events = Events::new(client.clone(), &cfg.identity);
 
@@ -121,7 +127,7 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     ));
     let failures = tokio::spawn(post_failures(kube_events, finished));
     let manual_client = client.clone();
-    let elector = tokio::spawn(Elector::new(client, cfg.lease.clone()).run(
+    let elector = tokio::spawn(Elector::new(client, cfg.lease.clone()).guarding(guard).run(
         handle.clone(),
         board.clone(),
         leading_tx,

@@ -4,7 +4,8 @@
 //! `renew_deadline`, which is shorter than the lease, so it stops scheduling before anyone else
 //! can take over. Losing is never final: every replica keeps contending.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -17,6 +18,43 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::engine::{Board, EngineHandle};
+
+/// Whether this replica may still act as leader, judged at the moment of acting: a renewal
+/// makes it good until `renew_deadline` later. A process that was frozen (SIGSTOP, a stalled VM)
+/// wakes with timers and tasks firing in any order; this check does not depend on the elector
+/// having run first.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseGuard {
+    /// Milliseconds since `epoch()` until which the lease is ours; 0 when it is not.
+    until: Arc<AtomicU64>,
+}
+
+fn epoch() -> std::time::Instant {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+impl LeaseGuard {
+    fn renewed(&self, at: std::time::Instant, good_for: Duration) {
+        let until = (at + good_for)
+            .saturating_duration_since(epoch())
+            .as_millis() as u64;
+        // Before the epoch means long past: 0, not valid.
+        self.until.store(until, Ordering::SeqCst);
+    }
+
+    fn revoke(&self) {
+        self.until.store(0, Ordering::SeqCst);
+    }
+
+    /// True while the last renewal is younger than the renew deadline.
+    pub fn valid(&self) -> bool {
+        let now = std::time::Instant::now()
+            .saturating_duration_since(epoch())
+            .as_millis() as u64;
+        now < self.until.load(Ordering::SeqCst)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -60,6 +98,7 @@ pub struct Elector {
     observed: Option<(String, Instant)>,
     /// The lease as we last wrote it while holding it: a renewal is then one PUT, no GET.
     held: Option<Lease>,
+    guard: LeaseGuard,
 }
 
 fn now_micro() -> MicroTime {
@@ -73,7 +112,14 @@ impl Elector {
             cfg,
             observed: None,
             held: None,
+            guard: LeaseGuard::default(),
         }
+    }
+
+    /// Keep `guard` up to date with each renewal and loss.
+    pub fn guarding(mut self, guard: LeaseGuard) -> Self {
+        self.guard = guard;
+        self
     }
 
     fn record_id(l: &Lease) -> String {
@@ -207,6 +253,7 @@ impl Elector {
         let mut last_renew: Option<Instant> = None;
         let retry = self.cfg.retry_period;
         loop {
+            let asked = std::time::Instant::now();
             let attempt = tokio::time::timeout(retry, self.try_once());
             let result = tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
@@ -217,6 +264,8 @@ impl Elector {
             match result {
                 Ok(Ok(Seen::Ours)) => {
                     last_renew = Some(Instant::now());
+                    // Counted from before the request: the API server may have written it at once.
+                    self.guard.renewed(asked, self.cfg.renew_deadline);
                     now_leading = true;
                     board.set_leader(&self.cfg.identity);
                 }
@@ -234,6 +283,9 @@ impl Elector {
                 warn!("could not renew the leader lease in time; stepping down");
                 now_leading = false;
             }
+            if !now_leading {
+                self.guard.revoke();
+            }
             if now_leading != was {
                 if now_leading {
                     info!(lease = %self.cfg.name, "became leader");
@@ -241,6 +293,10 @@ impl Elector {
                     info!(lease = %self.cfg.name, "no longer leader");
                 }
                 leading.send_replace(now_leading);
+            }
+            // Said on every renewal, not only on a change: the scheduler may have stepped down
+            // by itself when the guard lapsed, and takes it up again from here.
+            if now_leading || now_leading != was {
                 engine.leader(now_leading).await;
             }
             tokio::select! {
@@ -248,11 +304,47 @@ impl Elector {
                 _ = tokio::time::sleep(retry) => {}
             }
         }
+        self.guard.revoke();
         if *leading.borrow() {
             leading.send_replace(false);
             engine.leader(false).await;
             // An unreachable API server must not hold up the shutdown; the lease then expires.
             let _ = tokio::time::timeout(self.cfg.renew_deadline, self.release()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_holds_for_the_renew_deadline_after_a_renewal_and_not_after_a_loss() {
+        let g = LeaseGuard::default();
+        assert!(!g.valid(), "never renewed");
+        g.renewed(std::time::Instant::now(), Duration::from_secs(10));
+        assert!(g.valid());
+        g.revoke();
+        assert!(!g.valid());
+        // A renewal asked for longer ago than the deadline (a process frozen since) is no good.
+        let long_ago = std::time::Instant::now() - Duration::from_secs(11);
+        g.renewed(long_ago, Duration::from_secs(10));
+        assert!(!g.valid());
+    }
+
+    #[test]
+    fn timings_must_nest() {
+        let cfg = |l, r, p| LeaseConfig {
+            name: "l".into(),
+            namespace: "n".into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_secs(l),
+            renew_deadline: Duration::from_secs(r),
+            retry_period: Duration::from_secs(p),
+        };
+        assert!(cfg(15, 10, 2).check().is_ok());
+        let e = cfg(10, 10, 2).check().unwrap_err();
+        assert!(e.contains("renew deadline"), "{e}");
+        assert!(cfg(15, 10, 0).check().is_err());
     }
 }

@@ -2,4 +2,4 @@
 
 pub mod lease;
 
-pub use lease::{Elector, LeaseConfig};
+pub use lease::{Elector, LeaseConfig, LeaseGuard};

@@ -180,6 +180,8 @@ pub struct Driver<R, S, C> {
     fence: Option<EngineHandle>,
     park_window: Duration,
     parked: Vec<Parked>,
+    /// Whether leadership still holds at this instant (the lease's renew deadline).
+    lease_valid: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// Resolves when shutdown is asked for (or can no longer be); never without a signal.
@@ -218,6 +220,24 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             fence: None,
             park_window: Duration::ZERO,
             parked: Vec::new(),
+            lease_valid: None,
+        }
+    }
+
+    /// Step down the moment `valid` says leadership lapsed, before acting on anything as leader;
+    /// after a freeze (SIGSTOP, a stalled VM) the loop can wake before the elector does.
+    pub fn leading_while(mut self, valid: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.lease_valid = Some(Arc::new(valid));
+        self
+    }
+
+    fn check_lease(&mut self) {
+        if let Some(valid) = &self.lease_valid {
+            if self.engine.is_leader() && !valid() {
+                warn!("the leader lease lapsed; stepping down");
+                let effects = self.engine.set_leader(self.clock.now(), false);
+                self.act(effects);
+            }
         }
     }
 
@@ -271,6 +291,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
 
     pub async fn run(mut self) {
         loop {
+            self.check_lease();
             self.expire_parked();
             self.board.tick();
             let now = self.clock.now();
@@ -326,6 +347,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
     }
 
     fn handle(&mut self, ev: Event) {
+        self.check_lease();
         let now = self.clock.now();
         match ev {
             Event::Upsert { desired, saved } => {

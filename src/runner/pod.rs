@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use crate::api::validate::Problem;
 use crate::api::{CheckKey, HealthCheck, GROUP, VERSION};
+use crate::cluster::LeaseGuard;
 use crate::engine::core::pod_name;
 use crate::engine::{EngineHandle, RunEnd, Runner, StartRun, StopReason};
 use crate::runner::ProbeRunner;
@@ -105,6 +106,8 @@ pub struct PodRunner {
     retention: Retention,
     state: Arc<Mutex<State>>,
     leading: watch::Receiver<bool>,
+    /// None: always allowed to create pods (no election).
+    guard: Option<LeaseGuard>,
 }
 
 impl PodRunner {
@@ -123,7 +126,14 @@ impl PodRunner {
             retention,
             state: Arc::default(),
             leading,
+            guard: None,
         }
+    }
+
+    /// Create pods only while `guard` says the lease is ours.
+    pub fn guarded_by(mut self, guard: LeaseGuard) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     fn release(&self, uuid: Uuid, end: RunEnd) {
@@ -193,6 +203,14 @@ impl PodRunner {
             Ok(p) => p,
             Err(msg) => return self.fail_start(run.uuid, msg),
         };
+        if self.guard.as_ref().is_some_and(|g| !g.valid()) {
+            // The start was stored, but the lease may be someone else's by now: no pod, so no
+            // second run beside the new leader's.
+            return self.fail_start(
+                run.uuid,
+                "this replica's leader lease ran out before the pod was created".into(),
+            );
+        }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), run.key.namespace());
         match api.create(&PostParams::default(), &pod).await {
             Ok(_) => debug!(check = %run.key, uuid = %run.uuid, "pod created"),

@@ -598,3 +598,55 @@ async fn probe_checks_run_in_probity_without_a_pod() {
         st.errors
     );
 }
+
+#[tokio::test]
+async fn a_frozen_leader_is_replaced_and_does_not_schedule_when_it_thaws() {
+    let Some(s) = setup("probity-frozen").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let a = replica(ns, "replica-a", &a_addr, &b_addr);
+    leader_is(&a, "replica-a").await;
+    let b = replica(ns, "replica-b", &b_addr, &b_addr);
+    leader_is(&b, "replica-a").await;
+    create(
+        c,
+        &sh_check(
+            ns,
+            "tick",
+            "  runInterval: 2s\n  timeout: 10s\n",
+            "sleep 1; probity report --ok",
+        ),
+    )
+    .await;
+    let before = runs(c, ns, "tick", 2).await.history.len();
+    // Frozen past its lease: b takes over; then a wakes with its timers all due at once.
+    a.signal(libc::SIGSTOP);
+    leader_is(&b, "replica-b").await;
+    a.signal(libc::SIGCONT);
+    a.wait_for("a to see b lead", |d| d["CurrentMaster"] == "replica-b")
+        .await;
+    let after = runs(c, ns, "tick", before + 3).await;
+    let mut uuids: Vec<&str> = after.history.iter().map(|h| h.uuid.as_str()).collect();
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), after.history.len(), "a run recorded twice");
+    assert!(
+        after
+            .history
+            .iter()
+            .all(|h| h.outcome == Some(Outcome::Success)),
+        "{:?}",
+        after.history
+    );
+    let mut starts: Vec<i64> = after.history.iter().map(|h| h.start_unix).collect();
+    starts.sort();
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] >= 1),
+        "runs overlapped: {starts:?}"
+    );
+    // a contends again but does not lead while b renews.
+    let doc = a.json().await;
+    assert_eq!(doc["CurrentMaster"], "replica-b");
+}

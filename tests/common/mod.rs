@@ -125,6 +125,14 @@ impl Probity {
         }
     }
 
+    /// Sends `sig` (SIGSTOP to freeze, SIGCONT to thaw).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
     /// The exit status, if it has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
