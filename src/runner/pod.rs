@@ -119,8 +119,8 @@ impl PodRunner {
         leading: watch::Receiver<bool>,
     ) -> Self {
         PodRunner {
+            probes: ProbeRunner::new(engine.clone()).in_cluster(client.clone()),
             client,
-            probes: ProbeRunner::new(engine.clone()),
             engine,
             report_base: report_base.into(),
             retention,
@@ -495,11 +495,11 @@ impl Runner for PodRunner {
 /// What the kubernetes backend cannot run that validation of the spec alone does not see.
 pub fn cluster_problems(hc: &HealthCheck) -> Vec<Problem> {
     match hc.spec.probe.as_ref().and_then(|p| p.exec.as_ref()) {
-        Some(_) => vec![Problem {
-            field: "spec.probe.exec".into(),
-            message: "in a cluster an exec probe runs in a pod through pods/exec, which this version does not do yet; use httpGet, tcpSocket or grpc, or a check pod".into(),
+        Some(e) if crate::runner::probe::podexec::selector(e).is_none() => vec![Problem {
+            field: "spec.probe.exec.podSelector".into(),
+            message: "is required in a cluster: the command runs in a pod that matches it".into(),
         }],
-        None => Vec::new(),
+        _ => Vec::new(),
     }
 }
 

@@ -585,17 +585,71 @@ async fn probe_checks_run_in_probity_without_a_pod() {
         st.history
     );
     assert!(pods(c, ns, "self").await.is_empty() && pods(c, ns, "closed").await.is_empty());
-    let st = wait("the exec probe marked invalid", async || {
-        let st = status(c, ns, "exec").await;
-        st.condition("Invalid")
-            .is_some_and(|c| c.status == "True")
-            .then_some(st)
-    })
+    let st = wait(
+        "the exec probe without a selector marked invalid",
+        async || {
+            let st = status(c, ns, "exec").await;
+            st.condition("Invalid")
+                .is_some_and(|c| c.status == "True")
+                .then_some(st)
+        },
+    )
     .await;
     assert!(
-        st.errors[0].contains("spec.probe.exec") && st.errors[0].contains("pods/exec"),
+        st.errors[0].contains("spec.probe.exec.podSelector"),
         "{:?}",
         st.errors
+    );
+
+    // exec in a pod: none matches; then one Running pod matches, and the exec request goes to
+    // the API server for it (which, with no kubelet here, cannot connect it to a container).
+    create(
+        c,
+        &check_yaml(
+            ns,
+            "exec-none",
+            "  runInterval: 1h\n  probe:\n    exec: {command: [\"true\"], podSelector: {app: nothing-here}}\n",
+        ),
+    )
+    .await;
+    let st = runs(c, ns, "exec-none", 1).await;
+    assert_eq!(
+        st.history[0].errors,
+        vec![format!("no running pod in {ns} matches app=nothing-here")]
+    );
+    let pods_api: Api<Pod> = Api::namespaced(c.clone(), ns);
+    let target: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "target", "labels": {"app": "target"}},
+        "spec": {"containers": [{"name": "main", "image": "local/target:1"}]}
+    }))
+    .unwrap();
+    pods_api
+        .create(&PostParams::default(), &target)
+        .await
+        .unwrap();
+    pods_api
+        .patch_status(
+            "target",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    create(
+        c,
+        &check_yaml(
+            ns,
+            "exec-target",
+            "  runInterval: 1h\n  probe:\n    exec: {command: [cat, /etc/hostname], podSelector: {app: target}, container: main}\n",
+        ),
+    )
+    .await;
+    let st = runs(c, ns, "exec-target", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Failure));
+    let msg = &st.history[0].errors[0];
+    assert!(
+        msg.starts_with(&format!("exec in pod {ns}/target: ")),
+        "{msg}"
     );
 }
 

@@ -5,6 +5,7 @@
 pub mod exec;
 pub mod grpc;
 pub mod http;
+pub mod podexec;
 pub mod tcp;
 
 use std::collections::HashMap;
@@ -80,10 +81,20 @@ pub fn method(p: &Probe) -> &'static str {
 
 /// Runs probe checks for any backend: starts each run as a task, reports its verdict to the
 /// engine, and cancels it when the engine stops the run (at its deadline).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProbeRunner {
     engine: EngineHandle,
     tasks: Arc<Mutex<HashMap<Uuid, AbortHandle>>>,
+    /// Set in a cluster: exec probes run in pods through pods/exec.
+    cluster: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for ProbeRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeRunner")
+            .field("in_cluster", &self.cluster.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProbeRunner {
@@ -91,7 +102,14 @@ impl ProbeRunner {
         ProbeRunner {
             engine,
             tasks: Arc::default(),
+            cluster: None,
         }
+    }
+
+    /// Run exec probes in pods of the cluster (through pods/exec), not as local processes.
+    pub fn in_cluster(mut self, client: kube::Client) -> Self {
+        self.cluster = Some(client);
+        self
     }
 
     pub fn start(&self, run: StartRun) {
@@ -100,11 +118,15 @@ impl ProbeRunner {
         let uuid = run.uuid;
         // Registered before the task can finish, so its own removal always finds it.
         let mut guard = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let cluster = self.cluster.clone();
         let handle = tokio::spawn(async move {
             let Some(p) = run.check.spec.probe.as_ref() else {
                 return;
             };
-            let verdict = probe(p).await;
+            let verdict = match (&cluster, &p.exec) {
+                (Some(client), Some(e)) => podexec::probe(client, run.key.namespace(), e).await,
+                _ => probe(p).await,
+            };
             if let Some(w) = &verdict.warning {
                 warn!(check = %run.key, "{w}");
             }
