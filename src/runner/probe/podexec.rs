@@ -168,6 +168,75 @@ mod tests {
         (url, task)
     }
 
+    /// Answers the LIST with one Running pod, then accepts the exec stream (the v4 channel
+    /// protocol: a channel byte, then data; channel 3 is the final status) and plays `stdout`
+    /// and `status`.
+    // tungstenite's handshake callback returns its own (large) error type; not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    async fn fake_stream(stdout: &'static str, status: &'static str) -> String {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+        use tokio_tungstenite::tungstenite::Message;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let _ = s.read(&mut buf).await.unwrap();
+            let body = r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[{"metadata":{"name":"db-0","namespace":"ns"},"status":{"phase":"Running"}}]}"#;
+            let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            s.write_all(resp.as_bytes()).await.unwrap();
+            drop(s);
+            let (s, _) = l.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_hdr_async(s, |_: &Request, mut r: Response| {
+                r.headers_mut().insert(
+                    "Sec-WebSocket-Protocol",
+                    "v4.channel.k8s.io".parse().unwrap(),
+                );
+                Ok(r)
+            })
+            .await
+            .unwrap();
+            let frame = |ch: u8, data: &str| {
+                let mut v = vec![ch];
+                v.extend_from_slice(data.as_bytes());
+                Message::Binary(v.into())
+            };
+            ws.send(frame(1, stdout)).await.unwrap();
+            ws.send(frame(3, status)).await.unwrap();
+            let _ = ws.close(None).await;
+        });
+        url
+    }
+
+    fn probe_spec() -> ExecProbe {
+        serde_json::from_value(serde_json::json!({
+            "command": ["pg_isready"], "podSelector": {"app": "db"}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_exit_status_of_the_stream_is_the_verdict() {
+        let client =
+            |url: String| Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let url = fake_stream(
+            "accepting connections\n",
+            r#"{"metadata":{},"status":"Success"}"#,
+        )
+        .await;
+        let v = super::probe(&client(url), "ns", &probe_spec()).await;
+        assert!(v.ok, "{}", v.message);
+        let url = fake_stream(
+            "no response\n",
+            r#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"2"}]}}"#,
+        )
+        .await;
+        let v = super::probe(&client(url), "ns", &probe_spec()).await;
+        assert!(!v.ok);
+        assert_eq!(v.message, "exec in pod ns/db-0: exit code 2: no response");
+    }
+
     #[tokio::test]
     async fn exec_goes_to_the_first_running_matching_pod_with_the_command_and_container() {
         let (url, seen) = fake_api().await;
