@@ -87,9 +87,9 @@ struct ServeArgs {
     /// Base URL checks report to (KH_REPORTING_URL is this plus /check); default: the listening address.
     #[arg(long, env = "KH_CHECK_REPORT_URL")]
     report_url: Option<String>,
-    /// Most runs in flight at once; 0 for no limit.
-    #[arg(long, env = "PROBITY_MAX_CONCURRENT_RUNS", default_value_t = 100)]
-    max_concurrent_runs: usize,
+    /// Most runs in flight at once, 0 for no limit; default 100 locally, 1000 in a cluster (where pods take seconds to start).
+    #[arg(long, env = "PROBITY_MAX_CONCURRENT_RUNS")]
+    max_concurrent_runs: Option<usize>,
     /// Leave the error label out of kuberhealthy_check.
     #[arg(long, env = "KH_PROM_SUPPRESS_ERROR_LABEL", default_value_t = false)]
     prom_suppress_error_label: bool,
@@ -298,7 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     identity: identity.clone(),
                     namespaces: Namespaces::parse(&k.namespace),
                     defaults: a.defaults.defaults(),
-                    max_concurrent_runs: a.max_concurrent_runs,
+                    max_concurrent_runs: a.max_concurrent_runs.unwrap_or(1000),
                     metrics,
                     lease: LeaseConfig {
                         name: k.lease_name,
@@ -325,7 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report_url: a.report_url,
                 identity,
                 defaults: a.defaults.defaults(),
-                max_concurrent_runs: a.max_concurrent_runs,
+                max_concurrent_runs: a.max_concurrent_runs.unwrap_or(100),
                 metrics,
                 shutdown_grace: a.shutdown_grace,
                 poll_interval: a.watch_interval,
