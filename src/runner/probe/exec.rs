@@ -27,7 +27,7 @@ impl Drop for GroupGuard {
 
 /// Reads a pipe to its end (so the command never blocks on a full pipe), keeping the first
 /// `MAX_OUTPUT` bytes.
-async fn drain(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+pub(super) async fn drain(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
     let mut kept = Vec::new();
     let Some(mut pipe) = pipe else { return kept };
     let mut chunk = [0u8; 4096];

@@ -8,25 +8,10 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams, ListParams};
 use kube::{Client, ResourceExt};
-use tokio::io::AsyncReadExt;
 
-use super::exec::MAX_OUTPUT;
+use super::exec::drain;
 use super::Verdict;
 use crate::api::probe::ExecProbe;
-
-async fn drain(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let Some(mut pipe) = pipe else { return kept };
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = pipe.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        let room = MAX_OUTPUT.saturating_sub(kept.len());
-        kept.extend_from_slice(&chunk[..n.min(room)]);
-    }
-    kept
-}
 
 fn api_message(e: &kube::Error) -> String {
     match e {
@@ -127,7 +112,7 @@ pub async fn probe(client: &Client, namespace: &str, e: &ExecProbe) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// An API server stand-in: answers the LIST with one Running pod, then records the exec
