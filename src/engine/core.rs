@@ -398,16 +398,29 @@ impl Engine {
         saved: Option<HealthCheckStatus>,
     ) -> Vec<Effect> {
         let key = CheckKey::of(&desired.check);
-        let plan = match (
-            validate::validate(&desired.check, &self.cfg.defaults),
-            &desired.load_error,
-        ) {
-            (Ok(_), Some(e)) => Err(e.clone()),
-            (Err(mut v), Some(e)) => {
-                v.problems.splice(0..0, e.problems.iter().cloned());
-                Err(v)
-            }
-            (r, None) => r,
+        // A plan depends on the key and the spec only: the same spec again (in a cluster, every
+        // status write comes back on the watch) is not validated again.
+        let unchanged = self
+            .checks
+            .get(&key)
+            .filter(|e| {
+                e.desired.check.spec == desired.check.spec
+                    && e.desired.load_error == desired.load_error
+            })
+            .map(|e| e.plan.clone());
+        let plan = match unchanged {
+            Some(plan) => plan,
+            None => match (
+                validate::validate(&desired.check, &self.cfg.defaults),
+                &desired.load_error,
+            ) {
+                (Ok(_), Some(e)) => Err(e.clone()),
+                (Err(mut v), Some(e)) => {
+                    v.problems.splice(0..0, e.problems.iter().cloned());
+                    Err(v)
+                }
+                (r, None) => r,
+            },
         };
         let now_s = now.to_rfc3339();
         let mut effects = Vec::new();

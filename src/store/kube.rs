@@ -40,19 +40,18 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 
 #[derive(Default)]
 struct Slot {
-    /// The newest object seen, for the name and the spec a status PUT carries.
-    object: Option<Arc<HealthCheck>>,
     /// The resourceVersion the next write is based on.
     rv: Option<String>,
     rv_num: u64,
     /// The highest resourceVersion this replica wrote: watch events up to it hold nothing new.
     written: u64,
     /// The status on the server at `rv`, as far as this replica knows.
-    known: Option<HealthCheckStatus>,
+    known: Option<Arc<HealthCheckStatus>>,
     pending: Option<(Arc<HealthCheckStatus>, Vec<Waiter>)>,
     writing: bool,
-    /// The last states handed to `save`: a watch event carrying one of them is our own write
-    /// coming back (possibly before the write's response did), not someone else's.
+    /// States handed to `save` whose echo the watch has not shown yet: an event carrying one
+    /// of them is our own write coming back (possibly before the write's response did), not
+    /// someone else's.
     recent: VecDeque<Arc<HealthCheckStatus>>,
 }
 
@@ -80,31 +79,44 @@ impl KubeStore {
     }
 
     /// Takes in an object from the watch. Returns the status to hand to the engine: the stored
-    /// one the first time a check is seen, afterwards only a status someone else wrote.
-    pub fn observe(&self, hc: &Arc<HealthCheck>) -> (bool, Option<HealthCheckStatus>) {
+    /// one the first time a check is seen, afterwards only a status someone else wrote. Our own
+    /// writes coming back cost a comparison, no copy.
+    pub fn observe(&self, hc: &HealthCheck) -> Option<HealthCheckStatus> {
         let key = CheckKey::of(hc);
-        let mut slots = self.slots.lock().expect("store lock");
-        let first = !slots.contains_key(&key);
-        let slot = slots.entry(key).or_default();
         let rv = rv_num(hc.metadata.resource_version.as_deref());
-        slot.object = Some(hc.clone());
+        let mut slots = self.slots.lock().expect("store lock");
+        let Some(slot) = slots.get_mut(&key) else {
+            slots.insert(
+                key,
+                Slot {
+                    rv: hc.metadata.resource_version.clone(),
+                    rv_num: rv,
+                    known: hc.status.clone().map(Arc::new),
+                    ..Default::default()
+                },
+            );
+            return hc.status.clone();
+        };
         if rv >= slot.rv_num {
             slot.rv = hc.metadata.resource_version.clone();
             slot.rv_num = rv;
         }
-        if first {
-            slot.known = hc.status.clone();
-            return (true, hc.status.clone());
-        }
         if rv <= slot.written {
-            return (false, None);
+            return None;
         }
-        let status = hc.status.clone().unwrap_or_default();
-        if slot.known.as_ref() == Some(&status) || slot.recent.iter().any(|r| **r == status) {
-            return (false, None);
+        let empty = HealthCheckStatus::default();
+        let status = hc.status.as_ref().unwrap_or(&empty);
+        if let Some(i) = slot.recent.iter().position(|r| **r == *status) {
+            // Writes land in order: the ones saved before it are on the server or were
+            // coalesced away, so none of them comes back after this.
+            slot.recent.drain(..=i);
+            return None;
         }
-        slot.known = Some(status.clone());
-        (false, Some(status))
+        if slot.known.as_deref() == Some(status) {
+            return None;
+        }
+        slot.known = Some(Arc::new(status.clone()));
+        Some(status.clone())
     }
 
     /// The check is gone from the API server.
@@ -162,13 +174,16 @@ impl KubeStore {
                 let slot = slots
                     .get(key)
                     .ok_or_else(|| Error::Conflict(format!("{key} was deleted")))?;
-                let object = slot
-                    .object
-                    .as_ref()
+                // Without a resourceVersion the write would not be fenced.
+                let rv = slot
+                    .rv
+                    .clone()
                     .ok_or_else(|| Error::Conflict(format!("{key} is not known yet")))?;
-                let mut body = HealthCheck::new(key.name(), object.spec.clone());
+                // The status subresource ignores the spec, so none is sent (no copy of the
+                // pod spec per write).
+                let mut body = HealthCheck::new(key.name(), Default::default());
                 body.metadata.namespace = Some(key.namespace().to_string());
-                body.metadata.resource_version = slot.rv.clone();
+                body.metadata.resource_version = Some(rv);
                 body.status = Some((**status).clone());
                 body
             };
@@ -185,7 +200,7 @@ impl KubeStore {
                             slot.rv_num = rv;
                         }
                         slot.written = slot.written.max(rv);
-                        slot.known = Some((**status).clone());
+                        slot.known = Some(status.clone());
                     }
                     debug!(check = %key, run = %status.current_uuid, runs = status.history.len(), next = ?status.next_run_unix, "status written");
                     return Ok(());
@@ -203,8 +218,8 @@ impl KubeStore {
                     let Some(slot) = slots.get_mut(key) else {
                         return Err(Error::Conflict(format!("{key} was deleted")));
                     };
-                    let theirs = current.status.clone().unwrap_or_default();
-                    if slot.known.as_ref().is_some_and(|k| *k != theirs) {
+                    let theirs = current.status.unwrap_or_default();
+                    if slot.known.as_deref().is_some_and(|k| *k != theirs) {
                         return Err(Error::Conflict(format!(
                             "the status of {key} was changed by another writer"
                         )));
@@ -214,7 +229,6 @@ impl KubeStore {
                     slot.rv_num = slot
                         .rv_num
                         .max(rv_num(current.metadata.resource_version.as_deref()));
-                    slot.object = Some(Arc::new(current));
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() => {
                     return Err(Error::Conflict(format!(
@@ -413,7 +427,8 @@ fn truncate_note(mut s: String) -> String {
 
 /// Feeds the engine from a watch of HealthChecks in `namespaces` until `shutdown`. Re-lists
 /// (after the API server restarts, or the watch expires) drop the checks that vanished.
-/// Invalid checks get an event per generation, from the leader only.
+/// Invalid checks get an event per generation, from the leader only; each generation is
+/// validated here once, not on every status write that comes back.
 #[allow(clippy::too_many_arguments)]
 pub async fn watch_checks(
     client: Client,
@@ -439,7 +454,9 @@ pub async fn watch_checks(
     let mut relisting: Vec<Option<HashSet<CheckKey>>> = vec![None; sources];
     let mut synced = vec![false; sources];
     let mut loaded = false;
+    // The generation of each check last looked at for an InvalidSpec event.
     let mut evented: HashMap<CheckKey, Option<i64>> = HashMap::new();
+    let mut watch_failing = false;
     let mut requested: HashMap<CheckKey, u64> = HashMap::new();
     loop {
         let item = tokio::select! {
@@ -452,10 +469,13 @@ pub async fn watch_checks(
             Err(e) => {
                 error!("watching HealthChecks: {e}");
                 board.set_source_error("HealthCheck watch", Some(e.to_string()));
+                watch_failing = true;
                 continue;
             }
         };
-        board.set_source_error("HealthCheck watch", None);
+        if std::mem::take(&mut watch_failing) {
+            board.set_source_error("HealthCheck watch", None);
+        }
         match ev {
             WatchEvent::Init => relisting[i] = Some(HashSet::new()),
             WatchEvent::InitApply(hc) | WatchEvent::Apply(hc) => {
@@ -465,28 +485,26 @@ pub async fn watch_checks(
                     seen.insert(key.clone());
                 }
                 known[i].insert(key.clone());
-                let (_, saved) = store.observe(&hc);
-                if *leading.borrow() {
+                let saved = store.observe(&hc);
+                let problems = cluster_problems(&hc);
+                let generation = hc.metadata.generation;
+                if *leading.borrow() && evented.get(&key) != Some(&generation) {
+                    evented.insert(key.clone(), generation);
                     let invalid = match validate::validate(&hc, &defaults) {
                         Err(invalid) => Some(invalid),
-                        Ok(_) => Some(Invalid {
-                            problems: cluster_problems(&hc),
-                        })
-                        .filter(|i| !i.problems.is_empty()),
+                        Ok(_) if !problems.is_empty() => Some(Invalid {
+                            problems: problems.clone(),
+                        }),
+                        Ok(_) => None,
                     };
                     if let Some(invalid) = invalid {
-                        let generation = hc.metadata.generation;
-                        if evented.get(&key) != Some(&generation) {
-                            evented.insert(key.clone(), generation);
-                            let (events, hc) = (events.clone(), hc.clone());
-                            tokio::spawn(async move {
-                                events.warn(&hc, "InvalidSpec", invalid.to_string()).await
-                            });
-                        }
+                        let (events, hc) = (events.clone(), hc.clone());
+                        tokio::spawn(async move {
+                            events.warn(&hc, "InvalidSpec", invalid.to_string()).await
+                        });
                     }
                 }
                 let request = run_request(&hc);
-                let problems = cluster_problems(&hc);
                 let desired = Desired {
                     check: hc,
                     load_error: (!problems.is_empty()).then_some(Invalid { problems }),
@@ -530,5 +548,59 @@ pub async fn watch_checks(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(rv: u64, status: Option<HealthCheckStatus>) -> HealthCheck {
+        let mut hc = HealthCheck::new("a", Default::default());
+        hc.metadata.namespace = Some("ns".into());
+        hc.metadata.resource_version = Some(rv.to_string());
+        hc.status = status;
+        hc
+    }
+
+    fn st(n: i64) -> HealthCheckStatus {
+        HealthCheckStatus {
+            success_count: n,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watch_hands_on_only_states_written_by_someone_else() {
+        // Nothing is sent: the client only has to exist.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let store = KubeStore::new(client);
+        let key = CheckKey::new("ns", "a");
+        assert_eq!(
+            store.observe(&check(10, Some(st(1)))),
+            Some(st(1)),
+            "first sight"
+        );
+        assert_eq!(
+            store.observe(&check(11, Some(st(1)))),
+            None,
+            "a spec change"
+        );
+        // Two writes of ours queued; the first comes back before its response did.
+        let (s2, s3) = (Arc::new(st(2)), Arc::new(st(3)));
+        drop(store.save(&key, &s2));
+        drop(store.save(&key, &s3));
+        assert_eq!(store.observe(&check(12, Some(st(2)))), None, "our echo");
+        assert_eq!(
+            store.slots.lock().unwrap()[&key].recent.len(),
+            1,
+            "echoed states are let go"
+        );
+        assert_eq!(store.observe(&check(13, Some(st(3)))), None, "our echo");
+        assert!(store.slots.lock().unwrap()[&key].recent.is_empty());
+        // Another replica's write.
+        assert_eq!(store.observe(&check(14, Some(st(7)))), Some(st(7)));
+        assert_eq!(store.observe(&check(15, Some(st(7)))), None, "seen already");
     }
 }
