@@ -10,42 +10,20 @@
 
 #[path = "../tests/cluster/agent.rs"]
 mod agent;
+#[path = "common/mod.rs"]
+mod common;
+#[path = "../tests/cluster/testkube.rs"]
+mod testkube;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{cpu_of, mem_mb};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, PostParams};
 use kube::Client;
-use probity::api::{crd, HealthCheck};
-
-fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
-fn mem_mb(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
+use probity::api::HealthCheck;
 
 /// `apiserver_request_total` summed by (verb, resource/subresource), excluding watches' own
 /// bookkeeping nothing: every request counts.
@@ -122,41 +100,20 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
-    let kc = Kubeconfig::read_from(&path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    let client = Client::try_from(config).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "healthchecks.kuberhealthy.github.io",
-        &PatchParams::apply("probity-bench").force(),
-        &Patch::Apply(crd::crd()),
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ns = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let mut n = Namespace::default();
-    n.metadata.name = Some(ns.clone());
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &n)
-        .await
-        .unwrap();
+    let client = testkube::client_from(&path).await;
+    testkube::install_crd(&client).await;
+    let ns = testkube::fresh_namespace(&client, "bench").await;
     let _agent = agent::start(client.clone(), &ns);
 
     // The checks exist before probity starts, as after an install: first runs spread over the minute.
     let bin = env!("CARGO_BIN_EXE_probity");
     let api: Api<HealthCheck> = Api::namespaced(client.clone(), &ns);
     for i in 0..checks {
-        let text = format!(
-            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: c{i:04}, namespace: {ns}}}\nspec:\n  runInterval: 1m\n  timeout: 30s\n  podSpec: {{spec: {{containers: [{{name: c, image: local/report:1, command: [{bin}, report, --ok]}}]}}}}\n"
+        let hc = testkube::reporting_check(
+            &ns,
+            &format!("c{i:04}"),
+            "  runInterval: 1m\n  timeout: 30s\n",
         );
-        let hc = probity::api::load::parse_documents(&text)
-            .unwrap()
-            .remove(0)
-            .check
-            .unwrap();
         api.create(&PostParams::default(), &hc).await.unwrap();
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -232,7 +189,7 @@ async fn main() {
     let mut peak_rss: f64 = 0.0;
     while t0.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        peak_rss = peak_rss.max(mem_mb(pid, "VmRSS:"));
+        peak_rss = peak_rss.max(mem_mb(Some(pid), "VmRSS:"));
     }
     let cpu = cpu_of(pid) - cpu0;
     let elapsed = t0.elapsed().as_secs_f64();
@@ -264,9 +221,9 @@ async fn main() {
         "probity CPU {:.2} s ({:.1} ms per run), RSS now {:.0} MB, peak {:.0} MB (VmHWM {:.0} MB)",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1000.0 / done.max(1) as f64,
-        mem_mb(pid, "VmRSS:"),
+        mem_mb(Some(pid), "VmRSS:"),
         peak_rss,
-        mem_mb(pid, "VmHWM:")
+        mem_mb(Some(pid), "VmHWM:")
     );
     // probity's resources; pods/status is the node agent (kubelet's part), the rest is the
     // control plane's own traffic (admission plugins, controller-manager).

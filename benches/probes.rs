@@ -10,6 +10,10 @@
 //! after a warm-up. The load that drives blackbox_exporter and the target HTTP server run in
 //! processes of their own, so neither is counted for either side.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{cpu_of, mem_mb};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,35 +61,6 @@ fn cpu_self() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
-fn rss_mb(pid: Option<u32>, field: &str) -> f64 {
-    let path = pid.map_or("/proc/self/status".to_string(), |p| {
-        format!("/proc/{p}/status")
-    });
-    let status = std::fs::read_to_string(path).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// Sockets in TIME-WAIT to or from the target server's port (IPv4 and IPv6).
@@ -284,7 +259,7 @@ async fn main() {
     println!(
         "probity: CPU {:.2} s = {probity_cpu_per_k:.3} CPU-s per 1,000 probes; peak RSS {:.1} MB; most sockets to the target in TIME-WAIT at once: {max_tw}",
         cpu.as_secs_f64(),
-        rss_mb(None, "VmHWM:")
+        mem_mb(None, "VmHWM:")
     );
     let _ = stop.send(true);
     let _ = task.await;
@@ -357,7 +332,7 @@ async fn main() {
     println!(
         "blackbox_exporter: CPU {:.2} s in {elapsed:.1} s = {bb_cpu_per_k:.3} CPU-s per 1,000 probes; RSS {:.1} MB; most sockets to the target in TIME-WAIT at once: {max_tw}",
         cpu.as_secs_f64(),
-        rss_mb(Some(bb.id()), "VmHWM:")
+        mem_mb(Some(bb.id()), "VmHWM:")
     );
     println!(
         "probity uses {:.0}% of blackbox_exporter's CPU per probe",

@@ -7,26 +7,18 @@
 mod agent;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "cluster/testkube.rs"]
+mod testkube;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use probity::api::{HealthCheck, Outcome};
 
 use common::{free_addr, Probity};
-
-async fn client(path: &str) -> Client {
-    let kc = Kubeconfig::read_from(path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
 
 async fn history(c: &Client, ns: &str) -> Option<Vec<(String, Option<Outcome>)>> {
     let hc = Api::<HealthCheck>::namespaced(c.clone(), ns)
@@ -44,12 +36,7 @@ async fn history(c: &Client, ns: &str) -> Option<Vec<(String, Option<Outcome>)>>
 
 #[tokio::test]
 async fn probity_recovers_from_an_api_server_restart_on_its_own() {
-    let Ok(path) = std::env::var("PROBITY_TEST_KUBECONFIG") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must run the cluster suite"
-        );
-        eprintln!("SKIPPED: no test API server");
+    let Some(path) = testkube::kubeconfig() else {
         return;
     };
     let dir = Path::new(&path).parent().unwrap().to_path_buf();
@@ -57,64 +44,17 @@ async fn probity_recovers_from_an_api_server_restart_on_its_own() {
         eprintln!("SKIPPED: the API server was not started by scripts/kube-up.sh");
         return;
     }
-    let c = client(&path).await;
-    probity::api::crd::crd();
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(c.clone());
-    crds.patch(
-        "healthchecks.kuberhealthy.github.io",
-        &kube::api::PatchParams::apply("probity-tests").force(),
-        &kube::api::Patch::Apply(probity::api::crd::crd()),
-    )
-    .await
-    .unwrap();
-    let ns = format!(
-        "probity-restart-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..6]
-    );
-    let mut n = Namespace::default();
-    n.metadata.name = Some(ns.clone());
-    Api::<Namespace>::all(c.clone())
-        .create(&PostParams::default(), &n)
-        .await
-        .unwrap();
+    let c = testkube::client_from(&path).await;
+    testkube::install_crd(&c).await;
+    let ns = testkube::fresh_namespace(&c, "probity-restart").await;
     let _agent = agent::start(c.clone(), &ns);
 
     let addr = free_addr();
-    let args: Vec<String> = [
-        "serve",
-        "--kubernetes",
-        "--namespace",
-        &ns,
-        "--lease-namespace",
-        &ns,
-        "--listen-address",
-        &addr,
-        "--identity",
-        "survivor",
-        "--report-url",
-        &format!("http://{addr}"),
-        "--lease-duration",
-        "3s",
-        "--renew-deadline",
-        "2s",
-        "--retry-period",
-        "500ms",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = testkube::serve_args(&ns, "survivor", &addr, &addr);
     let mut p = Probity::spawn(&args, &[("KUBECONFIG", path.as_str())]);
     p.wait_for("leadership", |d| d["CurrentMaster"] == "survivor")
         .await;
-    let bin = env!("CARGO_BIN_EXE_probity");
-    let text = format!(
-        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: steady, namespace: {ns}}}\nspec:\n  runInterval: 3s\n  timeout: 10s\n  podSpec: {{spec: {{containers: [{{name: c, image: local/x:1, command: [{bin}, report, --ok]}}]}}}}\n"
-    );
-    let hc = probity::api::load::parse_documents(&text)
-        .unwrap()
-        .remove(0)
-        .check
-        .unwrap();
+    let hc = testkube::reporting_check(&ns, "steady", "  runInterval: 3s\n  timeout: 10s\n");
     Api::<HealthCheck>::namespaced(c.clone(), &ns)
         .create(&PostParams::default(), &hc)
         .await

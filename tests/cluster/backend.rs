@@ -9,18 +9,9 @@ use kube::Client;
 use probity::api::{HealthCheck, HealthCheckStatus, Outcome};
 use serde_json::Value;
 
+use crate::agent;
 use crate::common::{free_addr, Probity, PATIENCE};
-use crate::{agent, client, install_crd, namespace};
-
-/// Lease timings short enough for a failover test, in the documented order.
-const LEASE: [&str; 6] = [
-    "--lease-duration",
-    "3s",
-    "--renew-deadline",
-    "2s",
-    "--retry-period",
-    "500ms",
-];
+use crate::testkube::{check, client, fresh_namespace, install_crd, serve_args};
 
 pub struct Setup {
     pub client: Client,
@@ -32,10 +23,9 @@ pub struct Setup {
 /// the CRD installed and a node agent running its pods.
 pub async fn setup(base: &str) -> Option<Setup> {
     let client = client().await?;
-    let ns = format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let ns = ns.as_str();
     install_crd(&client).await;
-    namespace(&client, ns).await;
+    let ns = fresh_namespace(&client, base).await;
+    let ns = ns.as_str();
     let agent = agent::start(client.clone(), ns);
     Some(Setup {
         client,
@@ -58,22 +48,7 @@ pub fn replica_with(
     extra: &[&str],
 ) -> Probity {
     let kubeconfig = std::env::var("PROBITY_TEST_KUBECONFIG").unwrap();
-    let mut args: Vec<String> = [
-        "serve",
-        "--kubernetes",
-        "--namespace",
-        ns,
-        "--lease-namespace",
-        ns,
-        "--listen-address",
-        listen,
-        "--identity",
-        identity,
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(["--report-url".into(), format!("http://{report}")]);
-    args.extend(LEASE.map(String::from));
+    let mut args = serve_args(ns, identity, listen, report);
     args.extend(extra.iter().map(|s| s.to_string()));
     Probity::spawn(&args, &[("KUBECONFIG", kubeconfig.as_str())])
 }
@@ -106,17 +81,6 @@ async fn leader_is(p: &Probity, who: &str) {
         .await;
 }
 
-pub fn check_yaml(ns: &str, name: &str, spec: &str) -> HealthCheck {
-    let text = format!(
-        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
-    );
-    probity::api::load::parse_documents(&text)
-        .unwrap()
-        .remove(0)
-        .check
-        .unwrap()
-}
-
 /// A check whose pod runs `script` under /bin/sh, with probity's `report` on the PATH.
 fn sh_check(ns: &str, name: &str, extra: &str, script: &str) -> HealthCheck {
     let bin = env!("CARGO_BIN_EXE_probity");
@@ -125,7 +89,7 @@ fn sh_check(ns: &str, name: &str, extra: &str, script: &str) -> HealthCheck {
         "{extra}  podSpec:\n    spec:\n      containers:\n      - name: check\n        image: local/sh:1\n        command: [/bin/sh, -c, {}]\n",
         serde_json::to_string(&script).unwrap()
     );
-    check_yaml(ns, name, &spec)
+    check(ns, name, &spec)
 }
 
 async fn create(client: &Client, hc: &HealthCheck) {
@@ -189,7 +153,7 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
     create(c, &stuck).await;
     create(
         c,
-        &check_yaml(
+        &check(
             ns,
             "invalid",
             "  runInterval: banana\n  podSpec: {spec: {containers: [{name: c, image: i}]}}\n",
@@ -554,10 +518,10 @@ async fn probe_checks_run_in_probity_without_a_pod() {
         "  runInterval: 1h\n  probe:\n    httpGet: {{url: \"{}\"}}\n",
         p.url("/healthz")
     );
-    create(c, &check_yaml(ns, "self", &spec)).await;
+    create(c, &check(ns, "self", &spec)).await;
     create(
         c,
-        &check_yaml(
+        &check(
             ns,
             "closed",
             "  runInterval: 1h\n  probe:\n    tcpSocket: {host: 127.0.0.1, port: 1}\n",
@@ -566,7 +530,7 @@ async fn probe_checks_run_in_probity_without_a_pod() {
     .await;
     create(
         c,
-        &check_yaml(
+        &check(
             ns,
             "exec",
             "  runInterval: 1h\n  probe:\n    exec: {command: [\"true\"]}\n",
@@ -605,7 +569,7 @@ async fn probe_checks_run_in_probity_without_a_pod() {
     // the API server for it (which, with no kubelet here, cannot connect it to a container).
     create(
         c,
-        &check_yaml(
+        &check(
             ns,
             "exec-none",
             "  runInterval: 1h\n  probe:\n    exec: {command: [\"true\"], podSelector: {app: nothing-here}}\n",
@@ -637,7 +601,7 @@ async fn probe_checks_run_in_probity_without_a_pod() {
         .unwrap();
     create(
         c,
-        &check_yaml(
+        &check(
             ns,
             "exec-target",
             "  runInterval: 1h\n  probe:\n    exec: {command: [cat, /etc/hostname], podSelector: {app: target}, container: main}\n",

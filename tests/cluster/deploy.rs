@@ -9,8 +9,9 @@ use kube::api::Api;
 use kube::config::Kubeconfig;
 use probity::api::{HealthCheck, Outcome};
 
-use crate::backend::{check_yaml, setup};
+use crate::backend::setup;
 use crate::common::{free_addr, Probity};
+use crate::testkube::reporting_check;
 
 #[tokio::test]
 async fn deploy_applies_and_its_rbac_is_enough_to_run_checks() {
@@ -109,12 +110,7 @@ async fn deploy_applies_and_its_rbac_is_enough_to_run_checks() {
         d["CurrentMaster"] == "sa-replica"
     })
     .await;
-    let bin = env!("CARGO_BIN_EXE_probity");
-    let hc: HealthCheck = check_yaml(
-        ns,
-        "rbac",
-        &format!("  runInterval: 1h\n  podSpec: {{spec: {{containers: [{{name: c, image: local/x:1, command: [{bin}, report, --ok]}}]}}}}\n"),
-    );
+    let hc: HealthCheck = reporting_check(ns, "rbac", "  runInterval: 1h\n");
     Api::<HealthCheck>::namespaced(c.clone(), ns)
         .create(&Default::default(), &hc)
         .await

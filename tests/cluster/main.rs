@@ -7,69 +7,11 @@ mod backend;
 #[path = "../common/mod.rs"]
 mod common;
 mod deploy;
+mod testkube;
 
-use std::time::Duration;
-
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::Client;
-use probity::api::{crd, Condition, HealthCheck, HealthCheckStatus, Outcome, RunRecord};
-
-async fn client() -> Option<Client> {
-    let Ok(path) = std::env::var("PROBITY_TEST_KUBECONFIG") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must run the cluster suite: .ci/run starts the API server and sets PROBITY_TEST_KUBECONFIG"
-        );
-        eprintln!("SKIPPED: no test API server (scripts/kube-up.sh DIR, then PROBITY_TEST_KUBECONFIG=DIR/kubeconfig)");
-        return None;
-    };
-    let kc = Kubeconfig::read_from(&path).expect("read the test kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("a usable kubeconfig");
-    Some(Client::try_from(config).expect("a client"))
-}
-
-async fn install_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply("probity-tests").force();
-    crds.patch(
-        "healthchecks.kuberhealthy.github.io",
-        &pp,
-        &Patch::Apply(crd::crd()),
-    )
-    .await
-    .expect("the API server accepts the generated CRD");
-    for _ in 0..100 {
-        let c = crds
-            .get("healthchecks.kuberhealthy.github.io")
-            .await
-            .unwrap();
-        let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        });
-        if established {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the CRD never became Established");
-}
-
-async fn namespace(client: &Client, name: &str) {
-    let ns: Api<Namespace> = Api::all(client.clone());
-    let mut n = Namespace::default();
-    n.metadata.name = Some(name.into());
-    match ns.create(&PostParams::default(), &n).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("create namespace {name}: {e}"),
-    }
-}
+use probity::api::{Condition, HealthCheck, HealthCheckStatus, Outcome, RunRecord};
+use testkube::{client, install_crd, namespace};
 
 fn full_status() -> HealthCheckStatus {
     HealthCheckStatus {

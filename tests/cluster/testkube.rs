@@ -1,0 +1,138 @@
+//! The test API server from the side of a test: a client from its kubeconfig, the CRD
+//! installed and Established, namespaces. Shared by tests/cluster, tests/cluster_restart.rs and
+//! benches/cluster.rs (through `#[path]`).
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use probity::api::crd;
+
+/// The kubeconfig of the test API server, or None (with a note) when there is none; under CI
+/// there must be one.
+pub fn kubeconfig() -> Option<String> {
+    let Ok(path) = std::env::var("PROBITY_TEST_KUBECONFIG") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the cluster suite: .ci/run starts the API server and sets PROBITY_TEST_KUBECONFIG"
+        );
+        eprintln!("SKIPPED: no test API server (scripts/kube-up.sh DIR, then PROBITY_TEST_KUBECONFIG=DIR/kubeconfig)");
+        return None;
+    };
+    Some(path)
+}
+
+pub async fn client_from(path: &str) -> Client {
+    let kc = Kubeconfig::read_from(path).expect("read the test kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("a usable kubeconfig");
+    Client::try_from(config).expect("a client")
+}
+
+pub async fn client() -> Option<Client> {
+    Some(client_from(&kubeconfig()?).await)
+}
+
+pub async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply("probity-tests").force();
+    crds.patch(
+        "healthchecks.kuberhealthy.github.io",
+        &pp,
+        &Patch::Apply(crd::crd()),
+    )
+    .await
+    .expect("the API server accepts the generated CRD");
+    for _ in 0..100 {
+        let c = crds
+            .get("healthchecks.kuberhealthy.github.io")
+            .await
+            .unwrap();
+        let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+        if established {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the CRD never became Established");
+}
+
+pub async fn namespace(client: &Client, name: &str) {
+    let ns: Api<Namespace> = Api::all(client.clone());
+    let mut n = Namespace::default();
+    n.metadata.name = Some(name.into());
+    match ns.create(&PostParams::default(), &n).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace {name}: {e}"),
+    }
+}
+
+/// A namespace of its own, named after `base`, so runs against one API server do not collide.
+pub async fn fresh_namespace(client: &Client, base: &str) -> String {
+    let ns = format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    namespace(client, &ns).await;
+    ns
+}
+
+/// A HealthCheck in `ns` with `spec` (YAML lines indented by two spaces).
+pub fn check(ns: &str, name: &str, spec: &str) -> probity::api::HealthCheck {
+    let text = format!(
+        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
+    );
+    probity::api::load::parse_documents(&text)
+        .unwrap()
+        .remove(0)
+        .check
+        .unwrap()
+}
+
+/// A check whose pod runs `probity report --ok` (this build's binary), with `spec` besides.
+pub fn reporting_check(ns: &str, name: &str, spec: &str) -> probity::api::HealthCheck {
+    let bin = env!("CARGO_BIN_EXE_probity");
+    check(
+        ns,
+        name,
+        &format!("{spec}  podSpec: {{spec: {{containers: [{{name: c, image: local/report:1, command: [{bin}, report, --ok]}}]}}}}\n"),
+    )
+}
+
+/// Lease timings short enough for failover tests, in the documented order.
+pub const SHORT_LEASE: [&str; 6] = [
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "500ms",
+];
+
+/// `probity serve --kubernetes` arguments for a replica of namespace `ns` (its Lease there too),
+/// listening on `listen`, telling pods to report to `report`, with short lease timings.
+pub fn serve_args(ns: &str, identity: &str, listen: &str, report: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "serve",
+        "--kubernetes",
+        "--namespace",
+        ns,
+        "--lease-namespace",
+        ns,
+        "--listen-address",
+        listen,
+        "--identity",
+        identity,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["--report-url".into(), format!("http://{report}")]);
+    args.extend(SHORT_LEASE.map(String::from));
+    args
+}
