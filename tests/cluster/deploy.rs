@@ -4,14 +4,14 @@
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, Patch, PatchParams};
 use kube::config::Kubeconfig;
 use probity::api::{HealthCheck, Outcome};
 
 use crate::backend::setup;
 use crate::common::{free_addr, Probity};
-use crate::testkube::reporting_check;
+use crate::testkube::{check, reporting_check};
 
 #[tokio::test]
 async fn deploy_applies_and_its_rbac_is_enough_to_run_checks() {
@@ -125,6 +125,53 @@ async fn deploy_applies_and_its_rbac_is_enough_to_run_checks() {
     })
     .await;
     assert_eq!(st.last_outcome, Some(Outcome::Success), "{:?}", st.errors);
+
+    // An exec probe under the same token: the WebSocket exec is authorized as `get` on pods/exec
+    // (SPDY's POST as `create`). With no kubelet here the request cannot reach a container, so
+    // the API server's own answer ("does not have a host assigned") is what passing RBAC looks
+    // like; a 403 is the failure this guards against.
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    let target: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "target", "labels": {"app": "target"}},
+        "spec": {"containers": [{"name": "main", "image": "local/target:1"}]}
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &target).await.unwrap();
+    pods.patch_status(
+        "target",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    let hc = check(
+        ns,
+        "rbac-exec",
+        "  runInterval: 1h\n  probe:\n    exec: {command: [\"true\"], podSelector: {app: target}}\n",
+    );
+    Api::<HealthCheck>::namespaced(c.clone(), ns)
+        .create(&Default::default(), &hc)
+        .await
+        .unwrap();
+    let st = super_wait(async || {
+        let st = Api::<HealthCheck>::namespaced(c.clone(), ns)
+            .get("rbac-exec")
+            .await
+            .ok()?
+            .status?;
+        (!st.history.is_empty()).then_some(st)
+    })
+    .await;
+    let msg = st.history[0].errors.join("; ");
+    assert!(
+        !msg.contains("forbidden"),
+        "RBAC refused the exec probe: {msg}"
+    );
+    assert!(
+        msg.contains("does not have a host assigned"),
+        "the exec request did not reach the API server's handler: {msg}"
+    );
+
     let log = p.log.lock().unwrap().join("\n");
     assert!(!log.contains("forbidden"), "a request was refused: {log}");
 }
