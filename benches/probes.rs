@@ -24,9 +24,12 @@ use probity::api::load::parse_documents;
 use probity::api::{CheckKey, HealthCheck};
 use probity::engine::clock::SystemClock;
 use probity::engine::driver::Driver;
-use probity::engine::{Desired, Engine, EngineConfig, EngineHandle, Runner, StartRun, StopReason};
-use probity::runner::LocalRunner;
-use probity::store::FileStore;
+use probity::engine::{
+    Board, Desired, Engine, EngineConfig, EngineHandle, Runner, StartRun, StopReason,
+};
+use probity::local::FileStore;
+use probity::local::LocalRunner;
+use probity::metrics::Metrics;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -173,13 +176,17 @@ async fn main() {
         lags: lags.clone(),
     });
     let store = Arc::new(FileStore::open(state.path()).unwrap());
+    let board = Arc::new(Board::new("bench"));
+    let metrics = Arc::new(Metrics::new(Default::default(), board.clone()));
     let driver = Driver::new(
         Engine::new(EngineConfig::new("bench")),
         runner,
         store,
         SystemClock,
         events,
+        board,
     )
+    .observed_by_shared(metrics)
     .stopping_on(shutdown)
     .grace(Duration::from_secs(2))
     .observed_by(obs);

@@ -16,10 +16,11 @@ use probity::api::CheckKey;
 use probity::engine::clock::SystemClock;
 use probity::engine::driver::Driver;
 use probity::engine::{
-    Desired, Engine, EngineConfig, EngineHandle, RunEnd, Runner, StartRun, StopReason,
+    Board, Desired, Engine, EngineConfig, EngineHandle, RunEnd, Runner, StartRun, StopReason,
 };
+use probity::local::FileStore;
+use probity::metrics::Metrics;
 use probity::server::{self, AppState};
-use probity::store::FileStore;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -100,16 +101,19 @@ async fn setup(mode: Mode) -> Setup {
         started: started.clone(),
     });
     let store = Arc::new(FileStore::open(state.path()).unwrap());
+    let board = Arc::new(Board::new("bench"));
+    let metrics = Arc::new(Metrics::new(Default::default(), board.clone()));
     let driver = Driver::new(
         Engine::new(EngineConfig::new("bench")),
         runner,
         store,
         SystemClock,
         events,
+        board.clone(),
     )
+    .observed_by_shared(metrics.clone())
     .stopping_on(shutdown.clone())
     .grace(Duration::from_secs(1));
-    let (board, metrics) = (driver.board().clone(), driver.metrics().clone());
     tokio::spawn(driver.run());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

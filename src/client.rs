@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 
-use crate::server::report::UUID_HEADER;
+use crate::api::protocol::UUID_HEADER;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,19 +23,21 @@ const NO_DEADLINE_RETRY: Duration = Duration::from_secs(30);
 impl ReportTarget {
     /// From `KH_REPORTING_URL`, `KH_RUN_UUID` and `KH_CHECK_RUN_DEADLINE`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let need = |k: &str| {
-            get(k).filter(|v| !v.is_empty()).ok_or_else(|| {
-                Error::Config(format!(
-                    "{k} is not set: `probity report` runs inside a check run"
-                ))
-            })
+        let need = |var: &'static str| {
+            get(var)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| Error::RunEnv {
+                    var,
+                    problem: "is not set: `probity report` runs inside a check run".into(),
+                })
         };
         let url = need("KH_REPORTING_URL")?;
         let uuid = need("KH_RUN_UUID")?;
         let deadline = match get("KH_CHECK_RUN_DEADLINE").filter(|v| !v.is_empty()) {
             None => None,
-            Some(v) => Some(v.trim().parse().map_err(|_| {
-                Error::Config(format!("KH_CHECK_RUN_DEADLINE {v:?} is not unix seconds"))
+            Some(v) => Some(v.trim().parse().map_err(|_| Error::RunEnv {
+                var: "KH_CHECK_RUN_DEADLINE",
+                problem: format!("{v:?} is not unix seconds"),
             })?),
         };
         Ok(ReportTarget {
@@ -51,7 +53,7 @@ pub async fn send(target: &ReportTarget, ok: bool, errors: &[String]) -> Result<
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
-        .map_err(|e| Error::ReportFailed(e.to_string()))?;
+        .map_err(Error::HttpClient)?;
     let body = serde_json::json!({ "OK": ok, "Errors": errors });
     let give_up = match target
         .deadline
@@ -76,11 +78,14 @@ pub async fn send(target: &ReportTarget, ok: bool, errors: &[String]) -> Result<
                     return Ok(());
                 }
                 let text = resp.text().await.unwrap_or_default();
-                let reason = format!("{} {}", status.as_u16(), text.trim());
+                let reason = text.trim().to_string();
                 if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
-                    return Err(Error::ReportRefused(reason));
+                    return Err(Error::ReportRefused {
+                        status: status.as_u16(),
+                        reason,
+                    });
                 }
-                reason
+                format!("{} {reason}", status.as_u16())
             }
             Err(e) => e.to_string(),
         };

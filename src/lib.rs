@@ -1,73 +1,20 @@
 //! probity: a synthetic check runner that speaks Kuberhealthy's API.
 //!
-//! The engine decides when checks run and what their results mean; backends (the local process
-//! runner and file store here, Kubernetes elsewhere) carry those decisions out.
+//! The engine decides when checks run and what their results mean; the backends (`kube`,
+//! `local`) carry those decisions out. docs/architecture.md is the map.
 
 pub mod api;
+pub mod cli;
 pub mod client;
-pub mod cluster;
 pub mod engine;
-pub mod kubernetes;
+mod error;
+pub mod kube;
 pub mod local;
 pub mod metrics;
-pub mod runner;
+pub mod probe;
 pub mod server;
-pub mod store;
 
-use std::path::PathBuf;
-
-/// Every failure the library reports. Variants carry their source so callers can say what broke.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Invalid(#[from] api::validate::Invalid),
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
-    #[error("serializing {what}: {source}")]
-    Json {
-        what: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("listening on {addr}: {source}")]
-    Listen {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("report refused: {0}")]
-    ReportRefused(String),
-    #[error("report failed: {0}")]
-    ReportFailed(String),
-    #[error("{0}")]
-    Config(String),
-    #[error("{what}: {source}")]
-    Kube {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
-    /// A write lost to another writer, or its object is gone.
-    #[error("{0}")]
-    Conflict(String),
-}
-
-impl Error {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use error::{Error, Result};
 
 /// Makes large buffers (a 10,000-check `/metrics` or `/json` body) come from and go back to the
 /// OS directly. glibc otherwise raises its mmap threshold after the first such buffer is freed

@@ -8,12 +8,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use probity::api::{crd, duration, validate::Defaults};
-use probity::cluster::LeaseConfig;
-use probity::kubernetes::{self, KubeConfig};
+use probity::cli;
+use probity::kube::{self, KubeConfig, LeaseConfig, Namespaces, Retention};
 use probity::local::{self, LocalConfig};
 use probity::metrics::MetricsConfig;
-use probity::runner::pod::Retention;
-use probity::store::kube::Namespaces;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -232,7 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files, defaults } => {
-            let ok = local::validate_files(&files, &defaults.defaults(), &mut std::io::stdout())?;
+            let ok = cli::validate_files(&files, &defaults.defaults(), &mut std::io::stdout())?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -245,7 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { file, defaults } => {
-            let (verdicts, file_errors) = local::run_file(&file, defaults.defaults(), &host_name())
+            let (verdicts, file_errors) = cli::run_file(&file, defaults.defaults(), &host_name())
                 .await
                 .with_context(|| format!("running {}", file.display()))?;
             for e in &file_errors {
@@ -288,9 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .or(pod_namespace.clone())
                     .unwrap_or_else(|| "default".into());
                 let report_url = a.report_url.unwrap_or_else(|| {
-                    kubernetes::default_report_url(
-                        pod_namespace.as_deref().unwrap_or(&lease_namespace),
-                    )
+                    kube::default_report_url(pod_namespace.as_deref().unwrap_or(&lease_namespace))
                 });
                 let cfg = KubeConfig {
                     listen_address: a.listen_address,
@@ -315,7 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                     run_token,
                 };
-                kubernetes::serve(cfg, shutdown_signal()).await?;
+                kube::serve(cfg, shutdown_signal()).await?;
                 return Ok(ExitCode::SUCCESS);
             }
             let cfg = LocalConfig {

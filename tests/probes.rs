@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use hyper::body::{Body, Bytes, Frame};
 use probity::api::probe::{ExecProbe, GrpcProbe, HttpGetProbe, HttpHeader, TcpSocketProbe};
-use probity::runner::probe::{exec, grpc, http, tcp};
+use probity::probe::{exec, grpc, http, tcp};
 
 async fn serve(router: Router) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -551,9 +551,9 @@ mod thresholds {
     use probity::api::CheckKey;
     use probity::engine::clock::TokioClock;
     use probity::engine::driver::Driver;
+    use probity::engine::MemoryStore;
     use probity::engine::{Desired, Engine, EngineConfig, EngineHandle};
-    use probity::runner::LocalRunner;
-    use probity::store::MemoryStore;
+    use probity::local::LocalRunner;
     use tokio::sync::{mpsc, watch};
 
     /// A TCP probe check on a paused clock: the published state flips only after three failures
@@ -573,6 +573,7 @@ mod thresholds {
             Arc::new(MemoryStore),
             clock,
             events,
+            Arc::new(probity::engine::Board::new("t")),
         )
         .stopping_on(shutdown)
         .grace(Duration::from_secs(1))

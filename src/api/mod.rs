@@ -5,6 +5,7 @@ pub mod crd;
 pub mod duration;
 pub mod load;
 pub mod probe;
+pub mod protocol;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use probe::Probe;
+pub use probe::{Probe, ProbeKind};
 
 pub const GROUP: &str = "kuberhealthy.github.io";
 pub const VERSION: &str = "v2";

@@ -86,23 +86,53 @@ pub struct GrpcProbe {
     pub service: Option<String>,
 }
 
+/// The built-in probe methods: the one list metrics, messages and validation name them from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    HttpGet,
+    TcpSocket,
+    Exec,
+    Grpc,
+}
+
+impl ProbeKind {
+    pub const ALL: [ProbeKind; 4] = [
+        ProbeKind::HttpGet,
+        ProbeKind::TcpSocket,
+        ProbeKind::Exec,
+        ProbeKind::Grpc,
+    ];
+
+    /// The field name, as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::HttpGet => "httpGet",
+            ProbeKind::TcpSocket => "tcpSocket",
+            ProbeKind::Exec => "exec",
+            ProbeKind::Grpc => "grpc",
+        }
+    }
+}
+
 impl Probe {
-    /// The names of the methods that are set, for "exactly one" checks and messages.
-    pub fn methods(&self) -> Vec<&'static str> {
-        let mut m = Vec::new();
-        if self.http_get.is_some() {
-            m.push("httpGet");
-        }
-        if self.tcp_socket.is_some() {
-            m.push("tcpSocket");
-        }
-        if self.exec.is_some() {
-            m.push("exec");
-        }
-        if self.grpc.is_some() {
-            m.push("grpc");
-        }
-        m
+    /// The methods that are set, for "exactly one" checks and messages.
+    pub fn kinds(&self) -> Vec<ProbeKind> {
+        let set = [
+            self.http_get.is_some(),
+            self.tcp_socket.is_some(),
+            self.exec.is_some(),
+            self.grpc.is_some(),
+        ];
+        ProbeKind::ALL
+            .into_iter()
+            .zip(set)
+            .filter_map(|(k, on)| on.then_some(k))
+            .collect()
+    }
+
+    /// The method of a valid probe (exactly one set).
+    pub fn kind(&self) -> Option<ProbeKind> {
+        self.kinds().first().copied()
     }
 }
 

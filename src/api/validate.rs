@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 
-use super::{duration, HealthCheck, HealthCheckSpec};
+use super::{duration, HealthCheck, HealthCheckSpec, ProbeKind};
 
 /// One problem with a check: the field's path, and what is wrong with its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +150,25 @@ pub struct Plan {
     pub initial_delay: Duration,
 }
 
+/// Validates a check as a backend runs it: the problems found while loading it or that the
+/// backend cannot run (`found`, listed first), then those of the spec. The one place these
+/// are merged, for the engine, the controller's events and the CLI alike.
+pub fn validate_with(
+    hc: &HealthCheck,
+    defaults: &Defaults,
+    found: Option<&Invalid>,
+) -> Result<Plan, Invalid> {
+    let found = found.filter(|f| !f.problems.is_empty());
+    match (validate(hc, defaults), found) {
+        (r, None) => r,
+        (Ok(_), Some(f)) => Err(f.clone()),
+        (Err(mut v), Some(f)) => {
+            v.problems.splice(0..0, f.problems.iter().cloned());
+            Err(v)
+        }
+    }
+}
+
 pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> {
     let mut problems = Vec::new();
     let mut bad = |field: &str, message: String| {
@@ -194,12 +213,13 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
             }
         },
         (None, Some(probe)) => {
-            let m = probe.methods();
+            let m: Vec<&str> = probe.kinds().into_iter().map(|k| k.as_str()).collect();
             if m.len() != 1 {
                 bad(
                     "spec.probe",
                     format!(
-                        "set exactly one of httpGet, tcpSocket, exec, grpc (found {})",
+                        "set exactly one of {} (found {})",
+                        ProbeKind::ALL.map(|k| k.as_str()).join(", "),
                         if m.is_empty() {
                             "none".to_string()
                         } else {

@@ -9,6 +9,7 @@ use std::time::Duration;
 // tokio's clock, so tests can pause it and see a stalled loop without waiting.
 use tokio::time::Instant;
 
+use super::Leadership;
 use crate::api::{CheckKey, HealthCheckStatus};
 
 /// One check as published.
@@ -44,22 +45,25 @@ impl CheckView {
 
 #[derive(Debug)]
 pub struct Board {
-    identity: String,
+    leadership: Leadership,
     checks: RwLock<BTreeMap<CheckKey, Arc<CheckView>>>,
     /// Problems not tied to one check, such as a checks file that is not YAML.
     source_errors: RwLock<BTreeMap<String, String>>,
-    leader: RwLock<String>,
     started: Instant,
     last_tick_ms: AtomicU64,
     ready: AtomicBool,
 }
 
 impl Board {
+    /// The board of a process that always leads.
     pub fn new(identity: impl Into<String>) -> Self {
-        let identity = identity.into();
+        Board::led_by(Leadership::solo(&identity.into()))
+    }
+
+    /// The board of a replica that leads while `leadership` says so.
+    pub fn led_by(leadership: Leadership) -> Self {
         Board {
-            leader: RwLock::new(identity.clone()),
-            identity,
+            leadership,
             checks: RwLock::default(),
             source_errors: RwLock::default(),
             started: Instant::now(),
@@ -69,22 +73,17 @@ impl Board {
     }
 
     pub fn identity(&self) -> &str {
-        &self.identity
+        self.leadership.identity()
     }
 
+    /// Who leads, as last seen (`CurrentMaster`).
     pub fn leader(&self) -> String {
-        self.leader
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.leadership.holder()
     }
 
-    pub fn set_leader(&self, name: &str) {
-        *self.leader.write().unwrap_or_else(|e| e.into_inner()) = name.to_string();
-    }
-
+    /// Whether this replica may act as leader now.
     pub fn is_leader(&self) -> bool {
-        self.leader() == self.identity
+        self.leadership.is_current()
     }
 
     pub fn put(&self, view: Arc<CheckView>) {

@@ -2,12 +2,19 @@
 //!
 //! [`core::Engine`] is a synchronous state machine: callers pass the time in and get [`Effect`]s
 //! back. [`driver`] runs it against a [`Runner`] and a [`StatusStore`] with an injectable
-//! [`clock::Clock`]. Nothing here calls the API server, spawns a process or serves HTTP.
+//! [`clock::Clock`], reading who leads from one [`Leadership`] handle and telling
+//! [`Observer`]s what happened. Nothing here calls the API server, spawns a process or serves
+//! HTTP; this folder imports only `api` and the crate's error type.
 
 pub mod board;
 pub mod clock;
 pub mod core;
 pub mod driver;
+pub mod leadership;
+pub mod manual;
+pub mod memory;
+pub mod observe;
+pub mod refusal;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,12 +24,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::api::validate::Invalid;
-use crate::api::{CheckKey, HealthCheck, HealthCheckStatus, Outcome};
+use crate::api::validate::{Defaults, Invalid, Plan};
+use crate::api::{CheckKey, HealthCheck, HealthCheckStatus, Outcome, ProbeKind};
 
 pub use board::{Board, CheckView};
 pub use core::{Engine, EngineConfig};
-pub use driver::{EngineHandle, Event};
+pub use driver::{Driver, EngineHandle, Event};
+pub use leadership::{Claim, ClaimWriter, Leadership};
+pub use manual::{EngineRuns, RequestFuture, RunRequests};
+pub use memory::MemoryStore;
+pub use observe::{Finished, Observer};
+pub use refusal::{Rejection, RunRefused};
 
 /// A check as a backend sees it: the resource, and a problem found while loading it (for
 /// example an unknown field) that validation of the typed spec cannot see.
@@ -30,6 +42,13 @@ pub use driver::{EngineHandle, Event};
 pub struct Desired {
     pub check: Arc<HealthCheck>,
     pub load_error: Option<Invalid>,
+}
+
+impl Desired {
+    /// What the engine schedules this check by, or everything wrong with it.
+    pub fn plan(&self, defaults: &Defaults) -> Result<Plan, Invalid> {
+        crate::api::validate::validate_with(&self.check, defaults, self.load_error.as_ref())
+    }
 }
 
 /// Everything a runner needs to start one run.
@@ -102,7 +121,7 @@ pub enum Effect {
         duration: Duration,
         errors: Vec<String>,
         /// The probe method, for a probe check.
-        probe: Option<&'static str>,
+        probe: Option<ProbeKind>,
     },
     /// How late a run started against its due time (for the lag metric).
     Started {

@@ -2,8 +2,6 @@
 //! configured (Kuberhealthy's admin API had no authentication at all). Any replica takes the
 //! request; how it reaches the scheduler is the backend's business.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -13,17 +11,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::api::CheckKey;
-use crate::engine::EngineHandle;
-
-/// Why a run request was not taken: the HTTP status and a one-line reason.
-pub type Refusal = (StatusCode, String);
-
-pub type RequestFuture = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send>>;
-
-/// Hands a manual run request to whoever schedules.
-pub trait RunRequests: Send + Sync + 'static {
-    fn request(&self, key: CheckKey) -> RequestFuture;
-}
+use crate::engine::{RunRefused, RunRequests};
 
 /// Manual runs: the token callers must present, and where requests go.
 #[derive(Clone)]
@@ -38,22 +26,16 @@ impl std::fmt::Debug for ManualRuns {
     }
 }
 
-/// One process is the scheduler: straight to the engine.
-pub struct EngineRuns(pub EngineHandle);
-
-impl RunRequests for EngineRuns {
-    fn request(&self, key: CheckKey) -> RequestFuture {
-        let engine = self.0.clone();
-        Box::pin(async move {
-            engine.run_now(key).await.map_err(|e| {
-                let code = if e.starts_with("no check") {
-                    StatusCode::NOT_FOUND
-                } else {
-                    StatusCode::CONFLICT
-                };
-                (code, e)
-            })
-        })
+/// 404 for a check nobody knows, 503 when the request could not be handed on (retry), 409
+/// for a check that cannot run now.
+fn status_of(r: &RunRefused) -> StatusCode {
+    match r {
+        RunRefused::NoCheck(_) => StatusCode::NOT_FOUND,
+        RunRefused::NotRecorded(_) | RunRefused::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        RunRefused::Invalid { .. }
+        | RunRefused::InFlight(_)
+        | RunRefused::ShuttingDown
+        | RunRefused::NotLeader => StatusCode::CONFLICT,
     }
 }
 
@@ -113,6 +95,6 @@ pub async fn run(
     let key = CheckKey::new(&ns, &name);
     match manual.backend.request(key.clone()).await {
         Ok(()) => say(StatusCode::ACCEPTED, format!("run of {key} requested")),
-        Err((code, msg)) => say(code, msg),
+        Err(r) => say(status_of(&r), r.to_string()),
     }
 }

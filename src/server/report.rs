@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::AppState;
-
-pub const UUID_HEADER: &str = "kh-run-uuid";
+pub use crate::api::protocol::UUID_HEADER;
+use crate::engine::Rejection;
 /// Largest report body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -141,10 +141,20 @@ async fn handle(
     };
     match st.engine.report(uuid, ok, errors).await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(r) => refuse(
-            StatusCode::from_u16(r.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            r.reason,
-        ),
+        Err(r) => refuse(status_of(&r), r.to_string()),
+    }
+}
+
+/// What a refusal means to Kuberhealthy's clients: 400 never retry, 410 too late, 5xx retry.
+pub fn status_of(r: &Rejection) -> StatusCode {
+    match r {
+        Rejection::Unknown { .. }
+        | Rejection::AlreadyReported { .. }
+        | Rejection::AlreadyEnded { .. }
+        | Rejection::Deleted { .. } => StatusCode::BAD_REQUEST,
+        Rejection::TimedOut { .. } | Rejection::PastDeadline { .. } => StatusCode::GONE,
+        Rejection::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Rejection::NotStored(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

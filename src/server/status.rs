@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use crate::api::duration;
+use crate::api::protocol::namespace_list;
 use crate::engine::CheckView;
 
 /// What Go prints for a zero `time.Time`; v2 clients parse it where a check never ran.
@@ -174,16 +175,14 @@ pub struct StatusQuery {
 }
 
 pub async fn json(State(st): State<AppState>, Query(q): Query<StatusQuery>) -> Response {
-    let filter: Option<Vec<&str>> =
-        q.namespace
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .collect()
-            });
+    let listed: Option<Vec<String>> = q
+        .namespace
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(namespace_list);
+    let filter: Option<Vec<&str>> = listed
+        .as_ref()
+        .map(|l| l.iter().map(String::as_str).collect());
     let snapshot = st.board.snapshot();
     let doc = Document::new(&st, &snapshot, filter.as_deref());
     match serde_json::to_vec(&doc) {

@@ -1,4 +1,4 @@
-//! Check state in `HealthCheck.status`, and checks from a watch of HealthCheck resources.
+//! The status writer: check state in `HealthCheck.status`.
 //!
 //! Every status write is a PUT of the status subresource carrying the resourceVersion this
 //! replica last saw, so a write based on stale state (a deposed leader, a report racing a
@@ -6,29 +6,21 @@
 //! and coalesced: while one is in flight, later states replace each other and the newest goes
 //! next, so a burst of changes costs one or two requests.
 //!
-//! The watch feeds the engine. A status that differs from what this replica wrote is someone
-//! else's write and is handed to the engine as observed state; the echo of our own writes is not.
+//! The controller hands every object from the watch through [`StatusWriter::observe`]: a status
+//! that differs from what this replica wrote is someone else's write and goes to the engine as
+//! observed state; the echo of our own writes does not.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
-use kube::runtime::watcher::{self, Event as WatchEvent};
-use kube::runtime::WatchStreamExt;
-use kube::{Client, Resource, ResourceExt};
-use tokio::sync::{oneshot, watch};
-use tracing::{debug, error, info, warn};
+use kube::api::{Api, PostParams};
+use kube::Client;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
 
-use crate::api::validate::{self, Defaults, Invalid};
 use crate::api::{CheckKey, HealthCheck, HealthCheckStatus};
-use crate::engine::{Board, Desired, EngineHandle, SaveFuture, StatusStore};
-use crate::runner::pod::cluster_problems;
-use crate::server::admin::{RequestFuture, RunRequests};
+use crate::engine::{SaveFuture, StatusStore};
 use crate::Error;
 
 /// How often a write that failed for a reason other than a conflict is tried, in all.
@@ -36,7 +28,8 @@ const WRITE_ATTEMPTS: u32 = 6;
 /// How often a write is retried after a conflict that only touched the spec or metadata.
 const CONFLICT_RETRIES: u32 = 3;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+/// One result for every save coalesced into a write.
+type Waiter = oneshot::Sender<Result<(), Arc<Error>>>;
 
 #[derive(Default)]
 struct Slot {
@@ -65,14 +58,14 @@ fn rv_num(rv: Option<&str>) -> u64 {
 }
 
 #[derive(Clone)]
-pub struct KubeStore {
+pub struct StatusWriter {
     client: Client,
     slots: Arc<Mutex<HashMap<CheckKey, Slot>>>,
 }
 
-impl KubeStore {
+impl StatusWriter {
     pub fn new(client: Client) -> Self {
-        KubeStore {
+        StatusWriter {
             client,
             slots: Arc::default(),
         }
@@ -125,7 +118,7 @@ impl KubeStore {
         if let Some(slot) = slots.remove(key) {
             if let Some((_, waiters)) = slot.pending {
                 for w in waiters {
-                    let _ = w.send(Err(format!("{key} was deleted")));
+                    let _ = w.send(Err(Arc::new(Error::CheckDeleted { check: key.clone() })));
                 }
             }
         }
@@ -149,7 +142,7 @@ impl KubeStore {
                     }
                 };
                 let (status, waiters) = next;
-                let result = this.write(&key, &status).await.map_err(|e| e.to_string());
+                let result = this.write(&key, &status).await.map_err(Arc::new);
                 if let Err(e) = &result {
                     warn!(check = %key, "status write failed: {e}");
                 }
@@ -173,12 +166,12 @@ impl KubeStore {
                 let slots = self.slots.lock().expect("store lock");
                 let slot = slots
                     .get(key)
-                    .ok_or_else(|| Error::Conflict(format!("{key} was deleted")))?;
+                    .ok_or_else(|| Error::CheckDeleted { check: key.clone() })?;
                 // Without a resourceVersion the write would not be fenced.
                 let rv = slot
                     .rv
                     .clone()
-                    .ok_or_else(|| Error::Conflict(format!("{key} is not known yet")))?;
+                    .ok_or_else(|| Error::NotObserved { check: key.clone() })?;
                 // The status subresource ignores the spec, so none is sent (no copy of the
                 // pod spec per write).
                 let mut body = HealthCheck::new(key.name(), Default::default());
@@ -206,7 +199,7 @@ impl KubeStore {
                     return Ok(());
                 }
                 Err(kube::Error::Api(s)) if s.is_not_found() => {
-                    return Err(Error::Conflict(format!("{key} was deleted")));
+                    return Err(Error::CheckDeleted { check: key.clone() });
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() && conflicts < CONFLICT_RETRIES => {
                     conflicts += 1;
@@ -216,13 +209,11 @@ impl KubeStore {
                     })?;
                     let mut slots = self.slots.lock().expect("store lock");
                     let Some(slot) = slots.get_mut(key) else {
-                        return Err(Error::Conflict(format!("{key} was deleted")));
+                        return Err(Error::CheckDeleted { check: key.clone() });
                     };
                     let theirs = current.status.unwrap_or_default();
                     if slot.known.as_deref().is_some_and(|k| *k != theirs) {
-                        return Err(Error::Conflict(format!(
-                            "the status of {key} was changed by another writer"
-                        )));
+                        return Err(Error::Superseded { check: key.clone() });
                     }
                     debug!(check = %key, "retrying a status write after a spec change");
                     slot.rv = current.metadata.resource_version.clone();
@@ -231,9 +222,7 @@ impl KubeStore {
                         .max(rv_num(current.metadata.resource_version.as_deref()));
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() => {
-                    return Err(Error::Conflict(format!(
-                        "the status of {key} keeps changing under this writer"
-                    )));
+                    return Err(Error::Contended { check: key.clone() });
                 }
                 Err(source) if attempt < WRITE_ATTEMPTS && retryable(&source) => {
                     let wait = Duration::from_millis(250 << attempt.min(5));
@@ -259,7 +248,7 @@ fn retryable(e: &kube::Error) -> bool {
     }
 }
 
-impl StatusStore for KubeStore {
+impl StatusStore for StatusWriter {
     fn save(&self, key: &CheckKey, status: &Arc<HealthCheckStatus>) -> SaveFuture {
         let (tx, rx) = oneshot::channel();
         let spawn = {
@@ -283,8 +272,8 @@ impl StatusStore for KubeStore {
         }
         Box::pin(async move {
             match rx.await {
-                Ok(r) => r.map_err(Error::Conflict),
-                Err(_) => Err(Error::Conflict("the status writer stopped".into())),
+                Ok(r) => r.map_err(Error::Shared),
+                Err(_) => Err(Error::WriterStopped),
             }
         })
     }
@@ -294,266 +283,10 @@ impl StatusStore for KubeStore {
     }
 }
 
-/// The annotation a manual run request is recorded in: when it was asked for, unix milliseconds.
-pub const RUN_REQUESTED: &str = "probity.dev/run-requested";
-
-/// When a manual run of `hc` was last asked for.
-fn run_request(hc: &HealthCheck) -> Option<u64> {
-    hc.annotations().get(RUN_REQUESTED)?.parse().ok()
-}
-
-/// Manual run requests from any replica: recorded on the HealthCheck, acted on by the leader.
-pub struct AnnotateRuns {
-    pub client: Client,
-}
-
-impl RunRequests for AnnotateRuns {
-    fn request(&self, key: CheckKey) -> RequestFuture {
-        let api: Api<HealthCheck> = Api::namespaced(self.client.clone(), key.namespace());
-        Box::pin(async move {
-            let now = chrono::Utc::now().timestamp_millis().to_string();
-            let patch = serde_json::json!({"metadata": {"annotations": {RUN_REQUESTED: now}}});
-            match api
-                .patch(key.name(), &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {
-                    Err((StatusCode::NOT_FOUND, format!("no check {key}")))
-                }
-                Err(e) => Err((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("recording the run request on {key}: {e}"),
-                )),
-            }
-        })
-    }
-}
-
-/// Which namespaces to watch: all, or the listed ones.
-#[derive(Debug, Clone, Default)]
-pub struct Namespaces(pub Vec<String>);
-
-impl Namespaces {
-    pub fn parse(s: &str) -> Self {
-        Namespaces(
-            s.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(String::from)
-                .collect(),
-        )
-    }
-
-    /// One Api per watched namespace, or one for all.
-    pub fn apis<K>(&self, client: &Client) -> Vec<Api<K>>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as Resource>::DynamicType: Default,
-    {
-        if self.0.is_empty() {
-            vec![Api::all(client.clone())]
-        } else {
-            self.0
-                .iter()
-                .map(|ns| Api::namespaced(client.clone(), ns))
-                .collect()
-        }
-    }
-}
-
-/// Posts the Kubernetes Events of checks: invalid specs and failed runs. Repeats of one event
-/// become a series on one object (the recorder's own dedup), so a failing check is no storm.
-#[derive(Clone)]
-pub struct Events {
-    recorder: Recorder,
-}
-
-impl Events {
-    pub fn new(client: Client, identity: &str) -> Self {
-        Events {
-            recorder: Recorder::new(
-                client,
-                kube::runtime::events::Reporter {
-                    controller: "probity".into(),
-                    instance: Some(identity.to_string()),
-                },
-            ),
-        }
-    }
-
-    pub async fn warn(&self, check: &HealthCheck, reason: &str, note: String) {
-        self.post(&CheckKey::of(check), check.object_ref(&()), reason, note)
-            .await
-    }
-
-    /// The same, for a check known by its key.
-    pub async fn warn_key(&self, key: &CheckKey, reason: &str, note: String) {
-        let reference = ObjectReference {
-            api_version: Some(HealthCheck::api_version(&()).into_owned()),
-            kind: Some(HealthCheck::kind(&()).into_owned()),
-            name: Some(key.name().to_string()),
-            namespace: Some(key.namespace().to_string()),
-            ..Default::default()
-        };
-        self.post(key, reference, reason, note).await
-    }
-
-    async fn post(&self, key: &CheckKey, reference: ObjectReference, reason: &str, note: String) {
-        let ev = KubeEvent {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(truncate_note(note)),
-            action: "Run".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
-            warn!(check = %key, "posting an event: {e}");
-        }
-    }
-}
-
-/// The API server refuses event notes over 1 KiB.
-fn truncate_note(mut s: String) -> String {
-    if s.len() > 1000 {
-        let mut end = 1000;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
-}
-
-/// Feeds the engine from a watch of HealthChecks in `namespaces` until `shutdown`. Re-lists
-/// (after the API server restarts, or the watch expires) drop the checks that vanished.
-/// Invalid checks get an event per generation, from the leader only; each generation is
-/// validated here once, not on every status write that comes back.
-#[allow(clippy::too_many_arguments)]
-pub async fn watch_checks(
-    client: Client,
-    namespaces: Namespaces,
-    store: KubeStore,
-    engine: EngineHandle,
-    board: Arc<Board>,
-    defaults: Defaults,
-    events: Events,
-    leading: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let apis = namespaces.apis::<HealthCheck>(&client);
-    let streams = apis.into_iter().enumerate().map(|(i, api)| {
-        watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .map(move |ev| (i, ev))
-    });
-    let mut stream = futures::stream::select_all(streams.map(|s| s.boxed()));
-    let sources = namespaces.0.len().max(1);
-    // Keys per stream, to find the ones a re-list no longer shows.
-    let mut known: Vec<HashSet<CheckKey>> = vec![HashSet::new(); sources];
-    let mut relisting: Vec<Option<HashSet<CheckKey>>> = vec![None; sources];
-    let mut synced = vec![false; sources];
-    let mut loaded = false;
-    // The generation of each check last looked at for an InvalidSpec event.
-    let mut evented: HashMap<CheckKey, Option<i64>> = HashMap::new();
-    let mut watch_failing = false;
-    let mut requested: HashMap<CheckKey, u64> = HashMap::new();
-    loop {
-        let item = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
-            item = stream.next() => item,
-        };
-        let Some((i, ev)) = item else { return };
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                error!("watching HealthChecks: {e}");
-                board.set_source_error("HealthCheck watch", Some(e.to_string()));
-                watch_failing = true;
-                continue;
-            }
-        };
-        if std::mem::take(&mut watch_failing) {
-            board.set_source_error("HealthCheck watch", None);
-        }
-        match ev {
-            WatchEvent::Init => relisting[i] = Some(HashSet::new()),
-            WatchEvent::InitApply(hc) | WatchEvent::Apply(hc) => {
-                let hc = Arc::new(hc);
-                let key = CheckKey::of(&hc);
-                if let Some(seen) = relisting[i].as_mut() {
-                    seen.insert(key.clone());
-                }
-                known[i].insert(key.clone());
-                let saved = store.observe(&hc);
-                let problems = cluster_problems(&hc);
-                let generation = hc.metadata.generation;
-                if *leading.borrow() && evented.get(&key) != Some(&generation) {
-                    evented.insert(key.clone(), generation);
-                    let invalid = match validate::validate(&hc, &defaults) {
-                        Err(invalid) => Some(invalid),
-                        Ok(_) if !problems.is_empty() => Some(Invalid {
-                            problems: problems.clone(),
-                        }),
-                        Ok(_) => None,
-                    };
-                    if let Some(invalid) = invalid {
-                        let (events, hc) = (events.clone(), hc.clone());
-                        tokio::spawn(async move {
-                            events.warn(&hc, "InvalidSpec", invalid.to_string()).await
-                        });
-                    }
-                }
-                let request = run_request(&hc);
-                let desired = Desired {
-                    check: hc,
-                    load_error: (!problems.is_empty()).then_some(Invalid { problems }),
-                };
-                engine.upsert(desired, saved).await;
-                if let Some(at) = request.filter(|_| *leading.borrow()) {
-                    if requested.get(&key) != Some(&at) {
-                        let when =
-                            chrono::DateTime::from_timestamp_millis(at as i64).unwrap_or_default();
-                        match engine.request_run(key.clone(), when).await {
-                            Ok(()) => {
-                                requested.insert(key.clone(), at);
-                            }
-                            Err(e) => info!(check = %key, "manual run refused: {e}"),
-                        }
-                    }
-                }
-            }
-            WatchEvent::Delete(hc) => {
-                let key = CheckKey::of(&hc);
-                known[i].remove(&key);
-                evented.remove(&key);
-                requested.remove(&key);
-                store.deleted(&key);
-                engine.remove(key).await;
-            }
-            WatchEvent::InitDone => {
-                if let Some(seen) = relisting[i].take() {
-                    let gone: Vec<CheckKey> = known[i].difference(&seen).cloned().collect();
-                    for key in gone {
-                        info!(check = %key, "deleted while the watch was down");
-                        known[i].remove(&key);
-                        store.deleted(&key);
-                        engine.remove(key).await;
-                    }
-                }
-                synced[i] = true;
-                if !loaded && synced.iter().all(|s| *s) {
-                    loaded = true;
-                    engine.loaded().await;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube::standin::{status, Seen, StandIn};
 
     fn check(rv: u64, status: Option<HealthCheckStatus>) -> HealthCheck {
         let mut hc = HealthCheck::new("a", Default::default());
@@ -575,7 +308,7 @@ mod tests {
         // Nothing is sent: the client only has to exist.
         let client =
             Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
-        let store = KubeStore::new(client);
+        let store = StatusWriter::new(client);
         let key = CheckKey::new("ns", "a");
         assert_eq!(
             store.observe(&check(10, Some(st(1)))),
@@ -602,5 +335,145 @@ mod tests {
         // Another replica's write.
         assert_eq!(store.observe(&check(14, Some(st(7)))), Some(st(7)));
         assert_eq!(store.observe(&check(15, Some(st(7)))), None, "seen already");
+    }
+
+    /// The object as the API server returns it, at `rv` with `status`.
+    fn object(rv: u64, status: &HealthCheckStatus) -> serde_json::Value {
+        serde_json::to_value(check(rv, Some(status.clone()))).unwrap()
+    }
+
+    fn rv_of(seen: &Seen) -> Option<&str> {
+        seen.body.as_ref()?["metadata"]["resourceVersion"].as_str()
+    }
+
+    /// A writer that has seen `a` at resourceVersion 10 with `st(1)`, talking to `answer`.
+    fn writer(
+        answer: impl Fn(&Seen, usize) -> (u16, serde_json::Value) + Send + Sync + 'static,
+    ) -> (StandIn, StatusWriter, CheckKey) {
+        let (api, client) = StandIn::start(answer);
+        let w = StatusWriter::new(client);
+        w.observe(&check(10, Some(st(1))));
+        (api, w, CheckKey::new("ns", "a"))
+    }
+
+    #[tokio::test]
+    async fn a_write_is_fenced_by_the_version_last_seen_and_retried_after_a_spec_only_conflict() {
+        let (api, w, key) = writer(|seen, n| match (seen.method.as_str(), n) {
+            ("PUT", 0) => status(409, "Conflict"),
+            // Someone changed the spec (a new resourceVersion); the status is still ours.
+            ("GET", _) => (200, object(12, &st(1))),
+            ("PUT", _) => (200, object(13, &st(2))),
+            _ => status(400, "BadRequest"),
+        });
+        w.save(&key, &Arc::new(st(2))).await.unwrap();
+        let seen = api.seen();
+        let shape: Vec<_> = seen.iter().map(|s| (s.method.as_str(), rv_of(s))).collect();
+        assert_eq!(
+            shape,
+            [("PUT", Some("10")), ("GET", None), ("PUT", Some("12"))]
+        );
+        assert!(seen[0]
+            .uri
+            .starts_with("/apis/kuberhealthy.github.io/v2/namespaces/ns/healthchecks/a/status"));
+        assert_eq!(seen[2].body.as_ref().unwrap()["status"]["successCount"], 2);
+        // The status PUT carries no spec: the subresource would ignore it.
+        assert_eq!(
+            seen[2].body.as_ref().unwrap()["spec"],
+            serde_json::json!({})
+        );
+        // The echo of the write is recognised as ours.
+        assert_eq!(w.observe(&check(13, Some(st(2)))), None);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_with_another_writers_status_fails_and_is_not_retried() {
+        let (api, w, key) = writer(|seen, _| match seen.method.as_str() {
+            "PUT" => status(409, "Conflict"),
+            _ => (200, object(12, &st(9))),
+        });
+        let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
+        assert!(
+            matches!(err.root(), Error::Superseded { check } if *check == key),
+            "{err}"
+        );
+        assert_eq!(api.seen().len(), 2, "one PUT, one GET: {:?}", api.seen());
+    }
+
+    #[tokio::test]
+    async fn conflicts_that_keep_coming_give_up_after_three_retries() {
+        let (api, w, key) = writer(|seen, n| match seen.method.as_str() {
+            "PUT" => status(409, "Conflict"),
+            _ => (200, object(11 + n as u64, &st(1))),
+        });
+        let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
+        assert!(matches!(err.root(), Error::Contended { .. }), "{err}");
+        let puts = api.seen().iter().filter(|s| s.method == "PUT").count();
+        assert_eq!(puts, 4, "the first write and three retries");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_api_server_is_retried_and_a_refusal_is_not() {
+        let (api, w, key) = writer(|_, n| match n {
+            0 | 1 => status(503, "ServiceUnavailable"),
+            _ => (200, object(11, &st(2))),
+        });
+        w.save(&key, &Arc::new(st(2))).await.unwrap();
+        assert_eq!(api.seen().len(), 3);
+
+        let (api, w, key) = writer(|_, _| status(422, "Invalid"));
+        let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
+        assert!(matches!(err.root(), Error::Kube { .. }), "{err}");
+        assert_eq!(api.seen().len(), 1, "a refusal is final");
+
+        let (_, w, key) = writer(|_, _| status(503, "ServiceUnavailable"));
+        let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
+        assert!(matches!(err.root(), Error::Kube { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_write_for_a_deleted_check_fails_naming_it() {
+        let (_, w, key) = writer(|_, _| status(404, "NotFound"));
+        let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
+        assert!(matches!(err.root(), Error::CheckDeleted { .. }), "{err}");
+        assert_eq!(err.to_string(), "ns/a was deleted");
+    }
+
+    #[tokio::test]
+    async fn a_write_before_the_watch_has_shown_the_check_is_not_sent_unfenced() {
+        let (api, client) = StandIn::start(|_, _| (200, serde_json::json!({})));
+        let w = StatusWriter::new(client);
+        let err = w
+            .save(&CheckKey::new("ns", "a"), &Arc::new(st(2)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err.root(), Error::NotObserved { .. }), "{err}");
+        assert!(api.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn states_saved_before_the_write_is_sent_are_coalesced_into_the_newest() {
+        let (api, w, key) = writer(|_, n| (200, object(11 + n as u64, &st(0))));
+        let first = w.save(&key, &Arc::new(st(2)));
+        let (s3, s4) = (
+            w.save(&key, &Arc::new(st(3))),
+            w.save(&key, &Arc::new(st(4))),
+        );
+        let (a, b, c) = tokio::join!(first, s3, s4);
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        let written: Vec<_> = api
+            .seen()
+            .iter()
+            .map(|s| s.body.as_ref().unwrap()["status"]["successCount"].clone())
+            .collect();
+        assert_eq!(
+            written,
+            [4],
+            "one write, of the newest state, answers all three"
+        );
+        // A save after that write is a write of its own.
+        w.save(&key, &Arc::new(st(5))).await.unwrap();
+        assert_eq!(api.seen().len(), 2);
     }
 }

@@ -1,18 +1,14 @@
-//! How a run executes: a pod's first container as a local process, or a built-in probe.
-
-pub mod pod;
-pub mod probe;
-pub mod process;
+//! The local backend's runner: a pod's first container as a local process, or a built-in probe.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::process::ProcessRunner;
 use crate::api::{CheckKey, HealthCheck};
 use crate::engine::{EngineHandle, Runner, StartRun, StopReason};
-pub use probe::ProbeRunner;
-pub use process::ProcessRunner;
+use crate::probe::ProbeRunner;
 
 /// The local backend's runner: probes run in probity, pods as processes.
 #[derive(Debug, Clone)]

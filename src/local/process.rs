@@ -16,11 +16,10 @@ use tokio::process::Command;
 use tracing::debug;
 use uuid::Uuid;
 
+use crate::api::protocol::{pod_name, SOURCE_ANNOTATION};
 use crate::api::validate::Problem;
 use crate::api::{CheckKey, HealthCheck};
-use crate::engine::core::pod_name;
 use crate::engine::{EngineHandle, RunEnd, Runner, StartRun, StopReason};
-use crate::store::checkdir::SOURCE_ANNOTATION;
 
 /// How much of a process's output is kept for the failure message.
 const TAIL_BYTES: usize = 2048;

@@ -74,11 +74,6 @@ pub async fn probe(p: &Probe) -> Verdict {
     }
 }
 
-/// The probe method's name, for metrics.
-pub fn method(p: &Probe) -> &'static str {
-    p.methods().first().copied().unwrap_or("none")
-}
-
 /// Runs probe checks for any backend: starts each run as a task, reports its verdict to the
 /// engine, and cancels it when the engine stops the run (at its deadline).
 #[derive(Clone)]

@@ -19,8 +19,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::api::CheckKey;
-use crate::engine::Board;
+mod text;
+
+use text::TextFormat;
+
+use crate::api::{CheckKey, ProbeKind};
+use crate::engine::{Board, Finished, Observer};
 
 /// Kuberhealthy v3's run-duration buckets, in seconds.
 const RUN_BUCKETS: [f64; 7] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
@@ -222,11 +226,11 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    pub fn observe_probe(&self, key: &CheckKey, method: &'static str, duration: Duration) {
+    pub fn observe_probe(&self, key: &CheckKey, kind: ProbeKind, duration: Duration) {
         self.probe_duration
             .get_or_create(&ProbeLabels {
                 check: CheckLabels::of(key),
-                probe: method,
+                probe: kind.as_str(),
             })
             .observe(duration.as_secs_f64());
     }
@@ -242,10 +246,10 @@ impl Metrics {
     /// Drops a deleted check's series, keeping label cardinality bounded by the live checks.
     pub fn forget(&self, key: &CheckKey) {
         self.run_duration.remove(&CheckLabels::of(key));
-        for probe in ["httpGet", "tcpSocket", "exec", "grpc"] {
+        for kind in ProbeKind::ALL {
             self.probe_duration.remove(&ProbeLabels {
                 check: CheckLabels::of(key),
-                probe,
+                probe: kind.as_str(),
             });
         }
     }
@@ -262,10 +266,7 @@ impl Metrics {
     /// metrics` reads. Converted line by line while encoding, so a large scrape is built once.
     pub fn encode_text(&self) -> String {
         // Sized like the last scrape, so a large one is not built by repeated doubling.
-        let mut w = TextFormat {
-            out: String::with_capacity(self.last_size.load(Ordering::Relaxed) + 4096),
-            ..Default::default()
-        };
+        let mut w = TextFormat::with_capacity(self.last_size.load(Ordering::Relaxed) + 4096);
         let _ = prometheus_client::encoding::text::encode(&mut w, &self.registry);
         let out = w.finish();
         self.last_size.store(out.len(), Ordering::Relaxed);
@@ -273,65 +274,21 @@ impl Metrics {
     }
 }
 
-/// Turns OpenMetrics exposition into the classic text format as it is written. The two differ
-/// only in what this does: counter families are declared under their sample name (`x_total`),
-/// and the OpenMetrics-only `# UNIT` and `# EOF` lines (and `_created` series) go.
-#[derive(Default)]
-struct TextFormat {
-    out: String,
-    line: String,
-    /// A `# HELP` line waiting for its `# TYPE` line, which says whether it is a counter.
-    help: Option<String>,
-    counter: Option<String>,
-}
-
-impl std::fmt::Write for TextFormat {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let mut rest = s;
-        while let Some(i) = rest.find('\n') {
-            self.line.push_str(&rest[..i]);
-            self.end_line();
-            rest = &rest[i + 1..];
-        }
-        self.line.push_str(rest);
-        Ok(())
+/// The engine's runs, as the histograms see them.
+impl Observer for Metrics {
+    fn started(&self, _key: &CheckKey, lag: Duration) {
+        self.observe_lag(lag);
     }
-}
 
-impl TextFormat {
-    fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-        } else if line.starts_with("# HELP ") {
-            self.help = Some(line);
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            self.counter = (kind == "counter").then(|| name.to_string());
-            if let Some(help) = self.help.take() {
-                let text = help.strip_prefix("# HELP ").unwrap_or("");
-                let text = text.strip_prefix(name).unwrap_or(text);
-                let _ = writeln!(self.out, "# HELP {name}{suffix}{text}");
-            }
-            let _ = writeln!(self.out, "# TYPE {name}{suffix} {kind}");
-        } else {
-            let series = line.split(['{', ' ']).next().unwrap_or("");
-            let created = self
-                .counter
-                .as_deref()
-                .is_some_and(|c| series.strip_suffix("_created") == Some(c));
-            if !created {
-                self.out.push_str(&line);
-                self.out.push('\n');
-            }
+    fn finished(&self, run: &Finished) {
+        self.observe_run(&run.key, run.duration);
+        if let Some(kind) = run.probe {
+            self.observe_probe(&run.key, kind, run.duration);
         }
     }
 
-    fn finish(mut self) -> String {
-        if !self.line.is_empty() {
-            self.end_line();
-        }
-        self.out
+    fn forgotten(&self, key: &CheckKey) {
+        self.forget(key);
     }
 }
 

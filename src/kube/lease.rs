@@ -3,9 +3,10 @@
 //! machines); the holder renews every `retry_period` and steps down when it has not renewed for
 //! `renew_deadline`, which is shorter than the lease, so it stops scheduling before anyone else
 //! can take over. Losing is never final: every replica keeps contending.
+//!
+//! The elector is the one writer of the [`Leadership`](crate::engine::Leadership) claim that
+//! everyone else reads at the instant of acting.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -17,44 +18,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::engine::{Board, EngineHandle};
-
-/// Whether this replica may still act as leader, judged at the moment of acting: a renewal
-/// makes it good until `renew_deadline` later. A process that was frozen (SIGSTOP, a stalled VM)
-/// wakes with timers and tasks firing in any order; this check does not depend on the elector
-/// having run first.
-#[derive(Debug, Clone, Default)]
-pub struct LeaseGuard {
-    /// Milliseconds since `epoch()` until which the lease is ours; 0 when it is not.
-    until: Arc<AtomicU64>,
-}
-
-fn epoch() -> std::time::Instant {
-    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-    *EPOCH.get_or_init(std::time::Instant::now)
-}
-
-impl LeaseGuard {
-    fn renewed(&self, at: std::time::Instant, good_for: Duration) {
-        let until = (at + good_for)
-            .saturating_duration_since(epoch())
-            .as_millis() as u64;
-        // Before the epoch means long past: 0, not valid.
-        self.until.store(until, Ordering::SeqCst);
-    }
-
-    fn revoke(&self) {
-        self.until.store(0, Ordering::SeqCst);
-    }
-
-    /// True while the last renewal is younger than the renew deadline.
-    pub fn valid(&self) -> bool {
-        let now = std::time::Instant::now()
-            .saturating_duration_since(epoch())
-            .as_millis() as u64;
-        now < self.until.load(Ordering::SeqCst)
-    }
-}
+use crate::engine::ClaimWriter;
+use crate::Error;
 
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -68,15 +33,16 @@ pub struct LeaseConfig {
 
 impl LeaseConfig {
     /// The timings must nest: retry < renew deadline < lease duration.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Error> {
         if self.retry_period.is_zero()
             || self.retry_period >= self.renew_deadline
             || self.renew_deadline >= self.lease_duration
         {
-            return Err(format!(
-                "leader election timings must satisfy 0 < retry period ({:?}) < renew deadline ({:?}) < lease duration ({:?})",
-                self.retry_period, self.renew_deadline, self.lease_duration
-            ));
+            return Err(Error::LeaseTimings {
+                retry: self.retry_period,
+                renew: self.renew_deadline,
+                lease: self.lease_duration,
+            });
         }
         Ok(())
     }
@@ -98,7 +64,7 @@ pub struct Elector {
     observed: Option<(String, Instant)>,
     /// The lease as we last wrote it while holding it: a renewal is then one PUT, no GET.
     held: Option<Lease>,
-    guard: LeaseGuard,
+    claim: ClaimWriter,
 }
 
 fn now_micro() -> MicroTime {
@@ -106,20 +72,15 @@ fn now_micro() -> MicroTime {
 }
 
 impl Elector {
-    pub fn new(client: Client, cfg: LeaseConfig) -> Self {
+    /// An elector that writes what it finds to `claim`.
+    pub fn new(client: Client, cfg: LeaseConfig, claim: ClaimWriter) -> Self {
         Elector {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
             observed: None,
             held: None,
-            guard: LeaseGuard::default(),
+            claim,
         }
-    }
-
-    /// Keep `guard` up to date with each renewal and loss.
-    pub fn guarding(mut self, guard: LeaseGuard) -> Self {
-        self.guard = guard;
-        self
     }
 
     fn record_id(l: &Lease) -> String {
@@ -241,15 +202,10 @@ impl Elector {
         }
     }
 
-    /// Contends for and holds the lease until `shutdown`, telling the engine, the board and
-    /// `leading` whenever leadership changes.
-    pub async fn run(
-        mut self,
-        engine: EngineHandle,
-        board: Arc<Board>,
-        leading: watch::Sender<bool>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    /// Contends for and holds the lease until `shutdown`, writing the claim on every renewal
+    /// (so a scheduler that stepped down by itself when the claim lapsed takes it up again)
+    /// and whenever the holder changes.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut last_renew: Option<Instant> = None;
         let retry = self.cfg.retry_period;
         loop {
@@ -259,55 +215,43 @@ impl Elector {
                 _ = shutdown.wait_for(|s| *s) => break,
                 r = attempt => r,
             };
-            let was = *leading.borrow();
-            let mut now_leading = was;
+            let was = self.claim.is_current();
             match result {
                 Ok(Ok(Seen::Ours)) => {
                     last_renew = Some(Instant::now());
                     // Counted from before the request: the API server may have written it at once.
-                    self.guard.renewed(asked, self.cfg.renew_deadline);
-                    now_leading = true;
-                    board.set_leader(&self.cfg.identity);
+                    self.claim.renewed(asked, self.cfg.renew_deadline);
                 }
-                Ok(Ok(Seen::Theirs(holder))) => {
-                    now_leading = false;
-                    if let Some(h) = holder {
-                        board.set_leader(&h);
-                    }
-                }
+                Ok(Ok(Seen::Theirs(holder))) => match holder {
+                    Some(h) => self.claim.held_by(&h),
+                    None => self.claim.revoke(),
+                },
                 Ok(Err(e)) => debug!("leader lease: {e}"),
                 Err(_) => debug!("leader lease: the API server did not answer in time"),
             }
             // Without a renewal for the renew deadline, step down before the lease can expire.
-            if now_leading && last_renew.is_none_or(|t| t.elapsed() >= self.cfg.renew_deadline) {
+            if self.claim.is_current()
+                && last_renew.is_none_or(|t| t.elapsed() >= self.cfg.renew_deadline)
+            {
                 warn!("could not renew the leader lease in time; stepping down");
-                now_leading = false;
+                self.claim.revoke();
             }
-            if !now_leading {
-                self.guard.revoke();
-            }
+            let now_leading = self.claim.is_current();
             if now_leading != was {
                 if now_leading {
                     info!(lease = %self.cfg.name, "became leader");
                 } else {
                     info!(lease = %self.cfg.name, "no longer leader");
                 }
-                leading.send_replace(now_leading);
-            }
-            // Said on every renewal, not only on a change: the scheduler may have stepped down
-            // by itself when the guard lapsed, and takes it up again from here.
-            if now_leading || now_leading != was {
-                engine.leader(now_leading).await;
             }
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
                 _ = tokio::time::sleep(retry) => {}
             }
         }
-        self.guard.revoke();
-        if *leading.borrow() {
-            leading.send_replace(false);
-            engine.leader(false).await;
+        let leading = self.claim.is_current();
+        self.claim.revoke();
+        if leading {
             // An unreachable API server must not hold up the shutdown; the lease then expires.
             let _ = tokio::time::timeout(self.cfg.renew_deadline, self.release()).await;
         }
@@ -317,20 +261,6 @@ impl Elector {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_guard_holds_for_the_renew_deadline_after_a_renewal_and_not_after_a_loss() {
-        let g = LeaseGuard::default();
-        assert!(!g.valid(), "never renewed");
-        g.renewed(std::time::Instant::now(), Duration::from_secs(10));
-        assert!(g.valid());
-        g.revoke();
-        assert!(!g.valid());
-        // A renewal asked for longer ago than the deadline (a process frozen since) is no good.
-        let long_ago = std::time::Instant::now() - Duration::from_secs(11);
-        g.renewed(long_ago, Duration::from_secs(10));
-        assert!(!g.valid());
-    }
 
     #[test]
     fn timings_must_nest() {
@@ -343,7 +273,7 @@ mod tests {
             retry_period: Duration::from_secs(p),
         };
         assert!(cfg(15, 10, 2).check().is_ok());
-        let e = cfg(10, 10, 2).check().unwrap_err();
+        let e = cfg(10, 10, 2).check().unwrap_err().to_string();
         assert!(e.contains("renew deadline"), "{e}");
         assert!(cfg(15, 10, 0).check().is_err());
     }

@@ -12,9 +12,10 @@ use crate::api::load::{parse_documents, DocError};
 use crate::api::validate::{Invalid, Problem};
 use crate::api::{CheckKey, HealthCheck};
 use crate::engine::Desired;
+use crate::{Error, Result};
 
 /// The annotation that records which file a local check came from (its process runs there).
-pub const SOURCE_ANNOTATION: &str = "probity.dev/source-file";
+pub use crate::api::protocol::SOURCE_ANNOTATION;
 
 /// What changed since the last scan.
 #[derive(Debug, Default)]
@@ -54,9 +55,9 @@ impl CheckDir {
 
     /// Reads what changed. An unreadable directory changes nothing (checks are never dropped
     /// because a read failed) and is reported as an error.
-    pub fn scan(&mut self) -> Result<Changes, String> {
+    pub fn scan(&mut self) -> Result<Changes> {
         let mut found = BTreeMap::new();
-        list_yaml(&self.root, &mut found).map_err(|e| format!("{}: {e}", self.root.display()))?;
+        list_yaml(&self.root, &mut found).map_err(|e| Error::io(&self.root, e))?;
         let mut changes = Changes::default();
 
         let gone: Vec<PathBuf> = self
@@ -96,7 +97,11 @@ impl CheckDir {
             let (desired, mut errors) = match parse_file(&name, &text, self.backend_check) {
                 Ok(v) => v,
                 Err(e) => {
-                    changes.file_errors.push((name, Some(e)));
+                    let message = match e {
+                        Error::Parse { message, .. } => message,
+                        e => e.to_string(),
+                    };
+                    changes.file_errors.push((name, Some(message)));
                     // Mark as seen so the error is not repeated every scan until it changes.
                     let keys = self
                         .files
@@ -145,8 +150,11 @@ pub fn parse_file(
     name: &str,
     text: &str,
     backend_check: BackendCheck,
-) -> Result<(Vec<(usize, Desired)>, Vec<String>), String> {
-    let docs = parse_documents(text).map_err(|e| format!("not valid YAML: {e}"))?;
+) -> Result<(Vec<(usize, Desired)>, Vec<String>)> {
+    let docs = parse_documents(text).map_err(|e| Error::Parse {
+        file: name.to_string(),
+        message: format!("not valid YAML: {e}"),
+    })?;
     let mut out: Vec<(usize, Desired)> = Vec::new();
     let mut errors = Vec::new();
     for doc in docs {
@@ -346,6 +354,7 @@ mod tests {
         assert!(cd
             .scan()
             .unwrap_err()
+            .to_string()
             .contains("/nonexistent/probity-checks"));
     }
 }

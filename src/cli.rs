@@ -1,0 +1,206 @@
+//! The one-shot commands behind the CLI: `probity run FILE` (every check of a file once, on
+//! the local backend, nothing saved) and `probity validate FILE...`. `main.rs` parses flags and
+//! calls these.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api::validate::{validate_with, Defaults};
+use crate::api::{duration, CheckKey, Outcome};
+use crate::engine::clock::SystemClock;
+use crate::engine::MemoryStore;
+use crate::engine::{Board, Desired, Driver, Engine, EngineConfig, EngineHandle, Finished};
+use crate::local::{bind, local_problems, parse_file, report_base, LocalRunner};
+use crate::metrics::Metrics;
+use crate::server::{self, AppState};
+use crate::{Error, Result};
+
+/// One check's result from `probity run`.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub key: CheckKey,
+    pub outcome: Result<(Outcome, Duration, Vec<String>), String>,
+}
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        matches!(&self.outcome, Ok((o, _, _)) if o.is_success())
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.outcome {
+            Ok((o, d, _)) if o.is_success() => {
+                write!(f, "PASS {} ({})", self.key, duration::format(*d))
+            }
+            Ok((o, d, errors)) => write!(
+                f,
+                "FAIL {} ({}, {}): {}",
+                self.key,
+                duration::format(*d),
+                o.as_str(),
+                errors.join("; ")
+            ),
+            Err(e) => write!(f, "INVALID {}: {e}", self.key),
+        }
+    }
+}
+
+/// `probity run FILE`: every check in the file once, at the same time, with nothing saved.
+pub async fn run_file(
+    path: &Path,
+    defaults: Defaults,
+    identity: &str,
+) -> Result<(Vec<Verdict>, Vec<String>)> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let (docs, file_errors) = parse_file(&name, &text, local_problems)?;
+    let file_errors: Vec<String> = file_errors
+        .into_iter()
+        .map(|e| format!("{name}: {e}"))
+        .collect();
+
+    let (listener, local) = bind("127.0.0.1:0").await?;
+    let (handle, events) = EngineHandle::channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (obs_tx, mut obs_rx) = mpsc::unbounded_channel::<Finished>();
+    let mut engine = Engine::new(EngineConfig {
+        identity: identity.to_string(),
+        max_concurrent_runs: 0,
+        defaults: defaults.clone(),
+    });
+    engine.finish_startup();
+    let runner = Arc::new(LocalRunner::new(handle.clone(), report_base(local)));
+    let board = Arc::new(Board::new(identity));
+    let metrics = Arc::new(Metrics::new(Default::default(), board.clone()));
+    let driver = Driver::new(
+        engine,
+        runner,
+        Arc::new(MemoryStore),
+        SystemClock,
+        events,
+        board.clone(),
+    )
+    .stopping_on(stop_rx)
+    .grace(Duration::from_secs(5))
+    .observed_by(obs_tx)
+    .observed_by_shared(metrics.clone());
+    let driver = tokio::spawn(driver.run());
+    let (stop_server, server_stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        listener,
+        AppState {
+            board,
+            engine: handle.clone(),
+            metrics,
+            manual: None,
+        },
+        async move {
+            let _ = server_stop.await;
+        },
+    ));
+
+    let mut verdicts = Vec::new();
+    let mut waiting = HashSet::new();
+    for (_, d) in docs {
+        let key = CheckKey::of(&d.check);
+        if let Err(e) = d.plan(&defaults) {
+            verdicts.push(Verdict {
+                key,
+                outcome: Err(e.to_string()),
+            });
+            continue;
+        }
+        // Suspended: the scheduler leaves it alone and only the manual run below starts it.
+        let mut check = (*d.check).clone();
+        check.spec.suspend = Some(true);
+        let d = Desired {
+            check: Arc::new(check),
+            load_error: d.load_error,
+        };
+        handle.upsert(d, None).await;
+        match handle.run_now(key.clone()).await {
+            Ok(()) => {
+                waiting.insert(key);
+            }
+            Err(e) => verdicts.push(Verdict {
+                key,
+                outcome: Err(e.to_string()),
+            }),
+        }
+    }
+    while !waiting.is_empty() {
+        let Some(f) = obs_rx.recv().await else { break };
+        if waiting.remove(&f.key) {
+            verdicts.push(Verdict {
+                key: f.key,
+                outcome: Ok((f.outcome, f.duration, f.errors)),
+            });
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = driver.await;
+    let _ = stop_server.send(());
+    let _ = server.await;
+    verdicts.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok((verdicts, file_errors))
+}
+
+/// `probity validate FILE...`: one line per check and per problem; true when all are valid.
+pub fn validate_files(
+    paths: &[PathBuf],
+    defaults: &Defaults,
+    out: &mut impl std::io::Write,
+) -> Result<bool> {
+    let mut all_ok = true;
+    let mut seen: std::collections::HashMap<CheckKey, String> = Default::default();
+    let mut say = |line: String| {
+        let _ = writeln!(out, "{line}");
+    };
+    for path in paths {
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                say(format!("{name}: {e}"));
+                all_ok = false;
+                continue;
+            }
+        };
+        let (docs, errors) = match parse_file(&name, &text, |_| Vec::new()) {
+            Ok(v) => v,
+            Err(e) => {
+                say(e.to_string());
+                all_ok = false;
+                continue;
+            }
+        };
+        for e in errors {
+            say(format!("{name}: {e}"));
+            all_ok = false;
+        }
+        for (index, d) in docs {
+            let key = CheckKey::of(&d.check);
+            let result = validate_with(&d.check, defaults, d.load_error.as_ref()).map(|_| ());
+            if let Some(other) = seen.insert(key.clone(), name.clone()) {
+                say(format!(
+                    "{name}: document {index}: {key} is also defined in {other}"
+                ));
+                all_ok = false;
+            }
+            match result {
+                Ok(()) => say(format!("{name}: document {index}: {key}: valid")),
+                Err(e) => {
+                    all_ok = false;
+                    say(format!("{name}: document {index}: {key}: {e}"));
+                }
+            }
+        }
+    }
+    Ok(all_ok)
+}

@@ -1,0 +1,170 @@
+//! The life of a run: one at a time, reports, deadlines, ends without a report, deletion, adoption from saved state.
+
+use super::*;
+
+#[test]
+fn never_two_runs_of_a_check_at_once() {
+    // The timeout is longer than the interval.
+    let (mut e, _) = one("  runInterval: 10s\n  timeout: 30s\n");
+    let (_, uuid) = starts(&e.tick(t0()))[0];
+    for s in [10, 20, 29] {
+        assert!(starts(&e.tick(t0() + secs(s))).is_empty(), "at {s}s");
+    }
+    let fx = e.tick(t0() + secs(30));
+    assert_eq!(
+        finished(&fx),
+        vec![(
+            Outcome::Timeout,
+            vec!["timeout after 30s: no report by the deadline; the run was stopped".to_string()]
+        )]
+    );
+    assert!(fx.iter().any(
+        |f| matches!(f, Effect::Stop { uuid: u, reason: StopReason::Timeout, .. } if *u == uuid)
+    ));
+    // Killed but not yet gone: still no second run.
+    assert!(starts(&e.tick(t0() + secs(31))).is_empty());
+    // Gone: the overdue run starts at once.
+    let fx = e.release(t0() + secs(31), uuid, exited("killed by signal 9"));
+    assert!(finished(&fx).is_empty(), "the timeout was its one outcome");
+    assert_eq!(starts(&e.tick(t0() + secs(31))).len(), 1);
+}
+
+#[test]
+fn a_reported_run_that_lingers_is_stopped_at_its_deadline() {
+    let (mut e, _) = one("  runInterval: 10s\n  timeout: 30s\n");
+    let (_, uuid) = starts(&e.tick(t0()))[0];
+    e.report(t0() + secs(1), uuid, true, vec![]).1.unwrap();
+    assert!(starts(&e.tick(t0() + secs(10))).is_empty());
+    let fx = e.tick(t0() + secs(30));
+    assert!(finished(&fx).is_empty());
+    assert!(fx.iter().any(|f| matches!(f, Effect::Stop { .. })));
+}
+
+#[test]
+fn reports_are_accepted_once_and_refused_with_reasons() {
+    let (mut e, _) = one("  runInterval: 1m\n  timeout: 10s\n");
+    let (_, uuid) = starts(&e.tick(t0()))[0];
+    let unknown = Uuid::new_v4();
+    let (_, v) = e.report(t0(), unknown, true, vec![]);
+    let r = v.unwrap_err();
+    assert_eq!(wire(&r), 400);
+    assert!(r.to_string().contains("unknown run UUID"));
+    assert_eq!(e.report(t0() + secs(1), uuid, true, vec![]).1, Ok(()));
+    let (fx, v) = e.report(t0() + secs(2), uuid, false, vec!["x".into()]);
+    let r = v.unwrap_err();
+    assert_eq!(wire(&r), 400);
+    assert!(r.to_string().contains("already reported (Success)"), "{r}");
+    assert!(fx.is_empty(), "a duplicate changes nothing");
+    assert_eq!(e.status(&key("a")).unwrap().success_count, 1);
+}
+
+#[test]
+fn late_reports_get_410_and_the_timeout_is_the_outcome() {
+    let (mut e, _) = one("  runInterval: 1m\n  timeout: 10s\n");
+    let (_, uuid) = starts(&e.tick(t0()))[0];
+    // After the deadline but before the timer fired.
+    let (fx, v) = e.report(t0() + secs(11), uuid, true, vec![]);
+    assert_eq!(wire(&v.unwrap_err()), 410);
+    assert_eq!(finished(&fx)[0].0, Outcome::Timeout);
+    // The timer then finds nothing more to record.
+    assert!(finished(&e.tick(t0() + secs(12))).is_empty());
+    // And once the timeout is recorded, a report is late too.
+    let (mut e, _) = one("  runInterval: 1m\n  timeout: 10s\n");
+    let (_, uuid) = starts(&e.tick(t0()))[0];
+    e.tick(t0() + secs(10));
+    let (_, v) = e.report(t0() + secs(15), uuid, true, vec![]);
+    let r = v.unwrap_err();
+    assert_eq!(wire(&r), 410);
+    assert!(r.to_string().contains("timed out"), "{r}");
+    let st = e.status(&key("a")).unwrap();
+    assert_eq!((st.failure_count, st.success_count), (1, 0));
+}
+
+#[test]
+fn exit_without_report_and_start_failure_end_the_run() {
+    let (mut e, _) = one("  runInterval: 1m\n");
+    let (_, uuid) = starts(&e.tick(t0()))[0];
+    let fx = e.release(
+        t0() + secs(2),
+        uuid,
+        RunEnd::Exited {
+            success: false,
+            message: "exited with code 3 without reporting".into(),
+        },
+    );
+    assert_eq!(
+        finished(&fx),
+        vec![(
+            Outcome::Crash,
+            vec!["exited with code 3 without reporting".to_string()]
+        )]
+    );
+    let (_, v) = e.report(t0() + secs(3), uuid, true, vec![]);
+    assert!(v.unwrap_err().to_string().contains("already ended (Crash)"));
+    let (_, uuid) = starts(&e.tick(t0() + secs(60)))[0];
+    let fx = e.release(
+        t0() + secs(60),
+        uuid,
+        RunEnd::StartFailed("start \"nope\": not found".into()),
+    );
+    assert_eq!(finished(&fx)[0].0, Outcome::StartFailure);
+    // A release after the outcome adds nothing.
+    assert!(e.release(t0() + secs(61), uuid, exited("again")).is_empty());
+}
+
+#[test]
+fn deleting_a_running_check_stops_its_run_and_forgets_it_when_gone() {
+    let (mut e, _) = one("  runInterval: 1m\n");
+    let (_, uuid) = starts(&e.tick(t0()))[0];
+    let fx = e.remove(t0() + secs(1), &key("a"));
+    assert!(fx.iter().any(|f| matches!(
+        f,
+        Effect::Stop {
+            reason: StopReason::Removed,
+            ..
+        }
+    )));
+    let (_, v) = e.report(t0() + secs(2), uuid, true, vec![]);
+    assert!(v.unwrap_err().to_string().contains("deleted"));
+    let fx = e.release(t0() + secs(2), uuid, exited("killed"));
+    assert!(fx.iter().any(|f| matches!(f, Effect::Forget { .. })));
+    assert!(finished(&fx).is_empty());
+    assert!(e.is_empty());
+}
+
+#[test]
+fn a_run_in_flight_in_saved_state_is_adopted_not_restarted() {
+    let uuid = Uuid::new_v4();
+    let saved = in_flight(uuid);
+    let mut e = engine(0);
+    let fx = e.upsert(
+        t0(),
+        check("a", "  runInterval: 1m\n  timeout: 30s\n"),
+        Some(saved),
+    );
+    assert!(fx
+        .iter()
+        .any(|f| matches!(f, Effect::Adopt { uuid: u, .. } if *u == uuid)));
+    assert!(starts(&fx).is_empty());
+    e.finish_startup();
+    assert!(starts(&e.tick(t0() + secs(10))).is_empty());
+    assert_eq!(e.report(t0() + secs(10), uuid, true, vec![]).1, Ok(()));
+    let fx = e.release(t0() + secs(11), uuid, exited("gone"));
+    assert!(finished(&fx).is_empty());
+    // The next run is one interval after the adopted run's start.
+    assert_eq!(e.due(&key("a")), Some(t0() + secs(55)));
+}
+
+#[test]
+fn an_adopted_run_that_never_reports_times_out_at_its_saved_deadline() {
+    let uuid = Uuid::new_v4();
+    let saved = in_flight(uuid);
+    let mut e = engine(0);
+    e.upsert(
+        t0(),
+        check("a", "  runInterval: 1m\n  timeout: 30s\n"),
+        Some(saved),
+    );
+    assert!(finished(&e.tick(t0() + secs(24))).is_empty());
+    assert_eq!(finished(&e.tick(t0() + secs(25)))[0].0, Outcome::Timeout);
+}

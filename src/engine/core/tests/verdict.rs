@@ -1,0 +1,89 @@
+//! Verdicts: thresholds, history, invalid checks.
+
+use super::*;
+
+#[test]
+fn thresholds_decide_when_ok_flips() {
+    let (mut e, _) = one("  runInterval: 1h\n  successThreshold: 2\n  failureThreshold: 3\n");
+    let ok = |e: &Engine| e.status(&key("a")).unwrap().ok;
+    // A check that has not run is pending, not failing.
+    assert!(ok(&e) && e.status(&key("a")).unwrap().is_pending());
+    run_once(&mut e, t0() + secs(1), false);
+    run_once(&mut e, t0() + secs(2), false);
+    assert!(ok(&e), "two failures are below the threshold of three");
+    assert!(e.status(&key("a")).unwrap().errors.is_empty());
+    run_once(&mut e, t0() + secs(3), false);
+    assert!(!ok(&e));
+    let st = e.status(&key("a")).unwrap();
+    assert_eq!(st.errors, vec![format!("failed at {}", t0() + secs(3))]);
+    assert_eq!(st.consecutive_failures, 3);
+    run_once(&mut e, t0() + secs(4), true);
+    assert!(!ok(&e), "one success is below the threshold of two");
+    run_once(&mut e, t0() + secs(5), false);
+    run_once(&mut e, t0() + secs(6), true);
+    run_once(&mut e, t0() + secs(7), true);
+    assert!(ok(&e));
+    let st = e.status(&key("a")).unwrap();
+    assert_eq!(
+        (st.success_count, st.failure_count, st.consecutive_successes),
+        (3, 4, 2)
+    );
+    assert!(st.errors.is_empty());
+    assert_eq!(st.history.len(), 7);
+    assert_eq!(st.history[0].outcome, Some(Outcome::Success));
+}
+
+#[test]
+fn history_keeps_the_last_twenty_runs() {
+    let (mut e, _) = one("  runInterval: 1h\n");
+    for i in 0..25 {
+        run_once(&mut e, t0() + secs(i), i % 2 == 0);
+    }
+    let st = e.status(&key("a")).unwrap();
+    assert_eq!(st.history.len(), HISTORY_LEN);
+    assert_eq!(st.history[0].start_unix, (t0() + secs(24)).timestamp());
+}
+
+#[test]
+fn an_invalid_check_is_reported_and_never_stops_the_others() {
+    let mut e = engine(0);
+    e.finish_startup();
+    e.upsert(t0(), check("good", "  runInterval: 1m\n"), None);
+    let fx = e.upsert(
+        t0(),
+        check("bad", "  runInterval: 5x\n  failureThreshold: 0\n"),
+        None,
+    );
+    let view = fx
+        .iter()
+        .find_map(|f| match f {
+            Effect::Save { view, .. } => Some(view.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let msg = view.invalid.clone().unwrap();
+    assert!(
+        msg.contains("spec.runInterval: \"5x\" has unknown unit \"x\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("spec.failureThreshold: 0 must be at least 1"),
+        "{msg}"
+    );
+    assert!(!view.effective_ok());
+    let st = e.status(&key("bad")).unwrap();
+    assert_eq!(st.condition("Invalid").unwrap().status, "True");
+    assert!(!st.ok);
+    assert_eq!(e.due(&key("bad")), None);
+    let started = starts(&e.tick(t0()));
+    assert_eq!(
+        started.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![key("good")]
+    );
+    // Fixed: valid again, pending again, scheduled.
+    e.upsert(t0() + secs(1), check("bad", "  runInterval: 5m\n"), None);
+    let st = e.status(&key("bad")).unwrap();
+    assert_eq!(st.condition("Invalid").unwrap().status, "False");
+    assert!(st.ok && st.errors.is_empty());
+    assert_eq!(e.due(&key("bad")), Some(t0() + secs(1)));
+}

@@ -1,0 +1,163 @@
+//! Verdicts: what a run's outcome does to its check (counters, thresholds that flip `ok`,
+//! history), and what invalidity does (the `Invalid` condition, the published error).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{unix, EndedBy, Engine, Entry};
+use crate::api::{CheckKey, Outcome, RunRecord, HISTORY_LEN};
+use crate::engine::Effect;
+
+/// Limits on what one history entry keeps of a run's errors.
+const HISTORY_ERRORS: usize = 5;
+const HISTORY_ERROR_LEN: usize = 512;
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+impl Engine {
+    /// Records whether the check is invalid, on its status: an `Invalid` condition, and the
+    /// published verdict failing with the reason, so it is seen wherever the check is.
+    pub(super) fn apply_validity(entry: &mut Entry, now: &str) {
+        let was_invalid = entry
+            .status
+            .condition("Invalid")
+            .is_some_and(|c| c.status == "True");
+        if entry.plan.is_ok() && !was_invalid {
+            return;
+        }
+        let st = Arc::make_mut(&mut entry.status);
+        match &entry.plan {
+            Err(invalid) => {
+                let msg = invalid.to_string();
+                st.set_condition("Invalid", true, "InvalidSpec", &msg, now);
+                st.ok = false;
+                st.errors = vec![format!("invalid check: {msg}")];
+            }
+            Ok(plan) => {
+                if was_invalid {
+                    st.set_condition("Invalid", false, "Valid", "", now);
+                    // Back to the verdict the runs so far support.
+                    st.ok = match st.last_outcome {
+                        None => true,
+                        Some(o) if o.is_success() => true,
+                        Some(_) => st.consecutive_failures < i64::from(plan.failure_threshold),
+                    };
+                    st.errors = if st.ok {
+                        Vec::new()
+                    } else {
+                        st.history
+                            .first()
+                            .map(|h| h.errors.clone())
+                            .unwrap_or_default()
+                    };
+                }
+            }
+        }
+    }
+
+    /// Records the one outcome of the run in flight of `key`.
+    pub(super) fn finish(
+        &mut self,
+        now: DateTime<Utc>,
+        key: &CheckKey,
+        outcome: Outcome,
+        errors: Vec<String>,
+    ) -> Vec<Effect> {
+        let entry = self.checks.get_mut(key).expect("present");
+        let Some(run) = entry.run.as_mut() else {
+            return Vec::new();
+        };
+        if run.finished {
+            return Vec::new();
+        }
+        run.finished = true;
+        let (uuid, started, deadline) = (run.uuid, run.started, run.deadline);
+        let duration = (now - started).to_std().unwrap_or_default();
+        let (success_threshold, failure_threshold, single_run) = match &entry.plan {
+            Ok(p) => (p.success_threshold, p.failure_threshold, p.single_run),
+            Err(_) => (1, 1, false),
+        };
+        let st = Arc::make_mut(&mut entry.status);
+        st.run_duration = duration.as_nanos().min(i64::MAX as u128) as i64;
+        st.current_uuid.clear();
+        st.run_deadline_unix = None;
+        st.pod_name.clear();
+        st.last_outcome = Some(outcome);
+        if outcome.is_success() {
+            st.success_count += 1;
+            st.consecutive_successes += 1;
+            st.consecutive_failures = 0;
+            st.last_ok_unix = unix(now);
+            if !st.ok && st.consecutive_successes >= i64::from(success_threshold) {
+                st.ok = true;
+            }
+            if st.ok {
+                st.errors.clear();
+            }
+        } else {
+            st.failure_count += 1;
+            st.consecutive_failures += 1;
+            st.consecutive_successes = 0;
+            st.last_failure_unix = unix(now);
+            if st.ok && st.consecutive_failures >= i64::from(failure_threshold) {
+                st.ok = false;
+            }
+            if !st.ok {
+                st.errors = errors.clone();
+            }
+        }
+        if entry.plan.is_err() {
+            // Still invalid (changed while running): keep saying so.
+            st.ok = false;
+        }
+        st.history.insert(
+            0,
+            RunRecord {
+                uuid: uuid.to_string(),
+                start_unix: unix(started),
+                run_duration: st.run_duration,
+                outcome: Some(outcome),
+                errors: errors
+                    .iter()
+                    .take(HISTORY_ERRORS)
+                    .map(|e| truncate(e, HISTORY_ERROR_LEN))
+                    .collect(),
+            },
+        );
+        st.history.truncate(HISTORY_LEN);
+        st.next_run_unix = if single_run { None } else { st.next_run_unix };
+        self.ended
+            .remember(uuid, key.clone(), EndedBy::Outcome(outcome), deadline);
+        vec![
+            Effect::Save {
+                key: key.clone(),
+                view: Arc::new(self.view(key)),
+                persist: true,
+            },
+            Effect::Finished {
+                key: key.clone(),
+                uuid,
+                outcome,
+                duration,
+                errors,
+                probe: self.checks[key]
+                    .desired
+                    .check
+                    .spec
+                    .probe
+                    .as_ref()
+                    .and_then(|p| p.kind()),
+            },
+        ]
+    }
+}

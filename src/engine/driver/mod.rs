@@ -1,0 +1,468 @@
+//! Runs the engine: one task owns it, takes events (check changes, reports, runs ending) in
+//! order, and hands the resulting effects to the runner, the store, the board and the
+//! observers. Who leads is read from the [`Leadership`] handle at the instant of acting. The
+//! loop wakes at least once a second, which `/healthz` uses as a heartbeat.
+
+mod handle;
+
+pub use handle::{EngineHandle, Event};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use super::clock::Clock;
+use super::core::Engine;
+use super::{
+    Board, Effect, Finished, Leadership, Observer, Rejection, RunEnd, Runner, SaveFuture,
+    StatusStore,
+};
+use crate::api::CheckKey;
+
+/// The longest the loop sleeps, so the heartbeat stays fresh and wall-clock jumps are noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// A report for a run this replica has not heard of yet, waiting for the watch to catch up.
+struct Parked {
+    uuid: Uuid,
+    ok: bool,
+    errors: Vec<String>,
+    reply: oneshot::Sender<Result<(), Rejection>>,
+    until: tokio::time::Instant,
+}
+
+/// How long runs in flight may go on after shutdown is asked for, unless told otherwise.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Driver<R, S, C> {
+    engine: Engine,
+    runner: Arc<R>,
+    store: Arc<S>,
+    clock: C,
+    board: Arc<Board>,
+    events: mpsc::Receiver<Event>,
+    /// None: runs until the event channel closes.
+    shutdown: Option<watch::Receiver<bool>>,
+    grace: Duration,
+    observers: Vec<Arc<dyn Observer>>,
+    /// Set: a run starts only once its start is stored; a failed write ends it through here.
+    fence: Option<EngineHandle>,
+    park_window: Duration,
+    parked: Vec<Parked>,
+    /// None: this process always leads.
+    leadership: Option<Leadership>,
+}
+
+/// Resolves when shutdown is asked for (or can no longer be); never without a signal.
+async fn stopped(shutdown: &mut Option<watch::Receiver<bool>>) {
+    match shutdown {
+        Some(rx) => {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
+    /// A driver that publishes to `board` (shared with the HTTP server), leads for good, has
+    /// no observers and no shutdown signal, and gives runs in flight 10 s at shutdown; the
+    /// methods below change each of those.
+    pub fn new(
+        engine: Engine,
+        runner: Arc<R>,
+        store: Arc<S>,
+        clock: C,
+        events: mpsc::Receiver<Event>,
+        board: Arc<Board>,
+    ) -> Self {
+        Driver {
+            engine,
+            runner,
+            store,
+            clock,
+            board,
+            events,
+            shutdown: None,
+            grace: DEFAULT_GRACE,
+            observers: Vec::new(),
+            fence: None,
+            park_window: Duration::ZERO,
+            parked: Vec::new(),
+            leadership: None,
+        }
+    }
+
+    /// Lead only while `leadership` says so, judged before acting on anything: after a freeze
+    /// (SIGSTOP, a stalled VM) the loop can wake before the elector does.
+    pub fn led_by(mut self, leadership: Leadership) -> Self {
+        self.leadership = Some(leadership);
+        self
+    }
+
+    /// Makes the engine's mode what the claim says at this instant.
+    fn follow_leadership(&mut self) {
+        let Some(current) = self.leadership.as_ref().map(Leadership::is_current) else {
+            return;
+        };
+        if current != self.engine.is_leader() {
+            if current {
+                info!("leading");
+            } else {
+                warn!("not (or no longer) the leader; stepping down");
+            }
+            let effects = self.engine.set_leader(self.clock.now(), current);
+            self.act(effects);
+        }
+    }
+
+    /// Start a run only after the status write that records its start succeeded (with a
+    /// store that fences, a deposed leader's write fails and no pod is created). A failed write
+    /// ends the run as a start failure, sent back through `handle`.
+    pub fn fencing(mut self, handle: EngineHandle) -> Self {
+        self.fence = Some(handle);
+        self
+    }
+
+    /// Hold a report for a run nobody here has heard of for up to `window`: on a follower the
+    /// watch may bring the run's start a moment after its pod reported, and a 400 is final.
+    pub fn parking_reports(mut self, window: Duration) -> Self {
+        self.park_window = window;
+        self
+    }
+
+    /// Stop when this flips to true.
+    pub fn stopping_on(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// How long runs in flight may go on after shutdown is asked for.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Tell `observer` about runs starting and finishing and checks going away.
+    pub fn observed_by(mut self, observer: impl Observer) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// The same, for an observer shared with others (the metrics, with the HTTP server).
+    pub fn observed_by_shared(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    pub fn board(&self) -> &Arc<Board> {
+        &self.board
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            self.follow_leadership();
+            self.expire_parked();
+            self.board.tick();
+            let now = self.clock.now();
+            let runner = &self.runner;
+            let effects = self.engine.tick_described(now, |u| runner.describe(u));
+            self.act(effects);
+            let sleep = self
+                .engine
+                .next_wakeup()
+                .map_or(MAX_SLEEP, |t| (t - now).to_std().unwrap_or_default())
+                .min(MAX_SLEEP);
+            let leadership = &mut self.leadership;
+            let claim_changed = async {
+                match leadership.as_mut() {
+                    Some(l) => l.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = stopped(&mut self.shutdown) => break,
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => break,
+                },
+                _ = claim_changed => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Stops starting runs and lets those in flight finish, up to the grace period. Runs still
+    /// going after it keep their saved state and are adopted on the next start.
+    async fn drain(&mut self) {
+        self.engine.drain();
+        let until = tokio::time::Instant::now() + self.grace;
+        if self.engine.in_flight() > 0 {
+            info!(runs = self.engine.in_flight(), grace = ?self.grace, "waiting for runs in flight");
+        }
+        while self.engine.in_flight() > 0 && tokio::time::Instant::now() < until {
+            self.board.tick();
+            let now = self.clock.now();
+            let runner = &self.runner;
+            let effects = self.engine.tick_described(now, |u| runner.describe(u));
+            self.act(effects);
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => break,
+                },
+                _ = tokio::time::sleep(MAX_SLEEP.min(until - tokio::time::Instant::now())) => {}
+            }
+        }
+        if self.engine.in_flight() > 0 {
+            warn!(
+                runs = self.engine.in_flight(),
+                "runs still in flight at shutdown; they will be adopted on restart"
+            );
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        self.follow_leadership();
+        let now = self.clock.now();
+        match ev {
+            Event::Upsert { desired, saved } => {
+                let effects = self.engine.upsert(now, desired, saved.map(|s| *s));
+                self.act(effects);
+                self.retry_parked();
+            }
+            Event::Remove { key } => {
+                let effects = self.engine.remove(now, &key);
+                self.act(effects);
+            }
+            Event::Loaded => {
+                self.engine.finish_startup();
+                self.board.set_ready();
+            }
+            Event::Released { uuid, end } => {
+                let effects = self.engine.release(now, uuid, end);
+                self.act(effects);
+            }
+            Event::Report {
+                uuid,
+                ok,
+                errors,
+                reply,
+            } => self.report(uuid, ok, errors, reply, None),
+            Event::RequestRun { key, at, reply } => {
+                let r = self
+                    .engine
+                    .request_run(now, &key, at)
+                    .map(|effects| self.act(effects));
+                let _ = reply.send(r);
+            }
+            Event::RunNow { key, reply } => {
+                let r = self
+                    .engine
+                    .run_now(now, &key)
+                    .map(|effects| self.act(effects));
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn report(
+        &mut self,
+        uuid: Uuid,
+        ok: bool,
+        errors: Vec<String>,
+        reply: oneshot::Sender<Result<(), Rejection>>,
+        parked_until: Option<tokio::time::Instant>,
+    ) {
+        if !self.park_window.is_zero() && !self.engine.knows(uuid) {
+            let until =
+                parked_until.unwrap_or_else(|| tokio::time::Instant::now() + self.park_window);
+            if tokio::time::Instant::now() < until {
+                self.parked.push(Parked {
+                    uuid,
+                    ok,
+                    errors,
+                    reply,
+                    until,
+                });
+                return;
+            }
+        }
+        let now = self.clock.now();
+        let (effects, verdict) = self.engine.report(now, uuid, ok, errors);
+        let stored = self.apply(effects);
+        match (verdict, stored) {
+            (Err(r), _) => {
+                let _ = reply.send(Err(r));
+            }
+            (Ok(()), Some(fut)) => {
+                tokio::spawn(async move {
+                    let r = fut.await.map_err(|e| Rejection::NotStored(Arc::new(e)));
+                    let _ = reply.send(r);
+                });
+            }
+            (Ok(()), None) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Parked reports whose run is now known are answered.
+    fn retry_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let (known, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| self.engine.knows(p.uuid));
+        self.parked = waiting;
+        for p in known {
+            self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));
+        }
+    }
+
+    /// Parked reports past their window get the answer they would have had at once.
+    fn expire_parked(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self.parked.iter().all(|p| p.until > now) {
+            return;
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.until <= now);
+        self.parked = waiting;
+        for p in due {
+            self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));
+        }
+    }
+
+    fn act(&mut self, effects: Vec<Effect>) {
+        if let Some(fut) = self.apply(effects) {
+            tokio::spawn(log_failure(fut));
+        }
+    }
+
+    /// Carries out effects in order. Returns the save of the check whose run finished (else the
+    /// last save), so a report can be answered once its outcome is durable.
+    fn apply(&mut self, effects: Vec<Effect>) -> Option<SaveFuture> {
+        let mut saves: Vec<(CheckKey, SaveFuture)> = Vec::new();
+        let mut finished: Option<CheckKey> = None;
+        for effect in effects {
+            match effect {
+                Effect::Save { key, view, persist } => {
+                    if persist {
+                        // The store orders writes of a check when `save` is called, so the
+                        // futures may complete on any task.
+                        let fut = self.store.save(&key, &view.status);
+                        if let Some(i) = saves.iter().position(|(k, _)| *k == key) {
+                            let (_, prev) = saves.swap_remove(i);
+                            tokio::spawn(log_failure(prev));
+                        }
+                        saves.push((key, fut));
+                    }
+                    self.board.put(view);
+                }
+                Effect::Forget { key } => {
+                    self.store.forget(&key);
+                    self.board.remove(&key);
+                    for o in &self.observers {
+                        o.forgotten(&key);
+                    }
+                }
+                Effect::Start(run) => {
+                    debug!(check = %run.key, uuid = %run.uuid, "starting run");
+                    let recorded = self
+                        .fence
+                        .as_ref()
+                        .and_then(|h| Some((h, saves.iter().position(|(k, _)| *k == run.key)?)));
+                    match recorded {
+                        Some((handle, i)) => {
+                            let (_, fut) = saves.swap_remove(i);
+                            let (runner, handle) = (self.runner.clone(), handle.clone());
+                            tokio::spawn(async move {
+                                match fut.await {
+                                    Ok(()) => runner.start(run),
+                                    Err(e) => {
+                                        let msg = format!(
+                                            "the start could not be recorded, so nothing was started: {e}"
+                                        );
+                                        handle.released(run.uuid, RunEnd::StartFailed(msg)).await
+                                    }
+                                }
+                            });
+                        }
+                        None => self.runner.start(run),
+                    }
+                }
+                Effect::Adopt {
+                    key,
+                    uuid,
+                    deadline,
+                    check,
+                } => {
+                    info!(check = %key, %uuid, "adopting run in flight");
+                    self.runner.adopt(key, uuid, deadline, check);
+                }
+                Effect::Stop { key, uuid, reason } => {
+                    debug!(check = %key, %uuid, ?reason, "stopping run");
+                    self.runner.stop(&key, uuid, reason);
+                }
+                Effect::Disown { key, uuid } => {
+                    debug!(check = %key, %uuid, "letting go of run (no longer leader)");
+                    self.runner.disown(&key, uuid);
+                }
+                Effect::Started { key, lag } => {
+                    for o in &self.observers {
+                        o.started(&key, lag);
+                    }
+                }
+                Effect::Finished {
+                    key,
+                    uuid,
+                    outcome,
+                    duration,
+                    errors,
+                    probe,
+                } => {
+                    if outcome.is_success() {
+                        debug!(check = %key, %uuid, ?duration, "run succeeded");
+                    } else {
+                        info!(check = %key, %uuid, outcome = outcome.as_str(), ?duration, errors = ?errors, "run failed");
+                    }
+                    finished.get_or_insert_with(|| key.clone());
+                    let run = Finished {
+                        key,
+                        outcome,
+                        duration,
+                        errors,
+                        probe,
+                    };
+                    for o in &self.observers {
+                        o.finished(&run);
+                    }
+                }
+            }
+        }
+        let wanted = finished
+            .and_then(|k| saves.iter().position(|(s, _)| *s == k))
+            .or(saves.len().checked_sub(1));
+        let chosen = wanted.map(|i| saves.swap_remove(i).1);
+        for (_, fut) in saves {
+            tokio::spawn(log_failure(fut));
+        }
+        chosen
+    }
+}
+
+async fn log_failure(fut: SaveFuture) {
+    if let Err(e) = fut.await {
+        error!("saving check state: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests;

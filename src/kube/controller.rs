@@ -1,0 +1,197 @@
+//! The controller loop: a watch of HealthChecks feeds the engine (every replica), invalid
+//! specs get an event (the leader, once per generation), and manual run requests recorded on a
+//! check are served (the leader, once each). Re-lists (after the API server restarts, or the
+//! watch expires) drop the checks that vanished.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use super::events::Events;
+use super::status::StatusWriter;
+use super::{cluster_problems, Namespaces};
+use crate::api::protocol::RUN_REQUESTED;
+use crate::api::validate::{validate_with, Defaults, Invalid};
+use crate::api::{CheckKey, HealthCheck};
+use crate::engine::{
+    Board, Desired, EngineHandle, Leadership, RequestFuture, RunRefused, RunRequests,
+};
+use crate::Error;
+
+/// When a manual run of `hc` was last asked for.
+fn run_request(hc: &HealthCheck) -> Option<u64> {
+    hc.annotations().get(RUN_REQUESTED)?.parse().ok()
+}
+
+/// Manual run requests from any replica: recorded on the HealthCheck, acted on by the leader.
+pub struct AnnotateRuns {
+    pub client: Client,
+}
+
+impl RunRequests for AnnotateRuns {
+    fn request(&self, key: CheckKey) -> RequestFuture {
+        let api: Api<HealthCheck> = Api::namespaced(self.client.clone(), key.namespace());
+        Box::pin(async move {
+            let now = chrono::Utc::now().timestamp_millis().to_string();
+            let patch = serde_json::json!({"metadata": {"annotations": {RUN_REQUESTED: now}}});
+            match api
+                .patch(key.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.is_not_found() => Err(RunRefused::NoCheck(key)),
+                Err(source) => Err(RunRefused::NotRecorded(Error::Kube {
+                    what: format!("recording the run request on {key}"),
+                    source,
+                })),
+            }
+        })
+    }
+}
+
+/// Everything the controller loop reads from and writes to.
+pub struct Controller {
+    pub client: Client,
+    pub namespaces: Namespaces,
+    pub status: StatusWriter,
+    pub engine: EngineHandle,
+    pub board: Arc<Board>,
+    pub defaults: Defaults,
+    pub events: Events,
+    pub leadership: Leadership,
+}
+
+/// What the loop remembers between events.
+#[derive(Default)]
+struct Memory {
+    /// The generation of each check last looked at for an InvalidSpec event.
+    evented: HashMap<CheckKey, Option<i64>>,
+    /// The manual run request of each check last served.
+    requested: HashMap<CheckKey, u64>,
+}
+
+impl Controller {
+    /// Runs until `shutdown`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let apis = self.namespaces.apis::<HealthCheck>(&self.client);
+        let streams = apis.into_iter().enumerate().map(|(i, api)| {
+            watcher::watcher(api, watcher::Config::default())
+                .default_backoff()
+                .map(move |ev| (i, ev))
+        });
+        let mut stream = futures::stream::select_all(streams.map(|s| s.boxed()));
+        let sources = self.namespaces.0.len().max(1);
+        // Keys per stream, to find the ones a re-list no longer shows.
+        let mut known: Vec<HashSet<CheckKey>> = vec![HashSet::new(); sources];
+        let mut relisting: Vec<Option<HashSet<CheckKey>>> = vec![None; sources];
+        let mut synced = vec![false; sources];
+        let mut loaded = false;
+        let mut memory = Memory::default();
+        let mut watch_failing = false;
+        loop {
+            let item = tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                item = stream.next() => item,
+            };
+            let Some((i, ev)) = item else { return };
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    error!("watching HealthChecks: {e}");
+                    self.board
+                        .set_source_error("HealthCheck watch", Some(e.to_string()));
+                    watch_failing = true;
+                    continue;
+                }
+            };
+            if std::mem::take(&mut watch_failing) {
+                self.board.set_source_error("HealthCheck watch", None);
+            }
+            match ev {
+                WatchEvent::Init => relisting[i] = Some(HashSet::new()),
+                WatchEvent::InitApply(hc) | WatchEvent::Apply(hc) => {
+                    let key = CheckKey::of(&hc);
+                    if let Some(seen) = relisting[i].as_mut() {
+                        seen.insert(key.clone());
+                    }
+                    known[i].insert(key);
+                    self.applied(Arc::new(hc), &mut memory).await;
+                }
+                WatchEvent::Delete(hc) => {
+                    let key = CheckKey::of(&hc);
+                    known[i].remove(&key);
+                    memory.evented.remove(&key);
+                    memory.requested.remove(&key);
+                    self.status.deleted(&key);
+                    self.engine.remove(key).await;
+                }
+                WatchEvent::InitDone => {
+                    if let Some(seen) = relisting[i].take() {
+                        let gone: Vec<CheckKey> = known[i].difference(&seen).cloned().collect();
+                        for key in gone {
+                            info!(check = %key, "deleted while the watch was down");
+                            known[i].remove(&key);
+                            self.status.deleted(&key);
+                            self.engine.remove(key).await;
+                        }
+                    }
+                    synced[i] = true;
+                    if !loaded && synced.iter().all(|s| *s) {
+                        loaded = true;
+                        self.engine.loaded().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A check created or changed (or our own status write coming back).
+    async fn applied(&self, hc: Arc<HealthCheck>, memory: &mut Memory) {
+        let key = CheckKey::of(&hc);
+        let saved = self.status.observe(&hc);
+        let problems = cluster_problems(&hc);
+        let load_error = (!problems.is_empty()).then_some(Invalid { problems });
+        let generation = hc.metadata.generation;
+        let leading = self.leadership.is_current();
+        // Each generation is validated here once, not on every status write that comes back.
+        if leading && memory.evented.get(&key) != Some(&generation) {
+            memory.evented.insert(key.clone(), generation);
+            if let Err(invalid) = validate_with(&hc, &self.defaults, load_error.as_ref()) {
+                let (events, hc) = (self.events.clone(), hc.clone());
+                tokio::spawn(
+                    async move { events.warn(&hc, "InvalidSpec", invalid.to_string()).await },
+                );
+            }
+        }
+        let request = run_request(&hc);
+        self.engine
+            .upsert(
+                Desired {
+                    check: hc,
+                    load_error,
+                },
+                saved,
+            )
+            .await;
+        let Some(at) = request.filter(|_| self.leadership.is_current()) else {
+            return;
+        };
+        if memory.requested.get(&key) == Some(&at) {
+            return;
+        }
+        let when = chrono::DateTime::from_timestamp_millis(at as i64).unwrap_or_default();
+        match self.engine.request_run(key.clone(), when).await {
+            Ok(()) => {
+                memory.requested.insert(key, at);
+            }
+            Err(e) => info!(check = %key, "manual run refused: {e}"),
+        }
+    }
+}

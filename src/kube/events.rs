@@ -1,0 +1,86 @@
+//! Kubernetes Events on checks: invalid specs (from the controller) and failed runs (an
+//! observer of the engine). Repeats of one event become a series on one object (the recorder's
+//! own dedup), so a failing check is no storm.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::{Client, Resource};
+use tracing::warn;
+
+use crate::api::{CheckKey, HealthCheck};
+use crate::engine::{Finished, Observer};
+
+/// Posts the Kubernetes Events of checks.
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    pub fn new(client: Client, identity: &str) -> Self {
+        Events {
+            recorder: Recorder::new(
+                client,
+                kube::runtime::events::Reporter {
+                    controller: "probity".into(),
+                    instance: Some(identity.to_string()),
+                },
+            ),
+        }
+    }
+
+    pub async fn warn(&self, check: &HealthCheck, reason: &str, note: String) {
+        self.post(&CheckKey::of(check), check.object_ref(&()), reason, note)
+            .await
+    }
+
+    /// The same, for a check known by its key.
+    pub async fn warn_key(&self, key: &CheckKey, reason: &str, note: String) {
+        let reference = ObjectReference {
+            api_version: Some(HealthCheck::api_version(&()).into_owned()),
+            kind: Some(HealthCheck::kind(&()).into_owned()),
+            name: Some(key.name().to_string()),
+            namespace: Some(key.namespace().to_string()),
+            ..Default::default()
+        };
+        self.post(key, reference, reason, note).await
+    }
+
+    async fn post(&self, key: &CheckKey, reference: ObjectReference, reason: &str, note: String) {
+        let ev = KubeEvent {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(truncate_note(note)),
+            action: "Run".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            warn!(check = %key, "posting an event: {e}");
+        }
+    }
+}
+
+/// The API server refuses event notes over 1 KiB.
+fn truncate_note(mut s: String) -> String {
+    if s.len() > 1000 {
+        let mut end = 1000;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// A Warning event on the check for every run that failed (recorded by this replica).
+impl Observer for Events {
+    fn finished(&self, run: &Finished) {
+        if run.outcome.is_success() {
+            return;
+        }
+        let (events, key) = (self.clone(), run.key.clone());
+        let reason = format!("Run{}", run.outcome.as_str());
+        let note = format!("{}: {}", run.outcome.as_str(), run.errors.join("; "));
+        tokio::spawn(async move { events.warn_key(&key, &reason, note).await });
+    }
+}

@@ -1,0 +1,195 @@
+//! The kubernetes backend: checks from a watch of HealthChecks (`controller`), state in
+//! `HealthCheck.status` (`status`), runs as pods (`pods`), leadership from a Lease (`lease`),
+//! Events on checks (`events`), one HTTP server per replica. This file wires them together.
+
+pub mod controller;
+pub mod events;
+pub mod lease;
+pub mod pods;
+#[cfg(test)]
+mod standin;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::{Api, Client, Resource};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tracing::info;
+
+use crate::api::protocol::namespace_list;
+use crate::api::validate::{Defaults, Problem};
+use crate::api::HealthCheck;
+use crate::engine::clock::SystemClock;
+use crate::engine::{Board, Driver, Engine, EngineConfig, EngineHandle, Leadership};
+use crate::metrics::{Metrics, MetricsConfig};
+use crate::server::admin::ManualRuns;
+use crate::server::{self, AppState};
+use crate::{Error, Result};
+use controller::{AnnotateRuns, Controller};
+use events::Events;
+pub use lease::{Elector, LeaseConfig};
+use pods::PodRunner;
+pub use pods::Retention;
+use status::StatusWriter;
+
+/// How long a report for a run this replica has not heard of waits for the watch to bring it.
+const REPORT_PARK: Duration = Duration::from_secs(5);
+
+/// Which namespaces to watch: all, or the listed ones.
+#[derive(Debug, Clone, Default)]
+pub struct Namespaces(pub Vec<String>);
+
+impl Namespaces {
+    /// From `--namespace a,b` (empty: all).
+    pub fn parse(s: &str) -> Self {
+        Namespaces(namespace_list(s))
+    }
+
+    /// One Api per watched namespace, or one for all.
+    pub fn apis<K>(&self, client: &Client) -> Vec<Api<K>>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        if self.0.is_empty() {
+            vec![Api::all(client.clone())]
+        } else {
+            self.0
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect()
+        }
+    }
+}
+
+/// What the kubernetes backend cannot run that validation of the spec alone does not see.
+pub fn cluster_problems(hc: &HealthCheck) -> Vec<Problem> {
+    match hc.spec.probe.as_ref().and_then(|p| p.exec.as_ref()) {
+        Some(e) if crate::probe::podexec::selector(e).is_none() => vec![Problem {
+            field: "spec.probe.exec.podSelector".into(),
+            message: "is required in a cluster: the command runs in a pod that matches it".into(),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KubeConfig {
+    pub listen_address: String,
+    /// Base URL check pods report to.
+    pub report_url: String,
+    pub identity: String,
+    pub namespaces: Namespaces,
+    pub defaults: Defaults,
+    pub max_concurrent_runs: usize,
+    pub metrics: MetricsConfig,
+    pub lease: LeaseConfig,
+    pub retention: Retention,
+    /// Bearer token for `POST /api/run`; None leaves it off.
+    pub run_token: Option<String>,
+}
+
+/// The report URL check pods get when none is configured: the Service in this namespace.
+pub fn default_report_url(namespace: &str) -> String {
+    format!("http://probity.{namespace}.svc.cluster.local")
+}
+
+/// `probity serve` in a cluster. Returns when `shutdown` flips. Runs in flight are left to
+/// their pods: the next leader adopts them.
+pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<()> {
+    cfg.lease.check()?;
+    let client = Client::try_default().await.map_err(|source| Error::Kube {
+        what: "connecting to the API server".into(),
+        source,
+    })?;
+    let listener = TcpListener::bind(&cfg.listen_address)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: cfg.listen_address.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen {
+        addr: cfg.listen_address.clone(),
+        source,
+    })?;
+    info!(
+        identity = %cfg.identity,
+        "kubernetes backend; listening on http://{local}; checks report to {}/check",
+        cfg.report_url.trim_end_matches('/')
+    );
+
+    // The one leadership handle: the elector writes it, everyone else reads it when acting.
+    let (claim, leadership) = Leadership::elected(&cfg.identity);
+    let board = Arc::new(Board::led_by(leadership.clone()));
+    let metrics = Arc::new(Metrics::new(cfg.metrics.clone(), board.clone()));
+    let (handle, events) = EngineHandle::channel();
+    let status = StatusWriter::new(client.clone());
+    let runner = PodRunner::new(
+        client.clone(),
+        handle.clone(),
+        cfg.report_url.clone(),
+        cfg.retention.clone(),
+        leadership.clone(),
+    );
+    let engine = Engine::new(EngineConfig {
+        identity: cfg.identity.clone(),
+        max_concurrent_runs: cfg.max_concurrent_runs,
+        defaults: cfg.defaults.clone(),
+    });
+    let kube_events = Events::new(client.clone(), &cfg.identity);
+    let driver = Driver::new(
+        engine,
+        Arc::new(runner.clone()),
+        Arc::new(status.clone()),
+        SystemClock,
+        events,
+        board.clone(),
+    )
+    .led_by(leadership.clone())
+    .observed_by_shared(metrics.clone())
+    .observed_by(kube_events.clone())
+    .stopping_on(shutdown.clone())
+    .grace(Duration::ZERO)
+    .fencing(handle.clone())
+    .parking_reports(REPORT_PARK);
+    let controller = Controller {
+        client: client.clone(),
+        namespaces: cfg.namespaces.clone(),
+        status,
+        engine: handle.clone(),
+        board: board.clone(),
+        defaults: cfg.defaults.clone(),
+        events: kube_events,
+        leadership,
+    };
+
+    let driver = tokio::spawn(driver.run());
+    let pods = tokio::spawn(runner.watch(cfg.namespaces.clone(), shutdown.clone()));
+    let checks = tokio::spawn(controller.run(shutdown.clone()));
+    let elector =
+        tokio::spawn(Elector::new(client.clone(), cfg.lease.clone(), claim).run(shutdown));
+    let (stop_server, server_stop) = oneshot::channel::<()>();
+    let state = AppState {
+        board,
+        engine: handle,
+        metrics,
+        manual: cfg.run_token.clone().map(|token| ManualRuns {
+            token: token.into(),
+            backend: Arc::new(AnnotateRuns { client }),
+        }),
+    };
+    let server = tokio::spawn(server::serve(listener, state, async move {
+        let _ = server_stop.await;
+    }));
+    let _ = elector.await;
+    let _ = driver.await;
+    pods.abort();
+    checks.abort();
+    let _ = stop_server.send(());
+    server.await.map_err(|source| Error::Task {
+        task: "HTTP server",
+        source,
+    })?
+}

@@ -1,0 +1,338 @@
+//! Runs as pods: built from `spec.podSpec`, created once the start is stored, watched until
+//! they end, deleted at the deadline, and reaped by retention settings.
+//!
+//! The pod watch (label `kh-run-uuid`, the watched namespaces) is what ends a run that does not
+//! report: a container that exits, an image that cannot be pulled, a pod someone deleted. A run
+//! is released to the engine only when its pod is gone or finished, so two pods of one check
+//! never run at once.
+
+mod build;
+mod judge;
+mod reap;
+mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, ResourceExt};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+pub use build::build_pod;
+use judge::{describe_pod, judge};
+pub use reap::Retention;
+use reap::{finished_at, Done};
+
+use crate::api::protocol::{pod_name, CHECK_LABEL, RUN_LABEL};
+use crate::api::{CheckKey, HealthCheck};
+use crate::engine::{EngineHandle, Leadership, RunEnd, Runner, StartRun, StopReason};
+use crate::probe::ProbeRunner;
+
+#[derive(Debug)]
+struct Tracked {
+    key: CheckKey,
+    pod: String,
+    /// We asked for the pod to go (deadline, check deleted, stuck image): its end is expected.
+    stopping: bool,
+    /// The watch has shown its pod: from then on, no pod means it was deleted.
+    seen: bool,
+    /// Taken over from another leader: its pod should exist already.
+    adopted: bool,
+}
+
+#[derive(Default)]
+struct State {
+    runs: HashMap<Uuid, Tracked>,
+    /// Stopped before their start got here (the start waits for its status write).
+    cancelled: HashSet<Uuid>,
+    /// The latest view of every run pod, by run.
+    pods: HashMap<Uuid, Arc<Pod>>,
+    /// Finished pods per check, for retention.
+    done: HashMap<CheckKey, Vec<Done>>,
+    /// Pods deleted by retention and not yet gone: not counted or deleted again.
+    reaped: HashSet<String>,
+    synced: bool,
+}
+
+#[derive(Clone)]
+pub struct PodRunner {
+    client: Client,
+    engine: EngineHandle,
+    report_base: String,
+    probes: ProbeRunner,
+    retention: Retention,
+    state: Arc<Mutex<State>>,
+    /// Pods are created and reaped only while this says this replica leads.
+    leadership: Leadership,
+}
+
+impl PodRunner {
+    pub fn new(
+        client: Client,
+        engine: EngineHandle,
+        report_base: impl Into<String>,
+        retention: Retention,
+        leadership: Leadership,
+    ) -> Self {
+        PodRunner {
+            probes: ProbeRunner::new(engine.clone()).in_cluster(client.clone()),
+            client,
+            engine,
+            report_base: report_base.into(),
+            retention,
+            state: Arc::default(),
+            leadership,
+        }
+    }
+
+    fn release(&self, uuid: Uuid, end: RunEnd) {
+        let engine = self.engine.clone();
+        tokio::spawn(async move { engine.released(uuid, end).await });
+    }
+
+    /// Looks at the pod of a tracked run and ends the run if the pod says it is over.
+    fn evaluate(&self, uuid: Uuid) {
+        let mut st = self.state.lock().expect("runner lock");
+        let Some(tracked) = st.runs.get(&uuid) else {
+            return;
+        };
+        let pod = st.pods.get(&uuid).cloned();
+        let verdict = match &pod {
+            None if tracked.stopping => Some((
+                RunEnd::Exited {
+                    success: false,
+                    message: format!("pod {} was stopped", tracked.pod),
+                },
+                false,
+            )),
+            None if tracked.seen => Some((
+                RunEnd::Exited {
+                    success: false,
+                    message: format!(
+                        "pod {} was deleted before it reported",
+                        tracked.pod
+                    ),
+                },
+                false,
+            )),
+            None if tracked.adopted && st.synced => Some((
+                RunEnd::StartFailed(format!(
+                    "pod {} does not exist: the replica that started the run stopped before creating it",
+                    tracked.pod
+                )),
+                false,
+            )),
+            None => None,
+            Some(pod) => judge(pod).map(|(end, stuck)| (end, stuck && !tracked.stopping)),
+        };
+        let Some((end, delete)) = verdict else { return };
+        let tracked = st.runs.remove(&uuid).expect("present");
+        drop(st);
+        if delete {
+            self.delete(tracked.key.namespace(), &tracked.pod);
+        }
+        debug!(check = %tracked.key, %uuid, ?end, "run pod ended");
+        self.release(uuid, end);
+    }
+
+    fn delete(&self, namespace: &str, name: &str) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => debug!(pod = %name, "deleted"),
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(e) => warn!(pod = %name, "deleting a check pod: {e}"),
+            }
+        });
+    }
+
+    async fn create(&self, run: StartRun) {
+        let pod = match build_pod(&run, &self.report_base) {
+            Ok(p) => p,
+            Err(e) => return self.fail_start(run.uuid, e.to_string()),
+        };
+        if !self.leadership.is_current() {
+            // The start was stored, but the lease may be someone else's by now: no pod, so no
+            // second run beside the new leader's.
+            return self.fail_start(
+                run.uuid,
+                "this replica's leader lease ran out before the pod was created".into(),
+            );
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), run.key.namespace());
+        match api.create(&PostParams::default(), &pod).await {
+            Ok(_) => debug!(check = %run.key, uuid = %run.uuid, "pod created"),
+            Err(e) => {
+                let name = pod.metadata.name.unwrap_or_default();
+                self.fail_start(
+                    run.uuid,
+                    format!("creating pod {name}: {}", kube_reason(&e)),
+                )
+            }
+        }
+    }
+
+    fn fail_start(&self, uuid: Uuid, msg: String) {
+        let was = self.state.lock().expect("runner lock").runs.remove(&uuid);
+        if was.is_some() {
+            self.release(uuid, RunEnd::StartFailed(msg));
+        }
+    }
+
+    /// Takes in a pod from the watch.
+    fn pod_seen(&self, pod: Pod) {
+        let Some(uuid) = run_of(&pod) else { return };
+        let finished = finished_at(&pod);
+        let key = pod
+            .labels()
+            .get(CHECK_LABEL)
+            .map(|name| CheckKey::new(&pod.namespace().unwrap_or_default(), name));
+        let name = pod.name_any();
+        let reap = {
+            let mut st = self.state.lock().expect("runner lock");
+            st.pods.insert(uuid, Arc::new(pod));
+            if let Some(t) = st.runs.get_mut(&uuid) {
+                t.seen = true;
+            }
+            match (finished, key) {
+                (Some((succeeded, at)), Some(key)) if !st.reaped.contains(&name) => {
+                    let list = st.done.entry(key.clone()).or_default();
+                    if !list.iter().any(|d| d.name == name) {
+                        list.push(Done {
+                            name,
+                            succeeded,
+                            at,
+                        });
+                    }
+                    Some(key)
+                }
+                _ => None,
+            }
+        };
+        self.evaluate(uuid);
+        if let Some(key) = reap {
+            self.reap(&key, Utc::now());
+        }
+    }
+
+    fn pod_gone(&self, pod: &Pod) {
+        let Some(uuid) = run_of(pod) else { return };
+        {
+            let mut st = self.state.lock().expect("runner lock");
+            st.pods.remove(&uuid);
+            st.reaped.remove(&pod.name_any());
+            if let Some(key) = pod
+                .labels()
+                .get(CHECK_LABEL)
+                .map(|n| CheckKey::new(&pod.namespace().unwrap_or_default(), n))
+            {
+                if let Some(list) = st.done.get_mut(&key) {
+                    list.retain(|d| d.name != pod.name_any());
+                }
+            }
+        }
+        self.evaluate(uuid);
+    }
+}
+
+impl Runner for PodRunner {
+    fn start(&self, run: StartRun) {
+        if run.check.spec.probe.is_some() {
+            return self.probes.start(run);
+        }
+        {
+            let mut st = self.state.lock().expect("runner lock");
+            if st.cancelled.remove(&run.uuid) {
+                drop(st);
+                return self.release(
+                    run.uuid,
+                    RunEnd::StartFailed("stopped before its pod was created".into()),
+                );
+            }
+            st.runs.insert(
+                run.uuid,
+                Tracked {
+                    key: run.key.clone(),
+                    pod: pod_name(&run.key, run.uuid),
+                    stopping: false,
+                    seen: false,
+                    adopted: false,
+                },
+            );
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.create(run).await });
+    }
+
+    fn adopt(&self, key: CheckKey, uuid: Uuid, deadline: DateTime<Utc>, check: Arc<HealthCheck>) {
+        if check.spec.probe.is_some() {
+            return self.probes.adopt(key, uuid, deadline, check);
+        }
+        let pod = pod_name(&key, uuid);
+        info!(check = %key, %uuid, %pod, "adopting run pod");
+        self.state.lock().expect("runner lock").runs.insert(
+            uuid,
+            Tracked {
+                key,
+                pod,
+                stopping: false,
+                seen: false,
+                adopted: true,
+            },
+        );
+        self.evaluate(uuid);
+    }
+
+    fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason) {
+        if self.probes.stop(key, uuid, reason) {
+            return;
+        }
+        let pod = {
+            let mut st = self.state.lock().expect("runner lock");
+            match st.runs.get_mut(&uuid) {
+                Some(t) => {
+                    t.stopping = true;
+                    t.pod.clone()
+                }
+                None => {
+                    st.cancelled.insert(uuid);
+                    return;
+                }
+            }
+        };
+        debug!(check = %key, %uuid, ?reason, %pod, "deleting run pod");
+        self.delete(key.namespace(), &pod);
+        // Ends when the watch sees the pod go (or finished, if it got there first).
+        self.evaluate(uuid);
+    }
+
+    fn describe(&self, uuid: Uuid) -> Option<String> {
+        let st = self.state.lock().expect("runner lock");
+        let name = &st.runs.get(&uuid)?.pod;
+        match st.pods.get(&uuid) {
+            None => Some(format!("pod {name} was never seen running")),
+            Some(pod) => describe_pod(pod),
+        }
+    }
+
+    fn disown(&self, _key: &CheckKey, uuid: Uuid) {
+        self.state.lock().expect("runner lock").runs.remove(&uuid);
+    }
+}
+
+fn run_of(pod: &Pod) -> Option<Uuid> {
+    Uuid::parse_str(pod.labels().get(RUN_LABEL)?).ok()
+}
+fn kube_reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        e => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

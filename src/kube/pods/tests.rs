@@ -1,0 +1,299 @@
+//! The pod runner against the stand-in API server: how a run ends by what its pod shows, when
+//! pods are created and deleted, and retention.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::api::load::parse_documents;
+use crate::engine::Event;
+use crate::kube::standin::{status, StandIn};
+
+const BASE: &str = "http://probity.probity.svc";
+
+/// A runner whose API server creates and deletes whatever it is asked to, leading or not.
+fn runner(
+    leadership: Leadership,
+    retention: Retention,
+) -> (StandIn, PodRunner, mpsc::Receiver<Event>) {
+    let (api, client) = StandIn::start(|seen, _| match seen.method.as_str() {
+        "POST" => (201, seen.body.clone().unwrap_or_default()),
+        "DELETE" => status(200, "Success"),
+        _ => status(404, "NotFound"),
+    });
+    let (handle, events) = EngineHandle::channel();
+    (
+        api,
+        PodRunner::new(client, handle, BASE, retention, leadership),
+        events,
+    )
+}
+
+fn leader() -> Leadership {
+    Leadership::solo("me")
+}
+
+fn follower() -> Leadership {
+    let (claim, l) = Leadership::elected("me");
+    claim.held_by("other");
+    l
+}
+
+fn run(name: &str) -> StartRun {
+    let text = format!(
+        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}, namespace: kh, uid: u-{name}}}\nspec:\n  podSpec: {{spec: {{containers: [{{name: check, image: img}}]}}}}\n"
+    );
+    let check = Arc::new(parse_documents(&text).unwrap().remove(0).check.unwrap());
+    let started = Utc::now();
+    StartRun {
+        key: CheckKey::of(&check),
+        uuid: Uuid::new_v4(),
+        check,
+        started,
+        deadline: started + chrono::Duration::seconds(60),
+        timeout: Duration::from_secs(60),
+        due: started,
+    }
+}
+
+/// The run's pod as the watch would show it, in `phase` with its container in `state`.
+fn pod(run: &StartRun, phase: &str, state: ContainerState) -> Pod {
+    let mut p = build_pod(run, BASE).unwrap();
+    p.status = Some(PodStatus {
+        phase: Some(phase.into()),
+        container_statuses: Some(vec![ContainerStatus {
+            name: "check".into(),
+            image: "img".into(),
+            state: Some(state),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    p
+}
+
+fn running() -> ContainerState {
+    ContainerState {
+        running: Some(ContainerStateRunning::default()),
+        ..Default::default()
+    }
+}
+
+fn exited(code: i32, at: DateTime<Utc>) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: code,
+            reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+            finished_at: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_millisecond(at.timestamp_millis()).unwrap(),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn waiting(reason: &str) -> ContainerState {
+    ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message: Some("not in any registry".into()),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The next run the runner releases to the engine.
+async fn released(events: &mut mpsc::Receiver<Event>) -> (Uuid, RunEnd) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(Event::Released { uuid, end })) => return (uuid, end),
+            Ok(Some(_)) => continue,
+            other => panic!("no run released: {other:?}"),
+        }
+    }
+}
+
+fn deleted(seen: &[crate::kube::standin::Seen]) -> Vec<String> {
+    seen.iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| {
+            s.uri
+                .split('?')
+                .next()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_ends_as_its_pod_shows_and_a_pod_that_cannot_start_is_deleted() {
+    let (api, r, mut events) = runner(leader(), Retention::default());
+    let a = run("crash");
+    r.start(a.clone());
+    let seen = api.until(1).await;
+    assert_eq!(seen[0].method, "POST");
+    assert!(
+        seen[0].uri.starts_with("/api/v1/namespaces/kh/pods"),
+        "{}",
+        seen[0].uri
+    );
+    assert_eq!(
+        seen[0].body.as_ref().unwrap()["metadata"]["name"],
+        pod_name(&a.key, a.uuid)
+    );
+    // Running says nothing yet; the exit without a report ends the run with its code.
+    r.pod_seen(pod(&a, "Running", running()));
+    r.pod_seen(pod(&a, "Failed", exited(3, Utc::now())));
+    let (uuid, end) = released(&mut events).await;
+    assert_eq!(uuid, a.uuid);
+    match end {
+        RunEnd::Exited { success, message } => {
+            assert!(!success);
+            assert!(message.contains("exited with code 3 (Error)"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let b = run("pull");
+    r.start(b.clone());
+    api.until(2).await;
+    r.pod_seen(pod(&b, "Pending", waiting("ImagePullBackOff")));
+    let (uuid, end) = released(&mut events).await;
+    assert_eq!(uuid, b.uuid);
+    assert!(
+        matches!(&end, RunEnd::StartFailed(m) if m.contains("ImagePullBackOff (image img)")),
+        "{end:?}"
+    );
+    let seen = api.until(3).await;
+    assert_eq!(
+        deleted(&seen),
+        [pod_name(&b.key, b.uuid)],
+        "the stuck pod goes at once"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_deleted_by_someone_else_ends_its_run_and_a_stopped_one_ends_once_gone() {
+    let (api, r, mut events) = runner(leader(), Retention::default());
+    let a = run("gone");
+    r.start(a.clone());
+    api.until(1).await;
+    let p = pod(&a, "Running", running());
+    r.pod_seen(p.clone());
+    r.pod_gone(&p);
+    let (_, end) = released(&mut events).await;
+    assert!(
+        matches!(&end, RunEnd::Exited { message, .. } if message.ends_with("was deleted before it reported")),
+        "{end:?}"
+    );
+
+    let b = run("stopped");
+    r.start(b.clone());
+    api.until(2).await;
+    let p = pod(&b, "Running", running());
+    r.pod_seen(p.clone());
+    r.stop(&b.key, b.uuid, StopReason::Timeout);
+    let seen = api.until(3).await;
+    assert_eq!(deleted(&seen), [pod_name(&b.key, b.uuid)]);
+    assert!(
+        events.try_recv().is_err(),
+        "released only once the pod is gone"
+    );
+    r.pod_gone(&p);
+    let (uuid, end) = released(&mut events).await;
+    assert_eq!(uuid, b.uuid);
+    assert!(
+        matches!(&end, RunEnd::Exited { message, .. } if message.ends_with("was stopped")),
+        "{end:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_pod_is_created_once_the_claim_has_lapsed() {
+    let (claim, lapsed) = Leadership::elected("me");
+    claim.renewed(std::time::Instant::now(), Duration::from_secs(10));
+    claim.revoke();
+    let (api, r, mut events) = runner(lapsed, Retention::default());
+    let a = run("late");
+    r.start(a.clone());
+    let (uuid, end) = released(&mut events).await;
+    assert_eq!(uuid, a.uuid);
+    assert!(
+        matches!(&end, RunEnd::StartFailed(m) if m.contains("lease ran out")),
+        "{end:?}"
+    );
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+}
+
+/// Finished pods of one check that no run tracks any more, as the watch shows them.
+fn finished_pods(now: DateTime<Utc>) -> Vec<(&'static str, Pod)> {
+    let ago = |m: i64| now - chrono::Duration::minutes(m);
+    [
+        ("s1", 0, ago(30)),
+        ("f_old", 1, ago(120)),
+        ("f1", 1, ago(40)),
+        ("s2", 0, ago(20)),
+        ("s3", 0, ago(10)),
+        ("f2", 1, ago(5)),
+        ("f3", 1, ago(3)),
+    ]
+    .into_iter()
+    .map(|(name, code, at)| {
+        let r = run("dns");
+        let mut p = pod(
+            &r,
+            if code == 0 { "Succeeded" } else { "Failed" },
+            exited(code, at),
+        );
+        p.metadata.name = Some(name.into());
+        (name, p)
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_deletes_the_rest_once_and_only_on_the_leader() {
+    let retention = Retention {
+        succeeded: 1,
+        failed: 2,
+        failed_max_age: Duration::from_secs(3600),
+    };
+    let (api, r, _events) = runner(leader(), retention.clone());
+    let pods = finished_pods(Utc::now());
+    for (_, p) in &pods {
+        r.pod_seen(p.clone());
+    }
+    let mut gone = deleted(&api.until(4).await);
+    gone.sort();
+    assert_eq!(gone, ["f1", "f_old", "s1", "s2"]);
+    // Later events of a pod being deleted do not delete it again; a sentinel marks the end.
+    r.pod_seen(pods[0].1.clone());
+    r.reap_all();
+    r.delete("kh", "sentinel");
+    let seen = api.until(5).await;
+    assert_eq!(deleted(&seen).last().map(String::as_str), Some("sentinel"));
+    assert_eq!(deleted(&seen).len(), 5, "{:?}", deleted(&seen));
+
+    let (api, r, _events) = runner(follower(), retention);
+    for (_, p) in finished_pods(Utc::now()) {
+        r.pod_seen(p);
+    }
+    r.reap_all();
+    r.delete("kh", "sentinel");
+    assert_eq!(
+        deleted(&api.until(1).await),
+        ["sentinel"],
+        "a follower reaps nothing"
+    );
+}
