@@ -214,6 +214,13 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic is a bug: say so in the log (where operators look), then let the default hook
+    // print it as well. The task it happened in ends, and `serve` turns that into exit 2.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!("bug: {info}; please report it with this log");
+        default_hook(info);
+    }));
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -75,10 +75,11 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             .checked_mul(unit_ns)
             .ok_or_else(|| format!("{input:?} is out of range"))?;
         if !frac_part.is_empty() {
-            // Exact decimal fraction of the unit, truncated to nanoseconds as Go does.
+            // Exact decimal fraction of the unit, truncated to nanoseconds as Go does. Digits
+            // past the 19th are below a nanosecond even of a day, and more would overflow.
             let mut scale: u128 = 1;
             let mut frac: u128 = 0;
-            for c in frac_part.bytes().take(30) {
+            for c in frac_part.bytes().take(19) {
                 frac = frac * 10 + u128::from(c - b'0');
                 scale *= 10;
             }
@@ -154,6 +155,23 @@ pub fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_fraction_is_truncated_to_nanoseconds_not_overflowed() {
+        // The recipe of issue 9: a panic in debug builds, a wrapped wrong value in release.
+        assert_eq!(
+            parse("0.999999999999999999999999999999s"),
+            Ok(Duration::from_nanos(999_999_999))
+        );
+        assert_eq!(
+            parse("0.99999999999999999999999999999999999999d"),
+            Ok(Duration::from_nanos(86_399_999_999_999))
+        );
+        assert_eq!(
+            parse("1.00000000000000000000000001h"),
+            Ok(Duration::from_secs(3600))
+        );
+    }
 
     #[test]
     fn parses_go_syntax() {

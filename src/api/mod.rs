@@ -19,6 +19,19 @@ pub use probe::{Probe, ProbeKind};
 
 pub const GROUP: &str = "kuberhealthy.github.io";
 pub const VERSION: &str = "v2";
+/// At most `max` bytes of `s` (cut at a character boundary), with `…` when cut: for messages
+/// that go into history, logs and events, which a check's output must not be able to flood.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// How many past runs `status.history` keeps.
 pub const HISTORY_LEN: usize = 20;
 
@@ -287,7 +300,37 @@ pub struct Condition {
     pub last_transition_time: String,
 }
 
+/// The latest instant a status may name: the end of year 9999, in unix seconds. Later ones are
+/// damage (or a hand edit gone wrong), not time.
+pub const MAX_UNIX: i64 = 253_402_300_799;
+
 impl HealthCheckStatus {
+    /// The first timestamp outside 0..=MAX_UNIX, named by its field: such a record is set aside
+    /// when read back rather than scheduled from.
+    pub fn out_of_range(&self) -> Option<String> {
+        let fields = [
+            ("lastRunUnix", Some(self.last_run_unix)),
+            ("lastOKUnix", Some(self.last_ok_unix)),
+            ("lastFailureUnix", Some(self.last_failure_unix)),
+            ("nextRunUnix", self.next_run_unix),
+            ("runDeadlineUnix", self.run_deadline_unix),
+        ];
+        let history = self
+            .history
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (i, Some(h.start_unix)));
+        fields
+            .into_iter()
+            .map(|(f, v)| (f.to_string(), v))
+            .chain(history.map(|(i, v)| (format!("history[{i}].startUnix"), v)))
+            .find_map(|(field, v)| {
+                let v = v?;
+                (!(0..=MAX_UNIX).contains(&v))
+                    .then(|| format!("status.{field}: {v} is not a time between 1970 and 9999"))
+            })
+    }
+
     /// A check that exists but has not finished a run yet.
     pub fn is_pending(&self) -> bool {
         self.last_outcome.is_none()

@@ -169,6 +169,10 @@ pub fn validate_with(
     }
 }
 
+/// The longest interval, timeout or initial delay a check may have: a year and a day. Longer
+/// ones are mistakes, and date arithmetic on them is where overflows hide.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
 pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> {
     let mut problems = Vec::new();
     let mut bad = |field: &str, message: String| {
@@ -240,6 +244,13 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
         match duration::parse(s) {
             Ok(d) if d.is_zero() && !allow_zero => {
                 bad(field, format!("{s:?} must be greater than zero"));
+                None
+            }
+            Ok(d) if d > MAX_DURATION => {
+                bad(
+                    field,
+                    format!("{s:?} is longer than the most allowed, 366d"),
+                );
                 None
             }
             Ok(d) => Some(d),
@@ -416,6 +427,10 @@ mod tests {
             (
                 "  initialDelay: soon\n",
                 "spec.initialDelay: \"soon\" is not a duration",
+            ),
+            (
+                "  runInterval: 367d\n",
+                "spec.runInterval: \"367d\" is longer than the most allowed, 366d",
             ),
             (
                 "  successThreshold: 0\n",

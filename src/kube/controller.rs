@@ -12,7 +12,7 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::events::Events;
 use super::status::StatusWriter;
@@ -155,7 +155,18 @@ impl Controller {
     /// A check created or changed (or our own status write coming back).
     async fn applied(&self, hc: Arc<HealthCheck>, memory: &mut Memory) {
         let key = CheckKey::of(&hc);
-        let saved = self.status.observe(&hc);
+        let saved = self
+            .status
+            .observe(&hc)
+            .filter(|st| match st.out_of_range() {
+                // Scheduling from it would be nonsense (or an overflow): the engine starts this
+                // check afresh and its next write replaces the bad status.
+                Some(why) => {
+                    warn!(check = %key, "ignoring the stored status: {why}");
+                    false
+                }
+                None => true,
+            });
         let problems = cluster_problems(&hc);
         let load_error = (!problems.is_empty()).then_some(Invalid { problems });
         let generation = hc.metadata.generation;

@@ -7,7 +7,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Client, Resource};
 use tracing::warn;
 
-use crate::api::{CheckKey, HealthCheck};
+use crate::api::{truncate, CheckKey, HealthCheck};
 use crate::engine::{Finished, Observer};
 
 /// Posts the Kubernetes Events of checks.
@@ -50,7 +50,8 @@ impl Events {
         let ev = KubeEvent {
             type_: EventType::Warning,
             reason: reason.into(),
-            note: Some(truncate_note(note)),
+            // The API server refuses notes over 1 KiB (the ellipsis is 3 bytes).
+            note: Some(truncate(&note, 997)),
             action: "Run".into(),
             secondary: None,
         };
@@ -58,18 +59,6 @@ impl Events {
             warn!(check = %key, "posting an event: {e}");
         }
     }
-}
-
-/// The API server refuses event notes over 1 KiB.
-fn truncate_note(mut s: String) -> String {
-    if s.len() > 1000 {
-        let mut end = 1000;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }
 
 /// A Warning event on the check for every run that failed (recorded by this replica).

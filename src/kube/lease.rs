@@ -48,6 +48,12 @@ impl LeaseConfig {
     }
 }
 
+/// The lease duration as the Lease records it, in whole seconds rounded up: rounded down, a
+/// 1.5 s lease would tell the others it expires before our renew deadline has passed.
+fn lease_seconds(d: Duration) -> i32 {
+    d.as_millis().div_ceil(1000).clamp(1, i32::MAX as u128) as i32
+}
+
 /// What a look at the lease found.
 #[derive(Debug, PartialEq)]
 enum Seen {
@@ -107,7 +113,7 @@ impl Elector {
 
     async fn try_once(&mut self) -> Result<Seen, kube::Error> {
         let me = self.cfg.identity.clone();
-        let secs = self.cfg.lease_duration.as_secs().max(1) as i32;
+        let secs = lease_seconds(self.cfg.lease_duration);
         if let Some(mut lease) = self.held.take() {
             // Renew from our own copy; a conflict means someone else wrote it: read it then.
             if let Some(spec) = lease.spec.as_mut() {
@@ -261,6 +267,14 @@ impl Elector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_duration_is_written_rounded_up() {
+        assert_eq!(lease_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(lease_seconds(Duration::from_secs(15)), 15);
+        assert_eq!(lease_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(lease_seconds(Duration::from_secs(u64::MAX)), i32::MAX);
+    }
 
     #[test]
     fn timings_must_nest() {

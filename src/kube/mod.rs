@@ -183,13 +183,23 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     let server = tokio::spawn(server::serve(listener, state, async move {
         let _ = server_stop.await;
     }));
+    // Ends at shutdown, or when the scheduler died (a bug): then the process must exit non-zero
+    // so the Deployment restarts it; its lease is left to expire.
+    let driven = driver.await;
+    if driven.is_err() {
+        elector.abort();
+    }
     let _ = elector.await;
-    let _ = driver.await;
     pods.abort();
     checks.abort();
     let _ = stop_server.send(());
-    server.await.map_err(|source| Error::Task {
+    let served = server.await.map_err(|source| Error::Task {
         task: "HTTP server",
         source,
-    })?
+    })?;
+    driven.map_err(|source| Error::Task {
+        task: "scheduler",
+        source,
+    })?;
+    served
 }

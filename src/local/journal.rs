@@ -146,7 +146,8 @@ impl FileStore {
 }
 
 /// Reads the journal. A torn last line (the process died mid-write) is dropped: it was never
-/// acknowledged. Any other unreadable line is kept in a copy of the journal set aside.
+/// acknowledged. Any other unreadable line, or one naming a time outside 1970..9999, is kept in
+/// a copy of the journal set aside.
 fn replay(path: &Path) -> Result<HashMap<String, HealthCheckStatus>> {
     let mut map = HashMap::new();
     let bytes = match std::fs::read(path) {
@@ -166,9 +167,17 @@ fn replay(path: &Path) -> Result<HashMap<String, HealthCheckStatus>> {
             Ok(RecordIn {
                 key,
                 status: Some(s),
-            }) => {
-                map.insert(key, s);
-            }
+            }) => match s.out_of_range() {
+                // Scheduling from it would be nonsense (or an overflow): the line is set aside
+                // with the rest of the damage, and the check's earlier state, if any, stands.
+                Some(why) => {
+                    bad += 1;
+                    error!("{}: line {}: {key}: {why}", path.display(), i + 1);
+                }
+                None => {
+                    map.insert(key, s);
+                }
+            },
             Ok(RecordIn { key, status: None }) => {
                 map.remove(&key);
             }
@@ -414,6 +423,36 @@ mod tests {
         assert!(std::fs::read_to_string(dir.path().join(&aside[0]))
             .unwrap()
             .starts_with("garbage\n"));
+    }
+
+    #[tokio::test]
+    async fn a_record_with_an_impossible_time_is_set_aside_and_the_earlier_one_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = CheckKey::new("ns", "a");
+        {
+            let store = FileStore::open(dir.path()).unwrap();
+            store.save(&a, &st(5)).await.unwrap();
+        }
+        // The recipe of issue 9: a year-262000 start made the scheduler's date arithmetic panic.
+        let path = dir.path().join(JOURNAL);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"key\":\"ns/a\",\"status\":{\"ok\":true,\"lastRunUnix\":8210266876799}}\n")
+            .unwrap();
+        drop(f);
+        let store = FileStore::open(dir.path()).unwrap();
+        let back = store.load(&a).unwrap();
+        assert_eq!((back.success_count, back.last_run_unix), (5, 0));
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".corrupt-")
+            })
+            .count();
+        assert_eq!(aside, 1, "the journal as it was is kept");
     }
 
     #[tokio::test]

@@ -136,15 +136,22 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
         let _ = server_stop.await;
     }));
     // The server outlives the scheduler so reports of runs in flight still land while it drains.
-    let _ = driver.await;
+    // Ends at shutdown, or when the scheduler died (a bug): then the process must exit non-zero
+    // so its supervisor restarts it, not go on serving a page that no longer changes.
+    let driven = driver.await;
     watcher.abort();
     // Writes queued by the last events (not all of them awaited by a report) reach the journal.
     store.flush().await;
     let _ = stop_server.send(());
-    server.await.map_err(|source| Error::Task {
+    let served = server.await.map_err(|source| Error::Task {
         task: "HTTP server",
         source,
-    })?
+    })?;
+    driven.map_err(|source| Error::Task {
+        task: "scheduler",
+        source,
+    })?;
+    served
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -24,6 +24,8 @@ use crate::engine::{EngineHandle, RunEnd, Runner, StartRun, StopReason};
 /// How much of a process's output is kept for the failure message.
 const TAIL_BYTES: usize = 2048;
 const TAIL_LINES: usize = 10;
+/// The longest line of output kept; the rest of a longer one is read and dropped.
+const MAX_LINE: usize = 4096;
 /// How often an adopted process (not our child, so not waitable) is checked for exit.
 const ADOPT_POLL: Duration = Duration::from_millis(500);
 
@@ -223,11 +225,11 @@ impl ProcessRunner {
             let tail = tail.clone();
             let key = run.key.clone();
             readers.push(tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                capped_lines(stream, MAX_LINE, |line| {
                     debug!(check = %key, "{line}");
                     tail.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                }
+                })
+                .await
             }));
         }
         let status = child.wait().await;
@@ -383,6 +385,46 @@ fn find_by_run_uuid(uuid: Uuid) -> Option<(i32, i32)> {
     None
 }
 
+/// Reads `stream` to its end a line at a time, handing on at most `max` bytes of each (a longer
+/// line is cut, marked with `…`, and the rest of it drained), so a check that prints without
+/// newlines cannot grow probity's memory.
+async fn capped_lines<R: tokio::io::AsyncRead + Unpin>(
+    stream: R,
+    max: usize,
+    mut line: impl FnMut(String),
+) {
+    let mut r = BufReader::new(stream);
+    let mut cur: Vec<u8> = Vec::new();
+    let mut cut = false;
+    let emit = |cur: &mut Vec<u8>, cut: &mut bool, line: &mut dyn FnMut(String)| {
+        let mut s = String::from_utf8_lossy(cur).into_owned();
+        if std::mem::take(cut) {
+            s.push('…');
+        }
+        cur.clear();
+        line(s);
+    };
+    loop {
+        let buf = match r.fill_buf().await {
+            Ok(b) if !b.is_empty() => b,
+            _ => break,
+        };
+        let end = buf.iter().position(|b| *b == b'\n');
+        let part = &buf[..end.unwrap_or(buf.len())];
+        let room = max.saturating_sub(cur.len());
+        cut |= part.len() > room;
+        cur.extend_from_slice(&part[..part.len().min(room)]);
+        let used = end.map_or(buf.len(), |i| i + 1);
+        r.consume(used);
+        if end.is_some() {
+            emit(&mut cur, &mut cut, &mut line);
+        }
+    }
+    if !cur.is_empty() || cut {
+        emit(&mut cur, &mut cut, &mut line);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tail {
     lines: VecDeque<String>,
@@ -423,6 +465,23 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn output_lines_are_capped_and_the_rest_drained() {
+        // The recipe of issue 9: output without a newline, which a line reader holds whole.
+        let mut out = vec![b'x'; 1 << 20];
+        out.extend_from_slice(b"\nok\nlast");
+        let mut lines = Vec::new();
+        capped_lines(&out[..], 4096, |l| lines.push(l)).await;
+        assert_eq!(
+            lines.len(),
+            3,
+            "{:?}",
+            lines.iter().map(String::len).collect::<Vec<_>>()
+        );
+        assert_eq!(lines[0], format!("{}…", "x".repeat(4096)));
+        assert_eq!(lines[1..], ["ok", "last"]);
+    }
 
     #[test]
     fn tail_keeps_the_last_lines_within_bounds() {

@@ -45,9 +45,27 @@ pub struct RunQuery {
     healthcheck: Option<String>,
 }
 
-/// Compares without an early exit, so the time taken says nothing about the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares in time that depends only on the length of what was presented, never on the token
+/// or on where the first difference is.
+fn same(presented: &[u8], token: &[u8]) -> bool {
+    if token.is_empty() {
+        return false;
+    }
+    let mut diff = (presented.len() != token.len()) as u8;
+    for (i, x) in presented.iter().enumerate() {
+        diff |= x ^ token[i % token.len()];
+    }
+    diff == 0
+}
+
+/// The credentials of an `Authorization: Bearer ...` header; the scheme is case-insensitive
+/// (RFC 9110).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(credentials.trim())
 }
 
 fn say(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -67,12 +85,7 @@ pub async fn run(
             "manual runs are off: start probity with --run-token (PROBITY_RUN_TOKEN)",
         );
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
+    match bearer(&headers) {
         Some(t) if same(t.as_bytes(), manual.token.as_bytes()) => {}
         _ => {
             return (
@@ -96,5 +109,26 @@ pub async fn run(
     match manual.backend.request(key.clone()).await {
         Ok(()) => say(StatusCode::ACCEPTED, format!("run of {key} requested")),
         Err(r) => say(status_of(&r), r.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_exactly_and_the_scheme_is_case_insensitive() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cre", b"s3cret"), "a prefix");
+        assert!(!same(b"s3crets3cret", b"s3cret"), "a repetition");
+        assert!(!same(b"", b"s3cret"));
+        assert!(!same(b"x", b""), "no token never matches");
+        let mut h = HeaderMap::new();
+        for v in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret "] {
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            assert_eq!(bearer(&h), Some("s3cret"), "{v}");
+        }
+        h.insert(header::AUTHORIZATION, "Basic czNjcmV0".parse().unwrap());
+        assert_eq!(bearer(&h), None);
     }
 }

@@ -35,9 +35,13 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let reports = post(report::report).layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        count_reports,
+    ));
     Router::new()
-        .route("/check", post(report::report))
-        .route("/externalCheckStatus", post(report::report))
+        .route("/check", reports.clone())
+        .route("/externalCheckStatus", reports)
         .route("/json", get(status::json))
         .route("/", get(status::root))
         .route("/metrics", get(metrics))
@@ -46,6 +50,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/run", post(admin::run))
         .layer(DefaultBodyLimit::max(report::MAX_BODY))
         .with_state(state)
+}
+
+/// Counts every answer on the report endpoints by its status, the router's own included (405
+/// for another method, 413 from the body limit), so refused reports show in metrics.
+async fn count_reports(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    st.metrics.count_report(resp.status().as_u16());
+    resp
 }
 
 async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
@@ -154,6 +170,37 @@ mod tests {
         );
         board.tick();
         assert_eq!(get(format!("{base}/healthz")).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn every_refused_report_is_counted_by_its_status() {
+        let base = start(Arc::new(Board::new("me"))).await;
+        let http = reqwest::Client::new();
+        let check = format!("{base}/check");
+        let codes = [
+            http.get(&check).send().await.unwrap().status(),
+            http.post(&check)
+                .header("content-type", "application/json")
+                .header("kh-run-uuid", uuid::Uuid::new_v4().to_string())
+                .body(vec![b' '; report::MAX_BODY + 1])
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            http.post(format!("{base}/externalCheckStatus"))
+                .header("content-type", "text/plain")
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+        ];
+        assert_eq!(codes.map(|c| c.as_u16()), [405, 413, 415]);
+        let (_, text) = get(format!("{base}/metrics")).await;
+        for code in [405, 413, 415] {
+            let line = format!("probity_reports_total{{code=\"{code}\"}} 1");
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 
     #[tokio::test]

@@ -83,9 +83,9 @@ pub async fn report(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    let resp = handle(&st, &headers, &query, &body).await;
-    st.metrics.count_report(resp.status().as_u16());
-    resp
+    // Counted by the router's layer (`server::count_reports`), with the refusals made before
+    // this handler runs.
+    handle(&st, &headers, &query, &body).await
 }
 
 async fn handle(

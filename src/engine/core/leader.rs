@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{chrono, from_unix, EndedBy, Engine, Run};
+use super::{from_unix, later, EndedBy, Engine, Run};
 use crate::api::{CheckKey, HealthCheckStatus};
 use crate::engine::Effect;
 
@@ -84,7 +84,7 @@ impl Engine {
         let deadline = entry
             .status
             .run_deadline_unix
-            .map_or(started + chrono(timeout), from_unix);
+            .map_or(later(started, timeout), from_unix);
         entry.run = Some(Run {
             uuid,
             started,

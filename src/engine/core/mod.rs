@@ -101,6 +101,13 @@ fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// `t + d`, saturating at the end of representable time instead of panicking: a date read back
+/// from state (or written by someone else) must never bring the scheduler down.
+fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(chrono(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         Engine {

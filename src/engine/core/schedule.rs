@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{chrono, from_unix, unix, Engine, Run};
+use super::{from_unix, later, unix, Engine, Run};
 use crate::api::protocol::pod_name;
 use crate::api::validate::Trigger;
 use crate::api::CheckKey;
@@ -113,10 +113,10 @@ impl Engine {
             let Ok(plan) = &entry.plan else { continue };
             let uuid = Uuid::new_v4();
             let timeout = plan.timeout;
-            let deadline = now + chrono(timeout);
+            let deadline = later(now, timeout);
             let next = match &plan.trigger {
                 _ if plan.single_run => None,
-                Trigger::Interval(iv) => Some(now + chrono(*iv)),
+                Trigger::Interval(iv) => Some(later(now, *iv)),
                 Trigger::Cron(c) => c.next_after(now),
             };
             entry.run = Some(Run {
@@ -201,11 +201,11 @@ impl Engine {
         let last = e
             .last_start
             .or(has_run.then(|| from_unix(e.status.last_run_unix)));
-        let earliest = (!has_run).then(|| e.first_seen + chrono(plan.initial_delay));
+        let earliest = (!has_run).then(|| later(e.first_seen, plan.initial_delay));
         match &plan.trigger {
             Trigger::Interval(iv) => {
                 let due = match (last, earliest) {
-                    (Some(l), _) => l + chrono(*iv),
+                    (Some(l), _) => later(l, *iv),
                     (None, Some(first)) => first,
                     (None, None) => now,
                 };
@@ -214,7 +214,7 @@ impl Engine {
                 } else if self.starting && earliest.is_none_or(|_| plan.initial_delay.is_zero()) {
                     // Overdue at start-up (first install, restart, failover): spread over the
                     // interval instead of starting everything in the same second.
-                    Some(now + chrono(spread(key, *iv)))
+                    Some(later(now, spread(key, *iv)))
                 } else {
                     Some(now)
                 }

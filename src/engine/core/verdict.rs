@@ -6,23 +6,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{unix, EndedBy, Engine, Entry};
-use crate::api::{CheckKey, Outcome, RunRecord, HISTORY_LEN};
+use crate::api::{truncate, CheckKey, Outcome, RunRecord, HISTORY_LEN};
 use crate::engine::Effect;
 
 /// Limits on what one history entry keeps of a run's errors.
 const HISTORY_ERRORS: usize = 5;
 const HISTORY_ERROR_LEN: usize = 512;
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
 
 impl Engine {
     /// Records whether the check is invalid, on its status: an `Invalid` condition, and the

@@ -20,7 +20,10 @@ use super::{
     Board, Effect, Finished, Leadership, Observer, Rejection, RunEnd, Runner, SaveFuture,
     StatusStore,
 };
-use crate::api::CheckKey;
+use crate::api::{truncate, CheckKey};
+
+/// How much of a failed run's errors goes into its log line.
+const LOGGED_ERRORS: usize = 1024;
 
 /// The longest the loop sleeps, so the heartbeat stays fresh and wall-clock jumps are noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -431,7 +434,9 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                     if outcome.is_success() {
                         debug!(check = %key, %uuid, ?duration, "run succeeded");
                     } else {
-                        info!(check = %key, %uuid, outcome = outcome.as_str(), ?duration, errors = ?errors, "run failed");
+                        // A check's errors can be up to a report body long: the log gets a line.
+                        let said = truncate(&errors.join(" | "), LOGGED_ERRORS);
+                        info!(check = %key, %uuid, outcome = outcome.as_str(), ?duration, errors = %said, "run failed");
                     }
                     finished.get_or_insert_with(|| key.clone());
                     let run = Finished {

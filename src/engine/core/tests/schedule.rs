@@ -225,3 +225,30 @@ fn a_manual_request_is_served_once_by_a_run_that_starts_after_it() {
     );
     assert!(e.request_run(t0(), &key("zz"), t0()).is_err());
 }
+
+#[test]
+fn dates_at_the_end_of_time_saturate_instead_of_panicking() {
+    // The recipe of issue 9 (a year-262000 start from the journal or a HealthCheck status),
+    // reaching the engine without the bounds check the stores apply: no panic, no run.
+    let far = 8_210_266_876_799;
+    let mut e = engine(0);
+    let saved = HealthCheckStatus {
+        ok: true,
+        last_run_unix: far,
+        ..Default::default()
+    };
+    e.upsert(t0(), check("a", "  runInterval: 1h\n"), Some(saved));
+    // A run in flight whose start is that far and whose deadline is not recorded.
+    let in_flight = HealthCheckStatus {
+        ok: true,
+        current_uuid: Uuid::new_v4().to_string(),
+        last_run_unix: far,
+        ..Default::default()
+    };
+    e.upsert(t0(), check("b", "  runInterval: 1h\n"), Some(in_flight));
+    e.finish_startup();
+    assert!(starts(&e.tick(t0() + secs(7200))).is_empty());
+    assert!(e
+        .due(&key("a"))
+        .is_some_and(|d| d > t0() + secs(86_400 * 365 * 1000)));
+}
