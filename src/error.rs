@@ -108,3 +108,21 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How `serve` ends, once its tasks are joined: the HTTP server's own result, unless the server
+/// or the scheduler task died (a bug), which must make the process exit non-zero so its
+/// supervisor restarts it rather than leave a page that no longer changes.
+pub(crate) fn serve_outcome(
+    server: std::result::Result<Result<()>, tokio::task::JoinError>,
+    scheduler: std::result::Result<(), tokio::task::JoinError>,
+) -> Result<()> {
+    let served = server.map_err(|source| Error::Task {
+        task: "HTTP server",
+        source,
+    })?;
+    scheduler.map_err(|source| Error::Task {
+        task: "scheduler",
+        source,
+    })?;
+    served
+}

@@ -25,8 +25,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
 /// Files that wire a backend together and so may start the server.
 const WIRING: &[&str] = &["src/kube/mod.rs", "src/local/mod.rs"];
 
-/// Names at the crate root every module may use.
-const ROOT: &[&str] = &["Error", "Result"];
+/// Names at the crate root every module may use: the error type and its module.
+const ROOT: &[&str] = &["Error", "Result", "error"];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -193,13 +193,5 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     pods.abort();
     checks.abort();
     let _ = stop_server.send(());
-    let served = server.await.map_err(|source| Error::Task {
-        task: "HTTP server",
-        source,
-    })?;
-    driven.map_err(|source| Error::Task {
-        task: "scheduler",
-        source,
-    })?;
-    served
+    crate::error::serve_outcome(server.await, driven)
 }

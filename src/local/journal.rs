@@ -393,19 +393,27 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text}");
     }
 
-    #[tokio::test]
-    async fn a_torn_last_line_is_ignored_and_other_damage_is_kept_aside() {
+    /// A state directory whose journal holds one state of ns/a (5 successes).
+    async fn saved_once() -> (tempfile::TempDir, CheckKey) {
         let dir = tempfile::tempdir().unwrap();
         let a = CheckKey::new("ns", "a");
-        {
-            let store = FileStore::open(dir.path()).unwrap();
-            store.save(&a, &st(5)).await.unwrap();
-        }
+        let store = FileStore::open(dir.path()).unwrap();
+        store.save(&a, &st(5)).await.unwrap();
+        (dir, a)
+    }
+
+    /// Appends raw bytes to the journal, as a damaged disk or a hand edit would.
+    fn append(dir: &tempfile::TempDir, bytes: &[u8]) -> PathBuf {
         let path = dir.path().join(JOURNAL);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"key\":\"ns/a\",\"status\":{\"ok\":tr")
-            .unwrap();
-        drop(f);
+        f.write_all(bytes).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_ignored_and_other_damage_is_kept_aside() {
+        let (dir, a) = saved_once().await;
+        let path = append(&dir, b"{\"key\":\"ns/a\",\"status\":{\"ok\":tr");
         let store = FileStore::open(dir.path()).unwrap();
         assert_eq!(store.load(&a).unwrap().success_count, 5);
         drop(store);
@@ -427,18 +435,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_with_an_impossible_time_is_set_aside_and_the_earlier_one_stands() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = CheckKey::new("ns", "a");
-        {
-            let store = FileStore::open(dir.path()).unwrap();
-            store.save(&a, &st(5)).await.unwrap();
-        }
+        let (dir, a) = saved_once().await;
         // The recipe of issue 9: a year-262000 start made the scheduler's date arithmetic panic.
-        let path = dir.path().join(JOURNAL);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"key\":\"ns/a\",\"status\":{\"ok\":true,\"lastRunUnix\":8210266876799}}\n")
-            .unwrap();
-        drop(f);
+        append(
+            &dir,
+            b"{\"key\":\"ns/a\",\"status\":{\"ok\":true,\"lastRunUnix\":8210266876799}}\n",
+        );
         let store = FileStore::open(dir.path()).unwrap();
         let back = store.load(&a).unwrap();
         assert_eq!((back.success_count, back.last_run_unix), (5, 0));

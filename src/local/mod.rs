@@ -143,15 +143,7 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     // Writes queued by the last events (not all of them awaited by a report) reach the journal.
     store.flush().await;
     let _ = stop_server.send(());
-    let served = server.await.map_err(|source| Error::Task {
-        task: "HTTP server",
-        source,
-    })?;
-    driven.map_err(|source| Error::Task {
-        task: "scheduler",
-        source,
-    })?;
-    served
+    crate::error::serve_outcome(server.await, driven)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -111,19 +111,7 @@ async fn deploy_applies_and_its_rbac_is_enough_to_run_checks() {
     })
     .await;
     let hc: HealthCheck = reporting_check(ns, "rbac", "  runInterval: 1h\n");
-    Api::<HealthCheck>::namespaced(c.clone(), ns)
-        .create(&Default::default(), &hc)
-        .await
-        .unwrap();
-    let st = super_wait(async || {
-        let st = Api::<HealthCheck>::namespaced(c.clone(), ns)
-            .get("rbac")
-            .await
-            .ok()?
-            .status?;
-        (!st.history.is_empty()).then_some(st)
-    })
-    .await;
+    let st = first_run(c, &hc).await;
     assert_eq!(st.last_outcome, Some(Outcome::Success), "{:?}", st.errors);
 
     // An exec probe under the same token: the WebSocket exec is authorized as `get` on pods/exec
@@ -149,19 +137,7 @@ async fn deploy_applies_and_its_rbac_is_enough_to_run_checks() {
         "rbac-exec",
         "  runInterval: 1h\n  probe:\n    exec: {command: [\"true\"], podSelector: {app: target}}\n",
     );
-    Api::<HealthCheck>::namespaced(c.clone(), ns)
-        .create(&Default::default(), &hc)
-        .await
-        .unwrap();
-    let st = super_wait(async || {
-        let st = Api::<HealthCheck>::namespaced(c.clone(), ns)
-            .get("rbac-exec")
-            .await
-            .ok()?
-            .status?;
-        (!st.history.is_empty()).then_some(st)
-    })
-    .await;
+    let st = first_run(c, &hc).await;
     let msg = st.history[0].errors.join("; ");
     assert!(
         !msg.contains("forbidden"),
@@ -174,6 +150,18 @@ async fn deploy_applies_and_its_rbac_is_enough_to_run_checks() {
 
     let log = p.log.lock().unwrap().join("\n");
     assert!(!log.contains("forbidden"), "a request was refused: {log}");
+}
+
+/// Creates the check and waits for the status of its first finished run.
+async fn first_run(c: &kube::Client, hc: &HealthCheck) -> probity::api::HealthCheckStatus {
+    let api = Api::<HealthCheck>::namespaced(c.clone(), hc.metadata.namespace.as_deref().unwrap());
+    api.create(&Default::default(), hc).await.unwrap();
+    let name = hc.metadata.name.as_deref().unwrap();
+    super_wait(async || {
+        let st = api.get(name).await.ok()?.status?;
+        (!st.history.is_empty()).then_some(st)
+    })
+    .await
 }
 
 async fn super_wait<T>(mut f: impl AsyncFnMut() -> Option<T>) -> T {
