@@ -130,9 +130,20 @@ impl Probe {
             .collect()
     }
 
-    /// The method of a valid probe (exactly one set).
+    /// The method of a valid probe (exactly one set); read on every finished probe run, so
+    /// it allocates nothing.
     pub fn kind(&self) -> Option<ProbeKind> {
-        self.kinds().first().copied()
+        if self.http_get.is_some() {
+            Some(ProbeKind::HttpGet)
+        } else if self.tcp_socket.is_some() {
+            Some(ProbeKind::TcpSocket)
+        } else if self.exec.is_some() {
+            Some(ProbeKind::Exec)
+        } else if self.grpc.is_some() {
+            Some(ProbeKind::Grpc)
+        } else {
+            None
+        }
     }
 }
 

@@ -113,7 +113,7 @@ pub fn build_pod(run: &StartRun, report_base: &str) -> Result<Pod, Invalid> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::api::load::parse_documents;
     use crate::api::CheckKey;
@@ -122,21 +122,33 @@ mod tests {
     use std::time::Duration;
     use uuid::Uuid;
 
-    fn run(spec: &str) -> StartRun {
+    /// A run of check `name` (uid `uid`) with `spec`, starting now, its deadline `timeout` away.
+    pub(in crate::kube::pods) fn start_run(
+        name: &str,
+        uid: &str,
+        spec: &str,
+        uuid: Uuid,
+        timeout: Duration,
+    ) -> StartRun {
         let text = format!(
-            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: dns, namespace: kh, uid: \"1234\"}}\nspec:\n{spec}"
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}, namespace: kh, uid: \"{uid}\"}}\nspec:\n{spec}"
         );
         let check = Arc::new(parse_documents(&text).unwrap().remove(0).check.unwrap());
         let started = Utc::now();
         StartRun {
             key: CheckKey::of(&check),
-            uuid: Uuid::parse_str("1d309ed7-4b7a-4fd5-9706-d04f53c9ed30").unwrap(),
+            uuid,
             check,
             started,
-            deadline: started + chrono::Duration::seconds(90),
-            timeout: Duration::from_millis(89_500),
+            deadline: started + chrono::Duration::from_std(timeout).unwrap(),
+            timeout,
             due: started,
         }
+    }
+
+    fn run(spec: &str) -> StartRun {
+        let uuid = Uuid::parse_str("1d309ed7-4b7a-4fd5-9706-d04f53c9ed30").unwrap();
+        start_run("dns", "1234", spec, uuid, Duration::from_millis(89_500))
     }
 
     fn value<'a>(c: &'a Container, name: &str) -> Vec<&'a EnvVar> {

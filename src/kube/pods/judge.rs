@@ -129,13 +129,31 @@ pub(super) fn describe_pod(pod: &Pod) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
         PodCondition, PodStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    /// A pod status in `phase` with one container, `check` of `image`, in `state`.
+    pub(in crate::kube::pods) fn status(
+        phase: &str,
+        image: &str,
+        state: ContainerState,
+    ) -> PodStatus {
+        PodStatus {
+            phase: Some(phase.into()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "check".into(),
+                image: image.into(),
+                state: Some(state),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
 
     fn pod(phase: &str, state: ContainerState) -> Pod {
         Pod {
@@ -144,16 +162,7 @@ mod tests {
                 ..Default::default()
             },
             spec: None,
-            status: Some(PodStatus {
-                phase: Some(phase.into()),
-                container_statuses: Some(vec![ContainerStatus {
-                    name: "check".into(),
-                    image: "registry/nope:1".into(),
-                    state: Some(state),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
+            status: Some(status(phase, "registry/nope:1", state)),
         }
     }
 

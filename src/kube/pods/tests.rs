@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::mpsc;
 
+use super::build::tests::start_run;
+use super::judge::tests::status;
 use super::*;
-use crate::api::load::parse_documents;
 use crate::engine::Event;
-use crate::kube::standin::{status, StandIn};
+use crate::kube::standin::{self, StandIn};
 
 const BASE: &str = "http://probity.probity.svc";
 
@@ -24,8 +24,8 @@ fn runner(
 ) -> (StandIn, PodRunner, mpsc::Receiver<Event>) {
     let (api, client) = StandIn::start(|seen, _| match seen.method.as_str() {
         "POST" => (201, seen.body.clone().unwrap_or_default()),
-        "DELETE" => status(200, "Success"),
-        _ => status(404, "NotFound"),
+        "DELETE" => standin::status(200, "Success"),
+        _ => standin::status(404, "NotFound"),
     });
     let (handle, events) = EngineHandle::channel();
     (
@@ -46,35 +46,20 @@ fn follower() -> Leadership {
 }
 
 fn run(name: &str) -> StartRun {
-    let text = format!(
-        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}, namespace: kh, uid: u-{name}}}\nspec:\n  podSpec: {{spec: {{containers: [{{name: check, image: img}}]}}}}\n"
-    );
-    let check = Arc::new(parse_documents(&text).unwrap().remove(0).check.unwrap());
-    let started = Utc::now();
-    StartRun {
-        key: CheckKey::of(&check),
-        uuid: Uuid::new_v4(),
-        check,
-        started,
-        deadline: started + chrono::Duration::seconds(60),
-        timeout: Duration::from_secs(60),
-        due: started,
-    }
+    let spec = "  podSpec: {spec: {containers: [{name: check, image: img}]}}\n";
+    start_run(
+        name,
+        &format!("u-{name}"),
+        spec,
+        Uuid::new_v4(),
+        Duration::from_secs(60),
+    )
 }
 
 /// The run's pod as the watch would show it, in `phase` with its container in `state`.
 fn pod(run: &StartRun, phase: &str, state: ContainerState) -> Pod {
     let mut p = build_pod(run, BASE).unwrap();
-    p.status = Some(PodStatus {
-        phase: Some(phase.into()),
-        container_statuses: Some(vec![ContainerStatus {
-            name: "check".into(),
-            image: "img".into(),
-            state: Some(state),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
+    p.status = Some(status(phase, "img", state));
     p
 }
 
