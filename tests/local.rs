@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{count, detail, shell_check, Probity, PATIENCE};
+use probity::api::protocol::run_id;
 
 use serde_json::Value;
 
@@ -109,10 +110,18 @@ async fn ok_and_failing_runs_with_the_kh_environment() {
 
     let env = std::fs::read_to_string(&env_file).unwrap();
     let uuid = ok["uuid"].as_str().unwrap();
-    assert!(env.contains(&format!("KH_RUN_UUID={uuid}\n")), "{env}");
+    // The process gets the run's credential; /json shows only its public id.
+    let credential: uuid::Uuid = env
+        .lines()
+        .find_map(|l| l.strip_prefix("KH_RUN_UUID="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(credential.to_string(), uuid);
+    assert_eq!(run_id(credential).to_string(), uuid);
     assert!(
         env.contains(&format!(
-            "KH_REPORTING_URL={}/check?kh-run-uuid={uuid}\n",
+            "KH_REPORTING_URL={}/check?kh-run-uuid={credential}\n",
             p.base
         )),
         "{env}"
@@ -247,19 +256,18 @@ async fn duplicate_and_late_reports_are_refused() {
         .await;
     assert_eq!(count(&doc, "it/dup", "FailureCount"), 0);
 
-    // Late: read the run's UUID while it runs, report after its deadline.
+    // Late: take the run's credential from its process, report after its deadline.
+    let cred = tmp.path().join("late-cred");
     write(
         &checks,
         "late.yaml",
-        &shell_check("late", "  runInterval: 1h\n  timeout: 1s\n", "sleep 60"),
+        &shell_check(
+            "late",
+            "  runInterval: 1h\n  timeout: 1s\n",
+            &format!("echo $KH_RUN_UUID > {}; sleep 60", cred.display()),
+        ),
     );
-    let doc = p
-        .wait_for("the late run", |d| detail(d, "it/late")["Running"] == true)
-        .await;
-    let uuid = detail(&doc, "it/late")["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uuid = wait_file(&cred).await.trim().to_string();
     p.wait_for("its timeout", |d| {
         detail(d, "it/late")["LastOutcome"] == "Timeout"
     })
@@ -281,24 +289,59 @@ async fn duplicate_and_late_reports_are_refused() {
 
 #[tokio::test]
 async fn report_endpoint_protocol_over_http() {
-    let (_tmp, checks, state) = dirs();
+    let (tmp, checks, state) = dirs();
     let p = Probity::start(&checks, &state, &[]);
     p.wait_ready().await;
+    let cred = tmp.path().join("cred");
     write(
         &checks,
         "wait.yaml",
-        &shell_check("wait", "  runInterval: 1h\n  timeout: 1m\n", "sleep 50"),
+        &shell_check(
+            "wait",
+            "  runInterval: 1h\n  timeout: 1m\n",
+            &format!("echo $KH_RUN_UUID > {}; sleep 50", cred.display()),
+        ),
     );
+    let uuid = wait_file(&cred).await.trim().to_string();
     let doc = p
         .wait_for("the run", |d| detail(d, "it/wait")["Running"] == true)
         .await;
-    let uuid = detail(&doc, "it/wait")["uuid"]
+    let shown = detail(&doc, "it/wait")["uuid"]
         .as_str()
         .unwrap()
         .to_string();
     let c = reqwest::Client::new();
     let post = |path: &str| c.post(p.url(path));
     let status = |r: reqwest::Response| r.status().as_u16();
+
+    // Forged: the id /json shows is not the run's credential, so a verdict sent with it is an
+    // unknown run, and the real report still counts (below).
+    assert_eq!(run_id(uuid.parse().unwrap()).to_string(), shown);
+    for forged in [
+        post("/check").header("kh-run-uuid", &shown),
+        post(&format!("/check?kh-run-uuid={shown}")),
+    ] {
+        let r = forged
+            .header("content-type", "application/json")
+            .body(r#"{"OK":false,"Errors":["forged"]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(r), 400);
+    }
+    let m = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(!m.contains(&uuid), "the credential is not in metrics");
+    let page = c
+        .get(p.url("/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains(&uuid), "the credential is not on the dashboard");
+    assert!(!p.json().await.to_string().contains(&uuid));
 
     assert_eq!(status(c.get(p.url("/check")).send().await.unwrap()), 405);
     let r = post("/check")
@@ -360,6 +403,8 @@ async fn report_endpoint_protocol_over_http() {
         .unwrap();
     assert!(m.contains("probity_reports_total{code=\"200\"} 1"), "{m}");
     assert!(m.contains("probity_reports_total{code=\"415\"} 1"), "{m}");
+    let log = p.log.lock().unwrap().join("\n");
+    assert!(!log.contains(&uuid), "the credential is not logged:\n{log}");
 }
 
 #[tokio::test]

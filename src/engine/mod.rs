@@ -55,7 +55,11 @@ impl Desired {
 #[derive(Debug, Clone)]
 pub struct StartRun {
     pub key: CheckKey,
+    /// The run's public id: in status, labels, logs.
     pub uuid: Uuid,
+    /// The run's `KH_RUN_UUID`, which its reports must carry; given to the pod or process
+    /// only (see `api::protocol::run_id`).
+    pub credential: Uuid,
     pub check: Arc<HealthCheck>,
     pub started: DateTime<Utc>,
     pub deadline: DateTime<Utc>,

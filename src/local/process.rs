@@ -16,7 +16,7 @@ use tokio::process::Command;
 use tracing::debug;
 use uuid::Uuid;
 
-use crate::api::protocol::{pod_name, SOURCE_ANNOTATION};
+use crate::api::protocol::{pod_name, run_id, SOURCE_ANNOTATION};
 use crate::api::validate::Problem;
 use crate::api::{CheckKey, HealthCheck};
 use crate::engine::{EngineHandle, RunEnd, Runner, StartRun, StopReason};
@@ -139,9 +139,9 @@ impl ProcessRunner {
         }
         cmd.env(
             "KH_REPORTING_URL",
-            format!("{}/check?kh-run-uuid={}", self.report_base, run.uuid),
+            format!("{}/check?kh-run-uuid={}", self.report_base, run.credential),
         );
-        cmd.env("KH_RUN_UUID", run.uuid.to_string());
+        cmd.env("KH_RUN_UUID", run.credential.to_string());
         cmd.env(
             "KH_CHECK_RUN_DEADLINE",
             run.deadline.timestamp().to_string(),
@@ -259,7 +259,7 @@ impl ProcessRunner {
     }
 
     async fn watch_adopted(self, uuid: Uuid) {
-        let found = tokio::task::spawn_blocking(move || find_by_run_uuid(uuid))
+        let found = tokio::task::spawn_blocking(move || find_run_group(uuid))
             .await
             .ok()
             .flatten();
@@ -358,10 +358,14 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// Finds the process of a run by its `KH_RUN_UUID`, which no other process has: safe against
-/// PID reuse, and needs nothing saved beyond the UUID.
-fn find_by_run_uuid(uuid: Uuid) -> Option<(i32, i32)> {
-    let needle = format!("KH_RUN_UUID={uuid}");
+/// Finds the process group of a run by the `KH_RUN_UUID` in its processes' environment (the
+/// credential, whose public id is `uuid`), which no other process has: safe against PID reuse,
+/// and needs nothing saved beyond the run's id. The group is the run's only if its leader is
+/// one of them (each run starts its own group), or, with the leader gone, if every process left
+/// in it carries the run's credential: a group some other program took is never killed.
+fn find_run_group(uuid: Uuid) -> Option<(i32, i32)> {
+    let mut ours: Vec<(i32, i32)> = Vec::new();
+    let mut others: Vec<i32> = Vec::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -370,19 +374,35 @@ fn find_by_run_uuid(uuid: Uuid) -> Option<(i32, i32)> {
         else {
             continue;
         };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+        let Some(pgid) = process_group(pid) else {
             continue;
         };
-        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-            // SAFETY: getpgid(2) only reads the process table.
-            let pgid = unsafe { libc::getpgid(pid) };
-            // The group leader carries the run's whole process tree.
-            if pgid == pid || pgid > 0 {
-                return Some((pid, pgid.max(pid)));
-            }
+        let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let carries = env
+            .split(|b| *b == 0)
+            .filter_map(|kv| kv.strip_prefix(b"KH_RUN_UUID="))
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .filter_map(|v| Uuid::parse_str(v).ok())
+            .any(|c| run_id(c) == uuid);
+        if carries {
+            ours.push((pid, pgid));
+        } else {
+            others.push(pgid);
         }
     }
-    None
+    if let Some(&(pid, pgid)) = ours.iter().find(|(pid, pgid)| pid == pgid) {
+        return Some((pid, pgid));
+    }
+    let &(pid, pgid) = ours.first()?;
+    let one_group = ours.iter().all(|(_, g)| *g == pgid) && !others.contains(&pgid);
+    one_group.then_some((pid, pgid))
+}
+
+/// The process group of `pid`, from `/proc/<pid>/stat` (the fifth field).
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Reads `stream` to its end a line at a time, handing on at most `max` bytes of each (a longer

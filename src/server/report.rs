@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::AppState;
+use crate::api::protocol::run_id;
 pub use crate::api::protocol::UUID_HEADER;
 use crate::engine::Rejection;
 /// Largest report body accepted.
@@ -129,12 +130,14 @@ async fn handle(
             )
         }
     };
-    let Ok(uuid) = Uuid::parse_str(&raw) else {
+    let Ok(credential) = Uuid::parse_str(&raw) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             format!("{UUID_HEADER} {raw:?} is not a UUID"),
         );
     };
+    // Runs are known by their public id; only the holder of the credential can name it here.
+    let uuid = run_id(credential);
     let (ok, errors) = match parse_body(body) {
         Ok(v) => v,
         Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Client;
+use probity::api::protocol::run_id;
 use probity::api::{HealthCheck, HealthCheckStatus, Outcome};
 use serde_json::Value;
 
@@ -160,6 +161,9 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
         ),
     )
     .await;
+    // The slow run's credential, as whoever can read its pod sees it (its status does not show it).
+    let slow_pod = wait("the slow pod", async || pods(c, ns, "slow").await.pop()).await;
+    let slow_credential = credential(&slow_pod);
 
     let st = runs(c, ns, "ok", 1).await;
     assert_eq!((st.ok, st.last_outcome), (true, Some(Outcome::Success)));
@@ -196,9 +200,13 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
     let st = runs(c, ns, "slow", 1).await;
     assert_eq!(st.last_outcome, Some(Outcome::Timeout));
     assert!(st.errors[0].contains("timeout after 2s"), "{:?}", st.errors);
+    assert_eq!(
+        st.history[0].uuid,
+        run_id(slow_credential.parse().unwrap()).to_string()
+    );
     // A report after the deadline is too late (410), and says so.
     let r = reqwest::Client::new()
-        .post(p.url(&format!("/check?kh-run-uuid={}", st.history[0].uuid)))
+        .post(p.url(&format!("/check?kh-run-uuid={slow_credential}")))
         .json(&serde_json::json!({"OK": true, "Errors": []}))
         .send()
         .await
@@ -278,6 +286,14 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
     assert_eq!(doc["OK"], false);
 }
 
+/// A run's credential: its pod's `KH_RUN_UUID`.
+fn credential(pod: &Pod) -> String {
+    let spec = pod.spec.as_ref().unwrap();
+    let env = spec.containers[0].env.iter().flatten();
+    let found = env.into_iter().find(|e| e.name == "KH_RUN_UUID");
+    found.and_then(|e| e.value.clone()).unwrap()
+}
+
 fn st_uuid(st: &HealthCheckStatus) -> String {
     st.history[0].uuid.clone()
 }
@@ -300,7 +316,7 @@ async fn a_pod_deleted_mid_run_ends_the_run_and_reports_are_taken_once() {
     .await;
     let pod = wait("the pod", async || pods(c, ns, "victim").await.pop()).await;
     let podname = pod.metadata.name.clone().unwrap();
-    let uuid = pod.metadata.labels.unwrap()["kh-run-uuid"].clone();
+    let uuid = credential(&pod);
     Api::<Pod>::namespaced(c.clone(), ns)
         .delete(&podname, &DeleteParams::default())
         .await

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{from_unix, later, unix, Engine, Run};
-use crate::api::protocol::pod_name;
+use crate::api::protocol::{pod_name, run_id};
 use crate::api::validate::Trigger;
 use crate::api::CheckKey;
 use crate::engine::{Effect, RunRefused, StartRun};
@@ -111,7 +111,8 @@ impl Engine {
                 continue;
             }
             let Ok(plan) = &entry.plan else { continue };
-            let uuid = Uuid::new_v4();
+            let credential = Uuid::new_v4();
+            let uuid = run_id(credential);
             let timeout = plan.timeout;
             let deadline = later(now, timeout);
             let next = match &plan.trigger {
@@ -145,6 +146,7 @@ impl Engine {
             effects.push(Effect::Start(StartRun {
                 key,
                 uuid,
+                credential,
                 check,
                 started: now,
                 deadline,

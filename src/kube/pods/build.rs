@@ -46,10 +46,10 @@ pub fn build_pod(run: &StartRun, report_base: &str) -> Result<Pod, Invalid> {
             format!(
                 "{}/check?kh-run-uuid={}",
                 report_base.trim_end_matches('/'),
-                run.uuid
+                run.credential
             ),
         ),
-        env("KH_RUN_UUID", run.uuid.to_string()),
+        env("KH_RUN_UUID", run.credential.to_string()),
         env(
             "KH_CHECK_RUN_DEADLINE",
             run.deadline.timestamp().to_string(),
@@ -122,12 +122,13 @@ pub(super) mod tests {
     use std::time::Duration;
     use uuid::Uuid;
 
-    /// A run of check `name` (uid `uid`) with `spec`, starting now, its deadline `timeout` away.
+    /// A run of check `name` (uid `uid`) with `spec` and credential `credential`, starting now,
+    /// its deadline `timeout` away.
     pub(in crate::kube::pods) fn start_run(
         name: &str,
         uid: &str,
         spec: &str,
-        uuid: Uuid,
+        credential: Uuid,
         timeout: Duration,
     ) -> StartRun {
         let text = format!(
@@ -137,7 +138,8 @@ pub(super) mod tests {
         let started = Utc::now();
         StartRun {
             key: CheckKey::of(&check),
-            uuid,
+            uuid: crate::api::protocol::run_id(credential),
+            credential,
             check,
             started,
             deadline: started + chrono::Duration::from_std(timeout).unwrap(),
@@ -177,10 +179,14 @@ pub(super) mod tests {
         for c in all {
             let uuid = value(c, "KH_RUN_UUID");
             assert_eq!(uuid.len(), 1, "{}", c.name);
-            assert_eq!(uuid[0].value.as_deref(), Some(r.uuid.to_string().as_str()));
+            // The pod gets the credential; everything else shows the public id.
+            assert_eq!(
+                uuid[0].value.as_deref(),
+                Some(r.credential.to_string().as_str())
+            );
             assert_eq!(
                 value(c, "KH_REPORTING_URL")[0].value.as_deref(),
-                Some(format!("http://probity.kh.svc/check?kh-run-uuid={}", r.uuid).as_str())
+                Some(format!("http://probity.kh.svc/check?kh-run-uuid={}", r.credential).as_str())
             );
             assert_eq!(
                 value(c, "KH_CHECK_RUN_DEADLINE")[0].value.as_deref(),
