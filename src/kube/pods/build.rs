@@ -215,6 +215,9 @@ pub(super) mod tests {
             ("HealthCheck", "1234", Some(true))
         );
         assert_eq!(owner.api_version, "kuberhealthy.github.io/v2");
-        assert_eq!(pod.metadata.name.as_deref(), Some("dns-1d309"));
+        // Named from the public id: the name is in the status, the credential must not be.
+        let name = format!("dns-{}", &r.uuid.simple().to_string()[..5]);
+        assert_eq!(pod.metadata.name.as_deref(), Some(name.as_str()));
+        assert!(!name.contains(&r.credential.simple().to_string()[..5]));
     }
 }
