@@ -118,14 +118,11 @@ async fn setup(mode: Mode) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut sd = shutdown;
+    let limits = server::Limits::default();
     tokio::spawn(server::serve(
         listener,
-        AppState {
-            board,
-            engine: handle.clone(),
-            metrics,
-            manual: None,
-        },
+        AppState::new(board, handle.clone(), metrics, None, &limits),
+        limits,
         async move {
             let _ = sd.changed().await;
         },

@@ -92,14 +92,11 @@ pub async fn run_file(
     .observed_by_shared(metrics.clone());
     let driver = tokio::spawn(driver.run());
     let (stop_server, server_stop) = oneshot::channel::<()>();
+    let limits = server::Limits::default();
     let server = tokio::spawn(server::serve(
         listener,
-        AppState {
-            board,
-            engine: handle.clone(),
-            metrics,
-            manual: None,
-        },
+        AppState::new(board, handle.clone(), metrics, None, &limits),
+        limits,
         async move {
             let _ = server_stop.await;
         },

@@ -114,7 +114,42 @@ struct ServeArgs {
     #[command(flatten)]
     defaults: DefaultArgs,
     #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
     kube: KubeArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "HTTP server limits")]
+struct HttpArgs {
+    /// A request's headers must arrive within this (slow clients are disconnected).
+    #[arg(long, env = "PROBITY_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    http_header_timeout: Duration,
+    /// A connection with no request in flight and nothing sent for this long is closed.
+    #[arg(long, env = "PROBITY_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    http_idle_timeout: Duration,
+    /// Open connections at most (lowered to fit the open-files limit, keeping descriptors for runs); at the cap the idlest is closed for a new one.
+    #[arg(long, env = "PROBITY_HTTP_MAX_CONNECTIONS", default_value_t = 512)]
+    http_max_connections: usize,
+    /// Requests handled at once at most (health probes aside); more are answered 503.
+    #[arg(long, env = "PROBITY_HTTP_MAX_REQUESTS", default_value_t = 256)]
+    http_max_requests: usize,
+    /// Largest request head (request line and headers) in bytes; at least 8192.
+    #[arg(long, env = "PROBITY_HTTP_MAX_HEADER_BYTES", default_value_t = 16384)]
+    http_max_header_bytes: usize,
+}
+
+impl HttpArgs {
+    fn limits(&self) -> probity::server::Limits {
+        probity::server::Limits {
+            header_read_timeout: self.http_header_timeout,
+            idle_timeout: self.http_idle_timeout,
+            max_connections: self.http_max_connections.max(1),
+            max_requests: self.http_max_requests.max(1),
+            max_header_bytes: self.http_max_header_bytes,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -317,6 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         failed_max_age: k.error_pod_retention,
                     },
                     run_token,
+                    http: a.http.limits(),
                 };
                 kube::serve(cfg, shutdown_signal()).await?;
                 return Ok(ExitCode::SUCCESS);
@@ -333,6 +369,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 shutdown_grace: a.shutdown_grace,
                 poll_interval: a.watch_interval,
                 run_token,
+                http: a.http.limits(),
             };
             local::serve(cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -329,7 +329,12 @@ async fn report_endpoint_protocol_over_http() {
             .unwrap();
         assert_eq!(status(r), 400);
     }
-    let m = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
+    let m = reqwest::get(p.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!m.contains(&uuid), "the credential is not in metrics");
     let page = c
         .get(p.url("/"))
@@ -340,7 +345,10 @@ async fn report_endpoint_protocol_over_http() {
         .text()
         .await
         .unwrap();
-    assert!(!page.contains(&uuid), "the credential is not on the dashboard");
+    assert!(
+        !page.contains(&uuid),
+        "the credential is not on the dashboard"
+    );
     assert!(!p.json().await.to_string().contains(&uuid));
 
     assert_eq!(status(c.get(p.url("/check")).send().await.unwrap()), 405);

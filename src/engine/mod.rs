@@ -81,6 +81,10 @@ pub enum StopReason {
 pub enum RunEnd {
     /// It could not be started at all.
     StartFailed(String),
+    /// It could not be started for a reason of probity's own, not the check's (the process ran
+    /// out of file descriptors or processes): no outcome is recorded and the run is tried again
+    /// shortly.
+    Deferred(String),
     /// It ended; `message` says how (exit code, signal, last output) for when no report came.
     Exited { success: bool, message: String },
 }
@@ -132,6 +136,21 @@ pub enum Effect {
         key: CheckKey,
         lag: Duration,
     },
+    /// A run could not start for probity's own reasons and is tried again at `retry`.
+    Deferred {
+        key: CheckKey,
+        reason: String,
+        retry: DateTime<Utc>,
+    },
+}
+
+/// Whether starting something failed because of this process's own limits (open files,
+/// processes, memory) rather than anything the check asked for.
+pub fn own_limit(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    )
 }
 
 /// Starts, stops and watches runs. Every run it is given must end in exactly one

@@ -25,6 +25,8 @@ pub trait Observer: Send + Sync + 'static {
     fn finished(&self, _run: &Finished) {}
     /// The check is gone: drop what is kept about it.
     fn forgotten(&self, _key: &CheckKey) {}
+    /// A run could not start for probity's own reasons and will be tried again.
+    fn deferred(&self, _key: &CheckKey) {}
 }
 
 /// Finished runs down a channel (`probity run`, tests, the cluster's failure events).

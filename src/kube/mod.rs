@@ -89,6 +89,7 @@ pub struct KubeConfig {
     pub retention: Retention,
     /// Bearer token for `POST /api/run`; None leaves it off.
     pub run_token: Option<String>,
+    pub http: server::Limits,
 }
 
 /// The report URL check pods get when none is configured: the Service in this namespace.
@@ -171,16 +172,17 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     let elector =
         tokio::spawn(Elector::new(client.clone(), cfg.lease.clone(), claim).run(shutdown));
     let (stop_server, server_stop) = oneshot::channel::<()>();
-    let state = AppState {
-        board,
-        engine: handle,
-        metrics,
-        manual: cfg.run_token.clone().map(|token| ManualRuns {
-            token: token.into(),
-            backend: Arc::new(AnnotateRuns { client }),
-        }),
-    };
-    let server = tokio::spawn(server::serve(listener, state, async move {
+    let manual = cfg.run_token.clone().map(|token| ManualRuns {
+        token: token.into(),
+        backend: Arc::new(AnnotateRuns { client }),
+    });
+    let mut limits = cfg.http.clone();
+    limits.max_connections = server::listen::fit_to_fd_limit(
+        limits.max_connections,
+        server::listen::reserved_fds(cfg.max_concurrent_runs),
+    );
+    let state = AppState::new(board, handle, metrics, manual, &limits);
+    let server = tokio::spawn(server::serve(listener, state, limits, async move {
         let _ = server_stop.await;
     }));
     // Ends at shutdown, or when the scheduler died (a bug): then the process must exit non-zero

@@ -45,6 +45,7 @@ pub struct LocalConfig {
     pub poll_interval: Duration,
     /// Bearer token for `POST /api/run`; None leaves it off.
     pub run_token: Option<String>,
+    pub http: server::Limits,
 }
 
 pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
@@ -123,16 +124,17 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
         shutdown,
     ));
     let (stop_server, server_stop) = oneshot::channel::<()>();
-    let state = AppState {
-        board,
-        manual: cfg.run_token.clone().map(|token| ManualRuns {
-            token: token.into(),
-            backend: Arc::new(EngineRuns(handle.clone())),
-        }),
-        engine: handle,
-        metrics,
-    };
-    let server = tokio::spawn(server::serve(listener, state, async move {
+    let manual = cfg.run_token.clone().map(|token| ManualRuns {
+        token: token.into(),
+        backend: Arc::new(EngineRuns(handle.clone())),
+    });
+    let mut limits = cfg.http.clone();
+    limits.max_connections = server::listen::fit_to_fd_limit(
+        limits.max_connections,
+        server::listen::reserved_fds(cfg.max_concurrent_runs),
+    );
+    let state = AppState::new(board, handle, metrics, manual, &limits);
+    let server = tokio::spawn(server::serve(listener, state, limits, async move {
         let _ = server_stop.await;
     }));
     // The server outlives the scheduler so reports of runs in flight still land while it drains.

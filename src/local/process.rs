@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::api::protocol::{pod_name, run_id, SOURCE_ANNOTATION};
 use crate::api::validate::Problem;
 use crate::api::{CheckKey, HealthCheck};
-use crate::engine::{EngineHandle, RunEnd, Runner, StartRun, StopReason};
+use crate::engine::{own_limit, EngineHandle, RunEnd, Runner, StartRun, StopReason};
 
 /// How much of a process's output is kept for the failure message.
 const TAIL_BYTES: usize = 2048;
@@ -196,6 +196,7 @@ impl ProcessRunner {
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         let mut child = match cmd.spawn() {
             Ok(c) => c,
+            Err(e) if own_limit(&e) => return RunEnd::Deferred(format!("start {program:?}: {e}")),
             Err(e) => return RunEnd::StartFailed(format!("start {program:?}: {e}")),
         };
         let pgid = child.id().map(|p| p as i32);

@@ -4,8 +4,11 @@
 
 pub mod admin;
 pub mod dashboard;
+pub mod listen;
 pub mod report;
 pub mod status;
+
+pub use listen::Limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +35,26 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// None: `POST /api/run` is off.
     pub manual: Option<admin::ManualRuns>,
+    /// Requests being handled (health probes aside), against `Limits::max_requests`.
+    pub requests: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    pub fn new(
+        board: Arc<Board>,
+        engine: EngineHandle,
+        metrics: Arc<Metrics>,
+        manual: Option<admin::ManualRuns>,
+        limits: &Limits,
+    ) -> Self {
+        AppState {
+            board,
+            engine,
+            metrics,
+            manual,
+            requests: Arc::new(tokio::sync::Semaphore::new(limits.max_requests.max(1))),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -49,7 +72,34 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/run", post(admin::run))
         .layer(DefaultBodyLimit::max(report::MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_requests,
+        ))
         .with_state(state)
+}
+
+/// Sheds requests beyond `Limits::max_requests` with a 503 (every client retries that) rather
+/// than queueing them without bound. Health probes are never shed: they are cheap, and a
+/// kubelet that cannot get an answer restarts a replica that is merely busy.
+async fn limit_requests(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+        return next.run(req).await;
+    }
+    let Ok(_permit) = st.requests.clone().try_acquire_owned() else {
+        st.metrics.request_shed();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "server busy: too many requests in flight; retry\n",
+        )
+            .into_response();
+    };
+    next.run(req).await
 }
 
 /// Counts every answer on the report endpoints by its status, the router's own included (405
@@ -110,20 +160,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-/// Serves until `stop` resolves, then finishes the requests in flight.
+/// Serves until `stop` resolves, then finishes the requests in flight within `limits.drain`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: Limits,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|source| crate::Error::Listen { addr, source })
+    let metrics = state.metrics.clone();
+    listen::serve(listener, router(state), limits, metrics, stop).await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,15 +180,16 @@ mod tests {
     async fn start(board: Arc<Board>) -> String {
         let (engine, _events) = EngineHandle::channel();
         // The receiver is dropped: these routes never reach the engine.
-        let state = AppState {
-            metrics: Arc::new(Metrics::new(MetricsConfig::default(), board.clone())),
-            board,
-            engine,
-            manual: None,
-        };
+        let metrics = Arc::new(Metrics::new(MetricsConfig::default(), board.clone()));
+        let state = AppState::new(board, engine, metrics, None, &Limits::default());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(listener, state, std::future::pending()));
+        tokio::spawn(serve(
+            listener,
+            state,
+            Limits::default(),
+            std::future::pending(),
+        ));
         base
     }
 
@@ -201,6 +248,41 @@ mod tests {
             let line = format!("probity_reports_total{{code=\"{code}\"}} 1");
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_cap_are_shed_with_503_but_health_probes_never_are() {
+        let board = Arc::new(Board::new("me"));
+        board.tick();
+        let (engine, _events) = EngineHandle::channel();
+        let metrics = Arc::new(Metrics::new(MetricsConfig::default(), board.clone()));
+        let mut state = AppState::new(board, engine, metrics, None, &Limits::default());
+        // Every permit taken, as by requests in flight.
+        state.requests = Arc::new(tokio::sync::Semaphore::new(0));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let metrics = state.metrics.clone();
+        tokio::spawn(serve(
+            listener,
+            state,
+            Limits::default(),
+            std::future::pending(),
+        ));
+        let r = reqwest::get(format!("{base}/json")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(get(format!("{base}/healthz")).await.0, 200);
+        assert_eq!(
+            get(format!("{base}/readyz")).await.0,
+            503,
+            "answered, not shed"
+        );
+        let text = metrics.encode_text();
+        assert!(
+            text.lines()
+                .any(|l| l == "probity_http_requests_shed_total 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -47,7 +47,43 @@ impl Probity {
 
     /// `probity ARGS...` with extra environment; returns once it listens.
     pub fn spawn(args: &[String], envs: &[(&str, &str)]) -> Probity {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_probity"))
+        Self::spawn_with(args, envs, None)
+    }
+
+    /// `start`, with the open-files limit (soft and hard) set to `nofile`.
+    pub fn start_limited(checks: &Path, state: &Path, extra: &[&str], nofile: u64) -> Probity {
+        let mut args: Vec<String> = ["serve", "--listen-address", "127.0.0.1:0"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--watch-interval".into(), "100ms".into()]);
+        args.extend(["--checks".into(), checks.display().to_string()]);
+        args.extend(["--state-dir".into(), state.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut p = Self::spawn_with(&args, &[], Some(nofile));
+        p.checks = checks.to_path_buf();
+        p.state = state.to_path_buf();
+        p
+    }
+
+    fn spawn_with(args: &[String], envs: &[(&str, &str)], nofile: Option<u64>) -> Probity {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_probity"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: setrlimit is async-signal-safe and only touches the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .args(args)
             .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
@@ -79,6 +115,20 @@ impl Probity {
             state: PathBuf::new(),
             log,
         }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM` for the peak).
+    pub fn mem_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
     }
 
     pub fn url(&self, path: &str) -> String {

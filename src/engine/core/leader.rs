@@ -91,6 +91,9 @@ impl Engine {
             deadline,
             timeout,
             finished: false,
+            // Adopted runs are already going: never deferred.
+            prior: entry.status.clone(),
+            prior_start: entry.last_start,
         });
         self.runs.insert(uuid, key.clone());
         self.deadlines.insert((deadline, key.clone()));

@@ -49,6 +49,9 @@ struct Run {
     timeout: Duration,
     /// The outcome is recorded; the run may still hold its slot until its pod/process is gone.
     finished: bool,
+    /// The check's state before this run started, put back if the run is deferred.
+    prior: Arc<HealthCheckStatus>,
+    prior_start: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -475,9 +478,12 @@ impl Engine {
         };
         let mut effects = Vec::new();
         let finished = self.checks[&key].run.as_ref().is_none_or(|r| r.finished);
+        if let (false, RunEnd::Deferred(reason)) = (finished, &end) {
+            return self.defer(now, key, reason.clone());
+        }
         if !finished {
             let (outcome, msg) = match end {
-                RunEnd::StartFailed(m) => (Outcome::StartFailure, m),
+                RunEnd::StartFailed(m) | RunEnd::Deferred(m) => (Outcome::StartFailure, m),
                 RunEnd::Exited { message, .. } => (Outcome::Crash, message),
             };
             effects.extend(self.finish(now, &key, outcome, vec![msg]));

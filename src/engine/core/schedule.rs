@@ -14,6 +14,9 @@ use crate::api::CheckKey;
 use crate::engine::{Effect, RunRefused, StartRun};
 use std::sync::Arc;
 
+/// How soon a run deferred for probity's own reasons is tried again.
+pub(super) const DEFER_RETRY: Duration = Duration::from_secs(1);
+
 /// A stable offset in `[0, window)` per check, so first runs after start-up are spread evenly
 /// and a restart spreads them the same way.
 pub(super) fn spread(key: &CheckKey, window: Duration) -> Duration {
@@ -126,6 +129,8 @@ impl Engine {
                 deadline,
                 timeout,
                 finished: false,
+                prior: entry.status.clone(),
+                prior_start: entry.last_start,
             });
             entry.last_start = Some(now);
             let st = Arc::make_mut(&mut entry.status);
@@ -154,6 +159,45 @@ impl Engine {
                 due,
             }));
         }
+        effects
+    }
+
+    /// A run that could not start for probity's own reasons (`RunEnd::Deferred`): the check is
+    /// as it was before the start, and due again after `DEFER_RETRY`. Nothing is recorded
+    /// against it: it is not the check's failure.
+    pub(super) fn defer(
+        &mut self,
+        now: DateTime<Utc>,
+        key: CheckKey,
+        reason: String,
+    ) -> Vec<Effect> {
+        let entry = self.checks.get_mut(&key).expect("a run holds the slot");
+        let run = entry.run.take().expect("not finished, so present");
+        self.deadlines.remove(&(run.deadline, key.clone()));
+        entry.last_start = run.prior_start;
+        let st = Arc::make_mut(&mut entry.status);
+        st.current_uuid = run.prior.current_uuid.clone();
+        st.last_run_unix = run.prior.last_run_unix;
+        st.run_deadline_unix = run.prior.run_deadline_unix;
+        st.authoritative_pod = run.prior.authoritative_pod.clone();
+        st.pod_name = run.prior.pod_name.clone();
+        let retry = later(now, DEFER_RETRY);
+        let mut effects = Vec::new();
+        if self.leader && !self.draining && !entry.removed {
+            self.unschedule(&key);
+            let entry = self.checks.get_mut(&key).expect("present");
+            entry.due = Some(retry);
+            Arc::make_mut(&mut entry.status).next_run_unix = Some(unix(retry));
+            self.timers.insert((retry, key.clone()));
+        }
+        if self.checks[&key].removed {
+            self.checks.remove(&key);
+            effects.push(Effect::Forget { key: key.clone() });
+        } else {
+            effects.push(self.save(&key, true));
+        }
+        effects.push(Effect::Deferred { key, reason, retry });
+        effects.extend(self.fill(now));
         effects
     }
 

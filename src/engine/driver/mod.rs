@@ -423,6 +423,12 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                         o.started(&key, lag);
                     }
                 }
+                Effect::Deferred { key, reason, retry } => {
+                    warn!(check = %key, %retry, "run not started, not the check's fault, tried again: {reason}");
+                    for o in &self.observers {
+                        o.deferred(&key);
+                    }
+                }
                 Effect::Finished {
                     key,
                     uuid,

@@ -168,3 +168,47 @@ fn an_adopted_run_that_never_reports_times_out_at_its_saved_deadline() {
     assert!(finished(&e.tick(t0() + secs(24))).is_empty());
     assert_eq!(finished(&e.tick(t0() + secs(25)))[0].0, Outcome::Timeout);
 }
+
+#[test]
+fn a_run_deferred_for_probitys_own_limits_is_not_the_checks_failure_and_is_retried() {
+    let (mut e, _) = one("  runInterval: 1h\n  timeout: 30s\n");
+    let (_, first) = starts(&e.run_now(t0(), &key("a")).unwrap())[0];
+    e.report(t0(), first, true, vec![]).1.unwrap();
+    e.release(t0(), first, exited("done"));
+    let before = e.status(&key("a")).unwrap().clone();
+    // Manual run: it fails to start because the process is out of file descriptors.
+    let (_, uuid) = starts(&e.run_now(t0() + secs(5), &key("a")).unwrap())[0];
+    let fx = e.release(
+        t0() + secs(5),
+        uuid,
+        RunEnd::Deferred("start \"sh\": Too many open files (os error 24)".into()),
+    );
+    assert!(finished(&fx).is_empty(), "no outcome is recorded");
+    let retry = t0()
+        + secs(5)
+        + chrono::Duration::from_std(crate::engine::core::schedule::DEFER_RETRY).unwrap();
+    assert!(fx.iter().any(
+        |f| matches!(f, Effect::Deferred { reason, retry: r, .. } if reason.contains("os error 24") && *r == retry)
+    ));
+    let st = e.status(&key("a")).unwrap();
+    assert_eq!(
+        (st.failure_count, st.success_count, st.ok, st.history.len()),
+        (0, 1, true, 1)
+    );
+    assert_eq!(
+        st.last_run_unix, before.last_run_unix,
+        "the last run is the one that ran"
+    );
+    assert!(st.current_uuid.is_empty() && st.run_deadline_unix.is_none());
+    assert_eq!(st.next_run_unix, Some(retry.timestamp()));
+    assert_eq!(e.in_flight(), 0, "the slot is free");
+    // Not before the retry time; then it starts again.
+    assert!(starts(&e.tick(retry - secs(1))).is_empty());
+    let (_, again) = starts(&e.tick(retry))[0];
+    assert_ne!(again, uuid);
+    // A report for the deferred run's id is refused: it never ran.
+    assert_eq!(
+        wire(&e.report(retry, uuid, true, vec![]).1.unwrap_err()),
+        400
+    );
+}
