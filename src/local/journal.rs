@@ -10,7 +10,12 @@
 //! grown to several times that (write to a temporary file, rename: atomic).
 //!
 //! A `kill -9` can at worst leave a torn last line, which is ignored on start: it was never
-//! acknowledged. Lines are not fsynced: state survives the process dying, not a power cut.
+//! acknowledged. A write that fails part-way (disk full, I/O error) is cut off the file before
+//! anything else is appended, so the torn bytes can never swallow a later, acknowledged line;
+//! if even that fails, the next write starts on a new line, isolating them. While writes fail,
+//! the store says so (`on_health`) and tries a one-byte write every few seconds, so it recovers
+//! by itself when space returns. Lines are not fsynced: state survives the process dying, not a
+//! power cut.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -33,6 +38,11 @@ const COMPACT_FACTOR: u64 = 4;
 const COMPACT_FLOOR: u64 = 16 << 20;
 /// Most jobs written in one `write`.
 const BATCH: usize = 4096;
+/// While writes fail, how often the writer tries whether they work again.
+const RECOVERY_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Told of each failed write (`Some(error)`) and of the recovery (`None`).
+pub type HealthHook = Box<dyn Fn(Option<&str>) + Send + Sync>;
 
 #[derive(Serialize)]
 struct RecordOut<'a> {
@@ -70,12 +80,20 @@ enum Job {
     },
 }
 
-#[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
     jobs: std_mpsc::Sender<Job>,
+    hook: Arc<std::sync::OnceLock<HealthHook>>,
     /// What the journal held at start, handed out once per check.
     initial: Mutex<HashMap<String, HealthCheckStatus>>,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -106,12 +124,16 @@ impl FileStore {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let (jobs, rx) = std_mpsc::channel::<Job>();
+        let hook: Arc<std::sync::OnceLock<HealthHook>> = Arc::default();
         let writer = Writer {
             path: path.clone(),
             file,
             size,
             compacted: size,
             floor: compact_floor,
+            failing: None,
+            torn: false,
+            hook: hook.clone(),
         };
         std::thread::Builder::new()
             .name("state-writer".into())
@@ -120,8 +142,15 @@ impl FileStore {
         Ok(FileStore {
             path,
             jobs,
+            hook,
             initial: Mutex::new(initial),
         })
+    }
+
+    /// Calls `hook` on every failed write with its error, and once with `None` when writes
+    /// work again. Set once; later calls are ignored.
+    pub fn on_health(&self, hook: impl Fn(Option<&str>) + Send + Sync + 'static) {
+        let _ = self.hook.set(Box::new(hook));
     }
 
     pub fn path(&self) -> &Path {
@@ -251,15 +280,87 @@ fn compact(path: &Path) -> Result<u64> {
 struct Writer {
     path: PathBuf,
     file: File,
+    /// Bytes of whole lines in the file: where the next write starts.
     size: u64,
     compacted: u64,
     floor: u64,
+    /// The error of the last write while writes fail.
+    failing: Option<String>,
+    /// A failed write's bytes could not be cut off: the next write starts on a new line.
+    torn: bool,
+    hook: Arc<std::sync::OnceLock<HealthHook>>,
 }
 
 impl Writer {
+    fn tell(&self, error: Option<&str>) {
+        if let Some(hook) = self.hook.get() {
+            hook(error);
+        }
+    }
+
+    /// Appends `buf`, all or nothing as far as the file's lines go.
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        let bytes = if self.torn {
+            out.reserve(buf.len() + 1);
+            out.push(b'\n');
+            out.extend_from_slice(buf);
+            &out[..]
+        } else {
+            buf
+        };
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.size += bytes.len() as u64;
+                self.torn = false;
+                if self.failing.take().is_some() {
+                    info!("{}: writing works again", self.path.display());
+                    self.tell(None);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Part of it may be in the file: cut it off, so the next line starts clean.
+                if let Err(cut) = self.file.set_len(self.size) {
+                    error!(
+                        "{}: cannot cut off a failed write ({cut}); the next write starts on a new line",
+                        self.path.display()
+                    );
+                    self.torn = true;
+                }
+                let msg = format!(
+                    "cannot write check state to {}: {e}; reports are answered 500 until it can",
+                    self.path.display()
+                );
+                if self.failing.is_none() {
+                    error!("{msg}");
+                }
+                self.tell(Some(&msg));
+                self.failing = Some(msg);
+                Err(e)
+            }
+        }
+    }
+
     fn run(mut self, rx: std_mpsc::Receiver<Job>) {
         let mut buf = Vec::new();
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = if self.failing.is_some() {
+                match rx.recv_timeout(RECOVERY_PROBE) {
+                    Ok(j) => j,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        // A blank line: replay skips it.
+                        let _ = self.append(b"\n");
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => break,
+                }
+            };
             let mut batch = vec![first];
             while batch.len() < BATCH {
                 match rx.try_recv() {
@@ -288,10 +389,11 @@ impl Writer {
                     acks.push(ack);
                 }
             }
-            let written = self.file.write_all(&buf);
-            if let Err(e) = &written {
-                error!("{}: {e}", self.path.display());
-            }
+            let written = if buf.is_empty() {
+                Ok(())
+            } else {
+                self.append(&buf)
+            };
             for ack in acks {
                 let _ = ack.send(match &written {
                     Ok(()) => Ok(()),
@@ -301,7 +403,6 @@ impl Writer {
                     )),
                 });
             }
-            self.size += buf.len() as u64;
             if self.size > self.floor.max(self.compacted * COMPACT_FACTOR) {
                 self.compact();
             }

@@ -95,6 +95,14 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
 
     let board = Arc::new(Board::new(&cfg.identity));
     let metrics = Arc::new(Metrics::new(cfg.metrics.clone(), board.clone()));
+    {
+        // A full disk shows on the status page, in metrics and in the log, and clears itself.
+        let (board, metrics) = (board.clone(), metrics.clone());
+        store.on_health(move |error| {
+            board.set_source_error("state journal", error.map(String::from));
+            metrics.state_write(error);
+        });
+    }
     let (handle, events) = EngineHandle::channel();
     let runner = Arc::new(LocalRunner::new(handle.clone(), base));
     let engine = Engine::new(EngineConfig {

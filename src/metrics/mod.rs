@@ -188,6 +188,8 @@ struct OwnMetrics {
     shed: Counter,
     /// Runs not started for probity's own reasons (file descriptors, processes), retried.
     deferred: Counter,
+    state_failures: Counter,
+    state_failing: Gauge,
 }
 
 pub struct Metrics {
@@ -257,6 +259,16 @@ impl Metrics {
             "Runs that could not start for probity's own reasons (open-files or process limits) and were retried; not counted against any check",
             own.deferred.clone(),
         );
+        registry.register(
+            "probity_state_write_failures",
+            "Writes of check state that failed (disk full, I/O error); their reports were answered 500",
+            own.state_failures.clone(),
+        );
+        registry.register(
+            "probity_state_write_failing",
+            "1 while writes of check state fail, 0 once they work",
+            own.state_failing.clone(),
+        );
         registry.register_collector(Box::new(BoardCollector { board, cfg }));
         Metrics {
             registry,
@@ -282,6 +294,14 @@ impl Metrics {
             .closed
             .get_or_create(&ConnectionLabels { reason })
             .inc();
+    }
+
+    /// A write of check state failed (`Some`), or writes work again (`None`).
+    pub fn state_write(&self, error: Option<&str>) {
+        if error.is_some() {
+            self.own.state_failures.inc();
+        }
+        self.own.state_failing.set(i64::from(error.is_some()));
     }
 
     pub fn request_shed(&self) {

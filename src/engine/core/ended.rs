@@ -64,6 +64,10 @@ impl EndedRuns {
         }
     }
 
+    pub(super) fn key_of(&self, uuid: &Uuid) -> Option<&CheckKey> {
+        self.runs.get(uuid).map(|e| &e.key)
+    }
+
     pub(super) fn contains(&self, uuid: &Uuid) -> bool {
         self.runs.contains_key(uuid)
     }

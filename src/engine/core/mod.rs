@@ -471,6 +471,17 @@ impl Engine {
         (effects, Ok(()))
     }
 
+    /// Stores a check's state again for an ended run whose report was answered "not stored"
+    /// (and is now retried): the outcome is already recorded in memory.
+    pub fn persist_again(&self, uuid: Uuid) -> Option<Effect> {
+        let key = self.ended.key_of(&uuid)?;
+        self.checks.contains_key(key).then(|| Effect::Save {
+            key: key.clone(),
+            view: Arc::new(self.view(key)),
+            persist: true,
+        })
+    }
+
     /// The runner says the pod/process of run `uuid` is gone.
     pub fn release(&mut self, now: DateTime<Utc>, uuid: Uuid, end: RunEnd) -> Vec<Effect> {
         let Some(key) = self.runs.remove(&uuid) else {

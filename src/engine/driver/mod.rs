@@ -37,6 +37,45 @@ struct Parked {
     until: tokio::time::Instant,
 }
 
+/// Reports answered 500 (their outcome could not be stored) remembered for an identical retry;
+/// beyond this many the oldest are forgotten.
+const UNCONFIRMED_MEMORY: usize = 10_000;
+
+/// Reports whose outcome is recorded in memory but whose save failed, so their client got a
+/// 500 and will retry: the identical retry is answered by storing the state again, not with
+/// "already reported". Shared with the tasks that await the saves.
+#[derive(Debug, Default)]
+struct Unconfirmed {
+    reports: std::collections::HashMap<Uuid, (bool, Vec<String>)>,
+    order: std::collections::VecDeque<Uuid>,
+}
+
+impl Unconfirmed {
+    fn add(&mut self, uuid: Uuid, verdict: (bool, Vec<String>)) {
+        if self.reports.insert(uuid, verdict).is_none() {
+            self.order.push_back(uuid);
+        }
+        while self.order.len() > UNCONFIRMED_MEMORY {
+            if let Some(old) = self.order.pop_front() {
+                self.reports.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `uuid` was answered 500 with this very verdict; forgets it if so.
+    fn take(&mut self, uuid: Uuid, ok: bool, errors: &[String]) -> bool {
+        let same = self
+            .reports
+            .get(&uuid)
+            .is_some_and(|(o, e)| *o == ok && e == errors);
+        if same {
+            self.reports.remove(&uuid);
+            self.order.retain(|u| *u != uuid);
+        }
+        same
+    }
+}
+
 /// How long runs in flight may go on after shutdown is asked for, unless told otherwise.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
@@ -57,6 +96,7 @@ pub struct Driver<R, S, C> {
     parked: Vec<Parked>,
     /// None: this process always leads.
     leadership: Option<Leadership>,
+    unconfirmed: Arc<std::sync::Mutex<Unconfirmed>>,
 }
 
 /// Resolves when shutdown is asked for (or can no longer be); never without a signal.
@@ -95,6 +135,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             park_window: Duration::ZERO,
             parked: Vec::new(),
             leadership: None,
+            unconfirmed: Arc::default(),
         }
     }
 
@@ -296,7 +337,21 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             }
         }
         let now = self.clock.now();
-        let (effects, verdict) = self.engine.report(now, uuid, ok, errors);
+        let unconfirmed = self.unconfirmed.clone();
+        let retried = {
+            let mut u = unconfirmed.lock().unwrap_or_else(|e| e.into_inner());
+            !u.reports.is_empty() && u.take(uuid, ok, &errors)
+        };
+        // Kept for the case the save fails (an OK report's errors are empty: no copy).
+        let verdict_kept = (ok, errors.clone());
+        let (mut effects, mut verdict) = self.engine.report(now, uuid, ok, errors);
+        if let (true, Err(Rejection::AlreadyReported { .. })) = (retried, &verdict) {
+            // The retry of a report answered 500: its outcome is recorded; store it again.
+            if let Some(save) = self.engine.persist_again(uuid) {
+                effects = vec![save];
+                verdict = Ok(());
+            }
+        }
         let stored = self.apply(effects);
         match (verdict, stored) {
             (Err(r), _) => {
@@ -305,6 +360,13 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             (Ok(()), Some(fut)) => {
                 tokio::spawn(async move {
                     let r = fut.await.map_err(|e| Rejection::NotStored(Arc::new(e)));
+                    if r.is_err() {
+                        // Remembered before the client hears 500, so its retry finds it.
+                        unconfirmed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .add(uuid, verdict_kept);
+                    }
                     let _ = reply.send(r);
                 });
             }
