@@ -73,6 +73,7 @@ pub async fn run_file(
         identity: identity.to_string(),
         max_concurrent_runs: 0,
         defaults: defaults.clone(),
+        first_run_window: Duration::ZERO,
     });
     engine.finish_startup();
     let runner = Arc::new(LocalRunner::new(handle.clone(), report_base(local)));

@@ -88,6 +88,9 @@ struct ServeArgs {
     /// Most runs in flight at once, 0 for no limit; default 100 locally, 1000 in a cluster (where pods take seconds to start).
     #[arg(long, env = "PROBITY_MAX_CONCURRENT_RUNS")]
     max_concurrent_runs: Option<usize>,
+    /// Checks that have never run start within this window after start-up (spread over it), not over their interval.
+    #[arg(long, env = "PROBITY_FIRST_RUN_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    first_run_window: Duration,
     /// Leave the error label out of kuberhealthy_check.
     #[arg(long, env = "KH_PROM_SUPPRESS_ERROR_LABEL", default_value_t = false)]
     prom_suppress_error_label: bool,
@@ -337,6 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     namespaces: Namespaces::parse(&k.namespace),
                     defaults: a.defaults.defaults(),
                     max_concurrent_runs: a.max_concurrent_runs.unwrap_or(1000),
+                    first_run_window: a.first_run_window,
                     metrics,
                     lease: LeaseConfig {
                         name: k.lease_name,
@@ -365,6 +369,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 identity,
                 defaults: a.defaults.defaults(),
                 max_concurrent_runs: a.max_concurrent_runs.unwrap_or(100),
+                first_run_window: a.first_run_window,
                 metrics,
                 shutdown_grace: a.shutdown_grace,
                 poll_interval: a.watch_interval,

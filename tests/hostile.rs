@@ -169,7 +169,7 @@ async fn idle_connections_at_the_open_files_limit_starve_neither_health_nor_runs
         .unwrap();
     let evicted = m
         .lines()
-        .find_map(|l| l.strip_prefix("probity_http_connections_closed_total{reason=\"Evicted\"} "))
+        .find_map(|l| l.strip_prefix("probity_http_connections_closed_total{reason=\"evicted\"} "))
         .unwrap_or("0");
     assert!(evicted.parse::<f64>().unwrap() > 0.0, "{m}");
     let log = p.log.lock().unwrap().join("\n");
@@ -303,5 +303,62 @@ async fn slow_heads_idle_connections_and_oversized_heads_are_closed() {
             .status()
             .as_u16(),
         200
+    );
+}
+
+/// Recipes: eight 50 MB YAML files (before: `/healthz` timed out, checks stalled), `ln -s .
+/// loop` twice (never ready, 96% CPU), and a 1,000-digit integer in one document (every
+/// document of that file rejected). Now: big files are refused unread, loops are named and not
+/// followed, the bad document alone is refused, and everything else loads at once.
+#[tokio::test]
+async fn a_hostile_checks_directory_loads_what_it_can_and_names_the_rest() {
+    let (_tmp, checks, state) = dirs();
+    for i in 0..8 {
+        let f = std::fs::File::create(checks.join(format!("big-{i}.yaml"))).unwrap();
+        f.set_len(50 << 20).unwrap();
+    }
+    std::os::unix::fs::symlink(".", checks.join("loop")).unwrap();
+    std::fs::create_dir(checks.join("sub")).unwrap();
+    std::os::unix::fs::symlink("..", checks.join("sub/loop")).unwrap();
+    let good = |name: &str| shell_check(name, "  runInterval: 1h\n", "probity report --ok");
+    let big_number = format!(
+        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: huge, namespace: it}}\nspec:\n  successThreshold: {}\n",
+        "9".repeat(1000)
+    );
+    write(
+        &checks,
+        "mixed.yaml",
+        &format!("{}---\n{big_number}---\n{}", good("first"), good("last")),
+    );
+    let start = Instant::now();
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(healthz_worst(&p, 5).await < Duration::from_secs(1));
+    let doc = p
+        .wait_for("the good checks' runs", |d| {
+            count(d, "it/first", "SuccessCount") == 1 && count(d, "it/last", "SuccessCount") == 1
+        })
+        .await;
+    let errors = doc["Errors"].to_string();
+    for i in 0..8 {
+        assert!(
+            errors.contains(&format!(
+                "big-{i}.yaml: is 52428800 bytes, over the 1048576 byte limit"
+            )),
+            "{errors}"
+        );
+    }
+    assert!(
+        errors.contains("(a symlink loop); not followed"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("mixed.yaml: document 2: not valid YAML"),
+        "{errors}"
     );
 }

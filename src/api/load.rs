@@ -37,20 +37,79 @@ impl std::fmt::Display for DocError {
     }
 }
 
-/// Parses a YAML stream. Err only when the text is not YAML at all.
+/// Parses a YAML stream. Each document is parsed on its own, so one that is not valid YAML (a
+/// syntax error, a number too large for any field) is reported as that document's problem and
+/// its neighbours still load. Err only when no document is valid YAML.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
     // YAML 1.2 booleans only: `app: y` is the string "y", as a label value must be.
     let options = serde_saphyr::options! { strict_booleans: true };
-    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
-        .map_err(|e| one_line(&e.to_string()))?;
-    Ok(values
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| Document {
-            index: i + 1,
-            check: parse_one(v),
+    let mut docs = Vec::new();
+    let mut first_error = None;
+    let mut any_yaml = false;
+    let chunks = split_documents(text);
+    let several = chunks.len() > 1;
+    for (line, chunk) in chunks {
+        let index = docs.len() + 1;
+        let parsed: Result<Value, _> = serde_saphyr::from_str_with_options(chunk, options.clone());
+        let check = match parsed {
+            Ok(Value::Null) => continue,
+            Ok(v) => {
+                any_yaml = true;
+                parse_one(v)
+            }
+            Err(e) => {
+                let message = if several {
+                    format!("not valid YAML: {}", yaml_error(&e.to_string(), line - 1))
+                } else {
+                    yaml_error(&e.to_string(), 0)
+                };
+                first_error.get_or_insert(message.clone());
+                Err(DocError::Unusable(message))
+            }
+        };
+        docs.push(Document { index, check });
+    }
+    match first_error {
+        Some(e) if !any_yaml => Err(e),
+        _ => Ok(docs),
+    }
+}
+
+/// Splits a YAML stream at its document markers (`---` or `...` at the start of a line, which
+/// YAML reserves for that even inside block scalars), with the 1-based line each document
+/// starts on. Chunks with nothing but blank lines and comments are left out.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let is_marker = |l: &str, m: &str| {
+        l.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+    };
+    let mut out = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0usize, 1usize, 0usize);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end_matches('\n');
+        if is_marker(bare, "---") && offset > start {
+            out.push((start_line, &text[start..offset]));
+            start = offset;
+            start_line = i + 1;
+        }
+        offset += line.len();
+        if is_marker(bare, "...") {
+            out.push((start_line, &text[start..offset]));
+            start = offset;
+            start_line = i + 2;
+        }
+    }
+    if offset > start {
+        out.push((start_line, &text[start..]));
+    }
+    out.retain(|(_, chunk)| {
+        chunk.lines().any(|l| {
+            let t = l.strip_prefix("---").or(l.strip_prefix("...")).unwrap_or(l);
+            let t = t.trim();
+            !(t.is_empty() || t.starts_with('#'))
         })
-        .collect())
+    });
+    out
 }
 
 /// serde_ignored writes `a.?.0.b` (`?` for an Option, numbers for list items); say `a[0].b`, as
@@ -68,6 +127,31 @@ pub(crate) fn tidy_path(path: &str) -> String {
         }
     }
     out
+}
+
+/// A parser error in one short line: without the source excerpt, values cut short, and its
+/// first `line N` (counted from the document's start) counted from the file's start instead.
+fn yaml_error(s: &str, lines_before: usize) -> String {
+    let line = one_line(s);
+    let mut line = line.split(" --> ").next().unwrap_or(&line).to_string();
+    if let Some(at) = line.find("line ") {
+        let digits: String = line[at + 5..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(n) = digits.parse::<usize>() {
+            let end = at + 5 + digits.len();
+            line.replace_range(at + 5..end, &(n + lines_before).to_string());
+        }
+    }
+    let mut out = String::new();
+    for word in line.split(' ') {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&super::truncate(word, 40));
+    }
+    super::truncate(&out, 300)
 }
 
 fn one_line(s: &str) -> String {
@@ -244,6 +328,70 @@ spec:
             docs[0].check.as_ref().unwrap_err().to_string(),
             "metadata.name: is required"
         );
+    }
+
+    fn ok_check(name: &str) -> String {
+        format!(
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}}}\nspec:\n  probe: {{tcpSocket: {{host: h, port: 1}}}}\n"
+        )
+    }
+
+    #[test]
+    fn one_bad_document_never_rejects_its_neighbours() {
+        // The recipe: a 1,000-digit integer in one document of three.
+        let big = "9".repeat(1000);
+        let text = format!(
+            "{}---\napiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: big}}\nspec:\n  successThreshold: {big}\n---\n{}",
+            ok_check("one"),
+            ok_check("three")
+        );
+        let docs = parse_documents(&text).unwrap();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(
+            docs[0].check.as_ref().unwrap().metadata.name.as_deref(),
+            Some("one")
+        );
+        assert_eq!(
+            docs[2].check.as_ref().unwrap().metadata.name.as_deref(),
+            Some("three")
+        );
+        assert_eq!(docs[2].index, 3);
+        let err = docs[1].check.as_ref().unwrap_err().to_string();
+        assert!(
+            err.starts_with("not valid YAML: error: line 11 column 21:"),
+            "{err}"
+        );
+        assert!(
+            !err.contains('\n') && err.len() < 400,
+            "one short line: {err}"
+        );
+
+        // A syntax error in the middle document: the others load, the error names its line.
+        let text = format!(
+            "{}---\na: [1, 2\nb: c\n---\n{}",
+            ok_check("one"),
+            ok_check("three")
+        );
+        let docs = parse_documents(&text).unwrap();
+        assert_eq!(docs.len(), 3);
+        assert!(docs[0].check.is_ok() && docs[2].check.is_ok());
+        let err = docs[1].check.as_ref().unwrap_err().to_string();
+        assert!(
+            err.starts_with("not valid YAML: error: line 8 column 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn document_markers_split_only_at_the_start_of_a_line() {
+        let text = "# leading comment\n---\na: 1\n--- # second\nb: \"--- not a marker\"\n...\n---\n\n# only a comment\n";
+        let chunks = split_documents(text);
+        assert_eq!(chunks.len(), 2, "{chunks:?}");
+        assert_eq!(chunks[0], (2, "---\na: 1\n"));
+        assert_eq!(chunks[1].0, 4);
+        assert!(chunks[1].1.contains("not a marker"));
+        let inline = split_documents("--- {a: 1}\n--- {b: 2}\n");
+        assert_eq!(inline.len(), 2);
     }
 
     #[test]

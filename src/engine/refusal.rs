@@ -47,6 +47,9 @@ pub enum Rejection {
     },
     #[error("the scheduler is shutting down; retry")]
     ShuttingDown,
+    /// Too many reports wait for runs this replica has not seen yet.
+    #[error("too many reports are waiting for their runs to be known here; retry")]
+    Overloaded,
     /// Accepted, but the outcome could not be made durable; nothing of it stands.
     #[error("the report was accepted but could not be stored: {0}")]
     NotStored(Arc<crate::Error>),

@@ -84,6 +84,8 @@ pub struct KubeConfig {
     pub namespaces: Namespaces,
     pub defaults: Defaults,
     pub max_concurrent_runs: usize,
+    /// Checks that never ran start within this window after start-up.
+    pub first_run_window: Duration,
     pub metrics: MetricsConfig,
     pub lease: LeaseConfig,
     pub retention: Retention,
@@ -138,6 +140,7 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
         identity: cfg.identity.clone(),
         max_concurrent_runs: cfg.max_concurrent_runs,
         defaults: cfg.defaults.clone(),
+        first_run_window: cfg.first_run_window,
     });
     let kube_events = Events::new(client.clone(), &cfg.identity);
     let driver = Driver::new(

@@ -17,6 +17,10 @@ use crate::{Error, Result};
 /// The annotation that records which file a local check came from (its process runs there).
 pub use crate::api::protocol::SOURCE_ANNOTATION;
 
+/// The largest checks file read. A HealthCheck is a few KiB; a larger file is a mistake (or an
+/// attack) that would hold up loading every other check.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// What changed since the last scan.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -41,6 +45,8 @@ pub struct CheckDir {
     files: BTreeMap<PathBuf, FileState>,
     owner: HashMap<CheckKey, PathBuf>,
     backend_check: BackendCheck,
+    /// Directory links that lead back into a directory being read, with the message shown.
+    loops: BTreeMap<PathBuf, String>,
 }
 
 impl CheckDir {
@@ -50,6 +56,7 @@ impl CheckDir {
             files: BTreeMap::new(),
             owner: HashMap::new(),
             backend_check,
+            loops: BTreeMap::new(),
         }
     }
 
@@ -57,8 +64,21 @@ impl CheckDir {
     /// because a read failed) and is reported as an error.
     pub fn scan(&mut self) -> Result<Changes> {
         let mut found = BTreeMap::new();
-        list_yaml(&self.root, &mut found).map_err(|e| Error::io(&self.root, e))?;
+        let mut loops = BTreeMap::new();
+        list_yaml(&self.root, &mut Vec::new(), &mut found, &mut loops)
+            .map_err(|e| Error::io(&self.root, e))?;
         let mut changes = Changes::default();
+        for (link, message) in &loops {
+            if self.loops.get(link) != Some(message) {
+                changes
+                    .file_errors
+                    .push((link.display().to_string(), Some(message.clone())));
+            }
+        }
+        for link in self.loops.keys().filter(|l| !loops.contains_key(*l)) {
+            changes.file_errors.push((link.display().to_string(), None));
+        }
+        self.loops = loops;
 
         let gone: Vec<PathBuf> = self
             .files
@@ -86,6 +106,21 @@ impl CheckDir {
                 continue;
             }
             let name = path.display().to_string();
+            if signature.1 > MAX_FILE_BYTES {
+                // Keep what this file defined before; say why it was not read.
+                let message = format!(
+                    "is {} bytes, over the {} byte limit for a checks file; it was not read (split it)",
+                    signature.1, MAX_FILE_BYTES
+                );
+                changes.file_errors.push((name, Some(message)));
+                let keys = self
+                    .files
+                    .get(&path)
+                    .map(|s| s.keys.clone())
+                    .unwrap_or_default();
+                self.files.insert(path, FileState { signature, keys });
+                continue;
+            }
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
@@ -196,7 +231,30 @@ pub fn parse_file(
     Ok((out, errors))
 }
 
-fn list_yaml(dir: &Path, out: &mut BTreeMap<PathBuf, (SystemTime, u64)>) -> std::io::Result<()> {
+/// Lists the YAML files under `dir`, following links (ConfigMap mounts are links to the real
+/// files) but never into a directory already being read on the way down (`ln -s . loop`):
+/// such a link is noted in `loops` instead.
+fn list_yaml(
+    dir: &Path,
+    above: &mut Vec<(u64, u64)>,
+    out: &mut BTreeMap<PathBuf, (SystemTime, u64)>,
+    loops: &mut BTreeMap<PathBuf, String>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let here = std::fs::metadata(dir)?;
+    above.push((here.dev(), here.ino()));
+    let listed = list_entries(dir, above, out, loops);
+    above.pop();
+    listed
+}
+
+fn list_entries(
+    dir: &Path,
+    above: &mut Vec<(u64, u64)>,
+    out: &mut BTreeMap<PathBuf, (SystemTime, u64)>,
+    loops: &mut BTreeMap<PathBuf, String>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -210,7 +268,18 @@ fn list_yaml(dir: &Path, out: &mut BTreeMap<PathBuf, (SystemTime, u64)>) -> std:
             continue;
         };
         if meta.is_dir() {
-            list_yaml(&path, out)?;
+            if above.contains(&(meta.dev(), meta.ino())) {
+                let target = std::fs::read_link(&path).unwrap_or_default();
+                loops.insert(
+                    path.clone(),
+                    format!(
+                        "links to {}, a directory it is inside of (a symlink loop); not followed",
+                        target.display()
+                    ),
+                );
+                continue;
+            }
+            list_yaml(&path, above, out, loops)?;
         } else if name.ends_with(".yaml") || name.ends_with(".yml") {
             out.insert(path, (meta.modified()?, meta.len()));
         }
@@ -356,5 +425,59 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("/nonexistent/probity-checks"));
+    }
+
+    #[test]
+    fn symlink_loops_are_named_and_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), check("one", "1m")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/b.yaml"), check("two", "1m")).unwrap();
+        // The recipe: `ln -s . loop`, twice, at two depths.
+        std::os::unix::fs::symlink(".", dir.path().join("loop")).unwrap();
+        std::os::unix::fs::symlink("..", dir.path().join("sub/up")).unwrap();
+        let mut cd = CheckDir::new(dir.path(), no_backend_problems);
+        let c = cd.scan().unwrap();
+        assert_eq!(c.upserts.len(), 2, "each file read once");
+        let errors: Vec<&(String, Option<String>)> =
+            c.file_errors.iter().filter(|(_, e)| e.is_some()).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().any(|(f, e)| f.ends_with("/loop")
+            && e.as_deref()
+                .unwrap()
+                .contains("(a symlink loop); not followed")));
+        // Said once, cleared when the link goes.
+        assert!(cd
+            .scan()
+            .unwrap()
+            .file_errors
+            .iter()
+            .all(|(_, e)| e.is_none()));
+        std::fs::remove_file(dir.path().join("loop")).unwrap();
+        let c = cd.scan().unwrap();
+        assert!(c
+            .file_errors
+            .iter()
+            .any(|(f, e)| f.ends_with("/loop") && e.is_none()));
+        assert!(c.removes.is_empty());
+    }
+
+    #[test]
+    fn files_over_the_size_limit_are_refused_and_keep_what_they_defined() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        std::fs::write(&a, check("one", "1m")).unwrap();
+        let mut cd = CheckDir::new(dir.path(), no_backend_problems);
+        assert_eq!(cd.scan().unwrap().upserts.len(), 1);
+        // Grown past the limit (a comment is enough): not read, and "one" stays.
+        let mut text = check("one", "5m");
+        text.push_str(&format!("# {}\n", "x".repeat(MAX_FILE_BYTES as usize)));
+        touch_later(&a, &text);
+        let c = cd.scan().unwrap();
+        assert!(c.upserts.is_empty() && c.removes.is_empty());
+        let (_, err) = &c.file_errors[0];
+        let err = err.as_deref().unwrap();
+        assert!(err.contains("over the 1048576 byte limit"), "{err}");
+        assert!(cd.scan().unwrap().file_errors.is_empty(), "said once");
     }
 }

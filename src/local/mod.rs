@@ -40,6 +40,8 @@ pub struct LocalConfig {
     pub identity: String,
     pub defaults: Defaults,
     pub max_concurrent_runs: usize,
+    /// Checks that never ran start within this window after start-up.
+    pub first_run_window: Duration,
     pub metrics: MetricsConfig,
     pub shutdown_grace: Duration,
     pub poll_interval: Duration,
@@ -82,9 +84,10 @@ pub fn report_base(local: SocketAddr) -> String {
 /// `probity serve` without a cluster. Returns when `shutdown` flips and runs in flight have
 /// ended (or the grace period passed).
 pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let mut dir = CheckDir::new(&cfg.checks_dir, local_problems);
+    let dir = CheckDir::new(&cfg.checks_dir, local_problems);
     // The first scan must work: a wrong --checks is a start-up error, not an empty dashboard.
-    let first = dir.scan().map_err(|e| Error::Setting {
+    let (dir, first) = scan(dir).await?;
+    let first = first.map_err(|e| Error::Setting {
         setting: "--checks",
         source: Box::new(e),
     })?;
@@ -109,6 +112,7 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
         identity: cfg.identity.clone(),
         max_concurrent_runs: cfg.max_concurrent_runs,
         defaults: cfg.defaults.clone(),
+        first_run_window: cfg.first_run_window,
     });
     let driver = Driver::new(
         engine,
@@ -207,6 +211,27 @@ async fn watch_checks(
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(poll) => {}
         }
-        changes = dir.scan();
+        let scanned = match scan(dir).await {
+            Ok(s) => s,
+            Err(e) => {
+                error!("{e}");
+                return;
+            }
+        };
+        (dir, changes) = scanned;
     }
+}
+
+/// Reads the checks directory on a blocking thread: parsing YAML (up to `MAX_FILE_BYTES` a
+/// file, many files) must never hold up the runtime that answers reports and health probes.
+async fn scan(mut dir: CheckDir) -> Result<(CheckDir, Result<checkdir::Changes>)> {
+    tokio::task::spawn_blocking(move || {
+        let changes = dir.scan();
+        (dir, changes)
+    })
+    .await
+    .map_err(|source| Error::Task {
+        task: "checks directory reader",
+        source,
+    })
 }

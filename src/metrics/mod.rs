@@ -15,11 +15,15 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod own;
 mod text;
+
+pub use own::ConnectionEnd;
+use own::OwnMetrics;
 
 use text::TextFormat;
 
@@ -164,34 +168,6 @@ pub struct ReportLabels {
     pub code: u16,
 }
 
-/// Why the server closed a connection itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum ConnectionEnd {
-    /// At the connection cap: the idlest one made room for a new one.
-    Evicted,
-    /// At the connection cap with every connection busy: the new one was closed.
-    Refused,
-    /// Nothing read and no request in flight for the idle timeout.
-    Idle,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
-pub struct ConnectionLabels {
-    pub reason: ConnectionEnd,
-}
-
-/// probity's own health: what the HTTP server refused to protect itself, runs it had to defer.
-#[derive(Debug, Default)]
-struct OwnMetrics {
-    open: Gauge,
-    closed: Family<ConnectionLabels, Counter>,
-    shed: Counter,
-    /// Runs not started for probity's own reasons (file descriptors, processes), retried.
-    deferred: Counter,
-    state_failures: Counter,
-    state_failing: Gauge,
-}
-
 pub struct Metrics {
     registry: Registry,
     last_size: AtomicUsize,
@@ -238,37 +214,7 @@ impl Metrics {
             "Reports received, by HTTP status answered",
             reports.clone(),
         );
-        let own = OwnMetrics::default();
-        registry.register(
-            "probity_http_connections",
-            "Open HTTP connections",
-            own.open.clone(),
-        );
-        registry.register(
-            "probity_http_connections_closed",
-            "HTTP connections the server closed to protect itself, by reason",
-            own.closed.clone(),
-        );
-        registry.register(
-            "probity_http_requests_shed",
-            "Requests answered 503 because too many were in flight",
-            own.shed.clone(),
-        );
-        registry.register(
-            "probity_runs_deferred",
-            "Runs that could not start for probity's own reasons (open-files or process limits) and were retried; not counted against any check",
-            own.deferred.clone(),
-        );
-        registry.register(
-            "probity_state_write_failures",
-            "Writes of check state that failed (disk full, I/O error); their reports were answered 500",
-            own.state_failures.clone(),
-        );
-        registry.register(
-            "probity_state_write_failing",
-            "1 while writes of check state fail, 0 once they work",
-            own.state_failing.clone(),
-        );
+        let own = OwnMetrics::register(&mut registry);
         registry.register_collector(Box::new(BoardCollector { board, cfg }));
         Metrics {
             registry,
@@ -279,33 +225,6 @@ impl Metrics {
             reports,
             own,
         }
-    }
-
-    pub fn connection_opened(&self) {
-        self.own.open.inc();
-    }
-
-    pub fn connection_gone(&self) {
-        self.own.open.dec();
-    }
-
-    pub fn connection_closed(&self, reason: ConnectionEnd) {
-        self.own
-            .closed
-            .get_or_create(&ConnectionLabels { reason })
-            .inc();
-    }
-
-    /// A write of check state failed (`Some`), or writes work again (`None`).
-    pub fn state_write(&self, error: Option<&str>) {
-        if error.is_some() {
-            self.own.state_failures.inc();
-        }
-        self.own.state_failing.set(i64::from(error.is_some()));
-    }
-
-    pub fn request_shed(&self) {
-        self.own.shed.inc();
     }
 
     pub fn observe_run(&self, key: &CheckKey, duration: Duration) {
@@ -380,7 +299,7 @@ impl Observer for Metrics {
     }
 
     fn deferred(&self, _key: &CheckKey) {
-        self.own.deferred.inc();
+        self.run_deferred();
     }
 }
 

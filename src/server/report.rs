@@ -156,7 +156,7 @@ pub fn status_of(r: &Rejection) -> StatusCode {
         | Rejection::AlreadyEnded { .. }
         | Rejection::Deleted { .. } => StatusCode::BAD_REQUEST,
         Rejection::TimedOut { .. } | Rejection::PastDeadline { .. } => StatusCode::GONE,
-        Rejection::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Rejection::ShuttingDown | Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         Rejection::NotStored(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

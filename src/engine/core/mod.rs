@@ -28,7 +28,13 @@ pub struct EngineConfig {
     /// At most this many runs in flight at once; 0 means no limit.
     pub max_concurrent_runs: usize,
     pub defaults: Defaults,
+    /// A check that has never run, loaded at start-up, starts within this window (spread over
+    /// it), not over its interval: first results come at once after an install.
+    pub first_run_window: Duration,
 }
+
+/// The default `first_run_window`.
+pub const FIRST_RUN_WINDOW: Duration = Duration::from_secs(10);
 
 impl EngineConfig {
     /// No concurrency limit and the default interval and timeout.
@@ -37,6 +43,7 @@ impl EngineConfig {
             identity: identity.into(),
             max_concurrent_runs: 0,
             defaults: Defaults::default(),
+            first_run_window: FIRST_RUN_WINDOW,
         }
     }
 }
@@ -469,6 +476,20 @@ impl Engine {
             }
         }
         (effects, Ok(()))
+    }
+
+    /// The runs the state of `key` shows: the one in flight and those in its history.
+    pub fn runs_shown(&self, key: &CheckKey) -> Vec<Uuid> {
+        let Some(e) = self.checks.get(key) else {
+            return Vec::new();
+        };
+        let current = Uuid::parse_str(&e.status.current_uuid).ok();
+        let past = e
+            .status
+            .history
+            .iter()
+            .map(|h| Uuid::parse_str(&h.uuid).ok());
+        current.into_iter().chain(past.flatten()).collect()
     }
 
     /// Stores a check's state again for an ended run whose report was answered "not stored"

@@ -258,9 +258,16 @@ impl Engine {
                 if due > now {
                     Some(due)
                 } else if self.starting && earliest.is_none_or(|_| plan.initial_delay.is_zero()) {
-                    // Overdue at start-up (first install, restart, failover): spread over the
-                    // interval instead of starting everything in the same second.
-                    Some(later(now, spread(key, *iv)))
+                    // Overdue at start-up (restart, failover): spread over the interval instead
+                    // of starting everything in the same second. A check that never ran (a first
+                    // install) is spread over the first-run window only: its first result is
+                    // wanted now, and it has no schedule to keep.
+                    let window = if has_run {
+                        *iv
+                    } else {
+                        self.cfg.first_run_window.min(*iv)
+                    };
+                    Some(later(now, spread(key, window)))
                 } else {
                     Some(now)
                 }

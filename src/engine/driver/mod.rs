@@ -4,6 +4,7 @@
 //! loop wakes at least once a second, which `/healthz` uses as a heartbeat.
 
 mod handle;
+mod park;
 
 pub use handle::{EngineHandle, Event};
 
@@ -27,15 +28,6 @@ const LOGGED_ERRORS: usize = 1024;
 
 /// The longest the loop sleeps, so the heartbeat stays fresh and wall-clock jumps are noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
-
-/// A report for a run this replica has not heard of yet, waiting for the watch to catch up.
-struct Parked {
-    uuid: Uuid,
-    ok: bool,
-    errors: Vec<String>,
-    reply: oneshot::Sender<Result<(), Rejection>>,
-    until: tokio::time::Instant,
-}
 
 /// Reports answered 500 (their outcome could not be stored) remembered for an identical retry;
 /// beyond this many the oldest are forgotten.
@@ -93,7 +85,7 @@ pub struct Driver<R, S, C> {
     /// Set: a run starts only once its start is stored; a failed write ends it through here.
     fence: Option<EngineHandle>,
     park_window: Duration,
-    parked: Vec<Parked>,
+    parked: park::ParkedReports,
     /// None: this process always leads.
     leadership: Option<Leadership>,
     unconfirmed: Arc<std::sync::Mutex<Unconfirmed>>,
@@ -133,7 +125,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             observers: Vec::new(),
             fence: None,
             park_window: Duration::ZERO,
-            parked: Vec::new(),
+            parked: park::ParkedReports::default(),
             leadership: None,
             unconfirmed: Arc::default(),
         }
@@ -275,9 +267,10 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
         let now = self.clock.now();
         match ev {
             Event::Upsert { desired, saved } => {
+                let key = CheckKey::of(&desired.check);
                 let effects = self.engine.upsert(now, desired, saved.map(|s| *s));
                 self.act(effects);
-                self.retry_parked();
+                self.retry_parked(&key);
             }
             Event::Remove { key } => {
                 let effects = self.engine.remove(now, &key);
@@ -326,13 +319,20 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             let until =
                 parked_until.unwrap_or_else(|| tokio::time::Instant::now() + self.park_window);
             if tokio::time::Instant::now() < until {
-                self.parked.push(Parked {
+                let waiting = park::Parked {
                     uuid,
                     ok,
                     errors,
                     reply,
                     until,
-                });
+                };
+                if let Err(p) = self.parked.park(waiting) {
+                    warn!(
+                        waiting = self.parked.len(),
+                        "too many reports wait for their runs; answering 503"
+                    );
+                    let _ = p.reply.send(Err(Rejection::Overloaded));
+                }
                 return;
             }
         }
@@ -376,31 +376,25 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
         }
     }
 
-    /// Parked reports whose run is now known are answered.
-    fn retry_parked(&mut self) {
+    /// Parked reports whose run the state of `key` now shows (in flight or ended) are
+    /// answered: O(1) per event, whatever the number waiting.
+    fn retry_parked(&mut self, key: &CheckKey) {
         if self.parked.is_empty() {
             return;
         }
-        let (known, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|p| self.engine.knows(p.uuid));
-        self.parked = waiting;
-        for p in known {
-            self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));
+        for uuid in self.engine.runs_shown(key) {
+            for p in self.parked.take_run(uuid) {
+                self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));
+            }
         }
     }
 
     /// Parked reports past their window get the answer they would have had at once.
     fn expire_parked(&mut self) {
-        let now = tokio::time::Instant::now();
-        if self.parked.iter().all(|p| p.until > now) {
+        if self.parked.is_empty() {
             return;
         }
-        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|p| p.until <= now);
-        self.parked = waiting;
-        for p in due {
+        for p in self.parked.take_expired(tokio::time::Instant::now()) {
             self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));
         }
     }

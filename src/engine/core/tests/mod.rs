@@ -14,7 +14,7 @@ use crate::api::{HealthCheck, HISTORY_LEN};
 pub(super) fn wire(r: &Rejection) -> u16 {
     match r {
         Rejection::TimedOut { .. } | Rejection::PastDeadline { .. } => 410,
-        Rejection::ShuttingDown => 503,
+        Rejection::ShuttingDown | Rejection::Overloaded => 503,
         Rejection::NotStored(_) => 500,
         _ => 400,
     }
@@ -35,6 +35,7 @@ pub(super) fn engine(cap: usize) -> Engine {
         identity: "replica-a".into(),
         max_concurrent_runs: cap,
         defaults: Defaults::default(),
+        first_run_window: FIRST_RUN_WINDOW,
     })
 }
 

@@ -21,27 +21,82 @@ fn interval_is_start_to_start() {
     assert_eq!(st.authoritative_pod, "replica-a");
 }
 
+/// Due times per whole second, for checking a spread.
+fn per_second(dues: &[DateTime<Utc>]) -> std::collections::HashMap<i64, usize> {
+    let mut out = std::collections::HashMap::new();
+    for d in dues {
+        *out.entry(d.timestamp()).or_insert(0) += 1;
+    }
+    out
+}
+
 #[test]
-fn first_runs_after_startup_are_spread_over_the_interval() {
+fn overdue_runs_after_a_restart_are_spread_over_the_interval() {
     let mut e = engine(0);
+    let ran_long_ago = HealthCheckStatus {
+        ok: true,
+        last_run_unix: (t0() - secs(3600)).timestamp(),
+        ..Default::default()
+    };
     for i in 0..200 {
-        e.upsert(t0(), check(&format!("c{i}"), "  runInterval: 1m\n"), None);
+        let c = check(&format!("c{i}"), "  runInterval: 1m\n");
+        e.upsert(t0(), c, Some(ran_long_ago.clone()));
     }
     e.finish_startup();
     let dues: Vec<_> = (0..200)
         .map(|i| e.due(&key(&format!("c{i}"))).unwrap())
         .collect();
     assert!(dues.iter().all(|d| *d >= t0() && *d < t0() + secs(60)));
-    let mut per_second = std::collections::HashMap::new();
-    for d in &dues {
-        *per_second.entry(d.timestamp()).or_insert(0) += 1;
-    }
+    let per_second = per_second(&dues);
     // 200 checks over 60 seconds: a few per second, never all at once.
     assert!(per_second.values().all(|n| *n <= 12), "{per_second:?}");
     assert!(per_second.len() >= 40);
     // Checks added later run right away.
     e.upsert(t0() + secs(5), check("late", "  runInterval: 1m\n"), None);
     assert_eq!(e.due(&key("late")), Some(t0() + secs(5)));
+}
+
+#[test]
+fn first_runs_of_a_fresh_install_come_within_the_first_run_window() {
+    // The recipe: an hourly check on a fresh install used to wait up to an hour.
+    let mut e = engine(0);
+    for i in 0..200 {
+        e.upsert(t0(), check(&format!("c{i}"), "  runInterval: 1h\n"), None);
+    }
+    e.finish_startup();
+    let dues: Vec<_> = (0..200)
+        .map(|i| e.due(&key(&format!("c{i}"))).unwrap())
+        .collect();
+    let window = chrono::Duration::from_std(FIRST_RUN_WINDOW).unwrap();
+    assert!(
+        dues.iter().all(|d| *d >= t0() && *d < t0() + window),
+        "{dues:?}"
+    );
+    // Spread over the window's seconds, not bunched into one.
+    let per_second = per_second(&dues);
+    assert!(per_second.len() >= 8, "{per_second:?}");
+    assert!(per_second.values().all(|n| *n <= 40), "{per_second:?}");
+    // A short interval bounds the window: a 2 s check is not held for 10 s.
+    let mut fresh = engine(0);
+    fresh.upsert(t0(), check("fast", "  runInterval: 2s\n"), None);
+    fresh.finish_startup();
+    assert!(fresh.due(&key("fast")).unwrap() < t0() + secs(2));
+    // The window is a setting.
+    let mut slow = Engine::new(EngineConfig {
+        first_run_window: Duration::from_secs(600),
+        ..EngineConfig::new("replica-a")
+    });
+    for i in 0..50 {
+        slow.upsert(t0(), check(&format!("c{i}"), "  runInterval: 1h\n"), None);
+    }
+    let latest = (0..50)
+        .map(|i| slow.due(&key(&format!("c{i}"))).unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        latest > t0() + secs(60) && latest < t0() + secs(600),
+        "{latest}"
+    );
 }
 
 #[test]
@@ -172,7 +227,12 @@ fn concurrency_cap_queues_due_runs_in_order() {
 #[test]
 fn the_same_spec_again_keeps_the_start_up_spread() {
     let mut e = engine(0);
-    let fx = e.upsert(t0(), check("a", "  runInterval: 10m\n"), None);
+    let overdue = HealthCheckStatus {
+        ok: true,
+        last_run_unix: (t0() - secs(3600)).timestamp(),
+        ..Default::default()
+    };
+    let fx = e.upsert(t0(), check("a", "  runInterval: 10m\n"), Some(overdue));
     assert!(starts(&fx).is_empty());
     e.finish_startup();
     let spread = e.due(&key("a")).unwrap();

@@ -1,0 +1,120 @@
+//! probity's own health, beside the checks': what the HTTP server refused to protect itself,
+//! runs it had to defer, writes of state that failed.
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::Metrics;
+
+/// Why the server closed a connection itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionEnd {
+    /// At the connection cap: the idlest one made room for a new one.
+    Evicted,
+    /// At the connection cap with every connection busy: the new one was closed.
+    Refused,
+    /// Nothing read and no request in flight for the idle timeout.
+    Idle,
+}
+
+/// Lower case, as Prometheus label values usually are.
+impl EncodeLabelValue for ConnectionEnd {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(match self {
+            ConnectionEnd::Evicted => "evicted",
+            ConnectionEnd::Refused => "refused",
+            ConnectionEnd::Idle => "idle",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub reason: ConnectionEnd,
+}
+
+/// probity's own health: what the HTTP server refused to protect itself, runs it had to defer.
+#[derive(Debug, Default)]
+pub(super) struct OwnMetrics {
+    open: Gauge,
+    closed: Family<ConnectionLabels, Counter>,
+    shed: Counter,
+    /// Runs not started for probity's own reasons (file descriptors, processes), retried.
+    deferred: Counter,
+    state_failures: Counter,
+    state_failing: Gauge,
+}
+
+impl OwnMetrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let own = OwnMetrics::default();
+        registry.register(
+            "probity_http_connections",
+            "Open HTTP connections",
+            own.open.clone(),
+        );
+        registry.register(
+            "probity_http_connections_closed",
+            "HTTP connections the server closed to protect itself, by reason",
+            own.closed.clone(),
+        );
+        registry.register(
+            "probity_http_requests_shed",
+            "Requests answered 503 because too many were in flight",
+            own.shed.clone(),
+        );
+        registry.register(
+            "probity_runs_deferred",
+            "Runs that could not start for probity's own reasons (open-files or process limits) and were retried; not counted against any check",
+            own.deferred.clone(),
+        );
+        registry.register(
+            "probity_state_write_failures",
+            "Writes of check state that failed (disk full, I/O error); their reports were answered 500",
+            own.state_failures.clone(),
+        );
+        registry.register(
+            "probity_state_write_failing",
+            "1 while writes of check state fail, 0 once they work",
+            own.state_failing.clone(),
+        );
+        own
+    }
+}
+
+impl Metrics {
+    pub fn connection_opened(&self) {
+        self.own.open.inc();
+    }
+
+    pub fn connection_gone(&self) {
+        self.own.open.dec();
+    }
+
+    pub fn connection_closed(&self, reason: ConnectionEnd) {
+        self.own
+            .closed
+            .get_or_create(&ConnectionLabels { reason })
+            .inc();
+    }
+
+    /// A write of check state failed (`Some`), or writes work again (`None`).
+    pub fn state_write(&self, error: Option<&str>) {
+        if error.is_some() {
+            self.own.state_failures.inc();
+        }
+        self.own.state_failing.set(i64::from(error.is_some()));
+    }
+
+    pub fn run_deferred(&self) {
+        self.own.deferred.inc();
+    }
+
+    pub fn request_shed(&self) {
+        self.own.shed.inc();
+    }
+}
