@@ -487,6 +487,37 @@ impl Tail {
 mod tests {
     use super::*;
 
+    fn sleeper(credential: Uuid, own_group: bool) -> std::process::Child {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30").env("KH_RUN_UUID", credential.to_string());
+        if own_group {
+            cmd.process_group(0);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    #[test]
+    fn an_adopted_run_is_found_by_its_credential_and_only_its_own_group_is_taken() {
+        // A run's group: its leader carries the credential.
+        let cred = Uuid::new_v4();
+        let mut leader = sleeper(cred, true);
+        let pid = leader.id() as i32;
+        assert_eq!(find_run_group(run_id(cred)), Some((pid, pid)));
+        // Found by the public id only: the credential itself names no run.
+        assert_eq!(find_run_group(cred), None);
+        let _ = leader.kill();
+        let _ = leader.wait();
+
+        // A process with the credential whose group is someone else's (here the test's own,
+        // whose leader does not carry it): never adopted as a group to kill.
+        let other = Uuid::new_v4();
+        let mut stray = sleeper(other, false);
+        assert_eq!(find_run_group(run_id(other)), None);
+        let _ = stray.kill();
+        let _ = stray.wait();
+    }
+
     #[tokio::test]
     async fn output_lines_are_capped_and_the_rest_drained() {
         // The recipe of issue 9: output without a newline, which a line reader holds whole.
