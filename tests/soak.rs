@@ -263,7 +263,7 @@ async fn ten_minutes_of_mixed_traffic_lose_nothing_and_leave_nothing_behind() {
             let mut shown: Arc<Vec<String>> = Arc::new(Vec::new());
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                if n % 200 == 0 {
+                if n.is_multiple_of(200) {
                     // The public ids currently shown, for forging.
                     if let Ok(r) = reqwest::get(format!("{shown_src}/json")).await {
                         if let Ok(doc) = r.json::<serde_json::Value>().await {
