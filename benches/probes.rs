@@ -198,13 +198,7 @@ async fn main() {
         );
         let check = parse_documents(&text).unwrap().remove(0).check.unwrap();
         handle
-            .upsert(
-                Desired {
-                    check: Arc::new(check),
-                    load_error: None,
-                },
-                None,
-            )
+            .upsert(Desired::new(Arc::new(check), None), None)
             .await;
     }
     handle.loaded().await;

@@ -73,10 +73,10 @@ fn check(i: usize, interval: &str) -> Desired {
         "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: check-{i:05}, namespace: ns-{}}}\nspec:\n  runInterval: {interval}\n  timeout: 5m\n  podSpec: {{spec: {{containers: [{{name: c, image: i, command: [x]}}]}}}}\n",
         i % 20
     );
-    Desired {
-        check: Arc::new(parse_documents(&text).unwrap().remove(0).check.unwrap()),
-        load_error: None,
-    }
+    Desired::new(
+        Arc::new(parse_documents(&text).unwrap().remove(0).check.unwrap()),
+        None,
+    )
 }
 
 struct Setup {

@@ -59,7 +59,7 @@ pub async fn run_file(
 ) -> Result<(Vec<Verdict>, Vec<String>)> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let (docs, file_errors) = parse_file(&name, &text, local_problems)?;
+    let (docs, file_errors) = parse_file(&name, &text, local_problems, None)?;
     let file_errors: Vec<String> = file_errors
         .into_iter()
         .map(|e| format!("{name}: {e}"))
@@ -117,10 +117,7 @@ pub async fn run_file(
         // Suspended: the scheduler leaves it alone and only the manual run below starts it.
         let mut check = (*d.check).clone();
         check.spec.suspend = Some(true);
-        let d = Desired {
-            check: Arc::new(check),
-            load_error: d.load_error,
-        };
+        let d = Desired::new(Arc::new(check), d.load_error);
         handle.upsert(d, None).await;
         match handle.run_now(key.clone()).await {
             Ok(()) => {
@@ -170,7 +167,7 @@ pub fn validate_files(
                 continue;
             }
         };
-        let (docs, errors) = match parse_file(&name, &text, |_| Vec::new()) {
+        let (docs, errors) = match parse_file(&name, &text, |_| Vec::new(), None) {
             Ok(v) => v,
             Err(e) => {
                 say(e.to_string());

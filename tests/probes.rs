@@ -586,13 +586,7 @@ mod thresholds {
         );
         let check = parse_documents(&text).unwrap().remove(0).check.unwrap();
         handle
-            .upsert(
-                Desired {
-                    check: Arc::new(check),
-                    load_error: None,
-                },
-                None,
-            )
+            .upsert(Desired::new(Arc::new(check), None), None)
             .await;
         let key = CheckKey::new("t", "db");
         let ok = || board.get(&key).unwrap().status.ok;

@@ -48,7 +48,7 @@ impl Invalid {
 }
 
 /// Defaults that come from flags (Kuberhealthy's KH_DEFAULT_RUN_INTERVAL, KH_DEFAULT_CHECK_TIMEOUT).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Defaults {
     pub run_interval: Duration,
     pub timeout: Duration,

@@ -42,12 +42,32 @@ pub use refusal::{Rejection, RunRefused};
 pub struct Desired {
     pub check: Arc<HealthCheck>,
     pub load_error: Option<Invalid>,
+    /// The plan, worked out by the backend with these defaults (see `validated`).
+    pub validated: Option<(Defaults, Result<Plan, Invalid>)>,
 }
 
 impl Desired {
+    pub fn new(check: Arc<HealthCheck>, load_error: Option<Invalid>) -> Self {
+        Desired {
+            check,
+            load_error,
+            validated: None,
+        }
+    }
+
     /// What the engine schedules this check by, or everything wrong with it.
     pub fn plan(&self, defaults: &Defaults) -> Result<Plan, Invalid> {
         crate::api::validate::validate_with(&self.check, defaults, self.load_error.as_ref())
+    }
+
+    /// Validates now, on the caller's thread. Backends call it where blocking is fine (a
+    /// blocking thread): validation searches cron schedules (a pattern that never fires takes
+    /// milliseconds to prove so), which must not hold up the engine's task. The engine uses the
+    /// result when its defaults are the same, and validates itself otherwise.
+    pub fn validated(mut self, defaults: &Defaults) -> Self {
+        let plan = self.plan(defaults);
+        self.validated = Some((defaults.clone(), plan));
+        self
     }
 }
 

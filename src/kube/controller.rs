@@ -18,7 +18,7 @@ use super::events::Events;
 use super::status::StatusWriter;
 use super::{cluster_problems, Namespaces};
 use crate::api::protocol::RUN_REQUESTED;
-use crate::api::validate::{validate_with, Defaults, Invalid};
+use crate::api::validate::{Defaults, Invalid};
 use crate::api::{CheckKey, HealthCheck};
 use crate::engine::{
     Board, Desired, EngineHandle, Leadership, RequestFuture, RunRefused, RunRequests,
@@ -71,6 +71,8 @@ pub struct Controller {
 /// What the loop remembers between events.
 #[derive(Default)]
 struct Memory {
+    /// The generation of each check last validated.
+    validated: HashMap<CheckKey, Option<i64>>,
     /// The generation of each check last looked at for an InvalidSpec event.
     evented: HashMap<CheckKey, Option<i64>>,
     /// The manual run request of each check last served.
@@ -128,6 +130,7 @@ impl Controller {
                     let key = CheckKey::of(&hc);
                     known[i].remove(&key);
                     memory.evented.remove(&key);
+                    memory.validated.remove(&key);
                     memory.requested.remove(&key);
                     self.status.deleted(&key);
                     self.engine.remove(key).await;
@@ -170,27 +173,38 @@ impl Controller {
         let problems = cluster_problems(&hc);
         let load_error = (!problems.is_empty()).then_some(Invalid { problems });
         let generation = hc.metadata.generation;
+        let request = run_request(&hc);
+        let mut desired = Desired::new(hc.clone(), load_error);
         let leading = self.leadership.is_current();
-        // Each generation is validated here once, not on every status write that comes back.
-        if leading && memory.evented.get(&key) != Some(&generation) {
+        let to_event = leading && memory.evented.get(&key) != Some(&generation);
+        if to_event || memory.validated.get(&key) != Some(&generation) {
+            // Each generation is validated once, on a blocking thread (it may search a cron
+            // schedule), not on every status write that comes back; the engine reuses the
+            // result until the spec changes.
+            let defaults = self.defaults.clone();
+            match tokio::task::spawn_blocking(move || desired.validated(&defaults)).await {
+                Ok(d) => desired = d,
+                Err(e) => {
+                    error!(check = %key, "validating: {e}");
+                    return;
+                }
+            }
+            memory.validated.insert(key.clone(), generation);
+        }
+        let invalid = desired
+            .validated
+            .as_ref()
+            .and_then(|(_, plan)| plan.as_ref().err().cloned());
+        if to_event {
             memory.evented.insert(key.clone(), generation);
-            if let Err(invalid) = validate_with(&hc, &self.defaults, load_error.as_ref()) {
-                let (events, hc) = (self.events.clone(), hc.clone());
+            if let Some(invalid) = invalid {
+                let events = self.events.clone();
                 tokio::spawn(
                     async move { events.warn(&hc, "InvalidSpec", invalid.to_string()).await },
                 );
             }
         }
-        let request = run_request(&hc);
-        self.engine
-            .upsert(
-                Desired {
-                    check: hc,
-                    load_error,
-                },
-                saved,
-            )
-            .await;
+        self.engine.upsert(desired, saved).await;
         let Some(at) = request.filter(|_| self.leadership.is_current()) else {
             return;
         };

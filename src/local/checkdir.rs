@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::api::load::{parse_documents, DocError};
-use crate::api::validate::{Invalid, Problem};
+use crate::api::validate::{Defaults, Invalid, Problem};
 use crate::api::{CheckKey, HealthCheck};
 use crate::engine::Desired;
 use crate::{Error, Result};
@@ -47,6 +47,8 @@ pub struct CheckDir {
     backend_check: BackendCheck,
     /// Directory links that lead back into a directory being read, with the message shown.
     loops: BTreeMap<PathBuf, String>,
+    /// The engine's defaults, to validate checks with while reading them.
+    defaults: Option<Defaults>,
 }
 
 impl CheckDir {
@@ -57,7 +59,14 @@ impl CheckDir {
             owner: HashMap::new(),
             backend_check,
             loops: BTreeMap::new(),
+            defaults: None,
         }
+    }
+
+    /// Validates each check as it is read, with the engine's `defaults`.
+    pub fn validating_with(mut self, defaults: Defaults) -> Self {
+        self.defaults = Some(defaults);
+        self
     }
 
     /// Reads what changed. An unreadable directory changes nothing (checks are never dropped
@@ -129,24 +138,25 @@ impl CheckDir {
                     continue;
                 }
             };
-            let (desired, mut errors) = match parse_file(&name, &text, self.backend_check) {
-                Ok(v) => v,
-                Err(e) => {
-                    let message = match e {
-                        Error::Parse { message, .. } => message,
-                        e => e.to_string(),
-                    };
-                    changes.file_errors.push((name, Some(message)));
-                    // Mark as seen so the error is not repeated every scan until it changes.
-                    let keys = self
-                        .files
-                        .get(&path)
-                        .map(|s| s.keys.clone())
-                        .unwrap_or_default();
-                    self.files.insert(path, FileState { signature, keys });
-                    continue;
-                }
-            };
+            let (desired, mut errors) =
+                match parse_file(&name, &text, self.backend_check, self.defaults.as_ref()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let message = match e {
+                            Error::Parse { message, .. } => message,
+                            e => e.to_string(),
+                        };
+                        changes.file_errors.push((name, Some(message)));
+                        // Mark as seen so the error is not repeated every scan until it changes.
+                        let keys = self
+                            .files
+                            .get(&path)
+                            .map(|s| s.keys.clone())
+                            .unwrap_or_default();
+                        self.files.insert(path, FileState { signature, keys });
+                        continue;
+                    }
+                };
             let mut keys = Vec::new();
             for (index, d) in desired {
                 let key = CheckKey::of(&d.check);
@@ -181,10 +191,14 @@ impl CheckDir {
 /// Reads one file's checks, each with its 1-based document number. Problems of single documents
 /// come back as messages; Err means the file as a whole is not YAML.
 #[allow(clippy::type_complexity)]
+///
+/// With `defaults`, each check is also validated here (see `Desired::validated`): the checks
+/// directory is read on a blocking thread, so the engine's task never searches a schedule.
 pub fn parse_file(
     name: &str,
     text: &str,
     backend_check: BackendCheck,
+    defaults: Option<&Defaults>,
 ) -> Result<(Vec<(usize, Desired)>, Vec<String>)> {
     let docs = parse_documents(text).map_err(|e| Error::Parse {
         file: name.to_string(),
@@ -220,11 +234,12 @@ pub fn parse_file(
             .annotations
             .get_or_insert_with(Default::default)
             .insert(SOURCE_ANNOTATION.into(), name.to_string());
+        let desired = Desired::new(Arc::new(check), load_error);
         out.push((
             doc.index,
-            Desired {
-                check: Arc::new(check),
-                load_error,
+            match defaults {
+                Some(d) => desired.validated(d),
+                None => desired,
             },
         ));
     }

@@ -84,7 +84,7 @@ pub fn report_base(local: SocketAddr) -> String {
 /// `probity serve` without a cluster. Returns when `shutdown` flips and runs in flight have
 /// ended (or the grace period passed).
 pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let dir = CheckDir::new(&cfg.checks_dir, local_problems);
+    let dir = CheckDir::new(&cfg.checks_dir, local_problems).validating_with(cfg.defaults.clone());
     // The first scan must work: a wrong --checks is a start-up error, not an empty dashboard.
     let (dir, first) = scan(dir).await?;
     let first = first.map_err(|e| Error::Setting {

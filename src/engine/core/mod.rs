@@ -216,7 +216,7 @@ impl Engine {
     pub fn upsert(
         &mut self,
         now: DateTime<Utc>,
-        desired: Desired,
+        mut desired: Desired,
         saved: Option<HealthCheckStatus>,
     ) -> Vec<Effect> {
         let key = CheckKey::of(&desired.check);
@@ -230,9 +230,10 @@ impl Engine {
                     && e.desired.load_error == desired.load_error
             })
             .map(|e| e.plan.clone());
-        let plan = match unchanged {
-            Some(plan) => plan,
-            None => desired.plan(&self.cfg.defaults),
+        let plan = match (unchanged, desired.validated.take()) {
+            (Some(plan), _) => plan,
+            (None, Some((d, plan))) if d == self.cfg.defaults => plan,
+            (None, _) => desired.plan(&self.cfg.defaults),
         };
         let now_s = now.to_rfc3339();
         let mut effects = Vec::new();

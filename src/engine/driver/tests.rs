@@ -51,10 +51,10 @@ fn desired(spec: &str) -> Desired {
     let text = format!(
         "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: a, namespace: ns}}\nspec:\n  podSpec: {{spec: {{containers: [{{name: c, image: i, command: [x]}}]}}}}\n{spec}"
     );
-    Desired {
-        check: Arc::new(parse_documents(&text).unwrap().remove(0).check.unwrap()),
-        load_error: None,
-    }
+    Desired::new(
+        Arc::new(parse_documents(&text).unwrap().remove(0).check.unwrap()),
+        None,
+    )
 }
 
 struct Harness {

@@ -45,10 +45,7 @@ pub(super) fn check(name: &str, spec: &str) -> Desired {
     );
     let doc = parse_documents(&text).unwrap().remove(0);
     let hc: HealthCheck = doc.check.unwrap();
-    Desired {
-        check: Arc::new(hc),
-        load_error: None,
-    }
+    Desired::new(Arc::new(hc), None)
 }
 
 pub(super) fn key(name: &str) -> CheckKey {
