@@ -182,7 +182,7 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     let mut limits = cfg.http.clone();
     limits.max_connections = server::listen::fit_to_fd_limit(
         limits.max_connections,
-        server::listen::reserved_fds(cfg.max_concurrent_runs),
+        server::listen::reserved_fds(cfg.max_concurrent_runs, 1),
     );
     let state = AppState::new(board, handle, metrics, manual, &limits);
     let server = tokio::spawn(server::serve(listener, state, limits, async move {

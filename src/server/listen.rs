@@ -54,15 +54,16 @@ impl Default for Limits {
     }
 }
 
-/// File descriptors kept free of HTTP connections: for the runs (pipes of a process, sockets of
-/// a probe), the state journal, the API server's connections and the listener.
-pub fn reserved_fds(max_concurrent_runs: usize) -> u64 {
+/// File descriptors kept free of HTTP connections: `per_run` for each run (a local process
+/// holds its pipes, a probe its socket; a pod holds none, its API calls share connections),
+/// and 64 for the state journal, the API server's connections and the listener.
+pub fn reserved_fds(max_concurrent_runs: usize, per_run: u64) -> u64 {
     let runs = if max_concurrent_runs == 0 {
         1000
     } else {
         max_concurrent_runs.min(10_000)
     };
-    64 + 4 * runs as u64
+    64 + per_run * runs as u64
 }
 
 /// Raises the soft open-files limit to the hard one (as Go's runtime does) and caps
@@ -89,8 +90,7 @@ pub fn fit_to_fd_limit(max_connections: usize, reserve: u64) -> usize {
         }
         lim.rlim_cur
     };
-    let room = soft.saturating_sub(reserve) as usize;
-    let cap = max_connections.min(room).max(8);
+    let cap = connection_cap(max_connections, soft, reserve);
     if cap < max_connections {
         warn!(
             open_files = soft,
@@ -99,6 +99,15 @@ pub fn fit_to_fd_limit(max_connections: usize, reserve: u64) -> usize {
         );
     }
     cap
+}
+
+/// The connections allowed with `soft` descriptors of which `reserve` stay for runs. The
+/// reserve is never more than half the limit: a small limit with many allowed runs must still
+/// leave the server some connections.
+fn connection_cap(max_connections: usize, soft: u64, reserve: u64) -> usize {
+    let reserve = reserve.min(soft / 2);
+    let room = soft.saturating_sub(reserve) as usize;
+    max_connections.min(room).max(8)
 }
 
 /// What the accept loop knows of one connection.
@@ -356,4 +365,26 @@ async fn connection(
         .unwrap_or_else(|e| e.into_inner())
         .remove(&id);
     metrics.connection_gone();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_for_runs_are_kept_out_of_the_connection_cap() {
+        // Local defaults (100 runs, 4 each) under nofile 1024: 464 kept, 512 fit.
+        assert_eq!(connection_cap(512, 1024, reserved_fds(100, 4)), 512);
+        // Asked for more than fits: lowered to what leaves the reserve.
+        assert_eq!(connection_cap(2000, 1024, reserved_fds(100, 4)), 560);
+        // A cluster's 1,000 runs under nofile 1024: the reserve is capped at half.
+        assert_eq!(reserved_fds(1000, 1), 1064);
+        assert_eq!(connection_cap(512, 1024, reserved_fds(1000, 1)), 512);
+        assert_eq!(connection_cap(2000, 1024, reserved_fds(1000, 1)), 512);
+        // No limit on runs counts as 1,000; a tiny limit still serves a few.
+        assert_eq!(reserved_fds(0, 4), 4064);
+        assert_eq!(connection_cap(512, 16, 4064), 8);
+        // A generous limit changes nothing.
+        assert_eq!(connection_cap(512, 1 << 20, reserved_fds(1000, 4)), 512);
+    }
 }
