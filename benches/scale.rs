@@ -38,7 +38,7 @@ struct BenchRunner {
     engine: EngineHandle,
     mode: Mode,
     lags: Arc<Mutex<Vec<Duration>>>,
-    started: Arc<Mutex<VecDeque<Uuid>>>,
+    started: Arc<Mutex<VecDeque<(Uuid, Uuid)>>>,
 }
 
 impl Runner for BenchRunner {
@@ -61,7 +61,12 @@ impl Runner for BenchRunner {
                         .await;
                 });
             }
-            Mode::Collect => self.started.lock().unwrap().push_back(run.uuid),
+            // Reports must carry the run's credential; the engine knows the run by its id.
+            Mode::Collect => self
+                .started
+                .lock()
+                .unwrap()
+                .push_back((run.uuid, run.credential)),
         }
     }
     fn adopt(&self, _: CheckKey, _: Uuid, _: DateTime<Utc>, _: Arc<probity::api::HealthCheck>) {}
@@ -82,7 +87,7 @@ fn check(i: usize, interval: &str) -> Desired {
 struct Setup {
     handle: EngineHandle,
     lags: Arc<Mutex<Vec<Duration>>>,
-    started: Arc<Mutex<VecDeque<Uuid>>>,
+    started: Arc<Mutex<VecDeque<(Uuid, Uuid)>>>,
     base: String,
     stop: watch::Sender<bool>,
     _state: tempfile::TempDir,
@@ -334,12 +339,13 @@ async fn main() {
         while s.started.lock().unwrap().len() < CHECKS {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let uuids: Vec<Uuid> = s.started.lock().unwrap().drain(..).collect();
+        let runs: Vec<(Uuid, Uuid)> = s.started.lock().unwrap().drain(..).collect();
+        let credentials: Vec<Uuid> = runs.iter().map(|(_, c)| *c).collect();
         // The load generator is another process, so the RSS below is probity's alone.
         let t = Instant::now();
-        total += load_gen(&url, &uuids);
+        total += load_gen(&url, &credentials);
         spent += t.elapsed();
-        for u in uuids {
+        for (u, _) in runs {
             s.handle
                 .released(
                     u,

@@ -296,14 +296,7 @@ async fn slow_heads_idle_connections_and_oversized_heads_are_closed() {
         "{said}"
     );
     // And the server is fine.
-    assert_eq!(
-        reqwest::get(p.url("/healthz"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(p.status_of("/healthz").await, 200);
 }
 
 /// Recipes: eight 50 MB YAML files (before: `/healthz` timed out, checks stalled), `ln -s .

@@ -605,14 +605,7 @@ async fn status_json_filters_by_namespace_and_serves_html_to_browsers() {
         .await
         .unwrap();
     assert!(html.contains("<title>probity</title>"));
-    assert_eq!(
-        reqwest::get(p.url("/healthz"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(p.status_of("/healthz").await, 200);
 }
 
 #[tokio::test]

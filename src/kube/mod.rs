@@ -179,11 +179,8 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
         token: token.into(),
         backend: Arc::new(AnnotateRuns { client }),
     });
-    let mut limits = cfg.http.clone();
-    limits.max_connections = server::listen::fit_to_fd_limit(
-        limits.max_connections,
-        server::listen::reserved_fds(cfg.max_concurrent_runs, 1),
-    );
+    // Only probes hold a descriptor (their socket); pods share the API server's connections.
+    let limits = cfg.http.clone().fitted(cfg.max_concurrent_runs, 1);
     let state = AppState::new(board, handle, metrics, manual, &limits);
     let server = tokio::spawn(server::serve(listener, state, limits, async move {
         let _ = server_stop.await;

@@ -69,6 +69,17 @@ impl CheckDir {
         self
     }
 
+    /// Marks `path` as seen at `signature` while keeping the checks it defined before, so the
+    /// error that kept it from being read is said once, not on every scan until it changes.
+    fn seen_unread(&mut self, path: PathBuf, signature: (SystemTime, u64)) {
+        let keys = self
+            .files
+            .get(&path)
+            .map(|s| s.keys.clone())
+            .unwrap_or_default();
+        self.files.insert(path, FileState { signature, keys });
+    }
+
     /// Reads what changed. An unreadable directory changes nothing (checks are never dropped
     /// because a read failed) and is reported as an error.
     pub fn scan(&mut self) -> Result<Changes> {
@@ -122,12 +133,7 @@ impl CheckDir {
                     signature.1, MAX_FILE_BYTES
                 );
                 changes.file_errors.push((name, Some(message)));
-                let keys = self
-                    .files
-                    .get(&path)
-                    .map(|s| s.keys.clone())
-                    .unwrap_or_default();
-                self.files.insert(path, FileState { signature, keys });
+                self.seen_unread(path, signature);
                 continue;
             }
             let text = match std::fs::read_to_string(&path) {
@@ -147,13 +153,7 @@ impl CheckDir {
                             e => e.to_string(),
                         };
                         changes.file_errors.push((name, Some(message)));
-                        // Mark as seen so the error is not repeated every scan until it changes.
-                        let keys = self
-                            .files
-                            .get(&path)
-                            .map(|s| s.keys.clone())
-                            .unwrap_or_default();
-                        self.files.insert(path, FileState { signature, keys });
+                        self.seen_unread(path, signature);
                         continue;
                     }
                 };

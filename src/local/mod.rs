@@ -140,11 +140,8 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
         token: token.into(),
         backend: Arc::new(EngineRuns(handle.clone())),
     });
-    let mut limits = cfg.http.clone();
-    limits.max_connections = server::listen::fit_to_fd_limit(
-        limits.max_connections,
-        server::listen::reserved_fds(cfg.max_concurrent_runs, 4),
-    );
+    // A process run holds its pipes: four descriptors each, kept from HTTP clients.
+    let limits = cfg.http.clone().fitted(cfg.max_concurrent_runs, 4);
     let state = AppState::new(board, handle, metrics, manual, &limits);
     let server = tokio::spawn(server::serve(listener, state, limits, async move {
         let _ = server_stop.await;

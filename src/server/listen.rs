@@ -54,6 +54,18 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// These limits with `max_connections` lowered to fit the open-files limit, keeping
+    /// descriptors for `max_concurrent_runs` runs of `fds_per_run` each (see `fit_to_fd_limit`).
+    pub fn fitted(mut self, max_concurrent_runs: usize, fds_per_run: u64) -> Self {
+        self.max_connections = fit_to_fd_limit(
+            self.max_connections,
+            reserved_fds(max_concurrent_runs, fds_per_run),
+        );
+        self
+    }
+}
+
 /// File descriptors kept free of HTTP connections: `per_run` for each run (a local process
 /// holds its pipes, a probe its socket; a pod holds none, its API calls share connections),
 /// and 64 for the state journal, the API server's connections and the listener.
@@ -182,6 +194,20 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    // Vectored writes keep hyper from copying each response body into its own buffer (it
+    // flattens for streams that cannot write vectored): a 15 MB `/metrics` is sent as it is.
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(

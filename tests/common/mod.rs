@@ -135,6 +135,15 @@ impl Probity {
         format!("{}{path}", self.base)
     }
 
+    /// The status code of a GET of `path`, on a new connection.
+    pub async fn status_of(&self, path: &str) -> u16 {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub async fn json(&self) -> Value {
         reqwest::get(self.url("/json"))
             .await
