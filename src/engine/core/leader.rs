@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{from_unix, later, EndedBy, Engine, Run};
+use super::{from_unix, later, EndedBy, Engine, Prior, Run};
 use crate::api::{CheckKey, HealthCheckStatus};
 use crate::engine::Effect;
 
@@ -92,8 +92,7 @@ impl Engine {
             timeout,
             finished: false,
             // Adopted runs are already going: never deferred.
-            prior: entry.status.clone(),
-            prior_start: entry.last_start,
+            prior: Prior::default(),
         });
         self.runs.insert(uuid, key.clone());
         self.deadlines.insert((deadline, key.clone()));

@@ -56,9 +56,19 @@ struct Run {
     timeout: Duration,
     /// The outcome is recorded; the run may still hold its slot until its pod/process is gone.
     finished: bool,
-    /// The check's state before this run started, put back if the run is deferred.
-    prior: Arc<HealthCheckStatus>,
-    prior_start: Option<DateTime<Utc>>,
+    /// What the start replaced in the check's state, put back if the run is deferred.
+    prior: Prior,
+}
+
+/// The fields of a check's state that starting a run replaced.
+#[derive(Debug, Default)]
+struct Prior {
+    current_uuid: String,
+    last_run_unix: i64,
+    run_deadline_unix: Option<i64>,
+    authoritative_pod: String,
+    pod_name: String,
+    start: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]

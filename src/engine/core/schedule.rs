@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{from_unix, later, unix, Engine, Run};
+use super::{from_unix, later, unix, Engine, Prior, Run};
 use crate::api::protocol::{pod_name, run_id};
 use crate::api::validate::Trigger;
 use crate::api::CheckKey;
@@ -123,23 +123,29 @@ impl Engine {
                 Trigger::Interval(iv) => Some(later(now, *iv)),
                 Trigger::Cron(c) => c.next_after(now),
             };
+            let st = Arc::make_mut(&mut entry.status);
+            // The fields a start replaces are moved aside (not the whole status copied: that
+            // would be one more status per run in flight), to be put back if it is deferred.
+            let prior = Prior {
+                current_uuid: std::mem::replace(&mut st.current_uuid, uuid.to_string()),
+                last_run_unix: std::mem::replace(&mut st.last_run_unix, unix(now)),
+                run_deadline_unix: st.run_deadline_unix.replace(unix(deadline)),
+                authoritative_pod: std::mem::replace(
+                    &mut st.authoritative_pod,
+                    self.cfg.identity.clone(),
+                ),
+                pod_name: std::mem::replace(&mut st.pod_name, pod_name(&key, uuid)),
+                start: entry.last_start.replace(now),
+            };
+            st.next_run_unix = next.map(unix);
             entry.run = Some(Run {
                 uuid,
                 started: now,
                 deadline,
                 timeout,
                 finished: false,
-                prior: entry.status.clone(),
-                prior_start: entry.last_start,
+                prior,
             });
-            entry.last_start = Some(now);
-            let st = Arc::make_mut(&mut entry.status);
-            st.current_uuid = uuid.to_string();
-            st.last_run_unix = unix(now);
-            st.run_deadline_unix = Some(unix(deadline));
-            st.authoritative_pod = self.cfg.identity.clone();
-            st.pod_name = pod_name(&key, uuid);
-            st.next_run_unix = next.map(unix);
             let check = entry.desired.check.clone();
             self.runs.insert(uuid, key.clone());
             self.deadlines.insert((deadline, key.clone()));
@@ -174,13 +180,14 @@ impl Engine {
         let entry = self.checks.get_mut(&key).expect("a run holds the slot");
         let run = entry.run.take().expect("not finished, so present");
         self.deadlines.remove(&(run.deadline, key.clone()));
-        entry.last_start = run.prior_start;
+        let prior = run.prior;
+        entry.last_start = prior.start;
         let st = Arc::make_mut(&mut entry.status);
-        st.current_uuid = run.prior.current_uuid.clone();
-        st.last_run_unix = run.prior.last_run_unix;
-        st.run_deadline_unix = run.prior.run_deadline_unix;
-        st.authoritative_pod = run.prior.authoritative_pod.clone();
-        st.pod_name = run.prior.pod_name.clone();
+        st.current_uuid = prior.current_uuid;
+        st.last_run_unix = prior.last_run_unix;
+        st.run_deadline_unix = prior.run_deadline_unix;
+        st.authoritative_pod = prior.authoritative_pod;
+        st.pod_name = prior.pod_name;
         let retry = later(now, DEFER_RETRY);
         let mut effects = Vec::new();
         if self.leader && !self.draining && !entry.removed {
