@@ -42,8 +42,9 @@ pub use refusal::{Rejection, RunRefused};
 pub struct Desired {
     pub check: Arc<HealthCheck>,
     pub load_error: Option<Invalid>,
-    /// The plan, worked out by the backend with these defaults (see `validated`).
-    pub validated: Option<(Defaults, Result<Plan, Invalid>)>,
+    /// The plan, worked out by the backend with these defaults (see `validated`). Boxed: the
+    /// engine keeps every check's `Desired`, and takes this out on arrival.
+    pub validated: Option<Box<(Defaults, Result<Plan, Invalid>)>>,
 }
 
 impl Desired {
@@ -66,7 +67,7 @@ impl Desired {
     /// result when its defaults are the same, and validates itself otherwise.
     pub fn validated(mut self, defaults: &Defaults) -> Self {
         let plan = self.plan(defaults);
-        self.validated = Some((defaults.clone(), plan));
+        self.validated = Some(Box::new((defaults.clone(), plan)));
         self
     }
 }

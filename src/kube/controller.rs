@@ -194,7 +194,7 @@ impl Controller {
         let invalid = desired
             .validated
             .as_ref()
-            .and_then(|(_, plan)| plan.as_ref().err().cloned());
+            .and_then(|v| v.1.as_ref().err().cloned());
         if to_event {
             memory.evented.insert(key.clone(), generation);
             if let Some(invalid) = invalid {

@@ -240,7 +240,7 @@ impl Engine {
                     && e.desired.load_error == desired.load_error
             })
             .map(|e| e.plan.clone());
-        let plan = match (unchanged, desired.validated.take()) {
+        let plan = match (unchanged, desired.validated.take().map(|v| *v)) {
             (Some(plan), _) => plan,
             (None, Some((d, plan))) if d == self.cfg.defaults => plan,
             (None, _) => desired.plan(&self.cfg.defaults),

@@ -94,7 +94,7 @@ fn a_plan_the_backend_validated_off_the_engine_task_is_used_only_with_the_same_d
     // Same defaults: the backend's result stands (the engine does not search again).
     let mut e = engine(0);
     let mut d = check("a", "  runInterval: 1m\n");
-    d.validated = Some((Defaults::default(), wrong.clone()));
+    d.validated = Some(Box::new((Defaults::default(), wrong.clone())));
     e.upsert(t0(), d, None);
     let v = e.view(&key("a"));
     assert_eq!(
@@ -108,7 +108,7 @@ fn a_plan_the_backend_validated_off_the_engine_task_is_used_only_with_the_same_d
         run_interval: Duration::from_secs(7),
         ..Defaults::default()
     };
-    d.validated = Some((other, wrong));
+    d.validated = Some(Box::new((other, wrong)));
     e.upsert(t0(), d, None);
     assert_eq!(e.view(&key("a")).invalid, None);
 }
