@@ -503,11 +503,22 @@ impl Engine {
         current.into_iter().chain(past.flatten()).collect()
     }
 
-    /// Stores a check's state again for an ended run whose report was answered "not stored"
-    /// (and is now retried): the outcome is already recorded in memory.
-    pub fn persist_again(&self, uuid: Uuid) -> Option<Effect> {
+    /// Stores a check's state again for a run whose report was answered "not stored" and is
+    /// now retried with the same verdict: the outcome is already recorded in memory. None when
+    /// the recorded outcome is not this verdict (or the check's latest run is another one).
+    pub fn persist_again(&self, uuid: Uuid, ok: bool, errors: &[String]) -> Option<Effect> {
         let key = self.ended.key_of(&uuid)?;
-        self.checks.contains_key(key).then(|| Effect::Save {
+        let e = self.checks.get(key)?;
+        let latest = e.status.history.first()?;
+        let outcome = if ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        let same = latest.uuid == uuid.to_string()
+            && latest.outcome == Some(outcome)
+            && latest.errors == verdict::history_errors(errors);
+        same.then(|| Effect::Save {
             key: key.clone(),
             view: Arc::new(self.view(key)),
             persist: true,

@@ -116,11 +116,7 @@ impl Engine {
                 start_unix: unix(started),
                 run_duration: st.run_duration,
                 outcome: Some(outcome),
-                errors: errors
-                    .iter()
-                    .take(HISTORY_ERRORS)
-                    .map(|e| truncate(e, HISTORY_ERROR_LEN))
-                    .collect(),
+                errors: history_errors(&errors),
             },
         );
         st.history.truncate(HISTORY_LEN);
@@ -149,4 +145,13 @@ impl Engine {
             },
         ]
     }
+}
+
+/// A run's errors as its history entry keeps them: the first few, each cut short.
+pub(super) fn history_errors(errors: &[String]) -> Vec<String> {
+    errors
+        .iter()
+        .take(HISTORY_ERRORS)
+        .map(|e| truncate(e, HISTORY_ERROR_LEN))
+        .collect()
 }

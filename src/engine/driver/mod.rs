@@ -33,38 +33,32 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// beyond this many the oldest are forgotten.
 const UNCONFIRMED_MEMORY: usize = 10_000;
 
-/// Reports whose outcome is recorded in memory but whose save failed, so their client got a
-/// 500 and will retry: the identical retry is answered by storing the state again, not with
-/// "already reported". Shared with the tasks that await the saves.
+/// Runs whose report's outcome is recorded in memory but whose save failed, so their client
+/// got a 500 and will retry: the identical retry (judged by the engine against the recorded
+/// outcome) is answered by storing the state again, not with "already reported". Shared with
+/// the tasks that await the saves.
 #[derive(Debug, Default)]
 struct Unconfirmed {
-    reports: std::collections::HashMap<Uuid, (bool, Vec<String>)>,
+    runs: std::collections::HashSet<Uuid>,
     order: std::collections::VecDeque<Uuid>,
 }
 
 impl Unconfirmed {
-    fn add(&mut self, uuid: Uuid, verdict: (bool, Vec<String>)) {
-        if self.reports.insert(uuid, verdict).is_none() {
+    fn add(&mut self, uuid: Uuid) {
+        if self.runs.insert(uuid) {
             self.order.push_back(uuid);
         }
         while self.order.len() > UNCONFIRMED_MEMORY {
             if let Some(old) = self.order.pop_front() {
-                self.reports.remove(&old);
+                self.runs.remove(&old);
             }
         }
     }
 
-    /// Whether `uuid` was answered 500 with this very verdict; forgets it if so.
-    fn take(&mut self, uuid: Uuid, ok: bool, errors: &[String]) -> bool {
-        let same = self
-            .reports
-            .get(&uuid)
-            .is_some_and(|(o, e)| *o == ok && e == errors);
-        if same {
-            self.reports.remove(&uuid);
+    fn forget(&mut self, uuid: Uuid) {
+        if self.runs.remove(&uuid) {
             self.order.retain(|u| *u != uuid);
         }
-        same
     }
 }
 
@@ -267,10 +261,13 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
         let now = self.clock.now();
         match ev {
             Event::Upsert { desired, saved } => {
-                let key = CheckKey::of(&desired.check);
+                // Every watch event comes here: the key is worked out only if a report waits.
+                let key = (!self.parked.is_empty()).then(|| CheckKey::of(&desired.check));
                 let effects = self.engine.upsert(now, desired, saved.map(|s| *s));
                 self.act(effects);
-                self.retry_parked(&key);
+                if let Some(key) = key {
+                    self.retry_parked(&key);
+                }
             }
             Event::Remove { key } => {
                 let effects = self.engine.remove(now, &key);
@@ -338,20 +335,24 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
         }
         let now = self.clock.now();
         let unconfirmed = self.unconfirmed.clone();
-        let retried = {
-            let mut u = unconfirmed.lock().unwrap_or_else(|e| e.into_inner());
-            !u.reports.is_empty() && u.take(uuid, ok, &errors)
+        let answered_500 = {
+            let u = unconfirmed.lock().unwrap_or_else(|e| e.into_inner());
+            !u.runs.is_empty() && u.runs.contains(&uuid)
         };
-        // Kept for the case the save fails (an OK report's errors are empty: no copy).
-        let verdict_kept = (ok, errors.clone());
-        let (mut effects, mut verdict) = self.engine.report(now, uuid, ok, errors);
-        if let (true, Err(Rejection::AlreadyReported { .. })) = (retried, &verdict) {
-            // The retry of a report answered 500: its outcome is recorded; store it again.
-            if let Some(save) = self.engine.persist_again(uuid) {
-                effects = vec![save];
-                verdict = Ok(());
+        // The retry of a report answered 500, with the verdict recorded: store it again.
+        let again = answered_500
+            .then(|| self.engine.persist_again(uuid, ok, &errors))
+            .flatten();
+        let (effects, verdict) = match again {
+            Some(save) => {
+                unconfirmed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget(uuid);
+                (vec![save], Ok(()))
             }
-        }
+            None => self.engine.report(now, uuid, ok, errors),
+        };
         let stored = self.apply(effects);
         match (verdict, stored) {
             (Err(r), _) => {
@@ -365,7 +366,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                         unconfirmed
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .add(uuid, verdict_kept);
+                            .add(uuid);
                     }
                     let _ = reply.send(r);
                 });
@@ -379,9 +380,6 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
     /// Parked reports whose run the state of `key` now shows (in flight or ended) are
     /// answered: O(1) per event, whatever the number waiting.
     fn retry_parked(&mut self, key: &CheckKey) {
-        if self.parked.is_empty() {
-            return;
-        }
         for uuid in self.engine.runs_shown(key) {
             for p in self.parked.take_run(uuid) {
                 self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));

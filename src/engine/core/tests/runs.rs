@@ -212,3 +212,26 @@ fn a_run_deferred_for_probitys_own_limits_is_not_the_checks_failure_and_is_retri
         400
     );
 }
+
+#[test]
+fn a_report_is_stored_again_only_for_the_verdict_recorded_for_the_latest_run() {
+    let (mut e, _) = one("  runInterval: 1h\n  failureThreshold: 3\n");
+    let (_, uuid) = starts(&e.run_now(t0(), &key("a")).unwrap())[0];
+    let errors = vec!["db down".to_string()];
+    e.report(t0(), uuid, false, errors.clone()).1.unwrap();
+    // Below the threshold the check's errors stay empty; the run's record still has them.
+    assert!(e.status(&key("a")).unwrap().errors.is_empty());
+    assert!(e.persist_again(uuid, false, &errors).is_some());
+    assert!(
+        e.persist_again(uuid, true, &[]).is_none(),
+        "another verdict"
+    );
+    assert!(e.persist_again(uuid, false, &["other".into()]).is_none());
+    assert!(e.persist_again(Uuid::new_v4(), false, &errors).is_none());
+    // Once a later run is the latest, the old one is not stored again.
+    e.release(t0(), uuid, exited("done"));
+    let (_, next) = starts(&e.run_now(t0() + secs(1), &key("a")).unwrap())[0];
+    e.report(t0() + secs(1), next, true, vec![]).1.unwrap();
+    assert!(e.persist_again(uuid, false, &errors).is_none());
+    assert!(e.persist_again(next, true, &[]).is_some());
+}
