@@ -49,12 +49,7 @@ impl Drop for Tmpfs {
 }
 
 async fn metric(p: &Probity, name: &str) -> f64 {
-    let text = reqwest::get(p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = p.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0.0, |v| v.parse().unwrap())

@@ -4,24 +4,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{count, detail, shell_check, Probity, PATIENCE};
+use common::{count, detail, dirs, shell_check, write, Probity, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let checks = tmp.path().join("checks");
-    let state = tmp.path().join("state");
-    std::fs::create_dir(&checks).unwrap();
-    (tmp, checks, state)
-}
-
-fn write(dir: &Path, file: &str, text: &str) {
-    std::fs::write(dir.join(file), text).unwrap();
-}
 
 fn addr(p: &Probity) -> String {
     p.base.trim_start_matches("http://").to_string()
@@ -107,12 +94,7 @@ async fn slow_clients_with_endless_headers_cannot_grow_memory_or_stall_healthz()
         peak < baseline + 96 * 1024,
         "peak RSS {peak} KiB against a baseline of {baseline} KiB"
     );
-    let m = reqwest::get(p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = p.metrics().await;
     let open: f64 = m
         .lines()
         .find_map(|l| l.strip_prefix("probity_http_connections "))
@@ -161,12 +143,7 @@ async fn idle_connections_at_the_open_files_limit_starve_neither_health_nor_runs
     let tick = detail(&doc, "it/tick");
     assert_eq!(tick["FailureCount"], 0, "no false failure: {tick:#}");
     assert_eq!(tick["OK"], true);
-    let m = reqwest::get(p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = p.metrics().await;
     let evicted = m
         .lines()
         .find_map(|l| l.strip_prefix("probity_http_connections_closed_total{reason=\"evicted\"} "))

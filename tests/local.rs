@@ -5,22 +5,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{count, detail, shell_check, Probity, PATIENCE};
+use common::{count, detail, dirs, shell_check, write, Probity, PATIENCE};
 use probity::api::protocol::run_id;
 
 use serde_json::Value;
-
-fn dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let checks = tmp.path().join("checks");
-    let state = tmp.path().join("state");
-    std::fs::create_dir(&checks).unwrap();
-    (tmp, checks, state)
-}
-
-fn write(dir: &Path, file: &str, text: &str) {
-    std::fs::write(dir.join(file), text).unwrap();
-}
 
 /// The state probity saved for `key`: the last line for it in the journal.
 fn saved(state: &Path, key: &str) -> Value {
@@ -329,12 +317,7 @@ async fn report_endpoint_protocol_over_http() {
             .unwrap();
         assert_eq!(status(r), 400);
     }
-    let m = reqwest::get(p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = p.metrics().await;
     assert!(!m.contains(&uuid), "the credential is not in metrics");
     let page = c
         .get(p.url("/"))
@@ -403,12 +386,7 @@ async fn report_endpoint_protocol_over_http() {
         .await;
     assert_eq!(detail(&doc, "it/wait")["Errors"][0], "upstream 503");
     // The still-running process was told nothing; its slot is held until it exits or its deadline.
-    let m = reqwest::get(p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = p.metrics().await;
     assert!(m.contains("probity_reports_total{code=\"200\"} 1"), "{m}");
     assert!(m.contains("probity_reports_total{code=\"415\"} 1"), "{m}");
     let log = p.log.lock().unwrap().join("\n");
@@ -623,12 +601,7 @@ async fn metrics_pass_promtool() {
     let p = Probity::start(&checks, &state, &[]);
     p.wait_for("a run", |d| count(d, "it/a", "FailureCount") >= 1)
         .await;
-    let text = reqwest::get(p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = p.metrics().await;
     assert!(text.contains("error=\"say \\\"hi\\\"\""), "{text}");
     let Ok(mut child) = std::process::Command::new("promtool")
         .args(["check", "metrics"])

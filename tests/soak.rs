@@ -353,12 +353,7 @@ async fn ten_minutes_of_mixed_traffic_lose_nothing_and_leave_nothing_behind() {
     let p50 = percentile(&lat, 0.5);
     let p99 = percentile(&lat, 0.99);
     let sent_total: u64 = sent.kinds.values().map(|v| v.load(Ordering::Relaxed)).sum();
-    let metrics = reqwest::get(p.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     let own: Vec<&str> = metrics
         .lines()
         .filter(|l| {

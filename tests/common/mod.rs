@@ -27,6 +27,21 @@ impl Probity {
 
     /// A fixed address, for restarts that orphaned checks must find again.
     pub fn start_on(listen: &str, checks: &Path, state: &Path, extra: &[&str]) -> Probity {
+        Self::serve(listen, checks, state, extra, None)
+    }
+
+    /// `start`, with the open-files limit (soft and hard) set to `nofile`.
+    pub fn start_limited(checks: &Path, state: &Path, extra: &[&str], nofile: u64) -> Probity {
+        Self::serve("127.0.0.1:0", checks, state, extra, Some(nofile))
+    }
+
+    fn serve(
+        listen: &str,
+        checks: &Path,
+        state: &Path,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> Probity {
         let mut args: Vec<String> = [
             "serve",
             "--listen-address",
@@ -39,7 +54,7 @@ impl Probity {
         args.extend(["--checks".into(), checks.display().to_string()]);
         args.extend(["--state-dir".into(), state.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut p = Self::spawn(&args, &[]);
+        let mut p = Self::spawn_with(&args, &[], nofile);
         p.checks = checks.to_path_buf();
         p.state = state.to_path_buf();
         p
@@ -48,21 +63,6 @@ impl Probity {
     /// `probity ARGS...` with extra environment; returns once it listens.
     pub fn spawn(args: &[String], envs: &[(&str, &str)]) -> Probity {
         Self::spawn_with(args, envs, None)
-    }
-
-    /// `start`, with the open-files limit (soft and hard) set to `nofile`.
-    pub fn start_limited(checks: &Path, state: &Path, extra: &[&str], nofile: u64) -> Probity {
-        let mut args: Vec<String> = ["serve", "--listen-address", "127.0.0.1:0"]
-            .map(String::from)
-            .to_vec();
-        args.extend(["--watch-interval".into(), "100ms".into()]);
-        args.extend(["--checks".into(), checks.display().to_string()]);
-        args.extend(["--state-dir".into(), state.display().to_string()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut p = Self::spawn_with(&args, &[], Some(nofile));
-        p.checks = checks.to_path_buf();
-        p.state = state.to_path_buf();
-        p
     }
 
     fn spawn_with(args: &[String], envs: &[(&str, &str)], nofile: Option<u64>) -> Probity {
@@ -144,6 +144,16 @@ impl Probity {
             .as_u16()
     }
 
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn json(&self) -> Value {
         reqwest::get(self.url("/json"))
             .await
@@ -215,6 +225,19 @@ impl Drop for Probity {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A temporary directory with an empty `checks/` in it, and the path a `state/` would have.
+pub fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let checks = tmp.path().join("checks");
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&checks).unwrap();
+    (tmp, checks, state)
+}
+
+pub fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap();
 }
 
 /// A loopback address with a port that was free a moment ago.
