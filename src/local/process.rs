@@ -349,14 +349,16 @@ fn kill_group(pgid: Option<i32>) {
     }
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and
+/// parentheses): state, ppid, pgrp, ...
+fn stat_fields(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_string())
+}
+
 fn alive(pid: i32) -> bool {
     // A zombie still "exists" for kill(0); /proc's state tells it apart.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    stat_fields(pid).is_some_and(|f| !f.starts_with('Z'))
 }
 
 /// Finds the process group of a run by the `KH_RUN_UUID` in its processes' environment (the
@@ -401,9 +403,7 @@ fn find_run_group(uuid: Uuid) -> Option<(i32, i32)> {
 
 /// The process group of `pid`, from `/proc/<pid>/stat` (the fifth field).
 fn process_group(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(2)?.parse().ok()
+    stat_fields(pid)?.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Reads `stream` to its end a line at a time, handing on at most `max` bytes of each (a longer
