@@ -148,14 +148,17 @@ impl Registry {
         c.active_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Closes the idlest connection with no request in flight, if there is one.
+    /// Closes the idlest connection with no request in flight, if there is one. It leaves the
+    /// registry at once, so a burst of accepts evicts one connection each, not the same one
+    /// again before its task has run.
     fn evict_idlest(&self) -> bool {
-        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let idlest = conns
-            .values()
-            .filter(|c| c.busy.load(Ordering::Relaxed) == 0)
-            .min_by_key(|c| (c.active_ms.load(Ordering::Relaxed), c.opened));
-        match idlest {
+            .iter()
+            .filter(|(_, c)| c.busy.load(Ordering::Relaxed) == 0)
+            .min_by_key(|(_, c)| (c.active_ms.load(Ordering::Relaxed), c.opened))
+            .map(|(id, _)| *id);
+        match idlest.and_then(|id| conns.remove(&id)) {
             Some(c) => {
                 c.close.notify_one();
                 true
