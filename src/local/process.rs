@@ -353,7 +353,8 @@ fn kill_group(pgid: Option<i32>) {
 /// parentheses): state, ppid, pgrp, ...
 fn stat_fields(pid: i32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_string())
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.trim_start().to_string())
 }
 
 fn alive(pid: i32) -> bool {
