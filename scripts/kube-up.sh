@@ -1,21 +1,84 @@
 #!/usr/bin/env bash
-# Starts a real control plane on loopback for the kubernetes-backend tests: etcd, kube-apiserver
-# and kube-controller-manager (garbage collection, service accounts), built by kube-build.sh.
-# There is no kubelet: pods stay Pending until the tests' node agent runs them.
+# Starts a real one-node cluster for the kubernetes-backend tests, built by kube-build.sh:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and a node: containerd + runc,
+# kubelet, kube-proxy (iptables), a CNI bridge. See shared/reference/real-node.md.
 #
-#   scripts/kube-up.sh DIR     # writes DIR/kubeconfig and DIR/env (ports, pids); prints DIR
-#   scripts/kube-down.sh DIR
+# Network (all on this machine, nothing routed off it): the node lives in its own network
+# namespace ($netns), joined to the host by a veth pair. The host end carries $host_ip, where the
+# API server listens (and where tests' probity replicas listen for reports); the node end is the
+# node's InternalIP $node_ip. Pods get $pod_cidr on the node's bridge; Services $svc_cidr through
+# kube-proxy in the node's namespace. The node has no default route, so a pod's packet to anything
+# else is unroutable, and pods resolve through a resolv.conf that names 127.0.0.1 (no DNS server).
+#
+#   scripts/kube-up.sh DIR     # writes DIR/kubeconfig and DIR/env (addresses, pids); prints DIR
+#   scripts/kube-down.sh DIR   # stops all of it and removes the network
 set -euo pipefail
 
 dir="${1:?usage: kube-up.sh DIR}"
 mkdir -p "$dir" && dir=$(cd "$dir" && pwd)
+scripts=$(cd "$(dirname "$0")" && pwd)
 log() { echo "kube-up: $*" >&2; }
-bin=$(bash "$(dirname "$0")/kube-build.sh")
-command -v etcd >/dev/null || {
-  log "installing etcd-server"
+bin=$(bash "$scripts/kube-build.sh")
+
+netns=probity-node node=probity-node
+host_ip=10.201.0.1 node_ip=10.201.0.2 link_cidr=24
+pod_cidr=10.202.0.0/16 pod_gw=10.202.0.1 svc_cidr=10.0.0.0/24 svc_api=10.0.0.1
+
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v umoci >/dev/null || need+=(umoci)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v iptables >/dev/null || need+=(iptables)
+command -v conntrack >/dev/null || need+=(conntrack)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
   apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+if ip netns list | grep -qw "$netns"; then
+  log "network namespace $netns exists: another test cluster is up (scripts/kube-down.sh its DIR)"
+  exit 1
+fi
+
+# From here on, a failure leaves nothing behind.
+pids=()
+record() {
+  cat > "$dir/env" <<ENV
+KUBECONFIG=$dir/kubeconfig
+PROBITY_TEST_API=https://$host_ip:${api:-}
+PROBITY_TEST_HOST_IP=$host_ip
+PROBITY_TEST_NODE=$node
+PROBITY_TEST_NETNS=$netns
+PROBITY_TEST_POD_CIDR=$pod_cidr
+PROBITY_TEST_PIDS="${pids[*]}"
+ENV
 }
+trap 'rc=$?; if [ $rc -ne 0 ]; then record; bash "$scripts/kube-down.sh" "$dir"; fi' EXIT
+in_node() { nsenter --net="/run/netns/$netns" "$@"; }
+# For daemons: `bg_in_node CMD... &` so that $! is the daemon itself.
+bg_in_node() { exec nsenter --net="/run/netns/$netns" "$@"; }
+
+# The node's network namespace and the veth pair to it.
+ip netns add "$netns"
+record
+ip link add probity-host type veth peer name probity-peer
+ip link set probity-peer netns "$netns"
+ip addr add "$host_ip/$link_cidr" dev probity-host
+ip link set probity-host up
+ip -n "$netns" link set probity-peer name eth0
+ip -n "$netns" addr add "$node_ip/$link_cidr" dev eth0
+ip -n "$netns" link set eth0 up
+ip -n "$netns" link set lo up
+# Replies from the host to pods go back through the node.
+ip route add "$pod_cidr" via "$node_ip" dev probity-host
+in_node sysctl -qw net.ipv4.ip_forward=1
+# Pod -> Service -> pod on the same bridge needs the bridge's traffic to pass kube-proxy's rules.
+in_node sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null ||
+  log "net.bridge.bridge-nf-call-iptables is not settable: Services between pods may not answer"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 etcd_client=$(free_port); etcd_peer=$(free_port); api=$(free_port)
@@ -30,7 +93,7 @@ cert() {
   ssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -out "$1.crt" -days 30 -extfile "$1.ext"
 }
 ca ca; ca front-proxy-ca
-cert apiserver ca "/CN=kube-apiserver" "IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc"
+cert apiserver ca "/CN=kube-apiserver" "IP:127.0.0.1,IP:$host_ip,IP:$svc_api,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 cert front-proxy-client front-proxy-ca "/CN=front-proxy-client"
 cert controller-manager ca "/CN=system:kube-controller-manager"
 ssl genrsa -out sa.key 2048
@@ -43,22 +106,25 @@ etcd --data-dir "$dir/etcd" --name probity-test \
   --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
   --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
   --initial-cluster "probity-test=http://127.0.0.1:$etcd_peer" >"$dir/etcd.log" 2>&1 &
-etcd_pid=$!
+pids+=($!); record
 
-# The API server's command line goes in a script, so kube-restart-apiserver.sh can start it again.
+# The API server listens on the host end of the veth (reachable from the host and from pods, not
+# from the machine's network) and keeps the `kubernetes` Service's endpoints pointing there. Its
+# command line goes in a script, so kube-restart-apiserver.sh can start it again.
 {
   echo '#!/usr/bin/env bash'
   echo "exec \\"
   cat <<CMD
 "$bin/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$etcd_client" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api" --insecure-port 0 \
+  --bind-address "$host_ip" --advertise-address "$host_ip" --secure-port "$api" --insecure-port 0 \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
   --authorization-mode RBAC \
   --service-account-issuer https://kubernetes.default.svc \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
+  --service-cluster-ip-range "$svc_cidr" --endpoint-reconciler-type lease \
+  --kubelet-preferred-address-types InternalIP \
   --requestheader-client-ca-file "$pki/front-proxy-ca.crt" \
   --requestheader-allowed-names front-proxy-client \
   --requestheader-extra-headers-prefix X-Remote-Extra- \
@@ -75,7 +141,7 @@ apiVersion: v1
 kind: Config
 clusters:
 - name: test
-  cluster: {server: "https://127.0.0.1:$api", certificate-authority: "$pki/ca.crt"}
+  cluster: {server: "https://$host_ip:$api", certificate-authority: "$pki/ca.crt"}
 users:
 - name: admin
   user: {token: "$token"}
@@ -90,27 +156,107 @@ current-context: admin
 KC
 sed 's/^current-context: admin/current-context: controller-manager/' "$dir/kubeconfig" > "$dir/kubeconfig-cm"
 
-for i in $(seq 1 120); do
+for _ in $(seq 1 120); do
   if kubectl --kubeconfig "$dir/kubeconfig" get --raw /readyz >/dev/null 2>&1; then break; fi
   if ! kill -0 "$api_pid" 2>/dev/null; then log "kube-apiserver died:"; tail -20 "$dir/apiserver.log" >&2; exit 1; fi
   sleep 0.5
 done
 kubectl --kubeconfig "$dir/kubeconfig" get --raw /readyz >/dev/null
 
+# nodelifecycle lifts the kubelet's not-ready taint; the rest left out need a cloud or are noise.
 "$bin/kube-controller-manager" \
   --kubeconfig "$dir/kubeconfig-cm" --authentication-kubeconfig "$dir/kubeconfig-cm" \
   --authorization-kubeconfig "$dir/kubeconfig-cm" \
   --leader-elect=false --use-service-account-credentials \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --bind-address 127.0.0.1 --secure-port 0 --port 0 \
-  --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-ttl,-bootstrapsigner,-tokencleaner' \
+  --controllers '*,-nodeipam,-cloud-node-lifecycle,-service,-route,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-ttl,-bootstrapsigner,-tokencleaner' \
   >"$dir/controller-manager.log" 2>&1 &
-cm_pid=$!
+pids+=($!); record
 
-cat > "$dir/env" <<ENV
-KUBECONFIG=$dir/kubeconfig
-PROBITY_TEST_API=https://127.0.0.1:$api
-PROBITY_TEST_PIDS="$etcd_pid $api_pid $cm_pid"
-ENV
-log "ready: https://127.0.0.1:$api (kubeconfig $dir/kubeconfig)"
+"$bin/kube-scheduler" --kubeconfig "$dir/kubeconfig" --leader-elect=false \
+  --port 0 --secure-port 0 >"$dir/scheduler.log" 2>&1 &
+pids+=($!); record
+
+# containerd for the node, in the node's network namespace (the CNI bridge is created there),
+# with its own root, state and sockets.
+ctd="$dir/containerd"; mkdir -p "$ctd" "$dir/cni" "$dir/netns"
+cat > "$ctd/config.toml" <<TOML
+version = 2
+root = "$ctd/root"
+state = "$ctd/state"
+[grpc]
+  address = "$ctd/containerd.sock"
+[ttrpc]
+  address = "$ctd/containerd.sock.ttrpc"
+[debug]
+  address = "$ctd/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$ctd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "k8s.gcr.io/pause:3.2"
+  # This sandbox may not lower oom_score_adj: runc would fail every sandbox.
+  restrict_oom_score_adj = true
+  netns_mounts_under = "$dir/netns"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$dir/cni"
+TOML
+cat > "$dir/cni/10-probity.conflist" <<CNI
+{
+  "cniVersion": "0.4.0",
+  "name": "probity-pods",
+  "plugins": [
+    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$pod_cidr", "gateway": "$pod_gw"}]],
+              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$dir/cni-ipam"}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+CNI
+bg_in_node containerd --config "$ctd/config.toml" >"$dir/containerd.log" 2>&1 &
+pids+=($!); record
+for _ in $(seq 1 100); do [ -S "$ctd/containerd.sock" ] && break; sleep 0.1; done
+ctr --address "$ctd/containerd.sock" version >/dev/null || { log "containerd did not start:"; tail -20 "$dir/containerd.log" >&2; exit 1; }
+bash "$scripts/node-images.sh" "$dir"
+
+# Pods get a resolver that fails at once instead of the machine's, which is off the machine.
+echo "nameserver 127.0.0.1" > "$dir/resolv.conf"
+mkdir -p "$dir/kubelet"
+bg_in_node "$bin/kubelet" \
+  --kubeconfig "$dir/kubeconfig" --hostname-override "$node" --node-ip "$node_ip" \
+  --container-runtime remote --container-runtime-endpoint "unix://$ctd/containerd.sock" \
+  --cgroup-driver cgroupfs --fail-swap-on=false --cgroups-per-qos=false --enforce-node-allocatable= \
+  --eviction-hard 'memory.available<1Mi,nodefs.available<1%,imagefs.available<1%' \
+  --image-gc-high-threshold 100 --image-gc-low-threshold 99 \
+  --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki" --resolv-conf "$dir/resolv.conf" \
+  --volume-plugin-dir "$dir/kubelet/volume-plugins" \
+  --anonymous-auth=true --authorization-mode AlwaysAllow --authentication-token-webhook=false \
+  --read-only-port 0 --healthz-port 0 --max-pods 250 --kube-api-qps 50 --kube-api-burst 100 \
+  >"$dir/kubelet.log" 2>&1 &
+pids+=($!); record
+
+bg_in_node "$bin/kube-proxy" \
+  --kubeconfig "$dir/kubeconfig" --hostname-override "$node" --proxy-mode iptables \
+  --cluster-cidr "$pod_cidr" --conntrack-max-per-core 0 \
+  --healthz-bind-address 127.0.0.1:10256 --metrics-bind-address 127.0.0.1:10249 \
+  >"$dir/kube-proxy.log" 2>&1 &
+pids+=($!); record
+
+# Ready when the node is Ready and untainted, and the default ServiceAccount exists to run pods.
+kc() { kubectl --kubeconfig "$dir/kubeconfig" "$@"; }
+for i in $(seq 1 240); do
+  ready=$(kc get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+  taints=$(kc get node "$node" -o jsonpath='{.spec.taints}' 2>/dev/null || true)
+  sa=$(kc -n default get serviceaccount default -o name 2>/dev/null || true)
+  [ "$ready" = True ] && [ -z "$taints" ] && [ -n "$sa" ] && break
+  if [ "$i" = 240 ]; then
+    log "the node did not become Ready and untainted (Ready=$ready taints=$taints):"
+    tail -20 "$dir/kubelet.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+record
+log "ready: https://$host_ip:$api (kubeconfig $dir/kubeconfig), node $node ($node_ip)"
 echo "$dir"
