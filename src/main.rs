@@ -82,7 +82,7 @@ struct ServeArgs {
     /// Directory where check state is kept between restarts (local backend).
     #[arg(long, env = "PROBITY_STATE_DIR", default_value = ".probity-state")]
     state_dir: PathBuf,
-    /// Base URL checks report to (KH_REPORTING_URL is this plus /check); default: the listening address.
+    /// Base URL checks report to (KH_REPORTING_URL is this plus /check); default: the listening address locally, the probity Service's ClusterIP in a cluster.
     #[arg(long, env = "KH_CHECK_REPORT_URL")]
     report_url: Option<String>,
     /// Most runs in flight at once, 0 for no limit; default 100 locally, 1000 in a cluster (where pods take seconds to start).
@@ -331,7 +331,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .or(pod_namespace.clone())
                     .unwrap_or_else(|| "default".into());
                 let report_url = a.report_url.unwrap_or_else(|| {
-                    kube::default_report_url(pod_namespace.as_deref().unwrap_or(&lease_namespace))
+                    kube::default_report_url(
+                        pod_namespace.as_deref().unwrap_or(&lease_namespace),
+                        |k| std::env::var(k).ok(),
+                    )
                 });
                 let cfg = KubeConfig {
                     listen_address: a.listen_address,

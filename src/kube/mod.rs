@@ -94,9 +94,19 @@ pub struct KubeConfig {
     pub http: server::Limits,
 }
 
-/// The report URL check pods get when none is configured: the Service in this namespace.
-pub fn default_report_url(namespace: &str) -> String {
-    format!("http://probity.{namespace}.svc.cluster.local")
+/// The report URL check pods get when none is configured: the `probity` Service of this
+/// namespace, by the ClusterIP and port Kubernetes puts in every pod's environment
+/// (`PROBITY_SERVICE_HOST`/`_PORT`), so a report needs no cluster DNS (a DNS check must be able to
+/// say DNS is down); by its DNS name when those are missing (the Service was created after the
+/// pod, or is named otherwise). `var` is `std::env::var` outside tests.
+pub fn default_report_url(namespace: &str, var: impl Fn(&str) -> Option<String>) -> String {
+    let host = var("PROBITY_SERVICE_HOST").filter(|h| !h.is_empty());
+    let port = var("PROBITY_SERVICE_PORT").filter(|p| p.parse::<u16>().is_ok());
+    match (host, port) {
+        (Some(h), Some(p)) if h.contains(':') => format!("http://[{h}]:{p}"),
+        (Some(h), Some(p)) => format!("http://{h}:{p}"),
+        _ => format!("http://probity.{namespace}.svc.cluster.local"),
+    }
 }
 
 /// `probity serve` in a cluster. Returns when `shutdown` flips. Runs in flight are left to
@@ -196,4 +206,40 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     checks.abort();
     let _ = stop_server.send(());
     crate::error::serve_outcome(server.await, driven)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_report_url;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_report_url_uses_the_service_address_kubernetes_gives_the_pod() {
+        let svc = [
+            ("PROBITY_SERVICE_HOST", "10.0.0.17"),
+            ("PROBITY_SERVICE_PORT", "80"),
+        ];
+        assert_eq!(default_report_url("mon", env(&svc)), "http://10.0.0.17:80");
+        let v6 = [
+            ("PROBITY_SERVICE_HOST", "fd00::17"),
+            ("PROBITY_SERVICE_PORT", "80"),
+        ];
+        assert_eq!(default_report_url("mon", env(&v6)), "http://[fd00::17]:80");
+        // Without both (or with a port that is not one), the DNS name.
+        let dns = "http://probity.mon.svc.cluster.local";
+        assert_eq!(default_report_url("mon", env(&[])), dns);
+        assert_eq!(default_report_url("mon", env(&svc[..1])), dns);
+        let bad = [
+            ("PROBITY_SERVICE_HOST", "10.0.0.17"),
+            ("PROBITY_SERVICE_PORT", "tcp://x"),
+        ];
+        assert_eq!(default_report_url("mon", env(&bad)), dns);
+    }
 }
