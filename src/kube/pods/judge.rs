@@ -36,6 +36,10 @@ pub(super) fn judge(pod: &Pod) -> Option<(RunEnd, bool)> {
                 false,
             ))
         }
+        // The node ended it at `activeDeadlineSeconds`, the run's own deadline (it counts from
+        // the pod's start time, stored to the second, so it can come up to a second before
+        // ours): the run timed out, and the engine's deadline says so, not a crash.
+        Some("Failed") if status.reason.as_deref() == Some("DeadlineExceeded") => return None,
         Some("Failed") => {
             let why = containers
                 .filter_map(|c| {
@@ -212,7 +216,7 @@ pub(super) mod tests {
             }),
             ..Default::default()
         };
-        let (end, delete) = judge(&pod("Failed", term)).unwrap();
+        let (end, delete) = judge(&pod("Failed", term.clone())).unwrap();
         assert!(!delete);
         assert_eq!(
             end,
@@ -220,6 +224,24 @@ pub(super) mod tests {
                 success: false,
                 message: "pod dns-1d309 failed without reporting: container check exited with code 2 (Error)".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_pod_the_node_ended_at_its_deadline_is_left_to_the_run_timeout() {
+        let killed = ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: 143,
+                reason: Some("Error".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut p = pod("Failed", killed);
+        p.status.as_mut().unwrap().reason = Some("DeadlineExceeded".into());
+        assert!(
+            judge(&p).is_none(),
+            "not a crash: the run's timeout ends it"
         );
     }
 }
