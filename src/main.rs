@@ -251,6 +251,8 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in `kubectl logs` or a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // A panic is a bug: say so in the log (where operators look), then let the default hook
     // print it as well. The task it happened in ends, and `serve` turns that into exit 2.
