@@ -3,8 +3,6 @@
 //! own. A test binary of its own, so the outage does not hit the other cluster tests (Cargo runs
 //! test binaries one after another).
 
-#[path = "cluster/agent.rs"]
-mod agent;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "cluster/testkube.rs"]
@@ -18,7 +16,7 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use probity::api::{HealthCheck, Outcome};
 
-use common::{free_addr, Probity};
+use common::Probity;
 
 async fn history(c: &Client, ns: &str) -> Option<Vec<(String, Option<Outcome>)>> {
     let hc = Api::<HealthCheck>::namespaced(c.clone(), ns)
@@ -47,9 +45,8 @@ async fn probity_recovers_from_an_api_server_restart_on_its_own() {
     let c = testkube::client_from(&path).await;
     testkube::install_crd(&c).await;
     let ns = testkube::fresh_namespace(&c, "probity-restart").await;
-    let _agent = agent::start(c.clone(), &ns);
 
-    let addr = free_addr();
+    let addr = testkube::pod_reachable_addr();
     let args = testkube::serve_args(&ns, "survivor", &addr, &addr);
     let mut p = Probity::spawn(&args, &[("KUBECONFIG", path.as_str())]);
     p.wait_for("leadership", |d| d["CurrentMaster"] == "survivor")

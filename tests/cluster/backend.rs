@@ -1,4 +1,5 @@
-//! `probity serve --kubernetes` against the real API server, with the node agent running pods.
+//! `probity serve --kubernetes` against the real API server, with check pods run by the real
+//! node (kubelet, containerd, runc): real pulls, exit codes, deadlines and deletions.
 
 use std::time::{Duration, Instant};
 
@@ -10,29 +11,23 @@ use probity::api::protocol::run_id;
 use probity::api::{HealthCheck, HealthCheckStatus, Outcome};
 use serde_json::Value;
 
-use crate::agent;
-use crate::common::{free_addr, Probity, PATIENCE};
-use crate::testkube::{check, client, fresh_namespace, install_crd, serve_args};
+use crate::common::{Probity, PATIENCE};
+use crate::testkube::{
+    check, check_pod, client, fresh_namespace, install_crd, pod_reachable_addr, serve_args,
+};
 
 pub struct Setup {
     pub client: Client,
     pub ns: String,
-    _agent: agent::Agent,
 }
 
 /// A fresh namespace named after `base` (so reruns against one API server do not collide), with
-/// the CRD installed and a node agent running its pods.
+/// the CRD installed.
 pub async fn setup(base: &str) -> Option<Setup> {
     let client = client().await?;
     install_crd(&client).await;
     let ns = fresh_namespace(&client, base).await;
-    let ns = ns.as_str();
-    let agent = agent::start(client.clone(), ns);
-    Some(Setup {
-        client,
-        ns: ns.into(),
-        _agent: agent,
-    })
+    Some(Setup { client, ns })
 }
 
 /// A replica of probity for namespace `ns`, listening on `listen`, telling pods to report to
@@ -54,7 +49,7 @@ pub fn replica_with(
     Probity::spawn(&args, &[("KUBECONFIG", kubeconfig.as_str())])
 }
 
-async fn wait<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub async fn wait<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f().await {
@@ -71,7 +66,7 @@ async fn wait<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 /// A namespace with one replica, "solo", that leads and that its pods report to.
 async fn solo(base: &str) -> Option<(Setup, Probity)> {
     let s = setup(base).await?;
-    let addr = free_addr();
+    let addr = pod_reachable_addr();
     let p = replica(&s.ns, "solo", &addr, &addr);
     leader_is(&p, "solo").await;
     Some((s, p))
@@ -84,16 +79,25 @@ async fn leader_is(p: &Probity, who: &str) {
 
 /// A check whose pod runs `script` under /bin/sh, with probity's `report` on the PATH.
 fn sh_check(ns: &str, name: &str, extra: &str, script: &str) -> HealthCheck {
-    let bin = env!("CARGO_BIN_EXE_probity");
-    let script = script.replace("probity ", &format!("{bin} "));
-    let spec = format!(
-        "{extra}  podSpec:\n    spec:\n      containers:\n      - name: check\n        image: local/sh:1\n        command: [/bin/sh, -c, {}]\n",
-        serde_json::to_string(&script).unwrap()
-    );
-    check(ns, name, &spec)
+    sh_check_with(ns, name, extra, script, "")
 }
 
-async fn create(client: &Client, hc: &HealthCheck) {
+/// [`sh_check`] with more pod spec lines (indented for `spec:`).
+fn sh_check_with(ns: &str, name: &str, extra: &str, script: &str, pod: &str) -> HealthCheck {
+    check(
+        ns,
+        name,
+        &format!("{extra}{}", check_pod(&["/bin/sh", "-c", script], pod)),
+    )
+}
+
+/// A script that waits `secs` and ends at once on SIGTERM, as a well-behaved check does (a shell
+/// as PID 1 ignores SIGTERM, so its pod would take the whole grace period to go).
+fn sleeping(secs: u32) -> String {
+    format!("trap 'exit 143' TERM; sleep {secs} & wait")
+}
+
+pub async fn create(client: &Client, hc: &HealthCheck) {
     let api: Api<HealthCheck> =
         Api::namespaced(client.clone(), hc.metadata.namespace.as_deref().unwrap());
     api.create(&PostParams::default(), hc)
@@ -101,13 +105,13 @@ async fn create(client: &Client, hc: &HealthCheck) {
         .expect("create the check");
 }
 
-async fn status(client: &Client, ns: &str, name: &str) -> HealthCheckStatus {
+pub async fn status(client: &Client, ns: &str, name: &str) -> HealthCheckStatus {
     let api: Api<HealthCheck> = Api::namespaced(client.clone(), ns);
     api.get(name).await.unwrap().status.unwrap_or_default()
 }
 
 /// Waits until the check's stored status has `n` finished runs, and returns it.
-async fn runs(client: &Client, ns: &str, name: &str, n: usize) -> HealthCheckStatus {
+pub async fn runs(client: &Client, ns: &str, name: &str, n: usize) -> HealthCheckStatus {
     wait(&format!("{n} runs of {ns}/{name}"), async || {
         let st = status(client, ns, name).await;
         (st.history.len() >= n).then_some(st)
@@ -115,7 +119,7 @@ async fn runs(client: &Client, ns: &str, name: &str, n: usize) -> HealthCheckSta
     .await
 }
 
-async fn pods(client: &Client, ns: &str, check: &str) -> Vec<Pod> {
+pub async fn pods(client: &Client, ns: &str, check: &str) -> Vec<Pod> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default().labels(&format!("healthcheck={check}")))
         .await
@@ -139,18 +143,28 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
     create(c, &sh_check(ns, "crash", every, "echo boom; exit 3")).await;
     create(
         c,
-        &sh_check(ns, "slow", "  runInterval: 1h\n  timeout: 2s\n", "sleep 60"),
+        &sh_check(
+            ns,
+            "slow",
+            "  runInterval: 1h\n  timeout: 2s\n",
+            &sleeping(60),
+        ),
     )
     .await;
+    // A real pull of an image that exists nowhere (the node has no route off this machine).
     let mut image = sh_check(ns, "image", every, "true");
     let mut spec = image.spec.pod_spec.clone().unwrap();
     spec.spec["containers"][0]["image"] = "registry.example/unpullable:1".into();
     image.spec.pod_spec = Some(spec);
     create(c, &image).await;
-    let mut stuck = sh_check(ns, "stuck", "  runInterval: 1h\n  timeout: 2s\n", "true");
-    let mut spec = stuck.spec.pod_spec.clone().unwrap();
-    spec.spec["containers"][0]["image"] = "registry.example/unschedulable:1".into();
-    stuck.spec.pod_spec = Some(spec);
+    // No node has this label: the scheduler says so.
+    let stuck = sh_check_with(
+        ns,
+        "stuck",
+        "  runInterval: 1h\n  timeout: 3s\n",
+        "true",
+        "      nodeSelector: {probity.test/no-such-node: \"true\"}\n",
+    );
     create(c, &stuck).await;
     create(
         c,
@@ -215,7 +229,8 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
     let st = runs(c, ns, "stuck", 1).await;
     assert_eq!(st.last_outcome, Some(Outcome::Timeout));
     assert!(
-        st.errors[0].contains("never scheduled: Unschedulable: 0/1 nodes are available"),
+        st.errors[0].contains("never scheduled: Unschedulable: 0/1 nodes are available")
+            && st.errors[0].contains("node affinity"),
         "{:?}",
         st.errors
     );
@@ -310,7 +325,7 @@ async fn a_pod_deleted_mid_run_ends_the_run_and_reports_are_taken_once() {
             ns,
             "victim",
             "  runInterval: 1h\n  timeout: 60s\n",
-            "sleep 60",
+            &sleeping(60),
         ),
     )
     .await;
@@ -406,7 +421,7 @@ async fn two_replicas_fail_over_without_a_duplicate_run_or_a_lost_report() {
         return;
     };
     let (c, ns) = (&s.client, s.ns.as_str());
-    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
     // Pods report to b (the stand-in for the Service): a's runs are recorded by a follower.
     let mut a = replica(ns, "replica-a", &a_addr, &b_addr);
     leader_is(&a, "replica-a").await;
@@ -489,7 +504,7 @@ async fn a_manual_run_asked_of_a_follower_is_run_by_the_leader() {
         return;
     };
     let (c, ns) = (&s.client, s.ns.as_str());
-    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
     let token = ["--run-token", "t0ken"];
     let a = replica_with(ns, "replica-a", &a_addr, &a_addr, &token);
     leader_is(&a, "replica-a").await;
@@ -581,8 +596,8 @@ async fn probe_checks_run_in_probity_without_a_pod() {
         st.errors
     );
 
-    // exec in a pod: none matches; then one Running pod matches, and the exec request goes to
-    // the API server for it (which, with no kubelet here, cannot connect it to a container).
+    // exec in a pod, through the API server and the kubelet into a real container: none
+    // matches; then a Running pod does, and its command's exit code is the verdict.
     create(
         c,
         &check(
@@ -600,36 +615,58 @@ async fn probe_checks_run_in_probity_without_a_pod() {
     let pods_api: Api<Pod> = Api::namespaced(c.clone(), ns);
     let target: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "target", "labels": {"app": "target"}},
-        "spec": {"containers": [{"name": "main", "image": "local/target:1"}]}
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": "docker.io/library/busybox:1.35",
+                "command": ["sh", "-c", "echo target-ready > /tmp/state; exec sleep 3600"]}]
+        }
     }))
     .unwrap();
     pods_api
         .create(&PostParams::default(), &target)
         .await
         .unwrap();
-    pods_api
-        .patch_status(
-            "target",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"status": {"phase": "Running"}})),
-        )
-        .await
-        .unwrap();
+    wait("the target pod Running", async || {
+        let p = pods_api.get("target").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
     create(
         c,
         &check(
             ns,
-            "exec-target",
-            "  runInterval: 1h\n  probe:\n    exec: {command: [cat, /etc/hostname], podSelector: {app: target}, container: main}\n",
+            "exec-ok",
+            "  runInterval: 1h\n  probe:\n    exec: {command: [cat, /tmp/state], podSelector: {app: target}, container: main}\n",
         ),
     )
     .await;
-    let st = runs(c, ns, "exec-target", 1).await;
+    create(
+        c,
+        &check(
+            ns,
+            "exec-fail",
+            "  runInterval: 1h\n  failureThreshold: 1\n  probe:\n    exec: {command: [sh, -c, \"echo disk is full; exit 3\"], podSelector: {app: target}}\n",
+        ),
+    )
+    .await;
+    let st = runs(c, ns, "exec-ok", 1).await;
+    assert_eq!(
+        st.last_outcome,
+        Some(Outcome::Success),
+        "{:?}",
+        st.history[0].errors
+    );
+    let st = runs(c, ns, "exec-fail", 1).await;
     assert_eq!(st.last_outcome, Some(Outcome::Failure));
+    assert!(!st.ok, "failureThreshold 1 flips it at once");
     let msg = &st.history[0].errors[0];
     assert!(
-        msg.starts_with(&format!("exec in pod {ns}/target: ")),
+        msg.starts_with(&format!("exec in pod {ns}/target: exit code 3")),
         "{msg}"
+    );
+    assert!(
+        msg.contains("disk is full"),
+        "the output is in the error: {msg}"
     );
 }
 
@@ -639,7 +676,7 @@ async fn a_frozen_leader_is_replaced_and_does_not_schedule_when_it_thaws() {
         return;
     };
     let (c, ns) = (&s.client, s.ns.as_str());
-    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
     let a = replica(ns, "replica-a", &a_addr, &b_addr);
     leader_is(&a, "replica-a").await;
     let b = replica(ns, "replica-b", &b_addr, &b_addr);
@@ -683,4 +720,103 @@ async fn a_frozen_leader_is_replaced_and_does_not_schedule_when_it_thaws() {
     // a contends again but does not lead while b renews.
     let doc = a.json().await;
     assert_eq!(doc["CurrentMaster"], "replica-b");
+}
+
+/// The pod's `activeDeadlineSeconds` is the run's timeout, and the kubelet enforces it on its own:
+/// with no probity left to delete the pod, the node ends it at the deadline; the next leader
+/// records the run as timed out.
+#[tokio::test]
+async fn the_kubelet_ends_a_pod_at_its_deadline_when_no_probity_is_left() {
+    let Some(s) = setup("probity-deadline").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let addr = pod_reachable_addr();
+    let mut p = replica(ns, "first", &addr, &addr);
+    leader_is(&p, "first").await;
+    create(
+        c,
+        &sh_check(
+            ns,
+            "stuck",
+            "  runInterval: 1h\n  timeout: 6s\n",
+            &sleeping(600),
+        ),
+    )
+    .await;
+    let running =
+        |pod: &Pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    let pod = wait("the pod Running", async || {
+        pods(c, ns, "stuck").await.into_iter().find(running)
+    })
+    .await;
+    assert_eq!(pod.spec.as_ref().unwrap().active_deadline_seconds, Some(6));
+    p.kill9();
+    let name = pod.metadata.name.clone().unwrap();
+    let ended = wait("the kubelet to end the pod", async || {
+        let pod = Api::<Pod>::namespaced(c.clone(), ns)
+            .get(&name)
+            .await
+            .ok()?;
+        let st = pod.status?;
+        (st.phase.as_deref() == Some("Failed")).then_some(st)
+    })
+    .await;
+    assert_eq!(
+        ended.reason.as_deref(),
+        Some("DeadlineExceeded"),
+        "{ended:?}"
+    );
+
+    let heir = replica(ns, "heir", &addr, &addr);
+    leader_is(&heir, "heir").await;
+    let st = runs(c, ns, "stuck", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Timeout), "{:?}", st.errors);
+}
+
+/// Deleting a HealthCheck takes its pods with it (owner references, the garbage collector);
+/// finished pods are kept only as the retention settings say.
+#[tokio::test]
+async fn pods_are_kept_as_retention_says_and_go_with_their_check() {
+    let Some((s, _p)) = solo("probity-retention").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    // Defaults: the last succeeded pod and the last two failed ones.
+    create(
+        c,
+        &sh_check(ns, "good", "  runInterval: 2s\n", "probity report --ok"),
+    )
+    .await;
+    create(c, &sh_check(ns, "bad", "  runInterval: 2s\n", "exit 1")).await;
+    runs(c, ns, "good", 4).await;
+    runs(c, ns, "bad", 4).await;
+    let finished = async |check: &str, phase: &str| {
+        let all = pods(c, ns, check).await;
+        all.iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase))
+            .count()
+    };
+    wait("retention to reap", async || {
+        (finished("good", "Succeeded").await == 1 && finished("bad", "Failed").await == 2)
+            .then_some(())
+    })
+    .await;
+
+    let long = sh_check(
+        ns,
+        "owned",
+        "  runInterval: 1h\n  timeout: 5m\n",
+        &sleeping(600),
+    );
+    create(c, &long).await;
+    wait("the owned pod", async || pods(c, ns, "owned").await.pop()).await;
+    Api::<HealthCheck>::namespaced(c.clone(), ns)
+        .delete("owned", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait("the check's pods to go", async || {
+        pods(c, ns, "owned").await.is_empty().then_some(())
+    })
+    .await;
 }

@@ -1,45 +1,214 @@
-//! deploy/ applies to the real API server, and probity runs checks with nothing but the
-//! ServiceAccount's permissions from it (least privilege that is enough).
+//! probity installed as a user installs it: `kubectl apply -k deploy/` (through an overlay that
+//! only narrows it to the test's namespace), running as two real pods on the node from the local
+//! image, on its ServiceAccount's token and RBAC alone, with check pods reporting through the
+//! Service's ClusterIP. Then the leader's pod is deleted, and the leader's process killed.
 
+use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{Api, Patch, PatchParams};
-use kube::config::Kubeconfig;
-use probity::api::{HealthCheck, Outcome};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::Client;
+use probity::api::{HealthCheck, HealthCheckStatus, Outcome};
+use serde_json::Value;
 
-use crate::backend::setup;
-use crate::common::{free_addr, Probity};
-use crate::testkube::{check, reporting_check};
+use crate::backend::{create, pods, runs, setup, status, wait};
+use crate::testkube::{check, cluster_dir, reporting_check};
 
-#[tokio::test]
-async fn deploy_applies_and_its_rbac_is_enough_to_run_checks() {
-    let Some(s) = setup("probity-rbac").await else {
-        return;
-    };
-    let (c, ns) = (&s.client, s.ns.as_str());
+/// deploy/ with one change: probity watches the test's namespace only, so it leaves the other
+/// tests' checks alone.
+fn overlay(ns: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    // kustomize takes bases by relative path only.
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let deploy = format!(
+        "{up}{}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy").trim_start_matches('/')
+    );
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{deploy}]\npatches:\n- target: {{kind: Deployment, name: probity}}\n  patch: |-\n    - op: add\n      path: /spec/template/spec/containers/0/env/-\n      value: {{name: KH_TARGET_NAMESPACE, value: {ns}}}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn kubectl(args: &[&str]) -> String {
     let admin = std::env::var("PROBITY_TEST_KUBECONFIG").unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("kubectl")
-        .args(["apply", "-k", &format!("{root}/deploy")])
+        .args(args)
         .env("KUBECONFIG", &admin)
         .output()
         .expect("run kubectl");
     assert!(
         out.status.success(),
-        "kubectl apply -k deploy/: {}",
+        "kubectl {}: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new("kubectl")
-        .args(["kustomize", &format!("{root}/deploy/extras")])
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The node's containerd, as `ctr` sees it.
+fn ctr(args: &[&str]) -> std::process::Output {
+    let sock = cluster_dir().join("containerd/containerd.sock");
+    Command::new("ctr")
+        .arg("--address")
+        .arg(sock)
+        .args(["-n", "k8s.io"])
+        .args(args)
         .output()
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "deploy/extras renders: {}",
-        String::from_utf8_lossy(&out.stderr)
+        .expect("run ctr")
+}
+
+/// The image deploy/deployment.yaml names.
+fn deploy_image() -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/deployment.yaml"
+    ))
+    .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim().starts_with("image:"))
+        .unwrap();
+    line.trim().trim_start_matches("image:").trim().to_string()
+}
+
+/// The replicas of the Deployment that are Running and Ready, by name.
+async fn ready_replicas(c: &Client) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(c.clone(), "probity");
+    let lp = ListParams::default().labels("app.kubernetes.io/name=probity");
+    let list = api.list(&lp).await.unwrap().items;
+    list.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            let conds = p.status.as_ref().and_then(|s| s.conditions.clone());
+            conds
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+        .collect()
+}
+
+/// /json of a replica, straight to its pod IP (the host routes to the pod network).
+async fn json_of(pod: &Pod) -> Option<Value> {
+    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    let r = reqwest::Client::new()
+        .get(format!("http://{ip}:8080/json"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+/// The leader as the replicas see it: the name of a Ready replica that every Ready replica
+/// names, once there are two.
+async fn agreed_leader(c: &Client) -> Option<(String, Vec<Pod>)> {
+    let pods = ready_replicas(c).await;
+    if pods.len() != 2 {
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    for p in &pods {
+        seen.insert(json_of(p).await?["CurrentMaster"].as_str()?.to_string());
+    }
+    let names: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let leader = seen
+        .pop_first()
+        .filter(|l| seen.is_empty() && names.contains(l))?;
+    Some((leader, pods))
+}
+
+/// History of a check: no run twice, none overlapping the previous, all successes.
+fn assert_clean(st: &HealthCheckStatus, run_secs: i64) {
+    let mut uuids: Vec<&str> = st.history.iter().map(|h| h.uuid.as_str()).collect();
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(
+        uuids.len(),
+        st.history.len(),
+        "a run recorded twice: {:?}",
+        st.history
     );
+    assert!(
+        st.history
+            .iter()
+            .all(|h| h.outcome == Some(Outcome::Success)),
+        "a run was lost or failed: {:?}",
+        st.history
+    );
+    let mut starts: Vec<i64> = st.history.iter().map(|h| h.start_unix).collect();
+    starts.sort();
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] >= run_secs),
+        "runs overlapped: {starts:?}"
+    );
+}
+
+/// Waits until a replica other than `old` leads, agreed by both Ready replicas; returns how long
+/// it took from `since`.
+async fn new_leader(c: &Client, old: &str, since: Instant) -> (String, Duration) {
+    let (leader, _) = wait("another replica to lead", async || {
+        agreed_leader(c).await.filter(|(l, _)| l != old)
+    })
+    .await;
+    (leader, since.elapsed())
+}
+
+#[tokio::test]
+async fn deploy_installs_probity_as_two_ready_replicas_that_fail_over_cleanly() {
+    let Some(s) = setup("probity-deployed").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let image = deploy_image();
+    let listed = ctr(&["images", "ls", "-q"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .any(|l| l == image),
+        "the node has no {image}: build it with `cargo build --release` and \
+         `scripts/node-images.sh {} --probity target/release/probity` (.ci/run does)",
+        cluster_dir().display()
+    );
+    // A clean start: no replicas left from an earlier run.
+    kubectl(&[
+        "delete",
+        "deployment",
+        "probity",
+        "-n",
+        "probity",
+        "--ignore-not-found",
+    ]);
+    let pods_api: Api<Pod> = Api::namespaced(c.clone(), "probity");
+    wait("earlier replicas to go", async || {
+        let lp = ListParams::default().labels("app.kubernetes.io/name=probity");
+        pods_api
+            .list(&lp)
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let dir = overlay(ns);
+    kubectl(&["apply", "-k", dir.path().to_str().unwrap()]);
+    // deploy/extras renders too (its objects need APIs this 1.20 server lacks).
+    kubectl(&[
+        "kustomize",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/extras"),
+    ]);
 
     let d = Api::<Deployment>::namespaced(c.clone(), "probity")
         .get("probity")
@@ -50,127 +219,163 @@ async fn deploy_applies_and_its_rbac_is_enough_to_run_checks() {
         .get("probity")
         .await
         .unwrap();
-    let spec = svc.spec.unwrap();
-    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
-    assert_eq!(spec.ports.unwrap()[0].port, 80);
+    let cluster_ip = svc.spec.unwrap().cluster_ip.unwrap();
 
-    // The ServiceAccount's token, from the token controller.
-    let secrets: Api<Secret> = Api::namespaced(c.clone(), "probity");
-    let token = super_wait(async || {
-        let list = secrets.list(&Default::default()).await.unwrap().items;
-        list.into_iter().find_map(|s| {
-            let for_sa = s
-                .metadata
-                .annotations
-                .as_ref()?
-                .get("kubernetes.io/service-account.name")?
-                == "probity";
-            let t = s.data.as_ref()?.get("token")?;
-            for_sa.then(|| String::from_utf8(t.0.clone()).unwrap())
-        })
+    // Two replicas Ready through their probes, agreeing on a leader.
+    let (leader, replicas) = wait("two Ready replicas and a leader", async || {
+        agreed_leader(c).await
     })
     .await;
-    let kc = Kubeconfig::read_from(&admin).unwrap();
-    let cluster = kc.clusters[0].cluster.clone().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"{}\", certificate-authority: \"{}\"}}\nusers:\n- name: sa\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: sa\n  context: {{cluster: t, user: sa}}\ncurrent-context: sa\n",
-            cluster.server.unwrap(),
-            cluster.certificate_authority.unwrap()
-        ),
-    )
-    .unwrap();
+    for p in &replicas {
+        let spec = p.spec.as_ref().unwrap();
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        assert!(
+            env.iter().all(|e| e.name != "KUBECONFIG"),
+            "in-cluster configuration, from the ServiceAccount"
+        );
+        assert_eq!(spec.service_account_name.as_deref(), Some("probity"));
+    }
 
-    let addr = free_addr();
-    let args: Vec<String> = [
-        "serve",
-        "--kubernetes",
-        "--namespace",
-        ns,
-        "--listen-address",
-        &addr,
-        "--identity",
-        "sa-replica",
-        "--report-url",
-        &format!("http://{addr}"),
-    ]
-    .map(String::from)
-    .to_vec();
-    let p = Probity::spawn(
-        &args,
-        &[
-            ("KUBECONFIG", path.to_str().unwrap()),
-            ("POD_NAMESPACE", "probity"),
-        ],
-    );
-    p.wait_for("the lease in namespace probity", |d| {
-        d["CurrentMaster"] == "sa-replica"
-    })
-    .await;
-    let hc: HealthCheck = reporting_check(ns, "rbac", "  runInterval: 1h\n");
-    let st = first_run(c, &hc).await;
+    // A check every 5 s that takes 2 s; its pod reports through the Service's ClusterIP.
+    let hc: HealthCheck = reporting_check(ns, "steady", "  runInterval: 5s\n  timeout: 30s\n");
+    let mut hc = hc;
+    let mut spec = hc.spec.pod_spec.clone().unwrap();
+    spec.spec["containers"][0]["command"] =
+        serde_json::json!(["/bin/sh", "-c", "sleep 2; probity report --ok"]);
+    hc.spec.pod_spec = Some(spec);
+    create(c, &hc).await;
+    let st = runs(c, ns, "steady", 1).await;
     assert_eq!(st.last_outcome, Some(Outcome::Success), "{:?}", st.errors);
+    assert_eq!(st.authoritative_pod, leader);
+    let pod = pods(c, ns, "steady").await.remove(0);
+    let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
+    let url = env.iter().find(|e| e.name == "KH_REPORTING_URL").unwrap();
+    let url = url.value.clone().unwrap();
+    assert!(
+        url.starts_with(&format!("http://{cluster_ip}:80/check?")),
+        "the report URL is the Service's ClusterIP, needing no DNS: {url}"
+    );
 
-    // An exec probe under the same token: the WebSocket exec is authorized as `get` on pods/exec
-    // (SPDY's POST as `create`). With no kubelet here the request cannot reach a container, so
-    // the API server's own answer ("does not have a host assigned") is what passing RBAC looks
-    // like; a 403 is the failure this guards against.
-    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    // An exec probe under the ServiceAccount's RBAC, into a real container through the kubelet.
     let target: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "target", "labels": {"app": "target"}},
-        "spec": {"containers": [{"name": "main", "image": "local/target:1"}]}
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "main",
+            "image": "docker.io/library/busybox:1.35", "command": ["sleep", "3600"]}]}
     }))
     .unwrap();
-    pods.create(&Default::default(), &target).await.unwrap();
-    pods.patch_status(
-        "target",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"status": {"phase": "Running"}})),
-    )
-    .await
-    .unwrap();
-    let hc = check(
-        ns,
-        "rbac-exec",
-        "  runInterval: 1h\n  probe:\n    exec: {command: [\"true\"], podSelector: {app: target}}\n",
-    );
-    let st = first_run(c, &hc).await;
-    let msg = st.history[0].errors.join("; ");
-    assert!(
-        !msg.contains("forbidden"),
-        "RBAC refused the exec probe: {msg}"
-    );
-    assert!(
-        msg.contains("does not have a host assigned"),
-        "the exec request did not reach the API server's handler: {msg}"
-    );
-
-    let log = p.log.lock().unwrap().join("\n");
-    assert!(!log.contains("forbidden"), "a request was refused: {log}");
-}
-
-/// Creates the check and waits for the status of its first finished run.
-async fn first_run(c: &kube::Client, hc: &HealthCheck) -> probity::api::HealthCheckStatus {
-    let api = Api::<HealthCheck>::namespaced(c.clone(), hc.metadata.namespace.as_deref().unwrap());
-    api.create(&Default::default(), hc).await.unwrap();
-    let name = hc.metadata.name.as_deref().unwrap();
-    super_wait(async || {
-        let st = api.get(name).await.ok()?.status?;
-        (!st.history.is_empty()).then_some(st)
+    Api::<Pod>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &target)
+        .await
+        .unwrap();
+    wait("the target pod Running", async || {
+        let p = Api::<Pod>::namespaced(c.clone(), ns)
+            .get("target")
+            .await
+            .ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
     })
-    .await
+    .await;
+    create(
+        c,
+        &check(
+            ns,
+            "exec",
+            "  runInterval: 1h\n  probe:\n    exec: {command: [cat, /etc/hostname], podSelector: {app: target}}\n",
+        ),
+    )
+    .await;
+
+    // 1. The leader's pod is deleted: the other replica leads within the lease duration (15 s,
+    //    deploy's default), the Deployment brings a new pod, no run is lost or run twice.
+    runs(c, ns, "steady", 3).await;
+    let since = Instant::now();
+    Api::<Pod>::namespaced(c.clone(), "probity")
+        .delete(&leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    let (second, took) = new_leader(c, &leader, since).await;
+    assert!(took < Duration::from_secs(15 + 5), "took over in {took:?}");
+    let n = status(c, ns, "steady").await.history.len();
+    let st = runs(c, ns, "steady", n + 3).await;
+    assert_clean(&st, 2);
+    assert!(st.history.iter().any(|h| h.start_unix >= since_unix(since)));
+
+    // 2. The leader's process is killed in its container: kubelet restarts it, and leadership
+    //    goes on (the other replica's at the lease's end, or the restarted process's at once:
+    //    the Lease names its own pod), with no run lost or run twice.
+    let victim = ready_replicas(c)
+        .await
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(second.as_str()))
+        .unwrap();
+    let cid = victim
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap();
+    let cid = cid.trim_start_matches("containerd://");
+    let since = Instant::now();
+    let out = ctr(&["tasks", "kill", "--signal", "SIGKILL", cid]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait("the killed container restarted", async || {
+        let p = Api::<Pod>::namespaced(c.clone(), "probity")
+            .get(&second)
+            .await
+            .ok()?;
+        let restarts = p.status?.container_statuses?[0].restart_count;
+        (restarts >= 1).then_some(())
+    })
+    .await;
+    wait("a leader both replicas name", async || {
+        agreed_leader(c).await
+    })
+    .await;
+    let took = since.elapsed();
+    assert!(
+        took < Duration::from_secs(15 + 5),
+        "led again after {took:?}"
+    );
+    let n = status(c, ns, "steady").await.history.len();
+    let st = runs(c, ns, "steady", n + 2).await;
+    assert_clean(&st, 2);
+
+    let st = runs(c, ns, "exec", 1).await;
+    assert_eq!(
+        st.history[0].outcome,
+        Some(Outcome::Success),
+        "{:?}",
+        st.history[0].errors
+    );
+
+    // Least privilege was enough: no replica was refused anything.
+    for p in ready_replicas(c).await {
+        let name = p.metadata.name.unwrap();
+        let log = kubectl(&["-n", "probity", "logs", &name]);
+        assert!(
+            !log.contains("forbidden"),
+            "{name} was refused a request: {log}"
+        );
+    }
+    kubectl(&[
+        "delete",
+        "deployment",
+        "probity",
+        "-n",
+        "probity",
+        "--wait=false",
+    ]);
 }
 
-async fn super_wait<T>(mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < crate::common::PATIENCE, "timed out");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+fn since_unix(at: Instant) -> i64 {
+    let ago = at.elapsed();
+    (chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap()).timestamp()
 }

@@ -2,7 +2,6 @@
 //! PROBITY_TEST_KUBECONFIG). Schema pruning, status subresources and validation are where
 //! operators break, so the CRD and the status we write are checked by the real thing.
 
-mod agent;
 mod backend;
 #[path = "../common/mod.rs"]
 mod common;

@@ -1,6 +1,7 @@
-//! The test API server from the side of a test: a client from its kubeconfig, the CRD
-//! installed and Established, namespaces. Shared by tests/cluster, tests/cluster_restart.rs and
-//! benches/cluster.rs (through `#[path]`).
+//! The test cluster (scripts/kube-up.sh: a real API server and one real node) from the side of
+//! a test: a client from its kubeconfig, the CRD installed and Established, namespaces, the
+//! addresses pods reach, and check pods that run this build's probity. Shared by tests/cluster,
+//! tests/cluster_restart.rs and benches/cluster.rs (through `#[path]`).
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -95,13 +96,50 @@ pub fn check(ns: &str, name: &str, spec: &str) -> probity::api::HealthCheck {
         .unwrap()
 }
 
+/// A value from the cluster's DIR/env (written by kube-up.sh beside the kubeconfig).
+pub fn cluster_env(key: &str) -> Option<String> {
+    let path = std::path::Path::new(&kubeconfig()?).with_file_name("env");
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+/// The directory kube-up.sh was given (logs, the node's containerd socket).
+pub fn cluster_dir() -> std::path::PathBuf {
+    let kc = kubeconfig().expect("a test cluster");
+    std::path::Path::new(&kc).parent().unwrap().to_path_buf()
+}
+
+/// A free address on the host end of the node's veth: probity replicas the tests run on the
+/// host listen there, so check pods can report to them.
+pub fn pod_reachable_addr() -> String {
+    let ip = cluster_env("PROBITY_TEST_HOST_IP")
+        .expect("PROBITY_TEST_HOST_IP in the cluster's env: start it with scripts/kube-up.sh");
+    let l = std::net::TcpListener::bind((ip.as_str(), 0)).unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// The image check pods run in: busybox with glibc, so this build's probity binary, mounted from
+/// the host, runs in it (`probity report` is on the PATH).
+pub const CHECK_IMAGE: &str = "docker.io/library/busybox:1.35-glibc";
+
+/// The pod spec of a check running `command` in [`CHECK_IMAGE`] with this build's probity at
+/// /usr/local/bin/probity (YAML lines indented for `spec:`), plus `extra` pod spec lines.
+pub fn check_pod(command: &[&str], extra: &str) -> String {
+    let bin = env!("CARGO_BIN_EXE_probity");
+    format!(
+        "  podSpec:\n    spec:\n      containers:\n      - name: check\n        image: {CHECK_IMAGE}\n        command: {}\n        volumeMounts: [{{name: probity, mountPath: /usr/local/bin/probity, readOnly: true}}]\n      volumes: [{{name: probity, hostPath: {{path: {bin}, type: File}}}}]\n{extra}",
+        serde_json::to_string(command).unwrap()
+    )
+}
+
 /// A check whose pod runs `probity report --ok` (this build's binary), with `spec` besides.
 pub fn reporting_check(ns: &str, name: &str, spec: &str) -> probity::api::HealthCheck {
-    let bin = env!("CARGO_BIN_EXE_probity");
     check(
         ns,
         name,
-        &format!("{spec}  podSpec: {{spec: {{containers: [{{name: c, image: local/report:1, command: [{bin}, report, --ok]}}]}}}}\n"),
+        &format!("{spec}{}", check_pod(&["probity", "report", "--ok"], "")),
     )
 }
 
