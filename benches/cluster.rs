@@ -1,57 +1,82 @@
-//! The kubernetes backend at 1,000 HealthChecks on a 1-minute interval, against the real test
-//! API server with the tests' node agent running every pod as a process.
+//! The kubernetes backend on the real node: 200 HealthChecks on a 1-minute interval, each run a
+//! real pod (busybox with this build's probity mounted, running `probity report --ok`) started by
+//! the kubelet on containerd.
 //!
 //!     scripts/kube-up.sh /tmp/kc
 //!     PROBITY_TEST_KUBECONFIG=/tmp/kc/kubeconfig cargo bench --bench cluster
 //!
-//! BENCH_SECONDS (default 300) sets the measured window, BENCH_CHECKS (default 1000) the checks.
+//! BENCH_SECONDS (default 300) sets the measured window, BENCH_CHECKS (default 200) the checks.
 //! API requests come from the API server's own `apiserver_request_total`, by verb and resource,
-//! as the difference over the window; scheduler lag from probity's lag histogram.
+//! as the difference over the window; scheduler lag from probity's lag histogram; pod start times
+//! from a watch on the namespace (first seen -> first seen Running); start-to-report from the
+//! runs' recorded durations.
 
-#[path = "../tests/cluster/agent.rs"]
-mod agent;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "../tests/cluster/testkube.rs"]
 mod testkube;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
 
 use common::{cpu_of, mem_mb};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
-use kube::Client;
 use probity::api::HealthCheck;
 
-/// `apiserver_request_total` summed by (verb, resource/subresource), excluding watches' own
-/// bookkeeping nothing: every request counts.
-async fn api_requests(client: &Client) -> BTreeMap<(String, String), f64> {
-    let req = axum::http::Request::get("/metrics")
-        .body(Vec::new())
-        .unwrap();
-    let text = client.request_text(req).await.unwrap();
+/// The API server's audit log (scripts/kube-up.sh with PROBITY_KUBE_AUDIT=1) and its length now.
+fn audit_log() -> (std::path::PathBuf, u64) {
+    let path = testkube::cluster_dir().join("audit.log");
+    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or_else(|_| {
+        panic!("no audit log: bring the cluster up with PROBITY_KUBE_AUDIT=1 scripts/kube-up.sh DIR")
+    });
+    (path, len)
+}
+
+/// Requests in the audit log between two offsets, by (client, verb, resource[/subresource]),
+/// the client being "probity" (its User-Agent) or the first word of another's user agent. A
+/// watch counts when it starts, every other request when it completes.
+fn audit_requests(
+    path: &std::path::Path,
+    from: u64,
+    to: u64,
+) -> BTreeMap<(String, String, String), f64> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(path).unwrap();
+    f.seek(std::io::SeekFrom::Start(from)).unwrap();
+    let mut text = String::new();
+    f.take(to - from).read_to_string(&mut text).unwrap();
     let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let (labels, value) = line.rsplit_once(' ').unwrap();
-        let get = |k: &str| {
-            labels
-                .split(&format!("{k}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_string()
+    for line in text.lines() {
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
         };
-        let mut res = get("resource");
-        let sub = get("subresource");
-        if !sub.is_empty() {
+        let verb = ev["verb"].as_str().unwrap_or("").to_string();
+        let stage = ev["stage"].as_str().unwrap_or("");
+        let counted = if verb == "watch" {
+            stage == "ResponseStarted"
+        } else {
+            stage == "ResponseComplete"
+        };
+        if !counted {
+            continue;
+        }
+        let agent = ev["userAgent"].as_str().unwrap_or("");
+        let client = agent.split(['/', ' ']).next().unwrap_or("").to_string();
+        let mut res = ev["objectRef"]["resource"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if let Some(sub) = ev["objectRef"]["subresource"].as_str() {
             res = format!("{res}/{sub}");
         }
-        *out.entry((get("verb"), res)).or_default() += value.parse::<f64>().unwrap_or(0.0);
+        *out.entry((client, verb, res)).or_default() += 1.0;
     }
     out
 }
@@ -99,11 +124,34 @@ async fn main() {
     let checks: usize = std::env::var("BENCH_CHECKS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(200);
     let client = testkube::client_from(&path).await;
     testkube::install_crd(&client).await;
     let ns = testkube::fresh_namespace(&client, "bench").await;
-    let _agent = agent::start(client.clone(), &ns);
+
+    // When each check pod was first seen, and first seen Running (by this watch, in ms).
+    type Seen = HashMap<String, (Instant, Option<Instant>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let watch = {
+        let (seen, pods) = (seen.clone(), Api::<Pod>::namespaced(client.clone(), &ns));
+        tokio::spawn(async move {
+            let mut events = watcher(pods, watcher::Config::default()).boxed();
+            while let Some(Ok(ev)) = events.next().await {
+                let (watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev else {
+                    continue;
+                };
+                let now = Instant::now();
+                let running = p.status.and_then(|s| s.phase).as_deref() == Some("Running");
+                let mut seen = seen.lock().unwrap();
+                let e = seen
+                    .entry(p.metadata.name.unwrap_or_default())
+                    .or_insert((now, None));
+                if running && e.1.is_none() {
+                    e.1 = Some(now);
+                }
+            }
+        })
+    };
 
     // The checks exist before probity starts, as after an install: first runs spread over the minute.
     let bin = env!("CARGO_BIN_EXE_probity");
@@ -116,12 +164,8 @@ async fn main() {
         );
         api.create(&PostParams::default(), &hc).await.unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    // Where the node's pods reach the host.
+    let addr = testkube::pod_reachable_addr();
     let mut child = Command::new(bin)
         .args([
             "serve",
@@ -182,7 +226,8 @@ async fn main() {
             })
             .sum()
     };
-    let before = api_requests(&client).await;
+    let (audit, before) = audit_log();
+    let window_start = chrono::Utc::now().timestamp();
     let runs0 = runs(&json(http.clone()).await.unwrap());
     let cpu0 = cpu_of(pid);
     let t0 = Instant::now();
@@ -201,7 +246,7 @@ async fn main() {
         .values()
         .map(|c| c["FailureCount"].as_i64().unwrap_or(0))
         .sum();
-    let after = api_requests(&client).await;
+    let after = audit_log().1;
     let metrics = http
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -211,11 +256,61 @@ async fn main() {
         .await
         .unwrap();
     let (lagged, lag) = histogram(&metrics, "probity_scheduler_lag_seconds", &[0.5, 0.99]);
+    watch.abort();
+    let pct = |mut v: Vec<f64>, q: f64| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let to_running: Vec<f64> = seen
+        .lock()
+        .unwrap()
+        .values()
+        .filter_map(|(first, running)| Some(running.as_ref()?.duration_since(*first).as_secs_f64()))
+        .collect();
+    let all_checks = api.list(&Default::default()).await.unwrap().items;
+    let to_report: Vec<f64> = all_checks
+        .iter()
+        .filter_map(|hc| hc.status.as_ref())
+        .flat_map(|st| st.history.iter())
+        .filter(|h| {
+            h.start_unix >= window_start && h.outcome == Some(probity::api::Outcome::Success)
+        })
+        .map(|h| h.run_duration as f64 / 1e9)
+        .collect();
+    let pods_now = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let finished = |phase: &str| {
+        pods_now
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase))
+            .count()
+    };
 
     println!("{checks} checks @1m for {elapsed:.0} s: {done} runs finished ({failed} failed in all), {lagged} starts");
     println!(
         "scheduler lag p50 {} p99 {} (histogram bucket bounds)",
         lag[0], lag[1]
+    );
+    println!(
+        "pod first seen -> Running: p50 {:.2} s p99 {:.2} s ({} pods); run start -> report: p50 {:.2} s p99 {:.2} s ({} runs)",
+        pct(to_running.clone(), 0.5),
+        pct(to_running.clone(), 0.99),
+        to_running.len(),
+        pct(to_report.clone(), 0.5),
+        pct(to_report.clone(), 0.99),
+        to_report.len()
+    );
+    println!(
+        "pods at the end: {} (Succeeded {}, Failed {}, other {}); retention keeps 1 succeeded + 2 failed per check",
+        pods_now.len(),
+        finished("Succeeded"),
+        finished("Failed"),
+        pods_now.len() - finished("Succeeded") - finished("Failed")
     );
     println!(
         "probity CPU {:.2} s ({:.1} ms per run), RSS now {:.0} MB, peak {:.0} MB (VmHWM {:.0} MB)",
@@ -225,42 +320,33 @@ async fn main() {
         peak_rss,
         mem_mb(Some(pid), "VmHWM:")
     );
-    // probity's resources; pods/status is the node agent (kubelet's part), the rest is the
-    // control plane's own traffic (admission plugins, controller-manager).
-    let ours = [
-        "healthchecks",
-        "healthchecks/status",
-        "pods",
-        "events",
-        "leases",
-    ];
-    println!(
-        "API requests in the window, on the resources probity uses (node agent: pods/status):"
-    );
+    let requests = audit_requests(&audit, before, after);
+    println!("API requests in the window by client (audit log), per run:");
     let mut per_run = 0.0;
-    for (k, v) in &after {
-        let d = v - before.get(k).copied().unwrap_or(0.0);
-        if d < 0.5 || !(ours.contains(&k.1.as_str()) || k.1 == "pods/status") {
+    for ((who, verb, res), n) in &requests {
+        if who != "probity" && who != "kubelet" {
             continue;
         }
-        let note = match k.1.as_str() {
-            "pods/status" => "  (node agent)",
-            "leases" => "  (election, not per run)",
-            _ => {
-                per_run += d;
+        let note = match (who.as_str(), res.as_str()) {
+            ("probity", "leases") => "  (election, not per run)",
+            ("probity", _) => {
+                per_run += n;
                 ""
             }
+            _ => "  (the node's, not probity's)",
         };
         println!(
-            "  {:>8} {:<22} {:>7.0}  {:.2}/run{note}",
-            k.0,
-            k.1,
-            d,
-            d / done.max(1) as f64
+            "  {who:>8} {verb:>7} {res:<22} {n:>7.0}  {:.2}/run{note}",
+            n / done.max(1) as f64
         );
     }
+    let lists = requests
+        .iter()
+        .filter(|((who, verb, _), _)| who == "probity" && verb == "list")
+        .map(|(_, n)| n)
+        .sum::<f64>();
     println!(
-        "probity per run (without the lease): {:.2} requests",
+        "probity per run (without the lease): {:.2} requests; LISTs in the window: {lists}",
         per_run / done.max(1) as f64
     );
     let _ = child.kill();

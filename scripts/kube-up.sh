@@ -57,6 +57,7 @@ PROBITY_TEST_POD_CIDR=$pod_cidr
 PROBITY_TEST_PIDS="${pids[*]}"
 ENV
 }
+trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 trap 'rc=$?; if [ $rc -ne 0 ]; then record; bash "$scripts/kube-down.sh" "$dir"; fi' EXIT
 in_node() { nsenter --net="/run/netns/$netns" "$@"; }
 # For daemons: `bg_in_node CMD... &` so that $! is the daemon itself.
@@ -108,6 +109,20 @@ etcd --data-dir "$dir/etcd" --name probity-test \
   --initial-cluster "probity-test=http://127.0.0.1:$etcd_peer" >"$dir/etcd.log" 2>&1 &
 pids+=($!); record
 
+# PROBITY_KUBE_AUDIT=1: an audit log of every request (DIR/audit.log, metadata only), which tells
+# clients apart by user agent; benches/cluster.rs counts probity's requests from it.
+audit=""
+if [ "${PROBITY_KUBE_AUDIT:-}" = 1 ]; then
+  cat > "$dir/audit-policy.yaml" <<POLICY
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+POLICY
+  audit="--audit-policy-file $dir/audit-policy.yaml --audit-log-path $dir/audit.log --audit-log-maxsize 1000"
+fi
+
 # The API server listens on the host end of the veth (reachable from the host and from pods, not
 # from the machine's network) and keeps the `kubernetes` Service's endpoints pointing there. Its
 # command line goes in a script, so kube-restart-apiserver.sh can start it again.
@@ -124,7 +139,7 @@ pids+=($!); record
   --service-account-issuer https://kubernetes.default.svc \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range "$svc_cidr" --endpoint-reconciler-type lease \
-  --kubelet-preferred-address-types InternalIP \
+  --kubelet-preferred-address-types InternalIP $audit \
   --requestheader-client-ca-file "$pki/front-proxy-ca.crt" \
   --requestheader-allowed-names front-proxy-client \
   --requestheader-extra-headers-prefix X-Remote-Extra- \

@@ -109,14 +109,30 @@ pub fn default_report_url(namespace: &str, var: impl Fn(&str) -> Option<String>)
     }
 }
 
+/// A client from the in-cluster or kubeconfig configuration that names itself `probity/<version>`
+/// in its User-Agent, so audit logs and the API server's own metrics tell probity's requests apart.
+async fn client() -> Result<Client> {
+    use http::{header::USER_AGENT, HeaderValue};
+    let what = || "connecting to the API server".to_string();
+    let mut config = kube::Config::infer().await.map_err(|e| Error::Kube {
+        what: what(),
+        source: kube::Error::InferConfig(e),
+    })?;
+    let agent = concat!("probity/", env!("CARGO_PKG_VERSION"));
+    config
+        .headers
+        .push((USER_AGENT, HeaderValue::from_static(agent)));
+    Client::try_from(config).map_err(|source| Error::Kube {
+        what: what(),
+        source,
+    })
+}
+
 /// `probity serve` in a cluster. Returns when `shutdown` flips. Runs in flight are left to
 /// their pods: the next leader adopts them.
 pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<()> {
     cfg.lease.check()?;
-    let client = Client::try_default().await.map_err(|source| Error::Kube {
-        what: "connecting to the API server".into(),
-        source,
-    })?;
+    let client = client().await?;
     let listener = TcpListener::bind(&cfg.listen_address)
         .await
         .map_err(|source| Error::Listen {
