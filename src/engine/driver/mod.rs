@@ -82,6 +82,8 @@ pub struct Driver<R, S, C> {
     parked: park::ParkedReports,
     /// None: this process always leads.
     leadership: Option<Leadership>,
+    /// Whether this process has led: a replica that starts as a follower is not stepping down.
+    has_led: bool,
     unconfirmed: Arc<std::sync::Mutex<Unconfirmed>>,
 }
 
@@ -121,6 +123,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             park_window: Duration::ZERO,
             parked: park::ParkedReports::default(),
             leadership: None,
+            has_led: false,
             unconfirmed: Arc::default(),
         }
     }
@@ -140,8 +143,11 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
         if current != self.engine.is_leader() {
             if current {
                 info!("leading");
+                self.has_led = true;
+            } else if self.has_led {
+                warn!("no longer the leader; stepping down");
             } else {
-                warn!("not (or no longer) the leader; stepping down");
+                info!("not the leader; following");
             }
             let effects = self.engine.set_leader(self.clock.now(), current);
             self.act(effects);
