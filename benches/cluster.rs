@@ -291,6 +291,7 @@ async fn main() {
         .map(|h| h.run_duration as f64 / 1e9)
         .collect();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut examples: Vec<&str> = Vec::new();
     for h in all_checks
         .iter()
         .filter_map(|hc| hc.status.as_ref())
@@ -298,20 +299,29 @@ async fn main() {
         .filter(|h| h.start_unix >= window_start)
     {
         *outcomes.entry(format!("{:?}", h.outcome)).or_default() += 1;
-        if h.outcome != Some(probity::api::Outcome::Success) && outcomes.len() < 8 {
-            if let Some(e) = h.errors.first() {
-                outcomes.entry(format!("  e.g. {e}")).or_insert(0);
-            }
+        if h.outcome != Some(probity::api::Outcome::Success) && examples.len() < 3 {
+            examples.extend(h.errors.first().map(String::as_str));
         }
     }
-    println!("outcomes of runs started in the window: {outcomes:?}");
-    // Leftovers: once probity has stopped and the node has caught up (no pod terminating or
-    // starting, up to 3 minutes), the finished pods of each check against the settings.
-    let _ = child.kill();
-    let _ = child.wait();
+    println!("outcomes of runs started in the window: {outcomes:?}, e.g. {examples:?}");
+    // Leftovers, with probity still in charge: every check suspended, so no run starts; once the
+    // runs in flight have ended and the node has caught up (no pod terminating or starting, up to
+    // 3 minutes), the finished pods of each check against the retention settings.
+    for hc in &all_checks {
+        let name = hc.metadata.name.as_deref().unwrap();
+        let patch = serde_json::json!({"spec": {"suspend": true}});
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    }
     let pods_api = Api::<Pod>::namespaced(client.clone(), &ns);
     let settle = Instant::now();
     let pods_now = loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let items = pods_api.list(&Default::default()).await.unwrap().items;
         let busy = items.iter().any(|p| {
             p.metadata.deletion_timestamp.is_some()
@@ -323,7 +333,6 @@ async fn main() {
         if !busy || settle.elapsed() > Duration::from_secs(180) {
             break items;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let mut per_check: HashMap<String, (usize, usize)> = HashMap::new();
     for p in &pods_now {
@@ -345,7 +354,7 @@ async fn main() {
         .filter(|(ok, bad)| *ok > 1 || *bad > 2)
         .count();
     println!(
-        "after stopping probity and {:.0} s for the node to settle: {} checks over the retention settings",
+        "checks suspended, {:.0} s for runs to end and the node to settle: {} checks over the retention settings",
         settle.elapsed().as_secs_f64(),
         over
     );
@@ -356,7 +365,7 @@ async fn main() {
             .count()
     };
 
-    println!("{checks} checks @1m for {elapsed:.0} s: {done} runs finished ({failed} failed in all), {lagged} starts");
+    println!("{checks} checks @1m for {elapsed:.0} s: {done} runs finished ({failed} failed since start-up), {lagged} starts since start-up");
     println!(
         "scheduler lag p50 {} p99 {} (histogram bucket bounds)",
         lag[0], lag[1]
@@ -409,11 +418,13 @@ async fn main() {
         .iter()
         .filter(|((who, verb, _), _)| who == "probity" && verb == "list")
         .map(|(_, n)| n)
-        .sum::<f64>();
+        .sum::<f64>() as u64;
     println!(
-        "probity per run (without the lease): {:.2} requests; LISTs in the window: {lists:.0}",
+        "probity per run (without the lease): {:.2} requests; LISTs in the window: {lists}",
         per_run / done.max(1) as f64
     );
+    let _ = child.kill();
+    let _ = child.wait();
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &Default::default())
         .await;

@@ -50,4 +50,5 @@ if [ -n "$netns" ] && ip netns list | grep -qw "$netns"; then
   ip netns delete "$netns"
 fi
 ip link delete probity-host 2>/dev/null
+[ "$(cat /run/probity-node.owner 2>/dev/null)" = "$dir" ] && rm -f /run/probity-node.owner
 exit 0

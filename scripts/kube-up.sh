@@ -39,10 +39,23 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
+# One node at a time (the names and addresses are fixed). A cluster whose processes are all gone
+# (its runner was killed) is cleaned up; a live one is left alone.
+owner_file=/run/probity-node.owner
 if ip netns list | grep -qw "$netns"; then
-  log "network namespace $netns exists: another test cluster is up (scripts/kube-down.sh its DIR)"
-  exit 1
+  owner=$(cat "$owner_file" 2>/dev/null || true)
+  alive=""
+  if [ -n "$owner" ] && [ -f "$owner/env" ]; then
+    for pid in $(. "$owner/env"; echo "$PROBITY_TEST_PIDS"); do kill -0 "$pid" 2>/dev/null && alive=1; done
+  fi
+  if [ -n "$alive" ] || [ -z "$owner" ]; then
+    log "network namespace $netns exists: another test cluster is up (scripts/kube-down.sh ${owner:-its DIR})"
+    exit 1
+  fi
+  log "cleaning up the remains of the test cluster in $owner"
+  bash "$scripts/kube-down.sh" "$owner"
 fi
+echo "$dir" > "$owner_file"
 
 # From here on, a failure leaves nothing behind.
 pids=()
