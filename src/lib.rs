@@ -11,6 +11,7 @@ mod error;
 pub mod kube;
 pub mod local;
 pub mod metrics;
+pub mod migrate;
 pub mod probe;
 pub mod server;
 

@@ -46,6 +46,12 @@ enum Command {
     },
     /// Print the HealthCheck CustomResourceDefinition.
     Crd,
+    /// Convert Kuberhealthy v2 KuberhealthyCheck/KuberhealthyJob manifests to HealthChecks: YAML
+    /// to stdout, what could not be carried over to stderr; other objects pass through.
+    Migrate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -278,6 +284,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { files, defaults } => {
             let ok = cli::validate_files(&files, &defaults.defaults(), &mut std::io::stdout())?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Migrate { files } => {
+            let ok = probity::migrate::migrate_files(
+                &files,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("local", &["api", "engine", "probe", "metrics"]),
     ("kube", &["api", "engine", "probe", "metrics"]),
     ("cli", &["api", "engine", "local", "metrics", "server"]),
+    ("migrate", &["api"]),
 ];
 
 /// Files that wire a backend together and so may start the server.

@@ -150,3 +150,43 @@ fn run_prints_verdicts_and_exits_by_them() {
         "{out}"
     );
 }
+
+/// `probity migrate` on Kuberhealthy v2 manifests: HealthChecks that `probity validate` accepts,
+/// the RBAC passed through, notes on stderr, a missing file named with exit 1.
+#[test]
+fn migrate_converts_kuberhealthy_v2_manifests_into_valid_health_checks() {
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kuberhealthy-v2"
+    );
+    let (deployment, jobs) = (
+        format!("{fixtures}/deployment.yaml"),
+        format!("{fixtures}/jobs.yaml"),
+    );
+    let o = probity(&["migrate", &deployment, &jobs]);
+    assert!(o.status.success(), "{}", text(&o));
+    let yaml = String::from_utf8(o.stdout).unwrap();
+    let notes = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(yaml.matches("kind: HealthCheck").count(), 3, "{yaml}");
+    assert!(yaml.contains("kind: RoleBinding") && yaml.contains("kind: ServiceAccount"));
+    assert!(yaml.contains("singleRunOnly: true"));
+    assert!(!yaml.contains("KuberhealthyState"));
+    assert!(
+        notes.contains("jobs.yaml: document 3 (KuberhealthyState kuberhealthy/dns-status-internal): not carried over"),
+        "{notes}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("migrated.yaml");
+    std::fs::write(&out, &yaml).unwrap();
+    let v = probity(&["validate", out.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert_eq!(text(&v).matches(": valid").count(), 3, "{}", text(&v));
+
+    let o = probity(&["migrate", "/nonexistent/khc.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).starts_with("/nonexistent/khc.yaml: "),
+        "{}",
+        text(&o)
+    );
+}

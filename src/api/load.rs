@@ -26,6 +26,9 @@ pub enum DocError {
     },
     /// The document cannot be tied to a check (no name, not a HealthCheck).
     Unusable(String),
+    /// Another Kubernetes object (a check's ServiceAccount, Role, ...): not ours, skipped, so one
+    /// manifest serves `kubectl apply` and probity alike. Says which (`Kind namespace/name`).
+    Other(String),
 }
 
 impl std::fmt::Display for DocError {
@@ -33,8 +36,25 @@ impl std::fmt::Display for DocError {
         match self {
             DocError::Invalid { invalid, .. } => write!(f, "{invalid}"),
             DocError::Unusable(m) => f.write_str(m),
+            DocError::Other(what) => write!(f, "{what}: not a HealthCheck, skipped"),
         }
     }
+}
+
+/// The documents of a YAML stream as values, each parsed on its own (empty ones left out), with
+/// its 1-based position; a document that is not YAML is that document's error, naming the line
+/// in the file.
+pub fn split_values(text: &str) -> Vec<(usize, Result<Value, String>)> {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let mut out = Vec::new();
+    for (line, chunk) in split_documents(text) {
+        match serde_saphyr::from_str_with_options::<Value>(chunk, options.clone()) {
+            Ok(Value::Null) => {}
+            Ok(v) => out.push((out.len() + 1, Ok(v))),
+            Err(e) => out.push((out.len() + 1, Err(yaml_error(&e.to_string(), line - 1)))),
+        }
+    }
+    out
 }
 
 /// Parses a YAML stream. Each document is parsed on its own, so one that is not valid YAML (a
@@ -168,9 +188,24 @@ fn parse_one(value: Value) -> Result<HealthCheck, DocError> {
         .and_then(Value::as_str)
         .unwrap_or("");
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    let kuberhealthy = matches!(
+        kind,
+        "HealthCheck" | "KuberhealthyCheck" | "KuberhealthyJob" | "KuberhealthyState"
+    ) || api_version.starts_with("kuberhealthy.github.io/")
+        || api_version.starts_with("comcast.github.io/");
+    if !kuberhealthy && !kind.is_empty() && !api_version.is_empty() {
+        let meta = value.get("metadata");
+        let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+        let name = match (field("namespace"), field("name")) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            (None, Some(n)) => n.to_string(),
+            _ => "(no name)".into(),
+        };
+        return Err(DocError::Other(format!("{kind} {name}")));
+    }
     if kind != "HealthCheck" || api_version != "kuberhealthy.github.io/v2" {
-        let hint = if kind == "KuberhealthyCheck" {
-            " (Kuberhealthy v2's KuberhealthyCheck: change apiVersion to kuberhealthy.github.io/v2, kind to HealthCheck, and put the pod spec under spec.podSpec.spec)"
+        let hint = if matches!(kind, "KuberhealthyCheck" | "KuberhealthyJob") {
+            " (a Kuberhealthy v2 resource: `probity migrate FILE` converts it)"
         } else {
             ""
         };
@@ -318,9 +353,19 @@ spec:
         .unwrap();
         let err = docs[0].check.as_ref().unwrap_err().to_string();
         assert!(
-            err.contains("KuberhealthyCheck") && err.contains("spec.podSpec.spec"),
+            err.contains("KuberhealthyCheck") && err.contains("probity migrate"),
             "{err}"
         );
+        // A check's RBAC in the same manifest is someone else's object: skipped, named.
+        let docs = parse_documents(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: dns, namespace: kh}\n---\napiVersion: apps/v1\nkind: Deployment\n",
+        )
+        .unwrap();
+        assert!(matches!(&docs[0].check, Err(DocError::Other(w)) if w == "ServiceAccount kh/dns"));
+        assert!(matches!(&docs[1].check, Err(DocError::Other(w)) if w == "Deployment (no name)"));
+        // Without a kind it is not anything: an error, as before.
+        let docs = parse_documents("metadata: {name: x}\n").unwrap();
+        assert!(matches!(&docs[0].check, Err(DocError::Unusable(_))));
         let docs =
             parse_documents("apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nspec: {}\n")
                 .unwrap();

@@ -214,6 +214,7 @@ pub fn parse_file(
                 errors.push(format!("document {}: {m}", doc.index));
                 continue;
             }
+            Err(DocError::Other(_)) => continue,
         };
         let key = CheckKey::of(&check);
         if out.iter().any(|(_, d)| CheckKey::of(&d.check) == key) {
@@ -383,13 +384,13 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_and_unusable_documents_are_errors_of_the_file() {
+    fn duplicates_and_unusable_documents_are_errors_of_the_file_other_objects_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.yaml"), check("one", "1m")).unwrap();
         std::fs::write(
             dir.path().join("b.yaml"),
             format!(
-                "{}---\nkind: ConfigMap\napiVersion: v1\n",
+                "{}---\nkind: ConfigMap\napiVersion: v1\n---\nmetadata: {{name: what}}\n",
                 check("one", "2m")
             ),
         )
@@ -407,8 +408,10 @@ mod tests {
             b_err.contains("document 1: default/one is already defined in"),
             "{b_err}"
         );
+        // A check's own objects (here a ConfigMap) are not ours: skipped, not an error.
+        assert!(!b_err.contains("ConfigMap"), "{b_err}");
         assert!(
-            b_err.contains("document 2: apiVersion \"v1\" kind \"ConfigMap\""),
+            b_err.contains("document 3: apiVersion \"\" kind \"\" is not a HealthCheck"),
             "{b_err}"
         );
     }

@@ -120,3 +120,49 @@ async fn status_schema_is_enforced() {
         "{err}"
     );
 }
+
+/// `probity migrate`'s output of Kuberhealthy v2 manifests applies to the API server as it is:
+/// the HealthChecks (the CRD's schema accepts them) and the RBAC passed through.
+#[tokio::test]
+async fn migrated_kuberhealthy_v2_manifests_apply() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    let ns = testkube::fresh_namespace(&client, "kh-migrated").await;
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kuberhealthy-v2"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_probity"))
+        .args(["migrate", &format!("{fixtures}/deployment.yaml")])
+        .arg(format!("{fixtures}/jobs.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let yaml = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("namespace: kuberhealthy", &format!("namespace: {ns}"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("migrated.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let applied = std::process::Command::new("kubectl")
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .env("KUBECONFIG", testkube::kubeconfig().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let api: Api<HealthCheck> = Api::namespaced(client.clone(), &ns);
+    let job = api.get("kh-job-ping").await.unwrap();
+    assert_eq!(job.spec.single_run_only, Some(true));
+    let dns = api.get("dns-status-internal").await.unwrap();
+    assert_eq!(dns.spec.run_interval.as_deref(), Some("2m"));
+    let deployment = api.get("deployment").await.unwrap();
+    let pod = &deployment.spec.pod_spec.unwrap().spec;
+    assert_eq!(
+        pod["serviceAccountName"], "deployment-sa",
+        "kept, not pruned"
+    );
+}
