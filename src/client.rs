@@ -1,6 +1,22 @@
-//! The report client behind `probity report`: what a shell check calls instead of curl. It
-//! reads the run's `KH_*` variables, retries what may succeed later (connection errors, 5xx,
-//! 503 while the server restarts) until the run's deadline, and stops at once on a refusal.
+//! The check author's side: the report client behind `probity report` (what a shell check calls
+//! instead of curl) and the library API for checks written in Rust. It reads the run's `KH_*`
+//! variables, retries what may succeed later (connection errors, 5xx, 503 while the server
+//! restarts) until the run's deadline, and stops at once on a refusal.
+//!
+//! A check in Rust, inside a check pod or process:
+//!
+//! ```no_run
+//! # async fn check() -> probity::Result<()> {
+//! use probity::client;
+//! // Work to the run's deadline, less a margin to report in.
+//! let budget = client::time_left(std::time::Duration::from_secs(5))?;
+//! match do_the_check(budget).await {
+//!     Ok(()) => client::report_ok().await,
+//!     Err(why) => client::report_failure(vec![why]).await,
+//! }
+//! # }
+//! # async fn do_the_check(_: Option<std::time::Duration>) -> Result<(), String> { Ok(()) }
+//! ```
 
 use std::time::Duration;
 
@@ -45,6 +61,51 @@ impl ReportTarget {
             uuid,
             deadline,
         })
+    }
+}
+
+/// This run's target, from the process environment.
+pub fn this_run() -> Result<ReportTarget> {
+    ReportTarget::from_env(|k| std::env::var(k).ok())
+}
+
+/// Reports that the check passed (retrying as [`send`] does).
+pub async fn report_ok() -> Result<()> {
+    send(&this_run()?, true, &[]).await
+}
+
+/// Reports that the check failed, with `errors` saying why (at least one; an empty list is sent
+/// as one generic error, since a failure without a reason helps nobody).
+pub async fn report_failure(errors: Vec<String>) -> Result<()> {
+    let errors = if errors.is_empty() {
+        vec!["the check failed and gave no reason".to_string()]
+    } else {
+        errors
+    };
+    send(&this_run()?, false, &errors).await
+}
+
+/// The run's deadline (`KH_CHECK_RUN_DEADLINE`), None when the run has none.
+pub fn deadline() -> Result<Option<chrono::DateTime<Utc>>> {
+    Ok(this_run()?.deadline_at())
+}
+
+/// How long the check may still work: to the deadline less `margin` (for the report itself),
+/// zero once past it, None when the run has no deadline.
+pub fn time_left(margin: Duration) -> Result<Option<Duration>> {
+    Ok(this_run()?.time_left(margin, Utc::now()))
+}
+
+impl ReportTarget {
+    /// The deadline as a time.
+    pub fn deadline_at(&self) -> Option<chrono::DateTime<Utc>> {
+        self.deadline.and_then(|d| Utc.timestamp_opt(d, 0).single())
+    }
+
+    /// Time from `now` to the deadline less `margin`; zero once past it.
+    pub fn time_left(&self, margin: Duration, now: chrono::DateTime<Utc>) -> Option<Duration> {
+        let left = (self.deadline_at()? - now).to_std().unwrap_or_default();
+        Some(left.saturating_sub(margin))
     }
 }
 
@@ -198,5 +259,18 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(t.deadline, Some(1_700_000_000));
+        let at = |s: i64| Utc.timestamp_opt(s, 0).single().unwrap();
+        let margin = Duration::from_secs(5);
+        assert_eq!(
+            t.time_left(margin, at(1_699_999_900)),
+            Some(Duration::from_secs(95))
+        );
+        assert_eq!(t.time_left(margin, at(1_699_999_998)), Some(Duration::ZERO));
+        assert_eq!(t.time_left(margin, at(1_700_000_100)), Some(Duration::ZERO));
+        let none = ReportTarget {
+            deadline: None,
+            ..t
+        };
+        assert_eq!(none.time_left(margin, at(0)), None);
     }
 }

@@ -303,7 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Report(args) => {
-            let target = probity::client::ReportTarget::from_env(|k| std::env::var(k).ok())?;
+            let target = probity::client::this_run()?;
             probity::client::send(&target, args.ok, &args.errors).await?;
             Ok(ExitCode::SUCCESS)
         }
