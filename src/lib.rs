@@ -4,6 +4,7 @@
 //! `local`) carry those decisions out. docs/architecture.md is the map.
 
 pub mod api;
+pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod engine;

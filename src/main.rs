@@ -44,6 +44,12 @@ enum Command {
         #[command(flatten)]
         defaults: DefaultArgs,
     },
+    /// Run a built-in check in a check pod (reads the KH_* variables and the check's settings
+    /// from the environment; exits 0 once its verdict is reported, pass or fail).
+    Check {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(probity::checks::NAMES))]
+        name: String,
+    },
     /// Print the HealthCheck CustomResourceDefinition.
     Crd,
     /// Convert Kuberhealthy v2 KuberhealthyCheck/KuberhealthyJob manifests to HealthChecks: YAML
@@ -289,6 +295,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Check { name } => {
+            probity::checks::run(&name).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { files } => {
             let ok = probity::migrate::migrate_files(
