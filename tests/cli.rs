@@ -190,3 +190,27 @@ fn migrate_converts_kuberhealthy_v2_manifests_into_valid_health_checks() {
         text(&o)
     );
 }
+
+/// Every bundled cluster check passes `probity validate` (its RBAC objects are skipped).
+#[test]
+fn bundled_cluster_checks_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/checks/cluster");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let args: Vec<&str> = std::iter::once("validate")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let o = probity(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        text(&o).matches(": valid").count(),
+        files.len(),
+        "{}",
+        text(&o)
+    );
+}

@@ -64,7 +64,7 @@ pub async fn wait<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 }
 
 /// A namespace with one replica, "solo", that leads and that its pods report to.
-async fn solo(base: &str) -> Option<(Setup, Probity)> {
+pub async fn solo(base: &str) -> Option<(Setup, Probity)> {
     let s = setup(base).await?;
     let addr = pod_reachable_addr();
     let p = replica(&s.ns, "solo", &addr, &addr);
@@ -72,7 +72,7 @@ async fn solo(base: &str) -> Option<(Setup, Probity)> {
     Some((s, p))
 }
 
-async fn leader_is(p: &Probity, who: &str) {
+pub async fn leader_is(p: &Probity, who: &str) {
     p.wait_for(&format!("{who} to lead"), |d| d["CurrentMaster"] == who)
         .await;
 }

@@ -3,6 +3,7 @@
 //! operators break, so the CRD and the status we write are checked by the real thing.
 
 mod backend;
+mod checks;
 #[path = "../common/mod.rs"]
 mod common;
 mod deploy;

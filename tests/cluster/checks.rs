@@ -1,0 +1,130 @@
+//! The bundled checks (`probity check NAME`, checks/cluster/) on the real node: each green, and
+//! broken on purpose with a message that names the cause.
+
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, PostParams};
+use probity::api::Outcome;
+use serde_json::json;
+
+use crate::backend::{create, runs, solo, wait};
+use crate::testkube::{check, check_pod, client, namespace};
+
+/// Every manifest in checks/cluster/ is accepted by the API server as it is (server-side dry
+/// run: schema, RBAC objects and all).
+#[tokio::test]
+async fn bundled_manifests_are_accepted_by_the_api_server() {
+    let Some(c) = client().await else { return };
+    crate::testkube::install_crd(&c).await;
+    namespace(&c, "probity").await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/checks/cluster");
+    let out = Command::new("kubectl")
+        .args(["apply", "--dry-run=server", "-f", dir])
+        .env("KUBECONFIG", crate::testkube::kubeconfig().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A web server pod and its Service in `ns`; returns the Service's ClusterIP.
+async fn web(c: &kube::Client, ns: &str) -> String {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+            "name": "web", "image": "docker.io/library/busybox:1.35",
+            "command": ["sh", "-c", "mkdir -p /www && echo healthy > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        }]}
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    let svc = Api::<Service>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    wait("the web pod Running", async || {
+        let p = Api::<Pod>::namespaced(c.clone(), ns)
+            .get("web")
+            .await
+            .ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    svc.spec.unwrap().cluster_ip.unwrap()
+}
+
+/// A HealthCheck running `probity check NAME` (this build's binary) with `env`.
+fn builtin(
+    ns: &str,
+    name: &str,
+    check_name: &str,
+    env: serde_json::Value,
+) -> probity::api::HealthCheck {
+    let mut hc = check(
+        ns,
+        name,
+        &format!(
+            "  runInterval: 1h\n  timeout: 30s\n{}",
+            check_pod(&["probity", "check", check_name], "")
+        ),
+    );
+    let mut spec = hc.spec.pod_spec.clone().unwrap();
+    spec.spec["containers"][0]["env"] = env;
+    hc.spec.pod_spec = Some(spec);
+    hc
+}
+
+#[tokio::test]
+async fn http_passes_through_a_service_and_fails_naming_the_status() {
+    let Some((s, _p)) = solo("probity-check-http").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let ip = web(c, ns).await;
+    let ok = builtin(
+        ns,
+        "web-ok",
+        "http",
+        json!([{"name": "CHECK_URL", "value": format!("http://{ip}/")},
+               {"name": "COUNT", "value": "3"}, {"name": "EXPECTED_BODY", "value": "healthy"}]),
+    );
+    let missing = builtin(
+        ns,
+        "web-404",
+        "http",
+        json!([{"name": "CHECK_URL", "value": format!("http://{ip}/missing")}]),
+    );
+    let unset = builtin(ns, "web-unset", "http", json!([]));
+    create(c, &ok).await;
+    create(c, &missing).await;
+    create(c, &unset).await;
+    let st = runs(c, ns, "web-ok", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Success), "{:?}", st.errors);
+    let st = runs(c, ns, "web-404", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Failure));
+    assert_eq!(
+        st.errors,
+        vec![
+            format!("GET http://{ip}/missing: 0 of 1 requests passed, 100% needed"),
+            "status 404, expected 200".to_string()
+        ]
+    );
+    let st = runs(c, ns, "web-unset", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Failure));
+    assert_eq!(
+        st.errors,
+        vec!["CHECK_URL is not set: the URL to request".to_string()]
+    );
+}
