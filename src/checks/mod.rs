@@ -5,6 +5,7 @@
 //! the variable, so it shows on the status page rather than only in the pod's log.
 
 pub mod http;
+pub mod network;
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use crate::Result;
 pub const MARGIN: Duration = Duration::from_secs(5);
 
 /// The built-in checks, by the name `probity check` takes.
-pub const NAMES: &[&str] = &["http"];
+pub const NAMES: &[&str] = &["http", "network"];
 
 /// Runs the check `name` for this run and reports its verdict. Ok(passed) once the report is
 /// accepted.
@@ -41,6 +42,7 @@ pub async fn judge(
         .unwrap_or(Duration::from_secs(60));
     match name {
         "http" => http::Config::from_env(env)?.run(budget).await,
+        "network" => network::Config::from_env(env)?.run(budget).await,
         other => Err(vec![format!(
             "no built-in check named {other:?} (there are: {})",
             NAMES.join(", ")

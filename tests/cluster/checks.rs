@@ -128,3 +128,58 @@ async fn http_passes_through_a_service_and_fails_naming_the_status() {
         vec!["CHECK_URL is not set: the URL to request".to_string()]
     );
 }
+
+#[tokio::test]
+async fn network_reaches_a_service_and_unreachable_means_refused_not_any_error() {
+    let Some((s, _p)) = solo("probity-check-network").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let ip = web(c, ns).await;
+    let pod_ip = Api::<Pod>::namespaced(c.clone(), ns)
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .pod_ip
+        .unwrap();
+    let target = |t: String, unreachable: &str| {
+        json!([{"name": "CONNECTION_TARGET", "value": t},
+               {"name": "CONNECTION_TARGET_UNREACHABLE", "value": unreachable},
+               {"name": "CONNECTION_TIMEOUT", "value": "5s"}])
+    };
+    let cases = [
+        ("svc", target(format!("tcp://{ip}:80"), "false")),
+        ("closed-port", target(format!("tcp://{pod_ip}:9"), "true")),
+        ("svc-must-not", target(format!("tcp://{ip}:80"), "true")),
+        ("typo", target(format!("tcp//{ip}:80"), "true")),
+    ];
+    for (name, env) in cases {
+        create(c, &builtin(ns, name, "network", env)).await;
+    }
+    for name in ["svc", "closed-port"] {
+        let st = runs(c, ns, name, 1).await;
+        assert_eq!(
+            st.last_outcome,
+            Some(Outcome::Success),
+            "{name}: {:?}",
+            st.errors
+        );
+    }
+    let st = runs(c, ns, "svc-must-not", 1).await;
+    assert_eq!(
+        st.errors,
+        vec![format!(
+            "tcp://{ip}:80 is reachable, and CONNECTION_TARGET_UNREACHABLE says it must not be"
+        )]
+    );
+    // A typo is not "unreachable": it fails, naming the variable.
+    let st = runs(c, ns, "typo", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Failure));
+    assert!(
+        st.errors[0].starts_with("CONNECTION_TARGET=\"tcp//"),
+        "{:?}",
+        st.errors
+    );
+}
