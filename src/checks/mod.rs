@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod network;
+pub mod pods;
 
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::Result;
 pub const MARGIN: Duration = Duration::from_secs(5);
 
 /// The built-in checks, by the name `probity check` takes.
-pub const NAMES: &[&str] = &["http", "network"];
+pub const NAMES: &[&str] = &["http", "network", "pod-restarts", "pod-status"];
 
 /// Runs the check `name` for this run and reports its verdict. Ok(passed) once the report is
 /// accepted.
@@ -43,6 +44,8 @@ pub async fn judge(
     match name {
         "http" => http::Config::from_env(env)?.run(budget).await,
         "network" => network::Config::from_env(env)?.run(budget).await,
+        "pod-restarts" => pods::Restarts::from_env(env)?.run().await,
+        "pod-status" => pods::Status::from_env(env)?.run().await,
         other => Err(vec![format!(
             "no built-in check named {other:?} (there are: {})",
             NAMES.join(", ")

@@ -183,3 +183,141 @@ async fn network_reaches_a_service_and_unreachable_means_refused_not_any_error()
         st.errors
     );
 }
+
+/// The namespace's default ServiceAccount may list its pods (what the bundled manifests grant).
+fn grant_pod_list(ns: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rbac.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: pods, namespace: {ns}}}\nrules: [{{apiGroups: [\"\"], resources: [pods], verbs: [list]}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: pods, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: pods}}\nsubjects: [{{kind: ServiceAccount, name: default, namespace: {ns}}}]\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("kubectl")
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .env("KUBECONFIG", crate::testkube::kubeconfig().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn pod_restarts_and_pod_status_name_the_crash_looping_and_the_stuck_pod() {
+    let Some((s, _p)) = solo("probity-check-pods").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    grant_pod_list(ns);
+    web(c, ns).await;
+    let nsenv = |var: &str, extra: serde_json::Value| {
+        let mut v = vec![json!({"name": var, "value": ns})];
+        v.extend(extra.as_array().unwrap().iter().cloned());
+        serde_json::Value::Array(v)
+    };
+    // Green first: only the web pod, Ready, and the check pods themselves (left out).
+    create(
+        c,
+        &builtin(
+            ns,
+            "restarts-ok",
+            "pod-restarts",
+            nsenv(
+                "POD_NAMESPACE",
+                json!([{"name": "MAX_FAILURES_ALLOWED", "value": "0"}]),
+            ),
+        ),
+    )
+    .await;
+    create(
+        c,
+        &builtin(
+            ns,
+            "status-ok",
+            "pod-status",
+            nsenv(
+                "TARGET_NAMESPACE",
+                json!([{"name": "GRACE_PERIOD", "value": "0s"}]),
+            ),
+        ),
+    )
+    .await;
+    for name in ["restarts-ok", "status-ok"] {
+        let st = runs(c, ns, name, 1).await;
+        assert_eq!(
+            st.last_outcome,
+            Some(Outcome::Success),
+            "{name}: {:?}",
+            st.errors
+        );
+    }
+
+    // A crash-looping pod and one whose image cannot be pulled.
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    for (name, image, cmd) in [
+        ("crasher", "docker.io/library/busybox:1.35", "exit 1"),
+        ("broken", "registry.example/missing:1", "true"),
+    ] {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "main",
+                "image": image, "command": ["sh", "-c", cmd]}]}
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    wait("crasher to restart", async || {
+        let p = pods.get("crasher").await.ok()?;
+        (p.status?.container_statuses?[0].restart_count >= 1).then_some(())
+    })
+    .await;
+    create(
+        c,
+        &builtin(
+            ns,
+            "restarts-bad",
+            "pod-restarts",
+            nsenv(
+                "POD_NAMESPACE",
+                json!([{"name": "MAX_FAILURES_ALLOWED", "value": "0"}]),
+            ),
+        ),
+    )
+    .await;
+    create(
+        c,
+        &builtin(
+            ns,
+            "status-bad",
+            "pod-status",
+            nsenv(
+                "TARGET_NAMESPACE",
+                json!([{"name": "GRACE_PERIOD", "value": "0s"}]),
+            ),
+        ),
+    )
+    .await;
+    let st = runs(c, ns, "restarts-bad", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Failure));
+    assert!(
+        st.errors[0].ends_with(&format!("in namespace {ns} with more than 0 restarts"))
+            && st.errors[1].starts_with(&format!("{ns}/crasher: container main restarted "))
+            && st.errors[1].contains("(last: exit code 1, Error)"),
+        "{:?}",
+        st.errors
+    );
+    let st = runs(c, ns, "status-bad", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Failure));
+    let all = st.errors.join("\n");
+    assert!(
+        all.contains(&format!("{ns}/broken: Pending (ErrImagePull)"))
+            || all.contains(&format!("{ns}/broken: Pending (ImagePullBackOff)")),
+        "{all}"
+    );
+    assert!(!all.contains("/web:"), "the Ready pod is not named: {all}");
+}
