@@ -187,14 +187,7 @@ async fn udp(address: &str, limit: Duration) -> Reach {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
+    use crate::checks::test_env as env;
 
     fn cfg(target: &str, unreachable: &str) -> Config {
         Config::from_env(env(&[

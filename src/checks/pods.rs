@@ -211,17 +211,10 @@ async fn list(ns: Option<&str>) -> Result<Vec<Pod>, Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::test_env as env;
 
     fn pod(v: serde_json::Value) -> Pod {
         serde_json::from_value(v).unwrap()
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     }
 
     #[test]

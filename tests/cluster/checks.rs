@@ -215,40 +215,22 @@ async fn pod_restarts_and_pod_status_name_the_crash_looping_and_the_stuck_pod() 
     let (c, ns) = (&s.client, s.ns.as_str());
     grant_pod_list(ns);
     web(c, ns).await;
-    let nsenv = |var: &str, extra: serde_json::Value| {
-        let mut v = vec![json!({"name": var, "value": ns})];
-        v.extend(extra.as_array().unwrap().iter().cloned());
-        serde_json::Value::Array(v)
+    // Both checks, looking at this namespace: no restart allowed, no grace period.
+    let both = async |suffix: &str| {
+        let restarts = json!([{"name": "POD_NAMESPACE", "value": ns},
+                              {"name": "MAX_FAILURES_ALLOWED", "value": "0"}]);
+        let status = json!([{"name": "TARGET_NAMESPACE", "value": ns},
+                            {"name": "GRACE_PERIOD", "value": "0s"}]);
+        let r = format!("restarts-{suffix}");
+        let st = format!("status-{suffix}");
+        create(c, &builtin(ns, &r, "pod-restarts", restarts)).await;
+        create(c, &builtin(ns, &st, "pod-status", status)).await;
+        (r, st)
     };
     // Green first: only the web pod, Ready, and the check pods themselves (left out).
-    create(
-        c,
-        &builtin(
-            ns,
-            "restarts-ok",
-            "pod-restarts",
-            nsenv(
-                "POD_NAMESPACE",
-                json!([{"name": "MAX_FAILURES_ALLOWED", "value": "0"}]),
-            ),
-        ),
-    )
-    .await;
-    create(
-        c,
-        &builtin(
-            ns,
-            "status-ok",
-            "pod-status",
-            nsenv(
-                "TARGET_NAMESPACE",
-                json!([{"name": "GRACE_PERIOD", "value": "0s"}]),
-            ),
-        ),
-    )
-    .await;
-    for name in ["restarts-ok", "status-ok"] {
-        let st = runs(c, ns, name, 1).await;
+    let (r, st) = both("ok").await;
+    for name in [r, st] {
+        let st = runs(c, ns, &name, 1).await;
         assert_eq!(
             st.last_outcome,
             Some(Outcome::Success),
@@ -276,33 +258,8 @@ async fn pod_restarts_and_pod_status_name_the_crash_looping_and_the_stuck_pod() 
         (p.status?.container_statuses?[0].restart_count >= 1).then_some(())
     })
     .await;
-    create(
-        c,
-        &builtin(
-            ns,
-            "restarts-bad",
-            "pod-restarts",
-            nsenv(
-                "POD_NAMESPACE",
-                json!([{"name": "MAX_FAILURES_ALLOWED", "value": "0"}]),
-            ),
-        ),
-    )
-    .await;
-    create(
-        c,
-        &builtin(
-            ns,
-            "status-bad",
-            "pod-status",
-            nsenv(
-                "TARGET_NAMESPACE",
-                json!([{"name": "GRACE_PERIOD", "value": "0s"}]),
-            ),
-        ),
-    )
-    .await;
-    let st = runs(c, ns, "restarts-bad", 1).await;
+    let (restarts, status_check) = both("bad").await;
+    let st = runs(c, ns, &restarts, 1).await;
     assert_eq!(st.last_outcome, Some(Outcome::Failure));
     assert!(
         st.errors[0].ends_with(&format!("in namespace {ns} with more than 0 restarts"))
@@ -311,7 +268,7 @@ async fn pod_restarts_and_pod_status_name_the_crash_looping_and_the_stuck_pod() 
         "{:?}",
         st.errors
     );
-    let st = runs(c, ns, "status-bad", 1).await;
+    let st = runs(c, ns, &status_check, 1).await;
     assert_eq!(st.last_outcome, Some(Outcome::Failure));
     let all = st.errors.join("\n");
     assert!(
