@@ -7,6 +7,7 @@
 pub mod http;
 pub mod network;
 pub mod pods;
+pub mod quota;
 
 use std::time::Duration;
 
@@ -19,7 +20,13 @@ use crate::Result;
 pub const MARGIN: Duration = Duration::from_secs(5);
 
 /// The built-in checks, by the name `probity check` takes.
-pub const NAMES: &[&str] = &["http", "network", "pod-restarts", "pod-status"];
+pub const NAMES: &[&str] = &[
+    "http",
+    "network",
+    "pod-restarts",
+    "pod-status",
+    "resource-quota",
+];
 
 /// Runs the check `name` for this run and reports its verdict. Ok(passed) once the report is
 /// accepted.
@@ -46,6 +53,7 @@ pub async fn judge(
         "network" => network::Config::from_env(env)?.run(budget).await,
         "pod-restarts" => pods::Restarts::from_env(env)?.run().await,
         "pod-status" => pods::Status::from_env(env)?.run().await,
+        "resource-quota" => quota::Config::from_env(env)?.run().await,
         other => Err(vec![format!(
             "no built-in check named {other:?} (there are: {})",
             NAMES.join(", ")

@@ -278,3 +278,79 @@ async fn pod_restarts_and_pod_status_name_the_crash_looping_and_the_stuck_pod() 
     );
     assert!(!all.contains("/web:"), "the Ready pod is not named: {all}");
 }
+
+/// The check pods of `ns` (its default ServiceAccount) may list resource quotas everywhere.
+fn grant_quota_list(ns: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rbac.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: quota-list-{ns}}}\nrules: [{{apiGroups: [\"\"], resources: [resourcequotas], verbs: [list]}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: quota-list-{ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: quota-list-{ns}}}\nsubjects: [{{kind: ServiceAccount, name: default, namespace: {ns}}}]\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("kubectl")
+        .args(["apply", "-f", file.to_str().unwrap()])
+        .env("KUBECONFIG", crate::testkube::kubeconfig().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn resource_quota_names_the_quota_at_its_limit_and_skips_a_zero_limit() {
+    let Some((s, _p)) = solo("probity-check-quota").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    grant_quota_list(ns);
+    // The quota's namespace holds the pods it counts; the check pods run elsewhere.
+    let target = crate::testkube::fresh_namespace(c, "probity-quota-target").await;
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "small"},
+        "spec": {"hard": {"pods": "2", "services": "10", "configmaps": "0"}}
+    }))
+    .unwrap();
+    Api::namespaced(c.clone(), &target)
+        .create(&PostParams::default(), &quota)
+        .await
+        .unwrap();
+    let env =
+        json!([{"name": "WHITELIST", "value": target}, {"name": "THRESHOLD", "value": "0.95"}]);
+    create(c, &builtin(ns, "quota-ok", "resource-quota", env.clone())).await;
+    let st = runs(c, ns, "quota-ok", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Success), "{:?}", st.errors);
+
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &target);
+    for name in ["a", "b"] {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "main",
+                "image": "docker.io/library/busybox:1.35", "command": ["sleep", "3600"]}]}
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        Api::namespaced(c.clone(), &target);
+    wait("the quota to count both pods", async || {
+        let q = quotas.get("small").await.ok()?;
+        let used = q.status?.used?;
+        (used.get("pods")?.0 == "2").then_some(())
+    })
+    .await;
+    create(c, &builtin(ns, "quota-full", "resource-quota", env)).await;
+    let st = runs(c, ns, "quota-full", 1).await;
+    assert_eq!(
+        st.errors,
+        vec![
+            "1 quota limits at or above 95% use".to_string(),
+            format!("{target}/small: pods 2 of 2 (100%)")
+        ]
+    );
+}
