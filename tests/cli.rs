@@ -215,3 +215,49 @@ fn bundled_cluster_checks_are_valid() {
         );
     }
 }
+
+/// The template check runs as it is (`probity run` on its local manifest): it passes, and fails
+/// with its reason when what it checks is missing.
+#[test]
+fn the_template_check_passes_and_fails_with_its_reason() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_probity"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |file: &str| {
+        Command::new(env!("CARGO_BIN_EXE_probity"))
+            .args(["run", file])
+            .current_dir(root)
+            .env("PATH", &path)
+            .env_remove("KH_REPORTING_URL")
+            .output()
+            .unwrap()
+    };
+    let o = run("checks/template/local.yaml");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("PASS"), "{}", text(&o));
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    let manifest = std::fs::read_to_string(format!("{root}/checks/template/local.yaml"))
+        .unwrap()
+        .replace("value: /etc/hostname", "value: /nonexistent/file")
+        .replace("check.sh]", &format!("{root}/checks/template/check.sh]"));
+    std::fs::write(&broken, manifest).unwrap();
+    let o = run(broken.to_str().unwrap());
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("/nonexistent/file is missing or empty"),
+        "{}",
+        text(&o)
+    );
+    // And its cluster manifest is a valid HealthCheck.
+    let v = probity(&["validate", &format!("{root}/checks/template/healthcheck.yaml")]);
+    assert!(v.status.success(), "{}", text(&v));
+}
