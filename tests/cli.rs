@@ -258,6 +258,9 @@ fn the_template_check_passes_and_fails_with_its_reason() {
         text(&o)
     );
     // And its cluster manifest is a valid HealthCheck.
-    let v = probity(&["validate", &format!("{root}/checks/template/healthcheck.yaml")]);
+    let v = probity(&[
+        "validate",
+        &format!("{root}/checks/template/healthcheck.yaml"),
+    ]);
     assert!(v.status.success(), "{}", text(&v));
 }
