@@ -45,7 +45,7 @@ fi
 # One node at a time (the names and addresses are fixed). A cluster whose processes are all gone
 # (its runner was killed) is cleaned up; a live one is left alone.
 owner_file=/run/probity-node.owner
-if ip netns list | grep -qw "$netns"; then
+if ip netns list | grep -w "$netns" >/dev/null; then
   owner=$(cat "$owner_file" 2>/dev/null || true)
   alive=""
   if [ -n "$owner" ] && [ -f "$owner/env" ]; then

@@ -63,7 +63,7 @@ image() {
   (cd "$layout" && tar -cf "$work/image.tar" .)
   # Imported under its final name: the CRI plugin keeps the name an image was first imported as.
   ctr --address "$sock" -n k8s.io images import --base-name "$name" "$work/image.tar" >/dev/null
-  ctr --address "$sock" -n k8s.io images ls -q | grep -qx "$ref" || { log "importing $ref failed"; exit 1; }
+  ctr --address "$sock" -n k8s.io images ls -q | grep -x "$ref" >/dev/null || { log "importing $ref failed"; exit 1; }
   log "imported $ref"
 }
 
