@@ -105,6 +105,16 @@ pub async fn create(client: &Client, hc: &HealthCheck) {
         .expect("create the check");
 }
 
+/// Waits until pod `name` in `ns` is Running.
+pub async fn wait_running(c: &Client, ns: &str, name: &str) {
+    let api: Api<Pod> = Api::namespaced(c.clone(), ns);
+    wait(&format!("pod {ns}/{name} Running"), async || {
+        let p = api.get(name).await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+}
+
 pub async fn status(client: &Client, ns: &str, name: &str) -> HealthCheckStatus {
     let api: Api<HealthCheck> = Api::namespaced(client.clone(), ns);
     api.get(name).await.unwrap().status.unwrap_or_default()
@@ -626,11 +636,7 @@ async fn probe_checks_run_in_probity_without_a_pod() {
         .create(&PostParams::default(), &target)
         .await
         .unwrap();
-    wait("the target pod Running", async || {
-        let p = pods_api.get("target").await.ok()?;
-        (p.status?.phase.as_deref() == Some("Running")).then_some(())
-    })
-    .await;
+    wait_running(c, ns, "target").await;
     create(
         c,
         &check(

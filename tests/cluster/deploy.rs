@@ -14,8 +14,8 @@ use kube::Client;
 use probity::api::{HealthCheck, HealthCheckStatus, Outcome};
 use serde_json::Value;
 
-use crate::backend::{create, pods, runs, setup, status, wait};
-use crate::testkube::{check, cluster_dir, reporting_check};
+use crate::backend::{create, pods, runs, setup, status, wait, wait_running};
+use crate::testkube::{check, cluster_dir, kubectl, reporting_check};
 
 /// deploy/ with one change: probity watches the test's namespace only, so it leaves the other
 /// tests' checks alone.
@@ -35,22 +35,6 @@ fn overlay(ns: &str) -> tempfile::TempDir {
     )
     .unwrap();
     dir
-}
-
-fn kubectl(args: &[&str]) -> String {
-    let admin = std::env::var("PROBITY_TEST_KUBECONFIG").unwrap();
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", &admin)
-        .output()
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The node's containerd, as `ctr` sees it.
@@ -267,14 +251,7 @@ async fn deploy_installs_probity_as_two_ready_replicas_that_fail_over_cleanly() 
         .create(&PostParams::default(), &target)
         .await
         .unwrap();
-    wait("the target pod Running", async || {
-        let p = Api::<Pod>::namespaced(c.clone(), ns)
-            .get("target")
-            .await
-            .ok()?;
-        (p.status?.phase.as_deref() == Some("Running")).then_some(())
-    })
-    .await;
+    wait_running(c, ns, "target").await;
     create(
         c,
         &check(

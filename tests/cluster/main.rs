@@ -142,19 +142,7 @@ async fn migrated_kuberhealthy_v2_manifests_apply() {
     let yaml = String::from_utf8(out.stdout)
         .unwrap()
         .replace("namespace: kuberhealthy", &format!("namespace: {ns}"));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("migrated.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let applied = std::process::Command::new("kubectl")
-        .args(["apply", "-f", file.to_str().unwrap()])
-        .env("KUBECONFIG", testkube::kubeconfig().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    testkube::kubectl_apply(&yaml);
     let api: Api<HealthCheck> = Api::namespaced(client.clone(), &ns);
     let job = api.get("kh-job-ping").await.unwrap();
     assert_eq!(job.spec.single_run_only, Some(true));

@@ -96,6 +96,30 @@ pub fn check(ns: &str, name: &str, spec: &str) -> probity::api::HealthCheck {
         .unwrap()
 }
 
+/// Runs kubectl against the test cluster; its stdout, or a panic naming the command and stderr.
+pub fn kubectl(args: &[&str]) -> String {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig().expect("a test cluster"))
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl apply -f` of `yaml` (through a file, as a user applies a manifest).
+pub fn kubectl_apply(yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifest.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    kubectl(&["apply", "-f", file.to_str().unwrap()]);
+}
+
 /// A value from the cluster's DIR/env (written by kube-up.sh beside the kubeconfig).
 pub fn cluster_env(key: &str) -> Option<String> {
     let path = std::path::Path::new(&kubeconfig()?).with_file_name("env");
