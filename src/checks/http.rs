@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::number;
+
 /// The settings, from the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -63,20 +65,6 @@ impl std::fmt::Display for BodyMatch {
 
 /// At most this much of a body is read, to match and to quote.
 const BODY_LIMIT: usize = 64 * 1024;
-
-fn number<T: std::str::FromStr>(
-    env: &impl Fn(&str) -> Option<String>,
-    var: &str,
-    default: T,
-) -> Result<T, String> {
-    match env(var).filter(|v| !v.trim().is_empty()) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("{var}={v:?} is not a whole number")),
-    }
-}
 
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
@@ -214,7 +202,7 @@ impl Config {
 }
 
 /// A request error with its causes, without reqwest's URL repetition.
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut msg = if e.is_timeout() {
         "timed out".to_string()
     } else if e.is_connect() {

@@ -4,10 +4,13 @@
 //! [`crate::client`] like any check. A setting that is wrong is reported as the failure, naming
 //! the variable, so it shows on the status page rather than only in the pod's log.
 
+pub mod daemonset;
+pub mod deployment;
 pub mod http;
 pub mod network;
 pub mod pods;
 pub mod quota;
+pub mod workload;
 
 use std::time::Duration;
 
@@ -21,6 +24,8 @@ pub const MARGIN: Duration = Duration::from_secs(5);
 
 /// The built-in checks, by the name `probity check` takes.
 pub const NAMES: &[&str] = &[
+    "daemonset",
+    "deployment",
     "http",
     "network",
     "pod-restarts",
@@ -49,6 +54,16 @@ pub async fn judge(
         .time_left(MARGIN, Utc::now())
         .unwrap_or(Duration::from_secs(60));
     match name {
+        "daemonset" => {
+            daemonset::Config::from_env(env)?
+                .run(budget, &target.uuid)
+                .await
+        }
+        "deployment" => {
+            deployment::Config::from_env(env)?
+                .run(budget, &target.uuid)
+                .await
+        }
         "http" => http::Config::from_env(env)?.run(budget).await,
         "network" => network::Config::from_env(env)?.run(budget).await,
         "pod-restarts" => pods::Restarts::from_env(env)?.run().await,
@@ -59,6 +74,72 @@ pub async fn judge(
             NAMES.join(", ")
         )]),
     }
+}
+
+/// `var` as a number, `default` when unset or blank; the error names the variable.
+pub(crate) fn number<T: std::str::FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    default: T,
+) -> std::result::Result<T, String> {
+    match env(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{var}={v:?} is not a whole number")),
+    }
+}
+
+/// `var` as a boolean the way Go's `strconv.ParseBool` reads one (what Kuberhealthy's checks
+/// used), `default` when unset or blank.
+pub(crate) fn flag(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    default: bool,
+) -> std::result::Result<bool, String> {
+    match env(var).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(v) => Err(format!("{var}={v:?} is not true or false")),
+    }
+}
+
+/// `var` as comma-separated `key=value` pairs (NODE_SELECTOR, ADDITIONAL_ENV_VARS).
+pub(crate) fn pairs(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for item in env(var).unwrap_or_default().split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.push((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => return Err(format!("{var}: {item:?} is not key=value")),
+        }
+    }
+    Ok(out)
+}
+
+/// A client from the pod's service account (or a kubeconfig) whose User-Agent names the check,
+/// so audit logs tell a bundled check's requests apart from probity's own.
+pub(crate) async fn kube_client(check: &str) -> std::result::Result<kube::Client, Vec<String>> {
+    use ::http::{header::USER_AGENT, HeaderValue};
+    let fail = |e: String| vec![format!("connecting to the API server: {e}")];
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let agent = format!("probity-check/{} ({check})", env!("CARGO_PKG_VERSION"));
+    if let Ok(v) = HeaderValue::from_str(&agent) {
+        config.headers.push((USER_AGENT, v));
+    }
+    kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 
 /// Settings for tests: an environment of `pairs` only.

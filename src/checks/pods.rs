@@ -86,7 +86,7 @@ impl Restarts {
     }
 
     pub async fn run(&self) -> Result<(), Vec<String>> {
-        self.judge(&list(self.namespace.as_deref()).await?)
+        self.judge(&list("pod-restarts", self.namespace.as_deref()).await?)
     }
 }
 
@@ -161,7 +161,10 @@ impl Status {
     }
 
     pub async fn run(&self) -> Result<(), Vec<String>> {
-        self.judge(&list(self.namespace.as_deref()).await?, Utc::now())
+        self.judge(
+            &list("pod-status", self.namespace.as_deref()).await?,
+            Utc::now(),
+        )
     }
 }
 
@@ -193,10 +196,8 @@ fn verdict(mut bad: Vec<String>, what: &str, ns: Option<&str>) -> Result<(), Vec
     Err(out)
 }
 
-async fn list(ns: Option<&str>) -> Result<Vec<Pod>, Vec<String>> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| vec![format!("connecting to the API server: {e}")])?;
+async fn list(check: &str, ns: Option<&str>) -> Result<Vec<Pod>, Vec<String>> {
+    let client = super::kube_client(check).await?;
     let api: Api<Pod> = match ns {
         Some(n) => Api::namespaced(client, n),
         None => Api::all(client),

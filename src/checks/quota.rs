@@ -91,9 +91,7 @@ impl Config {
     }
 
     pub async fn run(&self) -> Result<(), Vec<String>> {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| vec![format!("connecting to the API server: {e}")])?;
+        let client = super::kube_client("resource-quota").await?;
         let api: Api<ResourceQuota> = match self.only.as_slice() {
             [one] => Api::namespaced(client, one),
             _ => Api::all(client),
