@@ -21,7 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("kube", &["api", "engine", "probe", "metrics"]),
     ("cli", &["api", "engine", "local", "metrics", "server"]),
     ("migrate", &["api"]),
-    ("checks", &["api", "client"]),
+    ("checks", &["api", "client", "probe"]),
 ];
 
 /// Files that wire a backend together and so may start the server.

@@ -128,6 +128,15 @@ impl CronSchedule {
         Ok(s)
     }
 
+    /// The last scheduled time at or before `t`.
+    pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = t.with_timezone(&self.tz);
+        self.cron
+            .find_previous_occurrence(&local, true)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    }
+
     /// The first scheduled time strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = t.with_timezone(&self.tz);

@@ -4,12 +4,15 @@
 //! [`crate::client`] like any check. A setting that is wrong is reported as the failure, naming
 //! the variable, so it shows on the status page rather than only in the pod's log.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod dns;
 pub mod http;
 pub mod network;
 pub mod pods;
 pub mod quota;
+pub mod tls;
 pub mod workload;
 
 use std::time::Duration;
@@ -24,13 +27,16 @@ pub const MARGIN: Duration = Duration::from_secs(5);
 
 /// The built-in checks, by the name `probity check` takes.
 pub const NAMES: &[&str] = &[
+    "cronjob",
     "daemonset",
     "deployment",
+    "dns",
     "http",
     "network",
     "pod-restarts",
     "pod-status",
     "resource-quota",
+    "tls",
 ];
 
 /// Runs the check `name` for this run and reports its verdict. Ok(passed) once the report is
@@ -54,6 +60,7 @@ pub async fn judge(
         .time_left(MARGIN, Utc::now())
         .unwrap_or(Duration::from_secs(60));
     match name {
+        "cronjob" => cronjob::Config::from_env(env)?.run().await,
         "daemonset" => {
             daemonset::Config::from_env(env)?
                 .run(budget, &target.uuid)
@@ -64,11 +71,13 @@ pub async fn judge(
                 .run(budget, &target.uuid)
                 .await
         }
+        "dns" => dns::Config::from_env(env)?.run(budget).await,
         "http" => http::Config::from_env(env)?.run(budget).await,
         "network" => network::Config::from_env(env)?.run(budget).await,
         "pod-restarts" => pods::Restarts::from_env(env)?.run().await,
         "pod-status" => pods::Status::from_env(env)?.run().await,
         "resource-quota" => quota::Config::from_env(env)?.run().await,
+        "tls" => tls::Config::from_env(env)?.run(budget).await,
         other => Err(vec![format!(
             "no built-in check named {other:?} (there are: {})",
             NAMES.join(", ")

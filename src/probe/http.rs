@@ -266,7 +266,7 @@ fn hyper_reason(e: &hyper::Error) -> String {
 
 /// TLS without verification, as kubelet's HTTPS probes: they check that a server answers, not
 /// who it is.
-fn insecure() -> Arc<rustls::ClientConfig> {
+pub fn insecure() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {

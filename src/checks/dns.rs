@@ -1,0 +1,552 @@
+//! `probity check dns`: names resolve, through the pod's resolver configuration (its
+//! nameservers, search domains and ndots, as a pod's own lookups go) or against every endpoint
+//! of the cluster DNS Service directly, so one bad replica behind the Service is found. The
+//! queries are made here (UDP, A then AAAA) rather than through the C library, so a failure can
+//! name the server that answered and what it said.
+//!
+//! Kuberhealthy's `dns-resolution-check` settings: `HOSTNAME` (the names, comma-separated:
+//! Kubernetes sets `HOSTNAME` to the pod's own name when the manifest does not, so that value
+//! means unset, and `kubernetes.default` is resolved), `DNS_POD_SELECTOR` and `NAMESPACE`
+//! (kube-system): when a selector is given, the endpoints of the Services in `NAMESPACE` with
+//! those labels (the kube-dns Service carries its pods' `k8s-app=kube-dns`) are each asked.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Endpoints;
+use kube::api::{Api, ListParams};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::workload::api_error;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub names: Vec<String>,
+    /// `DNS_POD_SELECTOR`: ask each endpoint of the matching Services.
+    pub selector: Option<String>,
+    /// `NAMESPACE` (kube-system): where those Services are.
+    pub namespace: String,
+    /// How long one server gets to answer one query.
+    pub query_timeout: Duration,
+}
+
+/// What /etc/resolv.conf says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Resolver {
+    pub nameservers: Vec<SocketAddr>,
+    pub search: Vec<String>,
+    pub ndots: usize,
+}
+
+impl Resolver {
+    pub fn parse(text: &str) -> Self {
+        let mut r = Resolver {
+            ndots: 1,
+            ..Resolver::default()
+        };
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => {
+                    if let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) {
+                        r.nameservers.push(SocketAddr::new(ip, 53));
+                    }
+                }
+                Some("search") | Some("domain") => {
+                    r.search = words.map(|w| w.trim_end_matches('.').to_string()).collect()
+                }
+                Some("options") => {
+                    for w in words {
+                        if let Some(n) = w.strip_prefix("ndots:").and_then(|n| n.parse().ok()) {
+                            r.ndots = n;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// The names a lookup of `name` tries, in order (what glibc's resolver does).
+    pub fn candidates(&self, name: &str) -> Vec<String> {
+        if let Some(abs) = name.strip_suffix('.') {
+            return vec![abs.to_string()];
+        }
+        let searched = self.search.iter().map(|d| format!("{name}.{d}"));
+        if name.matches('.').count() >= self.ndots {
+            std::iter::once(name.to_string()).chain(searched).collect()
+        } else {
+            searched.chain(std::iter::once(name.to_string())).collect()
+        }
+    }
+}
+
+impl Config {
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
+        let own = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        Self::parse(&env, own.trim()).map_err(|e| vec![e])
+    }
+
+    fn parse(env: &impl Fn(&str) -> Option<String>, own_hostname: &str) -> Result<Self, String> {
+        let given = env("HOSTNAME").filter(|h| h.trim() != own_hostname || own_hostname.is_empty());
+        let names: Vec<String> = given
+            .unwrap_or_else(|| "kubernetes.default".into())
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Err("HOSTNAME names nothing to resolve".into());
+        }
+        for n in &names {
+            if encode_name(n.trim_end_matches('.')).is_none() {
+                return Err(format!("HOSTNAME: {n:?} is not a DNS name"));
+            }
+        }
+        let selector = env("DNS_POD_SELECTOR")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        Ok(Config {
+            names,
+            selector,
+            namespace: env("NAMESPACE")
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "kube-system".into()),
+            query_timeout: Duration::from_secs(2),
+        })
+    }
+
+    pub async fn run(&self, budget: Duration) -> Result<(), Vec<String>> {
+        let until = Instant::now() + budget;
+        let conf = std::fs::read_to_string("/etc/resolv.conf")
+            .map_err(|e| vec![format!("reading /etc/resolv.conf: {e}")])?;
+        let resolver = Resolver::parse(&conf);
+        let mut errors = Vec::new();
+        match &self.selector {
+            None => {
+                if resolver.nameservers.is_empty() {
+                    return Err(vec!["/etc/resolv.conf names no nameserver".into()]);
+                }
+                for name in &self.names {
+                    if let Err(e) = self.resolve_any(&resolver, name, until).await {
+                        errors.push(e);
+                    }
+                }
+            }
+            Some(sel) => {
+                let servers = self.endpoints(sel).await?;
+                for server in &servers {
+                    for name in &self.names {
+                        if let Err(e) = self.resolve_at(&resolver, name, *server, until).await {
+                            errors.push(format!("{e} (an endpoint of {}/{sel})", self.namespace));
+                        }
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The addresses of the endpoints of the Services matching `selector` (their DNS port, 53
+    /// when none is named).
+    async fn endpoints(&self, selector: &str) -> Result<Vec<SocketAddr>, Vec<String>> {
+        let client = super::kube_client("dns").await?;
+        let list = Api::<Endpoints>::namespaced(client, &self.namespace)
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| {
+                vec![format!(
+                    "listing endpoints in {} with {selector}: {}",
+                    self.namespace,
+                    api_error(&e)
+                )]
+            })?;
+        let servers = dns_endpoints(&list.items);
+        if servers.is_empty() {
+            return Err(vec![format!(
+                "no ready DNS endpoint in namespace {} for services with {selector}",
+                self.namespace
+            )]);
+        }
+        Ok(servers)
+    }
+
+    /// Passes when one of the resolver's servers answers with an address (a server that says
+    /// NXDOMAIN is believed; one that does not answer is skipped, as the C library does).
+    async fn resolve_any(&self, r: &Resolver, name: &str, until: Instant) -> Result<(), String> {
+        let mut why = Vec::new();
+        for server in &r.nameservers {
+            match self.resolve_at(r, name, *server, until).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.contains("NXDOMAIN") => return Err(e),
+                Err(e) => why.push(e),
+            }
+        }
+        Err(why.join("; "))
+    }
+
+    /// Resolves `name` at `server`, trying the search domains as the resolver would.
+    async fn resolve_at(
+        &self,
+        r: &Resolver,
+        name: &str,
+        server: SocketAddr,
+        until: Instant,
+    ) -> Result<(), String> {
+        let tried = r.candidates(name);
+        let mut last = String::new();
+        for candidate in &tried {
+            for qtype in [QTYPE_A, QTYPE_AAAA] {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(format!(
+                        "{name}: the run's time ran out before {server} answered"
+                    ));
+                }
+                match query(server, candidate, qtype, self.query_timeout.min(left)).await {
+                    Ok(Answer {
+                        rcode: 0,
+                        addresses,
+                    }) if !addresses.is_empty() => {
+                        let shown: Vec<String> =
+                            addresses.iter().map(ToString::to_string).collect();
+                        tracing::info!("{name}: {} from {server} as {candidate}", shown.join(", "));
+                        return Ok(());
+                    }
+                    Ok(Answer { rcode: 0, .. }) => {
+                        last = "no address (NOERROR, empty answer)".into()
+                    }
+                    Ok(Answer { rcode: 3, .. }) => {
+                        last = "NXDOMAIN".into();
+                        break;
+                    }
+                    Ok(Answer { rcode, .. }) => {
+                        return Err(format!(
+                            "{name}: {} from {server} for {candidate}",
+                            rcode_name(rcode)
+                        ))
+                    }
+                    Err(e) => return Err(format!("{name}: {e} from {server}")),
+                }
+            }
+        }
+        Err(format!(
+            "{name}: {last} from {server} (tried {})",
+            tried.join(", ")
+        ))
+    }
+}
+
+/// Each ready address of `endpoints` with the port named `dns` (UDP), else 53.
+pub fn dns_endpoints(endpoints: &[Endpoints]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for e in endpoints {
+        for subset in e.subsets.iter().flatten() {
+            let port = subset
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.protocol.as_deref().unwrap_or("TCP") == "UDP")
+                .map(|p| p.port as u16)
+                .unwrap_or(53);
+            for a in subset.addresses.iter().flatten() {
+                if let Ok(ip) = a.ip.parse::<IpAddr>() {
+                    let s = SocketAddr::new(ip, port);
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub const QTYPE_A: u16 = 1;
+pub const QTYPE_AAAA: u16 = 28;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub rcode: u8,
+    pub addresses: Vec<IpAddr>,
+}
+
+pub fn rcode_name(rcode: u8) -> String {
+    match rcode {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        n => format!("rcode {n}"),
+    }
+}
+
+/// `name` as DNS labels; None when it is not a name (an empty or too long label).
+pub fn encode_name(name: &str) -> Option<Vec<u8>> {
+    if name.is_empty() || name.len() > 253 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 || !label.is_ascii() {
+            return None;
+        }
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    Some(out)
+}
+
+/// A recursive query for `name`/`qtype` with message id `id`.
+pub fn encode_query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
+    let mut msg = Vec::with_capacity(512);
+    msg.extend_from_slice(&id.to_be_bytes());
+    msg.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    msg.extend(encode_name(name)?);
+    msg.extend_from_slice(&qtype.to_be_bytes());
+    msg.extend_from_slice(&1u16.to_be_bytes());
+    Some(msg)
+}
+
+/// Skips a (possibly compressed) name at `at`; the offset after it.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(at)? as usize;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xC0 == 0xC0 => return Some(at + 2),
+            l => at += 1 + l,
+        }
+    }
+}
+
+/// The answer to query `id`: its rcode and the A/AAAA addresses in it. Err when it is not an
+/// answer to that query.
+pub fn decode_answer(id: u16, msg: &[u8]) -> Result<Answer, String> {
+    let bad = || "a malformed answer".to_string();
+    if msg.len() < 12 || u16::from_be_bytes([msg[0], msg[1]]) != id || msg[2] & 0x80 == 0 {
+        return Err("an answer to another query".into());
+    }
+    let rcode = msg[3] & 0x0F;
+    let qd = u16::from_be_bytes([msg[4], msg[5]]);
+    let an = u16::from_be_bytes([msg[6], msg[7]]);
+    let mut at = 12;
+    for _ in 0..qd {
+        at = skip_name(msg, at).ok_or_else(bad)? + 4;
+    }
+    let mut addresses = Vec::new();
+    for _ in 0..an {
+        at = skip_name(msg, at).ok_or_else(bad)?;
+        let head = msg.get(at..at + 10).ok_or_else(bad)?;
+        let rtype = u16::from_be_bytes([head[0], head[1]]);
+        let len = u16::from_be_bytes([head[8], head[9]]) as usize;
+        let data = msg.get(at + 10..at + 10 + len).ok_or_else(bad)?;
+        match (rtype, len) {
+            (QTYPE_A, 4) => addresses.push(IpAddr::from(<[u8; 4]>::try_from(data).unwrap())),
+            (QTYPE_AAAA, 16) => addresses.push(IpAddr::from(<[u8; 16]>::try_from(data).unwrap())),
+            _ => {}
+        }
+        at += 10 + len;
+    }
+    Ok(Answer { rcode, addresses })
+}
+
+/// One query to `server` over UDP, retried once within `limit`.
+pub async fn query(
+    server: SocketAddr,
+    name: &str,
+    qtype: u16,
+    limit: Duration,
+) -> Result<Answer, String> {
+    let id: u16 = rand_id();
+    let msg = encode_query(id, name, qtype).ok_or_else(|| format!("{name:?} is not a DNS name"))?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .unwrap();
+    let sock = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| format!("no UDP socket: {e}"))?;
+    sock.connect(server)
+        .await
+        .map_err(|e| format!("cannot send: {e}"))?;
+    let end = Instant::now() + limit;
+    let mut buf = vec![0u8; 4096];
+    for attempt in 0..2 {
+        sock.send(&msg)
+            .await
+            .map_err(|e| format!("cannot send: {e}"))?;
+        let wait = if attempt == 0 {
+            limit / 2
+        } else {
+            end.saturating_duration_since(Instant::now())
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                Err(_) => break,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err("refused (nothing listens on port 53)".into())
+                }
+                Ok(Err(e)) => return Err(format!("receiving: {e}")),
+                Ok(Ok(n)) => match decode_answer(id, &buf[..n]) {
+                    Ok(a) => return Ok(a),
+                    Err(_) => continue,
+                },
+            }
+        }
+    }
+    Err(format!("no answer in {}s", limit.as_secs_f32()))
+}
+
+fn rand_id() -> u16 {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::test_env as env;
+
+    #[test]
+    fn hostname_set_by_kubernetes_means_unset_and_names_are_checked() {
+        let c = Config::parse(&env(&[("HOSTNAME", "dns-check-7f9")]), "dns-check-7f9").unwrap();
+        assert_eq!(c.names, vec!["kubernetes.default"]);
+        let c = Config::parse(&env(&[("HOSTNAME", "a.example, b.example.")]), "pod").unwrap();
+        assert_eq!(c.names, vec!["a.example", "b.example."]);
+        assert_eq!(c.namespace, "kube-system");
+        assert_eq!(
+            Config::parse(&env(&[("HOSTNAME", "a..b")]), "pod").unwrap_err(),
+            "HOSTNAME: \"a..b\" is not a DNS name"
+        );
+    }
+
+    #[test]
+    fn search_domains_and_ndots_order_the_candidates_like_the_c_library() {
+        let r = Resolver::parse(
+            "search probity.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.0.0.10\noptions ndots:5\n",
+        );
+        assert_eq!(r.nameservers, vec!["10.0.0.10:53".parse().unwrap()]);
+        assert_eq!(
+            r.candidates("kubernetes.default"),
+            vec![
+                "kubernetes.default.probity.svc.cluster.local",
+                "kubernetes.default.svc.cluster.local",
+                "kubernetes.default.cluster.local",
+                "kubernetes.default",
+            ]
+        );
+        assert_eq!(r.candidates("example.com."), vec!["example.com"]);
+        let r = Resolver::parse("search a.b\nnameserver ::1\n");
+        assert_eq!(r.candidates("x.y"), vec!["x.y", "x.y.a.b"]);
+    }
+
+    #[test]
+    fn queries_encode_and_answers_decode_with_compression() {
+        let q = encode_query(0x1234, "kubernetes.default.svc", QTYPE_A).unwrap();
+        assert_eq!(&q[..4], &[0x12, 0x34, 0x01, 0x00]);
+        assert_eq!(&q[12..31], b"\x0akubernetes\x07default");
+        // The answer: header, the question echoed, one A record whose name points at it.
+        let mut a = q.clone();
+        a[2] = 0x81;
+        a[3] = 0x80;
+        a[7] = 1;
+        a.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0, 0, 1]);
+        assert_eq!(
+            decode_answer(0x1234, &a).unwrap(),
+            Answer {
+                rcode: 0,
+                addresses: vec!["10.0.0.1".parse().unwrap()]
+            }
+        );
+        assert!(decode_answer(0x9999, &a).is_err(), "another query's answer");
+        let mut nx = q.clone();
+        nx[2] = 0x81;
+        nx[3] = 0x83;
+        assert_eq!(decode_answer(0x1234, &nx).unwrap().rcode, 3);
+        assert!(
+            decode_answer(0x1234, &a[..a.len() - 2]).is_err(),
+            "truncated"
+        );
+        assert!(encode_name(&"a".repeat(64)).is_none());
+    }
+
+    #[test]
+    fn endpoints_give_each_ready_address_at_the_udp_port() {
+        let eps: Vec<Endpoints> = serde_json::from_value(serde_json::json!([{
+            "metadata": {"name": "kube-dns"},
+            "subsets": [{"addresses": [{"ip": "10.202.0.5"}, {"ip": "10.202.0.6"}],
+                         "notReadyAddresses": [{"ip": "10.202.0.7"}],
+                         "ports": [{"name": "dns-tcp", "port": 5353, "protocol": "TCP"},
+                                   {"name": "dns", "port": 1053, "protocol": "UDP"}]}]
+        }]))
+        .unwrap();
+        assert_eq!(
+            dns_endpoints(&eps),
+            vec![
+                "10.202.0.5:1053".parse::<SocketAddr>().unwrap(),
+                "10.202.0.6:1053".parse().unwrap()
+            ]
+        );
+    }
+
+    /// A real exchange over loopback with a server that answers one name and refuses others.
+    #[tokio::test]
+    async fn resolve_at_a_server_names_it_and_its_answer() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let (n, from) = server.recv_from(&mut buf).await.unwrap();
+                let mut a = buf[..n].to_vec();
+                a[2] |= 0x80;
+                let known = a[12..].starts_with(b"\x04good\x07example\x00") && a[n - 3] == 1;
+                if known {
+                    a[7] = 1;
+                    a.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 7]);
+                } else if !a[12..].starts_with(b"\x04good\x07example\x00") {
+                    a[3] = 3;
+                }
+                server.send_to(&a, from).await.unwrap();
+            }
+        });
+        let c = Config::parse(&env(&[("HOSTNAME", "x")]), "pod").unwrap();
+        let r = Resolver {
+            nameservers: vec![addr],
+            search: vec!["example".into()],
+            ndots: 1,
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        c.resolve_at(&r, "good", addr, until).await.unwrap();
+        assert_eq!(
+            c.resolve_at(&r, "nope", addr, until).await.unwrap_err(),
+            format!("nope: NXDOMAIN from {addr} (tried nope.example, nope)")
+        );
+        // Nothing listens: refused at once, named.
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = c.resolve_at(&r, "good", closed, until).await.unwrap_err();
+        assert_eq!(
+            e,
+            format!("good: refused (nothing listens on port 53) from {closed}")
+        );
+    }
+}
