@@ -8,7 +8,8 @@
 # API server listens (and where tests' probity replicas listen for reports); the node end is the
 # node's InternalIP $node_ip. Pods get $pod_cidr on the node's bridge; Services $svc_cidr through
 # kube-proxy in the node's namespace. The node has no default route, so a pod's packet to anything
-# else is unroutable, and pods resolve through a resolv.conf that names 127.0.0.1 (no DNS server).
+# else is unroutable. Cluster DNS is dnsmasq on the node's address behind the kube-dns Service
+# ($svc_dns); it forwards nothing.
 #
 #   scripts/kube-up.sh DIR     # writes DIR/kubeconfig and DIR/env (addresses, pids); prints DIR
 #   scripts/kube-down.sh DIR   # stops all of it and removes the network
@@ -22,7 +23,7 @@ bin=$(bash "$scripts/kube-build.sh")
 
 netns=probity-node node=probity-node
 host_ip=10.201.0.1 node_ip=10.201.0.2 link_cidr=24
-pod_cidr=10.202.0.0/16 pod_gw=10.202.0.1 svc_cidr=10.0.0.0/24 svc_api=10.0.0.1
+pod_cidr=10.202.0.0/16 pod_gw=10.202.0.1 svc_cidr=10.0.0.0/24 svc_api=10.0.0.1 svc_dns=10.0.0.10
 
 need=()
 command -v etcd >/dev/null || need+=(etcd-server)
@@ -37,6 +38,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v sysctl >/dev/null || need+=(procps)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   apt-get update -qq >&2
@@ -119,6 +121,9 @@ token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 echo "$token,admin,admin,system:masters" > tokens.csv
 cd "$dir"
 
+# A DIR used before holds a dead cluster's objects (the kubernetes Service's endpoint on the old
+# API server port, among them); start from an empty store.
+rm -rf "$dir/etcd"
 etcd --data-dir "$dir/etcd" --name probity-test \
   --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
   --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
@@ -251,7 +256,19 @@ for _ in $(seq 1 100); do [ -S "$ctd/containerd.sock" ] && break; sleep 0.1; don
 ctr --address "$ctd/containerd.sock" version >/dev/null || { log "containerd did not start:"; tail -20 "$dir/containerd.log" >&2; exit 1; }
 bash "$scripts/node-images.sh" "$dir"
 
-# Pods get a resolver that fails at once instead of the machine's, which is off the machine.
+# Cluster DNS: dnsmasq in the node's namespace on the node's address, behind a kube-dns Service
+# (created below, the address kubelet gives pods). It knows the kubernetes Service and the test
+# zone probity.test (external.probity.test stands for a name outside the cluster) and answers
+# NXDOMAIN for other names there and for plain names; it forwards nothing, so no query leaves the
+# machine. Pods with dnsPolicy Default get a resolver that fails at once.
+bg_in_node dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll --domain-needed \
+  --user=nobody --group=nogroup --pid-file= --bind-interfaces --listen-address "$node_ip" \
+  --local=/cluster.local/ --local=/probity.test/ \
+  --host-record="kubernetes.default.svc.cluster.local,$svc_api" \
+  --host-record="kube-dns.kube-system.svc.cluster.local,$svc_dns" \
+  --host-record="external.probity.test,$host_ip" \
+  >"$dir/dnsmasq.log" 2>&1 &
+pids+=($!); record
 echo "nameserver 127.0.0.1" > "$dir/resolv.conf"
 mkdir -p "$dir/kubelet"
 bg_in_node "$bin/kubelet" \
@@ -261,6 +278,7 @@ bg_in_node "$bin/kubelet" \
   --eviction-hard 'memory.available<1Mi,nodefs.available<1%,imagefs.available<1%' \
   --image-gc-high-threshold 100 --image-gc-low-threshold 99 \
   --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki" --resolv-conf "$dir/resolv.conf" \
+  --cluster-dns "$svc_dns" --cluster-domain cluster.local \
   --volume-plugin-dir "$dir/kubelet/volume-plugins" \
   --anonymous-auth=true --authorization-mode AlwaysAllow --authentication-token-webhook=false \
   --read-only-port 0 --healthz-port 0 --max-pods 250 --kube-api-qps 50 --kube-api-burst 100 \
@@ -288,6 +306,22 @@ for i in $(seq 1 240); do
   fi
   sleep 0.5
 done
+# The kube-dns Service and its endpoint (dnsmasq above), labelled as kube-dns is in real clusters.
+kc apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  clusterIP: $svc_dns
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+subsets:
+- addresses: [{ip: $node_ip}]
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+YAML
 record
 log "ready: https://$host_ip:$api (kubeconfig $dir/kubeconfig), node $node ($node_ip)"
 echo "$dir"

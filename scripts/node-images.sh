@@ -14,6 +14,11 @@
 #   docker.io/curlimages/curl:8.5.0      Debian's curl and its libraries, with busybox's sh: what
 #                                        the Kuberhealthy v3 example manifest runs (the tag is the
 #                                        name manifests use; the curl inside is Debian's)
+#   docker.io/nginxinc/nginx-unprivileged:1.17.8 and :1.17.9
+#                                        stand-ins for the deployment check's default images:
+#                                        busybox httpd on 8080 as user 101 (as nginx-unprivileged
+#                                        runs), serving an index.html that names the tag
+#   gcr.io/google-containers/pause:3.1   the pause above, under the daemonset check's default name
 # probity's image is named as deploy/deployment.yaml names it (ghcr.io/probity/probity:<version>):
 # the binary, its libraries, CA certificates and a passwd entry for 65532, run as 65532.
 set -euo pipefail
@@ -100,6 +105,13 @@ fill_curl() {
   cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/"
   echo 'curl_user:x:100:101:curl:/home/curl_user:/bin/sh' >> "$1/etc/passwd"
 }
+# web ROOTFS TAG: the nginx-unprivileged stand-in.
+fill_web() {
+  busybox_into "$1"
+  mkdir -p "$1/usr/share/nginx/html"
+  echo "probity test web server $web_tag" > "$1/usr/share/nginx/html/index.html"
+  echo 'nginx:x:101:101:nginx:/nonexistent:/bin/sh' >> "$1/etc/passwd"
+}
 probity_bin=""
 fill_probity() {
   mkdir -p "$1/usr/local/bin" "$1/etc/ssl/certs" "$1/tmp"
@@ -127,3 +139,9 @@ image k8s.gcr.io/pause:3.2 fill_pause --config.entrypoint /pause
 image docker.io/library/busybox:1.35 fill_busybox --config.cmd sh
 image docker.io/library/busybox:1.35-glibc fill_busybox_glibc --config.cmd sh
 image docker.io/curlimages/curl:8.5.0 fill_curl --config.user 100:101 --config.entrypoint curl
+for web_tag in 1.17.8 1.17.9; do
+  image "docker.io/nginxinc/nginx-unprivileged:$web_tag" fill_web --config.user 101:101 \
+    --config.entrypoint /bin/httpd --config.cmd -f --config.cmd -p --config.cmd 8080 \
+    --config.cmd -h --config.cmd /usr/share/nginx/html --config.exposedports 8080/tcp
+done
+image gcr.io/google-containers/pause:3.1 fill_pause --config.entrypoint /pause

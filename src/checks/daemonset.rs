@@ -239,15 +239,18 @@ impl Config {
         let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
         let run = workload::run_suffix(run_uuid);
         let name = format!("{}-{run}", self.name);
-        let end = Instant::now() + budget;
-        let work_end = end - (budget / 4).min(Duration::from_secs(30));
+        let (work_end, end) = workload::deadlines(budget);
+        let mut interrupted = false;
         let outcome = tokio::select! {
             r = self.exercise(&client, &daemonsets, &ns, &name, &run, work_end) => r,
-            sig = workload::interrupted() => Err(vec![format!(
-                "interrupted by {sig} before the check finished (the run timed out or its pod was deleted)"
-            )]),
+            sig = workload::interrupted() => {
+                interrupted = true;
+                Err(vec![format!(
+                    "interrupted by {sig} before the check finished (the run timed out or its pod was deleted)"
+                )])
+            }
         };
-        let clean_end = end.max(Instant::now() + Duration::from_secs(20));
+        let clean_end = workload::cleanup_deadline(interrupted, end);
         let mut errors = outcome.err().unwrap_or_default();
         if let Err(e) =
             workload::delete_and_wait(&daemonsets, &ns, "daemonset", &name, clean_end).await

@@ -235,18 +235,18 @@ impl Config {
             format!("{}-{run}", self.deployment),
             format!("{}-{run}", self.service),
         );
-        let end = Instant::now() + budget;
-        // Cleanup keeps a quarter of the run, 30 s at most.
-        let work_end = end - (budget / 4).min(Duration::from_secs(30));
+        let (work_end, end) = workload::deadlines(budget);
+        let mut interrupted = false;
         let outcome = tokio::select! {
             r = self.exercise(&k, &names, &run, work_end) => r,
-            sig = workload::interrupted() => Err(vec![format!(
-                "interrupted by {sig} before the check finished (the run timed out or its pod was deleted)"
-            )]),
+            sig = workload::interrupted() => {
+                interrupted = true;
+                Err(vec![format!(
+                    "interrupted by {sig} before the check finished (the run timed out or its pod was deleted)"
+                )])
+            }
         };
-        // After an interruption the run's deadline may have passed: the pod's grace period
-        // (30 s by default) is what is left.
-        let clean_end = end.max(Instant::now() + Duration::from_secs(20));
+        let clean_end = workload::cleanup_deadline(interrupted, end);
         let mut errors = outcome.err().unwrap_or_default();
         for r in [
             workload::delete_and_wait(&k.deployments, &k.ns, "deployment", &names.0, clean_end)

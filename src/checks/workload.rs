@@ -221,6 +221,28 @@ fn clip(s: &str, n: usize) -> String {
     }
 }
 
+/// When the work of a run with `budget` left must stop, and when its cleanup must: cleanup keeps
+/// a quarter of the run, at least 10 s (half the run at most) and at most 30 s.
+pub fn deadlines(budget: std::time::Duration) -> (Instant, Instant) {
+    use std::time::Duration;
+    let end = Instant::now() + budget;
+    let reserve = (budget / 4)
+        .max(Duration::from_secs(10))
+        .min(budget / 2)
+        .min(Duration::from_secs(30));
+    (end - reserve, end)
+}
+
+/// Until when cleanup may take: the run's end, or after an interruption (the run's end may have
+/// passed) the pod's grace period, 30 s by default, less a margin.
+pub fn cleanup_deadline(interrupted: bool, end: Instant) -> Instant {
+    if interrupted {
+        Instant::now() + std::time::Duration::from_secs(20)
+    } else {
+        end
+    }
+}
+
 /// Resolves at SIGTERM (the pod deleted, at its run's timeout or by hand) or SIGINT, naming it.
 pub async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
@@ -250,6 +272,18 @@ mod tests {
         let s = run_suffix("x");
         assert_eq!(s.len(), 8);
         assert!(s.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn cleanup_keeps_a_quarter_of_the_run_between_10_and_30_seconds_and_half_at_most() {
+        let reserve = |secs: u64| {
+            let (work, end) = deadlines(std::time::Duration::from_secs(secs));
+            (end - work).as_secs()
+        };
+        assert_eq!(reserve(40), 10);
+        assert_eq!(reserve(80), 20);
+        assert_eq!(reserve(600), 30);
+        assert_eq!(reserve(8), 4);
     }
 
     #[test]

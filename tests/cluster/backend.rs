@@ -49,16 +49,22 @@ pub fn replica_with(
     Probity::spawn(&args, &[("KUBECONFIG", kubeconfig.as_str())])
 }
 
-pub async fn wait<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub async fn wait<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
+    wait_up_to(PATIENCE * 2, what, f).await
+}
+
+/// [`wait`] for what takes longer than most: a rollout, a cron schedule's next minute.
+pub async fn wait_up_to<T>(
+    limit: Duration,
+    what: &str,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            start.elapsed() < PATIENCE * 2,
-            "timed out waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
