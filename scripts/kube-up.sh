@@ -257,15 +257,16 @@ ctr --address "$ctd/containerd.sock" version >/dev/null || { log "containerd did
 bash "$scripts/node-images.sh" "$dir"
 
 # Cluster DNS: dnsmasq in the node's namespace on the node's address, behind a kube-dns Service
-# (created below, the address kubelet gives pods). It knows the kubernetes Service and the test
-# zone probity.test (external.probity.test stands for a name outside the cluster) and answers
-# NXDOMAIN for other names there and for plain names; it forwards nothing, so no query leaves the
-# machine. Pods with dnsPolicy Default get a resolver that fails at once.
+# (created below, the address kubelet gives pods). It answers <service>.<namespace>.svc.cluster.local
+# from a hosts file that a loop below keeps in step with the Services, and the test zone
+# probity.test (external.probity.test stands for a name outside the cluster); NXDOMAIN for other
+# names there and for plain names. It forwards nothing, so no query leaves the machine. Pods with
+# dnsPolicy Default get a resolver that fails at once.
+mkdir -p "$dir/dns"
+: > "$dir/dns/services"
 bg_in_node dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll --domain-needed \
   --user=nobody --group=nogroup --pid-file= --bind-interfaces --listen-address "$node_ip" \
-  --local=/cluster.local/ --local=/probity.test/ \
-  --host-record="kubernetes.default.svc.cluster.local,$svc_api" \
-  --host-record="kube-dns.kube-system.svc.cluster.local,$svc_dns" \
+  --local=/cluster.local/ --local=/probity.test/ --hostsdir "$dir/dns" \
   --host-record="external.probity.test,$host_ip" \
   >"$dir/dnsmasq.log" 2>&1 &
 pids+=($!); record
@@ -322,6 +323,19 @@ subsets:
 - addresses: [{ip: $node_ip}]
   ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
 YAML
+# The Services' names for dnsmasq, every second (dnsmasq rereads the file when it is replaced).
+(
+  while true; do
+    if kc get services -A -o jsonpath='{range .items[*]}{.spec.clusterIP} {.metadata.name}.{.metadata.namespace}.svc.cluster.local{"\n"}{end}' \
+      >"$dir/dns/.services" 2>/dev/null; then
+      grep -v '^None ' "$dir/dns/.services" >"$dir/dns/.services.new" || true
+      mv "$dir/dns/.services.new" "$dir/dns/services"
+    fi
+    sleep 1
+  done
+) >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do grep -q " kube-dns.kube-system.svc" "$dir/dns/services" && break; sleep 0.2; done
 record
 log "ready: https://$host_ip:$api (kubeconfig $dir/kubeconfig), node $node ($node_ip)"
 echo "$dir"
