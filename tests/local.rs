@@ -227,12 +227,17 @@ async fn duplicate_and_late_reports_are_refused() {
             "dup",
             "  runInterval: 1h\n",
             &format!(
-                "probity report --ok; probity report --ok 2> {0}.err; echo \"$?\" > {0}.code",
+                "probity report --ok; probity report --ok; echo \"$?\" > {0}.again; probity report --error 'changed my mind' 2> {0}.err; echo \"$?\" > {0}.code",
                 dup.display()
             ),
         ),
     );
     let code = wait_file(&dup.with_extension("code")).await;
+    assert_eq!(
+        wait_file(&dup.with_extension("again")).await.trim(),
+        "0",
+        "the same verdict again is a retry, answered 200"
+    );
     assert_eq!(code.trim(), "2", "a refused report exits non-zero");
     let err = std::fs::read_to_string(dup.with_extension("err")).unwrap();
     assert!(

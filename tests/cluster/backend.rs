@@ -368,20 +368,21 @@ async fn a_pod_deleted_mid_run_ends_the_run_and_reports_are_taken_once() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 
-    // A check that reports twice: the second is refused, the first counted once.
+    // A check that reports twice (a retry: answered 200, counted once), then changes its mind
+    // (refused).
     create(
         c,
         &sh_check(
             ns,
             "twice",
             "  runInterval: 1h\n",
-            "probity report --ok && ! probity report --ok",
+            "probity report --ok && probity report --ok && ! probity report --error 'changed my mind'",
         ),
     )
     .await;
     let st = runs(c, ns, "twice", 1).await;
     assert_eq!((st.success_count, st.failure_count), (1, 0));
-    // Its pod exited 0 only because the second report was refused.
+    // Its pod exited 0 only because the retry was accepted and the other verdict refused.
     let done = wait("the pod to finish", async || {
         pods(c, ns, "twice")
             .await
