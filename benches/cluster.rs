@@ -11,6 +11,8 @@
 //! from a watch on the namespace (first seen -> first seen Running); start-to-report from the
 //! runs' recorded durations.
 
+#[path = "audit/mod.rs"]
+mod audit;
 #[path = "common/mod.rs"]
 mod common;
 #[path = "../tests/cluster/testkube.rs"]
@@ -29,57 +31,6 @@ use common::{cpu_of, mem_mb};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use probity::api::HealthCheck;
-
-/// The API server's audit log (scripts/kube-up.sh with PROBITY_KUBE_AUDIT=1) and its length now.
-fn audit_log() -> (std::path::PathBuf, u64) {
-    let path = testkube::cluster_dir().join("audit.log");
-    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or_else(|_| {
-        panic!("no audit log: bring the cluster up with PROBITY_KUBE_AUDIT=1 scripts/kube-up.sh DIR")
-    });
-    (path, len)
-}
-
-/// Requests in the audit log between two offsets, by (client, verb, resource[/subresource]),
-/// the client being "probity" (its User-Agent) or the first word of another's user agent. A
-/// watch counts when it starts, every other request when it completes.
-fn audit_requests(
-    path: &std::path::Path,
-    from: u64,
-    to: u64,
-) -> BTreeMap<(String, String, String), f64> {
-    use std::io::{Read, Seek};
-    let mut f = std::fs::File::open(path).unwrap();
-    f.seek(std::io::SeekFrom::Start(from)).unwrap();
-    let mut text = String::new();
-    f.take(to - from).read_to_string(&mut text).unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let verb = ev["verb"].as_str().unwrap_or("").to_string();
-        let stage = ev["stage"].as_str().unwrap_or("");
-        let counted = if verb == "watch" {
-            stage == "ResponseStarted"
-        } else {
-            stage == "ResponseComplete"
-        };
-        if !counted {
-            continue;
-        }
-        let agent = ev["userAgent"].as_str().unwrap_or("");
-        let client = agent.split(['/', ' ']).next().unwrap_or("").to_string();
-        let mut res = ev["objectRef"]["resource"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if let Some(sub) = ev["objectRef"]["subresource"].as_str() {
-            res = format!("{res}/{sub}");
-        }
-        *out.entry((client, verb, res)).or_default() += 1.0;
-    }
-    out
-}
 
 /// (count, quantile upper bounds) from a Prometheus histogram in text form.
 fn histogram(text: &str, name: &str, qs: &[f64]) -> (f64, Vec<String>) {
@@ -236,7 +187,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(70);
     tokio::time::sleep(Duration::from_secs(warmup)).await;
-    let (audit, before) = audit_log();
+    let (audit, before) = audit::log(&testkube::cluster_dir());
     let window_start = chrono::Utc::now().timestamp();
     let runs0 = runs(&json(http.clone()).await.unwrap());
     let cpu0 = cpu_of(pid);
@@ -257,7 +208,7 @@ async fn main() {
         .values()
         .map(|c| c["FailureCount"].as_i64().unwrap_or(0))
         .sum();
-    let after = audit_log().1;
+    let after = audit::log(&testkube::cluster_dir()).1;
     let metrics = http
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -394,7 +345,7 @@ async fn main() {
         peak_rss,
         hwm
     );
-    let requests = audit_requests(&audit, before, after);
+    let requests = audit::requests(&audit, before, after, audit::first_word);
     println!("API requests in the window by client (audit log), per run:");
     let mut per_run = 0.0;
     for ((who, verb, res), n) in &requests {

@@ -258,7 +258,7 @@ bash "$scripts/node-images.sh" "$dir"
 
 # Cluster DNS: dnsmasq in the node's namespace on the node's address, behind a kube-dns Service
 # (created below, the address kubelet gives pods). It answers <service>.<namespace>.svc.cluster.local
-# from a hosts file that a loop below keeps in step with the Services, and the test zone
+# from a hosts file that cluster-dns.py keeps in step with the Services (a watch), and the test zone
 # probity.test (external.probity.test stands for a name outside the cluster); NXDOMAIN for other
 # names there and for plain names. It forwards nothing, so no query leaves the machine. Pods with
 # dnsPolicy Default get a resolver that fails at once.
@@ -323,17 +323,9 @@ subsets:
 - addresses: [{ip: $node_ip}]
   ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
 YAML
-# The Services' names for dnsmasq, every second (dnsmasq rereads the file when it is replaced).
-(
-  while true; do
-    if kc get services -A -o jsonpath='{range .items[*]}{.spec.clusterIP} {.metadata.name}.{.metadata.namespace}.svc.cluster.local{"\n"}{end}' \
-      >"$dir/dns/.services" 2>/dev/null; then
-      grep -v '^None ' "$dir/dns/.services" >"$dir/dns/.services.new" || true
-      mv "$dir/dns/.services.new" "$dir/dns/services"
-    fi
-    sleep 1
-  done
-) >/dev/null 2>&1 &
+# The Services' names for dnsmasq, from a watch (dnsmasq rereads the file when it is replaced).
+python3 "$scripts/cluster-dns.py" "https://$host_ip:$api" "$pki/ca.crt" "$token" "$dir/dns/services" \
+  >"$dir/cluster-dns.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 50); do grep -q " kube-dns.kube-system.svc" "$dir/dns/services" && break; sleep 0.2; done
 record
