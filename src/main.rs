@@ -252,7 +252,8 @@ async fn main() -> ExitCode {
     probity::tune_allocator();
     let cli = Cli::parse();
     // A server logs what it does; one-shot commands only what went wrong.
-    let default_level = if matches!(cli.command, Command::Serve(_)) {
+    // A check pod's log says what its check did, step by step.
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Check { .. }) {
         "info"
     } else {
         "warn"

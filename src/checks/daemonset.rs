@@ -251,12 +251,17 @@ impl Config {
             }
         };
         let clean_end = workload::cleanup_deadline(interrupted, end);
+        let step = Instant::now();
         let mut errors = outcome.err().unwrap_or_default();
         if let Err(e) =
             workload::delete_and_wait(&daemonsets, &ns, "daemonset", &name, clean_end).await
         {
             errors.push(format!("cleanup: {e}"));
         }
+        tracing::info!(
+            "deleted daemonset {ns}/{name} (its pods gone) in {:.1}s",
+            step.elapsed().as_secs_f64()
+        );
         if errors.is_empty() {
             Ok(())
         } else {
@@ -307,6 +312,11 @@ impl Config {
                 .map_err(|e| vec![format!("listing the daemonset's pods: {}", api_error(&e))])?;
             let missing = Self::missing(&expected, &list.items);
             if missing.is_empty() {
+                tracing::info!(
+                    "daemonset {ns}/{name}: a Ready pod on each of {} nodes after {:.1}s",
+                    expected.len(),
+                    started.elapsed().as_secs_f64()
+                );
                 return Ok(());
             }
             if Instant::now() + Duration::from_secs(2) >= until {

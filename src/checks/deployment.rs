@@ -247,6 +247,7 @@ impl Config {
             }
         };
         let clean_end = workload::cleanup_deadline(interrupted, end);
+        let step = Instant::now();
         let mut errors = outcome.err().unwrap_or_default();
         for r in [
             workload::delete_and_wait(&k.deployments, &k.ns, "deployment", &names.0, clean_end)
@@ -257,6 +258,13 @@ impl Config {
                 errors.push(format!("cleanup: {e}"));
             }
         }
+        tracing::info!(
+            "deleted deployment {0}/{1} (its pods gone) and service {0}/{2} in {3:.1}s",
+            k.ns,
+            names.0,
+            names.1,
+            step.elapsed().as_secs_f64()
+        );
         if errors.is_empty() {
             Ok(())
         } else {
@@ -320,9 +328,17 @@ impl Config {
         };
         let url = format!("http://{host}:{}/", self.service_port);
 
+        let step = Instant::now();
         self.rolled_out(k, dep_name, run, &self.image, until)
             .await?;
+        tracing::info!(
+            "deployment {ns}/{dep_name} rolled out ({}) in {:.1}s",
+            self.image,
+            step.elapsed().as_secs_f64()
+        );
+        let step = Instant::now();
         get_ok(&url, &format!("{ns}/{svc_name}"), until).await?;
+        tracing::info!("GET {url}: 200 after {:.1}s", step.elapsed().as_secs_f64());
         if let Some(second) = &self.roll_to {
             let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": second}]}}}});
             k.deployments
@@ -334,8 +350,15 @@ impl Config {
                         api_error(&e)
                     )]
                 })?;
+            let step = Instant::now();
             self.rolled_out(k, dep_name, run, second, until).await?;
+            tracing::info!(
+                "deployment {ns}/{dep_name} rolled to {second} in {:.1}s",
+                step.elapsed().as_secs_f64()
+            );
+            let step = Instant::now();
             get_ok(&url, &format!("{ns}/{svc_name}"), until).await?;
+            tracing::info!("GET {url}: 200 after {:.1}s", step.elapsed().as_secs_f64());
         }
         Ok(())
     }

@@ -164,15 +164,39 @@ impl PodRunner {
             );
         }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), run.key.namespace());
-        match api.create(&PostParams::default(), &pod).await {
-            Ok(_) => debug!(check = %run.key, uuid = %run.uuid, "pod created"),
-            Err(e) => {
-                let name = pod.metadata.name.unwrap_or_default();
-                self.fail_start(
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut delay = CREATE_RETRY_FIRST;
+        for attempt in 1.. {
+            let e = match api.create(&PostParams::default(), &pod).await {
+                Ok(_) => return debug!(check = %run.key, uuid = %run.uuid, "pod created"),
+                // An earlier attempt did create it (its answer was lost): the name is this run's.
+                Err(kube::Error::Api(s)) if attempt > 1 && s.code == 409 => {
+                    return debug!(check = %run.key, uuid = %run.uuid, "pod created")
+                }
+                Err(e) => e,
+            };
+            // The API server says "later" (a ServiceAccount applied with the check has no token
+            // yet: 500 ServerTimeout; 429; 503) or did not answer: try again while the run has
+            // time, is still this replica's to start, and still waits for its pod.
+            let later = retry_later(&e)
+                && attempt < CREATE_ATTEMPTS
+                && Utc::now() + delay < run.deadline
+                && self.leadership.is_current()
+                && self
+                    .state
+                    .lock()
+                    .expect("runner lock")
+                    .runs
+                    .contains_key(&run.uuid);
+            if !later {
+                return self.fail_start(
                     run.uuid,
                     format!("creating pod {name}: {}", kube_reason(&e)),
-                )
+                );
             }
+            debug!(check = %run.key, uuid = %run.uuid, "creating pod {name} again: {}", kube_reason(&e));
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(CREATE_RETRY_MAX);
         }
     }
 
@@ -327,6 +351,21 @@ impl Runner for PodRunner {
 fn run_of(pod: &Pod) -> Option<Uuid> {
     Uuid::parse_str(pod.labels().get(RUN_LABEL)?).ok()
 }
+/// Pod creation that the API server asks to retry is tried this many times in all, waiting from
+/// the first delay, doubling up to the largest (about 16 s in all), within the run's deadline.
+const CREATE_ATTEMPTS: u32 = 8;
+const CREATE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const CREATE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The API server asked to try again later, or was not reached.
+fn retry_later(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
 fn kube_reason(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),

@@ -282,3 +282,70 @@ async fn retention_keeps_the_newest_deletes_the_rest_once_and_only_on_the_leader
         "a follower reaps nothing"
     );
 }
+
+/// A runner whose API server answers pod creations in turn from `answers` (then 201).
+fn runner_answering(
+    answers: Vec<(u16, &'static str)>,
+) -> (StandIn, PodRunner, mpsc::Receiver<Event>) {
+    let answers = std::sync::Mutex::new(answers.into_iter());
+    let (api, client) = StandIn::start(move |seen, _| match seen.method.as_str() {
+        "POST" => match answers.lock().unwrap().next() {
+            Some((code, reason)) => standin::status(code, reason),
+            None => (201, seen.body.clone().unwrap_or_default()),
+        },
+        _ => standin::status(404, "NotFound"),
+    });
+    let (handle, events) = EngineHandle::channel();
+    (
+        api,
+        PodRunner::new(client, handle, BASE, Retention::default(), leader()),
+        events,
+    )
+}
+
+fn posts(api: &StandIn) -> usize {
+    api.seen().iter().filter(|s| s.method == "POST").count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn pod_creation_the_api_server_asks_to_retry_is_retried_and_a_refusal_is_not() {
+    // A ServiceAccount applied with its check has no token for a moment: 500 ServerTimeout,
+    // "retry after the token is automatically created". Then a lost answer: 409 on the retry.
+    let (api, r, mut events) = runner_answering(vec![
+        (500, "ServerTimeout"),
+        (503, "ServiceUnavailable"),
+        (409, "AlreadyExists"),
+    ]);
+    let a = run("token");
+    r.start(a.clone());
+    api.until(3).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(posts(&api), 3, "{:?}", api.seen());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), released(&mut events))
+            .await
+            .is_err(),
+        "the run waits for its pod, it did not fail to start"
+    );
+
+    // Forbidden is an answer, not a "later": one attempt, the run fails to start at once.
+    let (api, r, mut events) = runner_answering(vec![(403, "Forbidden"), (403, "Forbidden")]);
+    let b = run("forbidden");
+    r.start(b.clone());
+    let (uuid, end) = released(&mut events).await;
+    assert_eq!(uuid, b.uuid);
+    assert!(matches!(end, RunEnd::StartFailed(_)), "{end:?}");
+    assert_eq!(posts(&api), 1);
+
+    // "Later" for ever: it gives up within the attempts, naming the last answer.
+    let (api, r, mut events) = runner_answering(vec![(500, "ServerTimeout"); 20]);
+    let c = run("never");
+    r.start(c.clone());
+    let (uuid, end) = released(&mut events).await;
+    assert_eq!(uuid, c.uuid);
+    assert!(
+        matches!(&end, RunEnd::StartFailed(m) if m.starts_with("creating pod ")),
+        "{end:?}"
+    );
+    assert_eq!(posts(&api), 8);
+}
