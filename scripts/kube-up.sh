@@ -261,11 +261,14 @@ bash "$scripts/node-images.sh" "$dir"
 # from a hosts file that cluster-dns.py keeps in step with the Services (a watch), and the test zone
 # probity.test (external.probity.test stands for a name outside the cluster); NXDOMAIN for other
 # names there and for plain names. It forwards nothing, so no query leaves the machine. Pods with
-# dnsPolicy Default get a resolver that fails at once.
+# dnsPolicy Default get a resolver that fails at once. It stays root: DIR (mktemp -d, as in CI) is
+# 0700, and dnsmasq rereads the hosts file after start, when `nobody` could not (every name was
+# NXDOMAIN in CI). Its log (queries included) is DIR/dnsmasq.log.
 mkdir -p "$dir/dns"
 : > "$dir/dns/services"
 bg_in_node dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-poll --domain-needed \
-  --user=nobody --group=nogroup --pid-file= --bind-interfaces --listen-address "$node_ip" \
+  --user=root --group=root --pid-file= --bind-interfaces --listen-address "$node_ip" \
+  --log-facility=- --log-queries \
   --local=/cluster.local/ --local=/probity.test/ --hostsdir "$dir/dns" \
   --host-record="external.probity.test,$host_ip" \
   >"$dir/dnsmasq.log" 2>&1 &

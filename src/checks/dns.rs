@@ -201,8 +201,10 @@ impl Config {
         until: Instant,
     ) -> Result<(), String> {
         let tried = r.candidates(name);
-        let mut last = String::new();
+        // What the server said for each name tried, when none had an address.
+        let mut said: Vec<String> = Vec::new();
         for candidate in &tried {
+            let mut answer = String::new();
             for qtype in [QTYPE_A, QTYPE_AAAA] {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -221,25 +223,34 @@ impl Config {
                         return Ok(());
                     }
                     Ok(Answer { rcode: 0, .. }) => {
-                        last = "no address (NOERROR, empty answer)".into()
+                        answer = "no address (NOERROR, empty answer)".into()
                     }
-                    Ok(Answer { rcode: 3, .. }) => {
-                        last = "NXDOMAIN".into();
-                        break;
-                    }
+                    // No such name, or the server will not say (SERVFAIL, REFUSED): the next
+                    // name of the search list, as the C library goes on.
                     Ok(Answer { rcode, .. }) => {
-                        return Err(format!(
-                            "{name}: {} from {server} for {candidate}",
-                            rcode_name(rcode)
-                        ))
+                        answer = rcode_name(rcode);
+                        break;
                     }
                     Err(e) => return Err(format!("{name}: {e} from {server}")),
                 }
             }
+            said.push(answer);
         }
+        if said.iter().all(|a| *a == said[0]) {
+            return Err(format!(
+                "{name}: {} from {server} (tried {})",
+                said[0],
+                tried.join(", ")
+            ));
+        }
+        let each: Vec<String> = tried
+            .iter()
+            .zip(&said)
+            .map(|(t, a)| format!("{t}: {a}"))
+            .collect();
         Err(format!(
-            "{name}: {last} from {server} (tried {})",
-            tried.join(", ")
+            "{name}: no address from {server} (tried {})",
+            each.join(", ")
         ))
     }
 }
@@ -519,6 +530,9 @@ mod tests {
                 if known {
                     a[7] = 1;
                     a.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 7]);
+                } else if a[13 + a[12] as usize] == 0 {
+                    // A name of one label: this server, like dnsmasq, will not answer it.
+                    a[3] = 5;
                 } else if !a[12..].starts_with(b"\x04good\x07example\x00") {
                     a[3] = 3;
                 }
@@ -534,8 +548,13 @@ mod tests {
         let until = Instant::now() + Duration::from_secs(10);
         c.resolve_at(&r, "good", addr, until).await.unwrap();
         assert_eq!(
+            c.resolve_at(&r, "nope.sub", addr, until).await.unwrap_err(),
+            format!("nope.sub: NXDOMAIN from {addr} (tried nope.sub, nope.sub.example)")
+        );
+        // Answers that differ are listed name by name, and a refusal does not end the search.
+        assert_eq!(
             c.resolve_at(&r, "nope", addr, until).await.unwrap_err(),
-            format!("nope: NXDOMAIN from {addr} (tried nope.example, nope)")
+            format!("nope: no address from {addr} (tried nope.example: NXDOMAIN, nope: REFUSED)")
         );
         // Nothing listens: refused at once, named.
         let closed = UdpSocket::bind("127.0.0.1:0")
