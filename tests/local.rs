@@ -496,9 +496,121 @@ async fn restart_even_kill_9_keeps_state_and_does_not_rerun() {
         "NextRun",
         "OK",
         "LastOutcome",
+        "Uptime",
     ] {
         assert_eq!(a[field], b[field], "{field}");
     }
+    // The long view is in the journal too: today's aggregate, with its failing run.
+    assert_eq!(a["Uptime"]["24h"], 0.0);
+    let check: Value = reqwest::get(p.url("/api/checks/it/hourly"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let today = &check["status"]["days"][0];
+    assert_eq!(
+        (today["runs"].as_i64(), today["failures"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(check["status"]["hours"][0]["runs"], 1);
+}
+
+#[tokio::test]
+async fn uptime_in_json_the_check_api_and_metrics() {
+    let (_tmp, checks, state) = dirs();
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    // Three runs a check, one second apart: one passes every time, one never does.
+    write(
+        &checks,
+        "up.yaml",
+        &shell_check("up", "  runInterval: 1s\n", "probity report --ok"),
+    );
+    write(
+        &checks,
+        "down.yaml",
+        &shell_check(
+            "down",
+            "  runInterval: 1s\n",
+            "probity report --error broken",
+        ),
+    );
+    let doc = p
+        .wait_for("three runs each", |d| {
+            count(d, "it/up", "SuccessCount") >= 3 && count(d, "it/down", "FailureCount") >= 3
+        })
+        .await;
+    for window in ["24h", "7d", "30d"] {
+        assert_eq!(detail(&doc, "it/up")["Uptime"][window], 1.0, "{window}");
+        assert_eq!(detail(&doc, "it/down")["Uptime"][window], 0.0, "{window}");
+    }
+    // A check that has not run: no uptime, not 0.
+    write(
+        &checks,
+        "later.yaml",
+        &shell_check("later", "  runInterval: 1h\n  initialDelay: 1h\n", "true"),
+    );
+    let doc = p
+        .wait_for("the new check", |d| !detail(d, "it/later").is_null())
+        .await;
+    assert_eq!(detail(&doc, "it/later")["Uptime"]["24h"], Value::Null);
+
+    let check: Value = reqwest::get(p.url("/api/checks/it/down"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let today = &check["status"]["days"][0];
+    assert_eq!(
+        today["day"],
+        chrono::Utc::now().format("%Y-%m-%d").to_string()
+    );
+    assert!(today["failures"].as_i64() >= Some(3), "{today}");
+    assert!(today["durationMaxMs"].as_i64() > Some(0), "{today}");
+    assert_eq!(check["detail"]["Uptime"]["24h"], 0.0);
+    let missing = reqwest::get(p.url("/api/checks/it/nope")).await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+
+    // Badges: SVG, the verdict and the uptime.
+    let svg = async |path: &str| {
+        let r = reqwest::get(p.url(path)).await.unwrap();
+        let code = r.status().as_u16();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        (code, ct, r.text().await.unwrap())
+    };
+    let (code, ct, body) = svg("/api/badges/it/up/status").await;
+    assert_eq!((code, ct.as_str()), (200, "image/svg+xml"));
+    assert!(
+        body.starts_with("<svg") && body.contains("<title>up: passing</title>"),
+        "{body}"
+    );
+    let (_, _, body) = svg("/api/badges/it/down/status").await;
+    assert!(body.contains("<title>down: failing</title>"), "{body}");
+    let (_, _, body) = svg("/api/badges/it/up/uptime/7d").await;
+    assert!(body.contains("<title>up 7d: 100%</title>"), "{body}");
+    let (_, _, body) = svg("/api/badges/it/down/uptime/24h").await;
+    assert!(body.contains("<title>down 24h: 0.00%</title>"), "{body}");
+    let (_, _, body) = svg("/api/badges/it/later/uptime/30d").await;
+    assert!(body.contains("<title>later 30d: no runs</title>"), "{body}");
+    assert_eq!(svg("/api/badges/it/nope/status").await.0, 404);
+    assert_eq!(svg("/api/badges/it/up/uptime/1y").await.0, 404);
+
+    let metrics = p.metrics().await;
+    let line = |name: &str, window: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("probity_check_uptime_ratio{")
+                    && l.contains(&format!("check=\"{name}\""))
+                    && l.contains(&format!("window=\"{window}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    assert_eq!(line("up", "24h").as_deref(), Some("1.0"));
+    assert_eq!(line("down", "30d").as_deref(), Some("0.0"));
+    assert_eq!(line("later", "24h"), None, "no series without runs");
 }
 
 #[tokio::test]

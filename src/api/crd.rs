@@ -153,13 +153,32 @@ mod tests {
                 outcome: Some(Outcome::Success),
                 errors: vec!["x".into()],
             }],
+            days: vec![aggregate::DayStats {
+                day: "2026-12-03".into(),
+                runs: 3,
+                successes: 1,
+                failures: 1,
+                timeouts: 1,
+                start_failures: 1,
+                crashes: 1,
+                duration_p50_ms: 10,
+                duration_max_ms: 20,
+                failing_seconds: 30,
+                durations: vec![[0, 3]],
+            }],
+            hours: vec![aggregate::HourStats {
+                hour_unix: 1,
+                runs: 3,
+                successes: 1,
+            }],
+            failing_accrued_unix: Some(5),
         };
         let crd = serde_json::to_value(crd()).unwrap();
         let schema =
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
         let value = serde_json::to_value(&status).unwrap();
         // Every field is present in the serialized value, so a new field must be declared too.
-        assert_eq!(value.as_object().unwrap().len(), 21);
+        assert_eq!(value.as_object().unwrap().len(), 24);
         assert_declared(schema, &value, "status");
         // Kuberhealthy v3's exact names.
         for k in [

@@ -1,6 +1,7 @@
 //! The `HealthCheck` resource: Kuberhealthy v3's spec and status field names, plus our optional
 //! additions. Spec durations stay strings so a bad value is kept and reported, never lost.
 
+pub mod aggregate;
 pub mod crd;
 pub mod duration;
 pub mod load;
@@ -238,6 +239,15 @@ pub struct HealthCheckStatus {
     pub observed_generation: Option<i64>,
     /// The last runs, newest first.
     pub history: Vec<RunRecord>,
+    /// Per-day aggregates of the runs, newest first, 31 days (see `aggregate`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<aggregate::DayStats>,
+    /// Per-hour run counts, newest first, the last 25 hours.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hours: Vec<aggregate::HourStats>,
+    /// While the verdict is failing: until when its failing time is counted in `days`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_accrued_unix: Option<i64>,
 }
 
 /// How a run ended. Exactly one per run.

@@ -149,6 +149,20 @@ impl EncodeLabelSet for ProbeLabels {
     }
 }
 
+/// `probity_check_uptime_ratio`'s labels: the check's, and the window (three per check).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UptimeLabels {
+    pub check: CheckLabels,
+    pub window: &'static str,
+}
+
+impl EncodeLabelSet for UptimeLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.check.encode(encoder)?;
+        EncodeLabel::encode(&("window", self.window), encoder.encode_label())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct MasterLabels {
     current_master: Escaped,
@@ -421,6 +435,26 @@ impl Collector for BoardCollector {
             "When the check next runs (unix seconds); 0 when not scheduled",
             &|v| v.status.next_run_unix.unwrap_or(0) as f64,
         )?;
+
+        let mut e = encoder.encode_descriptor(
+            "probity_check_uptime_ratio",
+            "Share of the check's runs that passed over the window (24h, 7d, 30d); absent without runs in it",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        let at = chrono::Utc::now();
+        for (v, l) in views.iter().zip(&labels) {
+            let u = crate::api::aggregate::uptime(&v.status, at);
+            for (window, value) in [("24h", u.day), ("7d", u.week), ("30d", u.month)] {
+                if let Some(value) = value {
+                    let ul = UptimeLabels {
+                        check: l.clone(),
+                        window,
+                    };
+                    ConstGauge::new(value).encode(e.encode_family(&ul)?)?;
+                }
+            }
+        }
 
         let mut counter =
             |name: &str, help: &str, value: &dyn Fn(&crate::engine::CheckView) -> u64| {

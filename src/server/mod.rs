@@ -3,6 +3,7 @@
 //! lists anything from a backend.
 
 pub mod admin;
+pub mod badge;
 pub mod dashboard;
 pub mod listen;
 pub mod report;
@@ -71,6 +72,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/run", post(admin::run))
+        .route("/api/checks/{namespace}/{name}", get(status::check))
+        .route("/api/badges/{namespace}/{name}/status", get(badge::status))
+        .route(
+            "/api/badges/{namespace}/{name}/uptime/{window}",
+            get(badge::uptime),
+        )
         .layer(DefaultBodyLimit::max(report::MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -12,6 +12,7 @@ use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use crate::api::aggregate::{self, Uptime};
 use crate::api::duration;
 use crate::api::protocol::namespace_list;
 use crate::engine::CheckView;
@@ -56,6 +57,9 @@ pub struct CheckDetail {
     pub consecutive_failures: i64,
     pub success_count: i64,
     pub failure_count: i64,
+    /// Share of runs that passed over the last 24 h, 7 d and 30 d (null without runs).
+    #[serde(default)]
+    pub uptime: Uptime,
 }
 
 fn rfc3339(unix: i64) -> Option<String> {
@@ -101,6 +105,7 @@ impl CheckDetail {
             consecutive_failures: st.consecutive_failures,
             success_count: st.success_count,
             failure_count: st.failure_count,
+            uptime: aggregate::uptime(st, Utc::now()),
         }
     }
 }
@@ -207,4 +212,27 @@ pub async fn root(
     } else {
         json(state, query).await
     }
+}
+
+/// `GET /api/checks/{namespace}/{name}`: one check in full: its `/json` entry, the uptime, and its
+/// status with the run history and the per-day and per-hour aggregates.
+pub async fn check(
+    State(st): State<AppState>,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let key = crate::api::CheckKey::new(&namespace, &name);
+    let Some(v) = st.board.get(&key) else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": format!("no check {namespace}/{name}")})),
+        )
+            .into_response();
+    };
+    let body = serde_json::json!({
+        "namespace": namespace,
+        "name": name,
+        "detail": CheckDetail::of(&v),
+        "status": &*v.status,
+    });
+    axum::Json(body).into_response()
 }

@@ -10,6 +10,7 @@ mod deploy;
 mod testkube;
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use probity::api::aggregate::{DayStats, HourStats};
 use probity::api::{Condition, HealthCheck, HealthCheckStatus, Outcome, RunRecord};
 use testkube::{client, install_crd, namespace};
 
@@ -48,6 +49,24 @@ fn full_status() -> HealthCheckStatus {
             outcome: Some(Outcome::Timeout),
             errors: vec!["timeout after 2m".into()],
         }],
+        days: vec![DayStats {
+            day: "2026-11-18".into(),
+            runs: 1440,
+            successes: 1437,
+            failures: 1,
+            timeouts: 2,
+            duration_p50_ms: 171,
+            duration_max_ms: 120_000,
+            failing_seconds: 180,
+            durations: vec![[8, 1200], [9, 237], [33, 3]],
+            ..DayStats::default()
+        }],
+        hours: vec![HourStats {
+            hour_unix: 1_794_999_600,
+            runs: 60,
+            successes: 59,
+        }],
+        failing_accrued_unix: Some(1_795_000_120),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{unix, EndedBy, Engine, Entry};
-use crate::api::{truncate, CheckKey, Outcome, RunRecord, HISTORY_LEN};
+use crate::api::{aggregate, truncate, CheckKey, Outcome, RunRecord, HISTORY_LEN};
 use crate::engine::Effect;
 
 /// Limits on what one history entry keeps of a run's errors.
@@ -82,6 +82,7 @@ impl Engine {
         st.run_deadline_unix = None;
         st.pod_name.clear();
         st.last_outcome = Some(outcome);
+        aggregate::record(st, outcome, now, duration);
         if outcome.is_success() {
             st.success_count += 1;
             st.consecutive_successes += 1;
@@ -109,6 +110,7 @@ impl Engine {
             // Still invalid (changed while running): keep saying so.
             st.ok = false;
         }
+        aggregate::settle(st, now);
         st.history.insert(
             0,
             RunRecord {

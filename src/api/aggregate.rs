@@ -1,0 +1,361 @@
+//! The long view of a check: per-day aggregates of its runs for 31 days, and per-hour counts for
+//! the last day, kept in its status, so in the HealthCheck in a cluster and in the state journal
+//! locally (no database), and the uptime they give over 24 h, 7 d and 30 d. Uptime is the share
+//! of runs that passed, as Gatus counts it; the time the check's verdict spent failing is kept
+//! beside it. Small by design: a day is one object of a few numbers and a sparse histogram.
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{HealthCheckStatus, Outcome};
+
+/// Days kept, today included.
+pub const DAYS_KEPT: i64 = 31;
+/// Hours kept, this one included.
+pub const HOURS_KEPT: i64 = 25;
+
+/// Upper bounds, in ms, of the duration buckets a day's median is read from: steps of 1.5 from
+/// 10 ms to about 72 minutes (the last bucket also holds anything longer).
+pub fn bucket_bound(i: usize) -> i64 {
+    (10.0 * 1.5f64.powi(i as i32)).round() as i64
+}
+pub const BUCKETS: usize = 34;
+
+fn bucket_of(ms: i64) -> usize {
+    (0..BUCKETS)
+        .find(|&i| ms <= bucket_bound(i))
+        .unwrap_or(BUCKETS - 1)
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// One UTC day of a check's runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DayStats {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub runs: i64,
+    pub successes: i64,
+    /// Runs that ended otherwise, by outcome.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failures: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub timeouts: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub start_failures: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub crashes: i64,
+    /// Run durations: the median (from the histogram: its bucket's upper bound, at most the
+    /// longest) and the longest, in milliseconds.
+    pub duration_p50_ms: i64,
+    pub duration_max_ms: i64,
+    /// Seconds of the day the check's published verdict was failing.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failing_seconds: i64,
+    /// The run durations' histogram, sparse: `[bucket, count]` pairs in bucket order; bucket `i`
+    /// holds durations up to 10 ms x 1.5^i.
+    pub durations: Vec<[i64; 2]>,
+}
+
+/// One UTC hour of a check's runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HourStats {
+    /// The hour's start, unix seconds.
+    pub hour_unix: i64,
+    pub runs: i64,
+    pub successes: i64,
+}
+
+/// The share of runs that passed, over three windows; None where no run ended in the window.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+pub struct Uptime {
+    #[serde(rename = "24h")]
+    pub day: Option<f64>,
+    #[serde(rename = "7d")]
+    pub week: Option<f64>,
+    #[serde(rename = "30d")]
+    pub month: Option<f64>,
+}
+
+fn day_key(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+fn day_start(day: &str) -> Option<DateTime<Utc>> {
+    NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+fn hour_start(t: DateTime<Utc>) -> i64 {
+    t.with_minute(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(t)
+        .timestamp()
+}
+
+/// The entry of `day`, created (newest first) when missing.
+fn day_mut<'a>(days: &'a mut Vec<DayStats>, day: &str) -> &'a mut DayStats {
+    match days.iter().position(|d| d.day.as_str() <= day) {
+        Some(i) if days[i].day == day => &mut days[i],
+        pos => {
+            let i = pos.unwrap_or(days.len());
+            days.insert(
+                i,
+                DayStats {
+                    day: day.to_string(),
+                    ..DayStats::default()
+                },
+            );
+            &mut days[i]
+        }
+    }
+}
+
+impl DayStats {
+    fn add_duration(&mut self, ms: i64) {
+        let b = bucket_of(ms) as i64;
+        match self.durations.binary_search_by_key(&b, |p| p[0]) {
+            Ok(i) => self.durations[i][1] += 1,
+            Err(i) => self.durations.insert(i, [b, 1]),
+        }
+        self.duration_max_ms = self.duration_max_ms.max(ms);
+        let total: i64 = self.durations.iter().map(|p| p[1]).sum();
+        let mut seen = 0;
+        for [b, n] in &self.durations {
+            seen += n;
+            if seen * 2 >= total {
+                self.duration_p50_ms = bucket_bound(*b as usize).min(self.duration_max_ms);
+                break;
+            }
+        }
+    }
+}
+
+/// Adds the seconds from `from` to `to` to the days they fall on.
+fn add_failing(days: &mut Vec<DayStats>, from: DateTime<Utc>, to: DateTime<Utc>) {
+    let mut t = from;
+    while t < to {
+        let next_day = day_start(&day_key(t)).unwrap_or(t) + Duration::days(1);
+        let end = next_day.min(to);
+        let secs = (end - t).num_seconds().max(0);
+        let d = day_mut(days, &day_key(t));
+        d.failing_seconds += secs;
+        t = end;
+    }
+}
+
+/// Records a run that ended at `end` after `duration` with `outcome`, and the time the verdict
+/// spent failing up to `end` (`was_failing`: the verdict before this run). Call before the
+/// verdict is updated for this run; [`settle`] after.
+pub fn record(
+    st: &mut HealthCheckStatus,
+    outcome: Outcome,
+    end: DateTime<Utc>,
+    duration: std::time::Duration,
+) {
+    if let Some(since) = st
+        .failing_accrued_unix
+        .and_then(|t| Utc.timestamp_opt(t, 0).single())
+    {
+        add_failing(&mut st.days, since, end);
+        st.failing_accrued_unix = Some(end.timestamp());
+    }
+    let d = day_mut(&mut st.days, &day_key(end));
+    d.runs += 1;
+    match outcome {
+        Outcome::Success => d.successes += 1,
+        Outcome::Failure => d.failures += 1,
+        Outcome::Timeout => d.timeouts += 1,
+        Outcome::StartFailure => d.start_failures += 1,
+        Outcome::Crash => d.crashes += 1,
+    }
+    d.add_duration(duration.as_millis().min(i64::MAX as u128) as i64);
+    let hour = hour_start(end);
+    match st.hours.iter_mut().find(|h| h.hour_unix == hour) {
+        Some(h) => {
+            h.runs += 1;
+            h.successes += i64::from(outcome.is_success());
+        }
+        None => st.hours.insert(
+            0,
+            HourStats {
+                hour_unix: hour,
+                runs: 1,
+                successes: i64::from(outcome.is_success()),
+            },
+        ),
+    }
+    prune(st, end);
+}
+
+/// After the verdict of a run ending at `end` is known: failing time starts counting when the
+/// verdict turned to failing, and stops when it passes again.
+pub fn settle(st: &mut HealthCheckStatus, end: DateTime<Utc>) {
+    st.failing_accrued_unix = match (st.ok, st.failing_accrued_unix) {
+        (true, _) => None,
+        (false, Some(t)) => Some(t),
+        (false, None) => Some(end.timestamp()),
+    };
+}
+
+fn prune(st: &mut HealthCheckStatus, now: DateTime<Utc>) {
+    let oldest_day = day_key(now - Duration::days(DAYS_KEPT - 1));
+    st.days.retain(|d| d.day >= oldest_day);
+    let oldest_hour = hour_start(now) - (HOURS_KEPT - 1) * 3600;
+    st.hours.retain(|h| h.hour_unix >= oldest_hour);
+}
+
+fn ratio(runs: i64, successes: i64) -> Option<f64> {
+    (runs > 0).then(|| successes as f64 / runs as f64)
+}
+
+/// Uptime at `now`: the last 24 hours (whole hours, this one included), the last 7 and 30 days
+/// (whole UTC days, today included).
+pub fn uptime(st: &HealthCheckStatus, now: DateTime<Utc>) -> Uptime {
+    let since_hour = hour_start(now) - 23 * 3600;
+    let (runs, ok) = st
+        .hours
+        .iter()
+        .filter(|h| h.hour_unix >= since_hour)
+        .fold((0, 0), |(r, s), h| (r + h.runs, s + h.successes));
+    let days = |n: i64| {
+        let since = day_key(now - Duration::days(n - 1));
+        let (r, s) = st
+            .days
+            .iter()
+            .filter(|d| d.day >= since)
+            .fold((0, 0), |(r, s), d| (r + d.runs, s + d.successes));
+        ratio(r, s)
+    };
+    Uptime {
+        day: ratio(runs, ok),
+        week: days(7),
+        month: days(30),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn run(st: &mut HealthCheckStatus, end: &str, outcome: Outcome, ms: u64) {
+        let end = at(end);
+        record(st, outcome, end, std::time::Duration::from_millis(ms));
+        st.ok = outcome.is_success();
+        settle(st, end);
+    }
+
+    #[test]
+    fn days_count_runs_by_outcome_with_the_median_and_longest_duration() {
+        let mut st = HealthCheckStatus::default();
+        for (i, ms) in [100, 120, 130, 900, 40_000].iter().enumerate() {
+            let outcome = if i == 4 {
+                Outcome::Timeout
+            } else {
+                Outcome::Success
+            };
+            run(&mut st, &format!("2026-12-03T10:0{i}:00Z"), outcome, *ms);
+        }
+        run(&mut st, "2026-12-02T23:59:00Z", Outcome::Crash, 5);
+        assert_eq!(st.days.len(), 2);
+        let today = &st.days[0];
+        assert_eq!(today.day, "2026-12-03");
+        assert_eq!((today.runs, today.successes, today.timeouts), (5, 4, 1));
+        // The median is 130 ms; its bucket's bound is the nearest above it.
+        assert_eq!(today.duration_p50_ms, bucket_bound(bucket_of(130)));
+        assert!(
+            (130..=200).contains(&today.duration_p50_ms),
+            "{}",
+            today.duration_p50_ms
+        );
+        assert_eq!(today.duration_max_ms, 40_000);
+        assert_eq!(
+            (st.days[1].day.as_str(), st.days[1].crashes),
+            ("2026-12-02", 1)
+        );
+    }
+
+    #[test]
+    fn failing_time_is_counted_from_the_verdict_turning_to_its_recovery_across_midnight() {
+        let mut st = HealthCheckStatus::default();
+        run(&mut st, "2026-12-02T23:00:00Z", Outcome::Success, 10);
+        run(&mut st, "2026-12-02T23:30:00Z", Outcome::Failure, 10);
+        run(&mut st, "2026-12-03T00:10:00Z", Outcome::Failure, 10);
+        run(&mut st, "2026-12-03T00:20:00Z", Outcome::Success, 10);
+        let day = |d: &str| st.days.iter().find(|x| x.day == d).unwrap().failing_seconds;
+        assert_eq!(day("2026-12-02"), 30 * 60);
+        assert_eq!(day("2026-12-03"), 20 * 60);
+        assert_eq!(st.failing_accrued_unix, None, "recovered");
+    }
+
+    #[test]
+    fn uptime_over_24_hours_7_and_30_days_and_none_without_runs() {
+        let mut st = HealthCheckStatus::default();
+        assert_eq!(uptime(&st, at("2026-12-03T12:00:00Z")), Uptime::default());
+        // 40 days, one run a day at noon; every fifth fails.
+        for d in 0..40 {
+            let t = at("2026-10-25T12:00:00Z") + Duration::days(d);
+            let outcome = if d % 5 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            record(&mut st, outcome, t, std::time::Duration::from_millis(50));
+        }
+        // 2026-12-03 is day 39: kept are the 31 days up to it.
+        assert_eq!(st.days.len(), 31);
+        assert_eq!(st.days.last().unwrap().day, "2026-11-03");
+        let now = at("2026-12-03T18:00:00Z");
+        let u = uptime(&st, now);
+        // 24 h: only today's noon run (a success: day 39).
+        assert_eq!(u.day, Some(1.0));
+        // 7 days: days 33..=39, day 35 failed.
+        assert_eq!(u.week, Some(6.0 / 7.0));
+        // 30 days: days 10..=39, six failed (10, 15, 20, 25, 30, 35).
+        assert_eq!(u.month, Some(24.0 / 30.0));
+        assert!(st.hours.len() <= HOURS_KEPT as usize);
+    }
+
+    /// What 30 days of a check that runs every minute costs its status: far below etcd's object
+    /// limit (1.5 MiB), so the HealthCheck carries it.
+    #[test]
+    fn thirty_days_of_a_check_every_minute_stay_small() {
+        let mut st = HealthCheckStatus::default();
+        let start = at("2026-11-03T00:00:00Z");
+        for m in 0..(30 * 24 * 60) {
+            let t = start + Duration::minutes(m);
+            let outcome = if m % 97 == 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            };
+            // Durations spread over a few buckets, as a real check's do.
+            record(
+                &mut st,
+                outcome,
+                t,
+                std::time::Duration::from_millis(200 + (m % 13) as u64 * 100),
+            );
+            st.ok = outcome.is_success();
+            settle(&mut st, t);
+        }
+        let days = serde_json::to_vec(&st.days).unwrap().len();
+        let hours = serde_json::to_vec(&st.hours).unwrap().len();
+        eprintln!("30 days of aggregates: {days} bytes of days, {hours} bytes of hours");
+        assert_eq!(st.days.len(), 30);
+        assert_eq!(st.days.iter().map(|d| d.runs).sum::<i64>(), 30 * 24 * 60);
+        assert!(days + hours < 12 * 1024, "{days} + {hours} bytes");
+    }
+}
