@@ -168,6 +168,7 @@ pub fn record(
         add_failing(&mut st.days, since, end);
         st.failing_accrued_unix = Some(end.timestamp());
     }
+    let days_before = st.days.len();
     let d = day_mut(&mut st.days, &day_key(end));
     d.runs += 1;
     match outcome {
@@ -184,16 +185,23 @@ pub fn record(
             h.runs += 1;
             h.successes += i64::from(outcome.is_success());
         }
-        None => st.hours.insert(
-            0,
-            HourStats {
-                hour_unix: hour,
-                runs: 1,
-                successes: i64::from(outcome.is_success()),
-            },
-        ),
+        None => {
+            st.hours.insert(
+                0,
+                HourStats {
+                    hour_unix: hour,
+                    runs: 1,
+                    successes: i64::from(outcome.is_success()),
+                },
+            );
+            // Entries age out only when a new one starts: at most once an hour per check,
+            // not on every run (1,000 runs a second at 10,000 checks).
+            prune(st, end);
+        }
     }
-    prune(st, end);
+    if st.days.len() != days_before {
+        prune(st, end);
+    }
 }
 
 /// After the verdict of a run ending at `end` is known: failing time starts counting when the
@@ -217,29 +225,51 @@ fn ratio(runs: i64, successes: i64) -> Option<f64> {
     (runs > 0).then(|| successes as f64 / runs as f64)
 }
 
-/// Uptime at `now`: the last 24 hours (whole hours, this one included), the last 7 and 30 days
-/// (whole UTC days, today included).
-pub fn uptime(st: &HealthCheckStatus, now: DateTime<Utc>) -> Uptime {
-    let since_hour = hour_start(now) - 23 * 3600;
-    let (runs, ok) = st
-        .hours
-        .iter()
-        .filter(|h| h.hour_unix >= since_hour)
-        .fold((0, 0), |(r, s), h| (r + h.runs, s + h.successes));
-    let days = |n: i64| {
-        let since = day_key(now - Duration::days(n - 1));
-        let (r, s) = st
-            .days
-            .iter()
-            .filter(|d| d.day >= since)
-            .fold((0, 0), |(r, s), d| (r + d.runs, s + d.successes));
-        ratio(r, s)
-    };
-    Uptime {
-        day: ratio(runs, ok),
-        week: days(7),
-        month: days(30),
+/// The windows' starts at one moment, worked out once: a status page or a scrape judges every
+/// check against the same windows, without formatting dates per check.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    since_hour: i64,
+    since_week: String,
+    since_month: String,
+}
+
+impl Windows {
+    /// At `now`: the last 24 hours (whole hours, this one included), the last 7 and 30 days
+    /// (whole UTC days, today included).
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Windows {
+            since_hour: hour_start(now) - 23 * 3600,
+            since_week: day_key(now - Duration::days(6)),
+            since_month: day_key(now - Duration::days(29)),
+        }
     }
+
+    pub fn uptime(&self, st: &HealthCheckStatus) -> Uptime {
+        let (runs, ok) = st
+            .hours
+            .iter()
+            .filter(|h| h.hour_unix >= self.since_hour)
+            .fold((0, 0), |(r, s), h| (r + h.runs, s + h.successes));
+        let days = |since: &str| {
+            let (r, s) = st
+                .days
+                .iter()
+                .take_while(|d| d.day.as_str() >= since)
+                .fold((0, 0), |(r, s), d| (r + d.runs, s + d.successes));
+            ratio(r, s)
+        };
+        Uptime {
+            day: ratio(runs, ok),
+            week: days(&self.since_week),
+            month: days(&self.since_month),
+        }
+    }
+}
+
+/// Uptime at `now` (see [`Windows::at`]).
+pub fn uptime(st: &HealthCheckStatus, now: DateTime<Utc>) -> Uptime {
+    Windows::at(now).uptime(st)
 }
 
 #[cfg(test)]

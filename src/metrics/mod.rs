@@ -442,9 +442,9 @@ impl Collector for BoardCollector {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        let at = chrono::Utc::now();
+        let windows = crate::api::aggregate::Windows::at(chrono::Utc::now());
         for (v, l) in views.iter().zip(&labels) {
-            let u = crate::api::aggregate::uptime(&v.status, at);
+            let u = windows.uptime(&v.status);
             for (window, value) in [("24h", u.day), ("7d", u.week), ("30d", u.month)] {
                 if let Some(value) = value {
                     let ul = UptimeLabels {

@@ -70,6 +70,11 @@ fn rfc3339(unix: i64) -> Option<String> {
 
 impl CheckDetail {
     pub fn of(v: &CheckView) -> Self {
+        Self::within(v, &aggregate::Windows::at(Utc::now()))
+    }
+
+    /// The entry, its uptime over `windows` (one set for a whole document).
+    pub fn within(v: &CheckView, windows: &aggregate::Windows) -> Self {
         let st = &v.status;
         let uuid = if st.current_uuid.is_empty() {
             st.history
@@ -105,7 +110,7 @@ impl CheckDetail {
             consecutive_failures: st.consecutive_failures,
             success_count: st.success_count,
             failure_count: st.failure_count,
-            uptime: aggregate::uptime(st, Utc::now()),
+            uptime: windows.uptime(st),
         }
     }
 }
@@ -150,13 +155,13 @@ impl<'a> Document<'a> {
     }
 }
 
-struct Details<'a, 'b>(&'b [&'a CheckView], bool);
+struct Details<'a, 'b>(&'b [&'a CheckView], bool, &'b aggregate::Windows);
 
 impl Serialize for Details<'_, '_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
         for v in self.0.iter().filter(|v| v.single_run == self.1) {
-            map.serialize_entry(v.key.as_str(), &CheckDetail::of(v))?;
+            map.serialize_entry(v.key.as_str(), &CheckDetail::within(v, self.2))?;
         }
         map.end()
     }
@@ -167,8 +172,9 @@ impl Serialize for Document<'_> {
         let mut map = s.serialize_map(Some(5))?;
         map.serialize_entry("OK", &self.ok)?;
         map.serialize_entry("Errors", &self.errors)?;
-        map.serialize_entry("CheckDetails", &Details(&self.views, false))?;
-        map.serialize_entry("JobDetails", &Details(&self.views, true))?;
+        let windows = aggregate::Windows::at(Utc::now());
+        map.serialize_entry("CheckDetails", &Details(&self.views, false, &windows))?;
+        map.serialize_entry("JobDetails", &Details(&self.views, true, &windows))?;
         map.serialize_entry("CurrentMaster", &self.leader)?;
         map.end()
     }
