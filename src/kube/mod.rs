@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::{Api, Client, Resource};
-use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
@@ -133,7 +132,7 @@ async fn client() -> Result<Client> {
 pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<()> {
     cfg.lease.check()?;
     let client = client().await?;
-    let listener = TcpListener::bind(&cfg.listen_address)
+    let listener = crate::server::listen::bind(&cfg.listen_address)
         .await
         .map_err(|source| Error::Listen {
             addr: cfg.listen_address.clone(),

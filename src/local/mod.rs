@@ -51,7 +51,7 @@ pub struct LocalConfig {
 }
 
 pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr)
+    let listener = server::listen::bind(addr)
         .await
         .map_err(|source| Error::Listen {
             addr: addr.to_string(),

@@ -396,6 +396,34 @@ async fn connection(
     metrics.connection_gone();
 }
 
+/// The accept queue asked of the kernel (it caps it at `net.core.somaxconn`, 4096 by default).
+const BACKLOG: u32 = 4096;
+
+/// Binds like `TcpListener::bind`, with a deeper accept queue than tokio's 1024: a burst of
+/// connections (1,500 slow clients at once in tests/hostile.rs) otherwise fills it, the kernel
+/// drops SYNs, and even a health probe waits for the 1 s SYN retransmit.
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a) {
+            Ok(()) => return socket.listen(BACKLOG),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} names no address"),
+        )
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
