@@ -27,17 +27,6 @@ use probity::api::HealthCheck;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-async fn wait_up_to<T>(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// The check a bundled check's request came from, or "" for any other client.
 fn check_of(agent: &str) -> String {
     match agent.strip_prefix("probity-check/") {
@@ -111,17 +100,11 @@ async fn main() {
     files.sort();
     let mut rows = BTreeMap::new();
     for file in &files {
-        let text = std::fs::read_to_string(file).unwrap();
-        let names: Vec<String> = probity::api::load::parse_documents(&text)
-            .unwrap()
-            .into_iter()
-            .filter_map(|d| d.check.ok())
-            .map(|hc| hc.metadata.name.unwrap())
-            .collect();
+        let names = testkube::health_check_names(file);
         let from = audit::log(&dir).1;
         kubectl(&["apply", "-f", file.to_str().unwrap()]);
         for name in &names {
-            let st = wait_up_to(Duration::from_secs(300), name, async || {
+            let st = testkube::wait_up_to(Duration::from_secs(300), name, async || {
                 let st = api.get(name).await.ok()?.status?;
                 (!st.history.is_empty()).then_some(st)
             })
@@ -149,119 +132,28 @@ async fn main() {
 
     // The same work by hand, where there is such a thing.
     kubectl(&["create", "namespace", "by-hand"]);
-    let by_hand: Vec<(&str, Vec<Vec<&str>>)> = vec![
+    // Each session as a person would type it, one command a line (`-` reads the DaemonSet).
+    let by_hand: [(&str, &str); 5] = [
         (
             "deployment (create, expose, rollout, GET, roll, GET, delete and wait)",
-            vec![
-                vec![
-                    "-n",
-                    "by-hand",
-                    "create",
-                    "deployment",
-                    "web",
-                    "--image=nginxinc/nginx-unprivileged:1.17.8",
-                    "--replicas=2",
-                    "--port=8080",
-                ],
-                vec![
-                    "-n",
-                    "by-hand",
-                    "expose",
-                    "deployment",
-                    "web",
-                    "--port=80",
-                    "--target-port=8080",
-                ],
-                vec![
-                    "-n",
-                    "by-hand",
-                    "rollout",
-                    "status",
-                    "deployment/web",
-                    "--timeout=300s",
-                ],
-                vec![
-                    "-n",
-                    "by-hand",
-                    "exec",
-                    "deploy/web",
-                    "--",
-                    "wget",
-                    "-qO-",
-                    "http://web.by-hand.svc.cluster.local/",
-                ],
-                vec![
-                    "-n",
-                    "by-hand",
-                    "set",
-                    "image",
-                    "deployment/web",
-                    "nginx-unprivileged=nginxinc/nginx-unprivileged:1.17.9",
-                ],
-                vec![
-                    "-n",
-                    "by-hand",
-                    "rollout",
-                    "status",
-                    "deployment/web",
-                    "--timeout=300s",
-                ],
-                vec![
-                    "-n",
-                    "by-hand",
-                    "exec",
-                    "deploy/web",
-                    "--",
-                    "wget",
-                    "-qO-",
-                    "http://web.by-hand.svc.cluster.local/",
-                ],
-                vec![
-                    "-n",
-                    "by-hand",
-                    "delete",
-                    "deployment,service",
-                    "web",
-                    "--cascade=foreground",
-                    "--wait",
-                ],
-            ],
+            "-n by-hand create deployment web --image=nginxinc/nginx-unprivileged:1.17.8 --replicas=2 --port=8080
+             -n by-hand expose deployment web --port=80 --target-port=8080
+             -n by-hand rollout status deployment/web --timeout=300s
+             -n by-hand exec deploy/web -- wget -qO- http://web.by-hand.svc.cluster.local/
+             -n by-hand set image deployment/web nginx-unprivileged=nginxinc/nginx-unprivileged:1.17.9
+             -n by-hand rollout status deployment/web --timeout=300s
+             -n by-hand exec deploy/web -- wget -qO- http://web.by-hand.svc.cluster.local/
+             -n by-hand delete deployment,service web --cascade=foreground --wait",
         ),
         (
             "daemonset (apply, rollout, delete and wait)",
-            vec![
-                vec!["-n", "by-hand", "apply", "-f", "-"],
-                vec![
-                    "-n",
-                    "by-hand",
-                    "rollout",
-                    "status",
-                    "daemonset/pause",
-                    "--timeout=300s",
-                ],
-                vec![
-                    "-n",
-                    "by-hand",
-                    "delete",
-                    "daemonset",
-                    "pause",
-                    "--cascade=foreground",
-                    "--wait",
-                ],
-            ],
+            "-n by-hand apply -f -
+             -n by-hand rollout status daemonset/pause --timeout=300s
+             -n by-hand delete daemonset pause --cascade=foreground --wait",
         ),
-        (
-            "pod-restarts / pod-status (`get pods -A`)",
-            vec![vec!["get", "pods", "-A", "-o", "json"]],
-        ),
-        (
-            "resource-quota (`get resourcequotas -A`)",
-            vec![vec!["get", "resourcequotas", "-A", "-o", "json"]],
-        ),
-        (
-            "cronjob (`get cronjobs -A`)",
-            vec![vec!["get", "cronjobs", "-A", "-o", "json"]],
-        ),
+        ("pod-restarts / pod-status (`get pods -A`)", "get pods -A -o json"),
+        ("resource-quota (`get resourcequotas -A`)", "get resourcequotas -A -o json"),
+        ("cronjob (`get cronjobs -A`)", "get cronjobs -A -o json"),
     ];
     let daemonset = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: pause}\nspec:\n  selector: {matchLabels: {app: pause}}\n  template:\n    metadata: {labels: {app: pause}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{name: pause, image: gcr.io/google-containers/pause:3.1}]\n";
     println!();
@@ -270,7 +162,8 @@ async fn main() {
     for (what, commands) in by_hand {
         let from = audit::log(&dir).1;
         let start = Instant::now();
-        for args in commands {
+        for line in commands.lines() {
+            let args: Vec<&str> = line.split_whitespace().collect();
             if args.contains(&"-") {
                 let mut c = Command::new("kubectl")
                     .args(&args)
@@ -308,7 +201,7 @@ async fn main() {
     api.patch("deployment", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let st = wait_up_to(
+    let st = testkube::wait_up_to(
         Duration::from_secs(runs as u64 * 120),
         "the deployment runs",
         async || {

@@ -11,7 +11,7 @@
 #[path = "cluster/testkube.rs"]
 mod testkube;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -19,28 +19,12 @@ use probity::api::{HealthCheck, Outcome};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-async fn wait_up_to<T>(limit: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// The HealthChecks the bundled manifests define, by name.
 fn bundled_checks() -> Vec<String> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(format!("{ROOT}/checks/cluster")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for doc in probity::api::load::parse_documents(&text).unwrap() {
-            if let Ok(hc) = doc.check {
-                names.push(hc.metadata.name.unwrap());
-            }
-        }
-    }
+    let mut names: Vec<String> = std::fs::read_dir(format!("{ROOT}/checks/cluster"))
+        .unwrap()
+        .flat_map(|e| testkube::health_check_names(&e.unwrap().path()))
+        .collect();
     names.sort();
     names
 }
@@ -66,7 +50,7 @@ async fn applied_as_they_are_every_bundled_check_passes() {
     for n in &leftovers {
         let _ = namespaces.delete(n, &DeleteParams::default()).await;
     }
-    wait_up_to(
+    testkube::wait_up_to(
         Duration::from_secs(300),
         "earlier tests' namespaces to go",
         async || {
@@ -97,7 +81,7 @@ async fn applied_as_they_are_every_bundled_check_passes() {
     assert!(names.len() >= 11, "{names:?}");
     let api: Api<HealthCheck> = Api::namespaced(c.clone(), "probity");
     for name in &names {
-        let st = wait_up_to(
+        let st = testkube::wait_up_to(
             Duration::from_secs(300),
             &format!("{name}'s first run"),
             async || {
@@ -125,7 +109,7 @@ async fn applied_as_they_are_every_bundled_check_passes() {
             "name",
         ])
     };
-    wait_up_to(
+    testkube::wait_up_to(
         Duration::from_secs(120),
         "the workload checks' objects to go",
         async || left().is_empty().then_some(()),

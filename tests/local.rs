@@ -502,12 +502,7 @@ async fn restart_even_kill_9_keeps_state_and_does_not_rerun() {
     }
     // The long view is in the journal too: today's aggregate, with its failing run.
     assert_eq!(a["Uptime"]["24h"], 0.0);
-    let check: Value = reqwest::get(p.url("/api/checks/it/hourly"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let check: Value = p.get_json("/api/checks/it/hourly").await;
     let today = &check["status"]["days"][0];
     assert_eq!(
         (today["runs"].as_i64(), today["failures"].as_i64()),
@@ -556,12 +551,7 @@ async fn uptime_in_json_the_check_api_and_metrics() {
         .await;
     assert_eq!(detail(&doc, "it/later")["Uptime"]["24h"], Value::Null);
 
-    let check: Value = reqwest::get(p.url("/api/checks/it/down"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let check: Value = p.get_json("/api/checks/it/down").await;
     let today = &check["status"]["days"][0];
     assert_eq!(
         today["day"],

@@ -24,11 +24,8 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
-        let tolerance = match env("TOLERANCE").filter(|v| !v.trim().is_empty()) {
-            None => Duration::from_secs(60),
-            Some(v) => crate::api::duration::parse(v.trim())
-                .map_err(|e| vec![format!("TOLERANCE={v:?}: {e}")])?,
-        };
+        let tolerance =
+            super::duration(&env, "TOLERANCE", Duration::from_secs(60)).map_err(|e| vec![e])?;
         Ok(Config {
             namespace: env("NAMESPACE")
                 .map(|v| v.trim().to_string())

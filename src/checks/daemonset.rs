@@ -216,8 +216,7 @@ impl Config {
                 None => out.push(format!("node {node}: no pod scheduled")),
                 Some(ps) if ps.iter().any(|p| ready(p)) => {}
                 Some(ps) => {
-                    let owned: Vec<Pod> = ps.iter().map(|p| (*p).clone()).collect();
-                    let why = workload::pod_problems(&owned, 1);
+                    let why = workload::pod_problems(ps.iter().copied(), 1);
                     out.push(format!(
                         "node {node}: {}",
                         why.first()
@@ -239,34 +238,22 @@ impl Config {
         let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
         let run = workload::run_suffix(run_uuid);
         let name = format!("{}-{run}", self.name);
-        let (work_end, end) = workload::deadlines(budget);
-        let mut interrupted = false;
-        let outcome = tokio::select! {
-            r = self.exercise(&client, &daemonsets, &ns, &name, &run, work_end) => r,
-            sig = workload::interrupted() => {
-                interrupted = true;
-                Err(vec![format!(
-                    "interrupted by {sig} before the check finished (the run timed out or its pod was deleted)"
-                )])
-            }
-        };
-        let clean_end = workload::cleanup_deadline(interrupted, end);
-        let step = Instant::now();
-        let mut errors = outcome.err().unwrap_or_default();
-        if let Err(e) =
-            workload::delete_and_wait(&daemonsets, &ns, "daemonset", &name, clean_end).await
-        {
-            errors.push(format!("cleanup: {e}"));
-        }
-        tracing::info!(
-            "deleted daemonset {ns}/{name} (its pods gone) in {:.1}s",
-            step.elapsed().as_secs_f64()
-        );
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        workload::run_then_clean(
+            budget,
+            &format!("daemonset {ns}/{name}"),
+            async |until| {
+                self.exercise(&client, &daemonsets, &ns, &name, &run, until)
+                    .await
+            },
+            async |until| {
+                workload::delete_and_wait(&daemonsets, &ns, "daemonset", &name, until)
+                    .await
+                    .err()
+                    .into_iter()
+                    .collect()
+            },
+        )
+        .await
     }
 
     async fn exercise(

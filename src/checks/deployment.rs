@@ -235,41 +235,26 @@ impl Config {
             format!("{}-{run}", self.deployment),
             format!("{}-{run}", self.service),
         );
-        let (work_end, end) = workload::deadlines(budget);
-        let mut interrupted = false;
-        let outcome = tokio::select! {
-            r = self.exercise(&k, &names, &run, work_end) => r,
-            sig = workload::interrupted() => {
-                interrupted = true;
-                Err(vec![format!(
-                    "interrupted by {sig} before the check finished (the run timed out or its pod was deleted)"
-                )])
-            }
-        };
-        let clean_end = workload::cleanup_deadline(interrupted, end);
-        let step = Instant::now();
-        let mut errors = outcome.err().unwrap_or_default();
-        for r in [
-            workload::delete_and_wait(&k.deployments, &k.ns, "deployment", &names.0, clean_end)
-                .await,
-            workload::delete_and_wait(&k.services, &k.ns, "service", &names.1, clean_end).await,
-        ] {
-            if let Err(e) = r {
-                errors.push(format!("cleanup: {e}"));
-            }
-        }
-        tracing::info!(
-            "deleted deployment {0}/{1} (its pods gone) and service {0}/{2} in {3:.1}s",
-            k.ns,
-            names.0,
-            names.1,
-            step.elapsed().as_secs_f64()
+        let what = format!(
+            "deployment {0}/{1} and service {0}/{2}",
+            k.ns, names.0, names.1
         );
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        workload::run_then_clean(
+            budget,
+            &what,
+            async |until| self.exercise(&k, &names, &run, until).await,
+            async |until| {
+                [
+                    workload::delete_and_wait(&k.deployments, &k.ns, "deployment", &names.0, until)
+                        .await,
+                    workload::delete_and_wait(&k.services, &k.ns, "service", &names.1, until).await,
+                ]
+                .into_iter()
+                .filter_map(Result::err)
+                .collect()
+            },
+        )
+        .await
     }
 
     async fn exercise(

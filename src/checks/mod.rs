@@ -100,6 +100,18 @@ pub(crate) fn number<T: std::str::FromStr>(
     }
 }
 
+/// `var` as a duration (`30s`, `1m`, `1h30m`), `default` when unset or blank.
+pub(crate) fn duration(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    default: Duration,
+) -> std::result::Result<Duration, String> {
+    match env(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => crate::api::duration::parse(v.trim()).map_err(|e| format!("{var}={v:?}: {e}")),
+    }
+}
+
 /// `var` as a boolean the way Go's `strconv.ParseBool` reads one (what Kuberhealthy's checks
 /// used), `default` when unset or blank.
 pub(crate) fn flag(

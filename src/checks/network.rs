@@ -77,11 +77,7 @@ impl Config {
                 ))
             }
         };
-        let timeout = match env("CONNECTION_TIMEOUT").filter(|v| !v.trim().is_empty()) {
-            None => Duration::from_secs(20),
-            Some(v) => crate::api::duration::parse(v.trim())
-                .map_err(|e| format!("CONNECTION_TIMEOUT={v:?}: {e}"))?,
-        };
+        let timeout = super::duration(env, "CONNECTION_TIMEOUT", Duration::from_secs(20))?;
         Ok(Config {
             proto,
             address: address.to_string(),

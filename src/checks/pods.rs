@@ -101,11 +101,8 @@ pub struct Status {
 
 impl Status {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
-        let grace = match env("GRACE_PERIOD").filter(|v| !v.trim().is_empty()) {
-            None => Duration::from_secs(600),
-            Some(v) => crate::api::duration::parse(v.trim())
-                .map_err(|e| vec![format!("GRACE_PERIOD={v:?}: {e}")])?,
-        };
+        let grace =
+            super::duration(&env, "GRACE_PERIOD", Duration::from_secs(600)).map_err(|e| vec![e])?;
         Ok(Status {
             namespace: namespace(&env, "TARGET_NAMESPACE"),
             grace,

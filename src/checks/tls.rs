@@ -6,7 +6,6 @@
 //! `SELF_SIGNED` (true: the bundle is /etc/ssl/selfsign/certificate.crt, as there), and
 //! `CA_BUNDLE` (a PEM file; the Mozilla roots built into probity when unset).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -63,32 +62,18 @@ impl Config {
         })
     }
 
-    fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
-        if !self.verify {
-            return Ok(crate::probe::http::insecure());
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca_bundle {
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            Some(path) => {
-                for cert in read_bundle(path)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("CA_BUNDLE {path}: {e}"))?;
-                }
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
-    }
-
     pub async fn run(&self, budget: Duration) -> Result<(), Vec<String>> {
-        let config = self.client_config().map_err(|e| vec![e])?;
+        // A custom bundle is read once: it is trusted for the handshake and judged for expiry.
+        let bundle = match (self.verify, &self.ca_bundle) {
+            (true, Some(path)) => Some((path, read_bundle(path).map_err(|e| vec![e])?)),
+            _ => None,
+        };
+        let config = match &bundle {
+            _ if !self.verify => crate::probe::http::insecure(),
+            None => crate::probe::http::verifying(None).map_err(|e| vec![e])?,
+            Some((path, certs)) => crate::probe::http::verifying(Some(certs.clone()))
+                .map_err(|e| vec![format!("CA_BUNDLE {path}: {e}")])?,
+        };
         let target = format!("{}:{}", self.host, self.port);
         let name = ServerName::try_from(self.host.clone())
             .map_err(|e| vec![format!("DOMAIN_NAME={:?}: {e}", self.host)])?;
@@ -123,10 +108,12 @@ impl Config {
             .into_iter()
             .map(|c| (format!("{target} presents"), c))
             .collect();
-        if let (true, Some(path)) = (self.verify, &self.ca_bundle) {
-            for c in read_bundle(path).map_err(|e| vec![e])? {
-                certs.push((format!("CA_BUNDLE {path} holds"), c));
-            }
+        if let Some((path, bundle)) = bundle {
+            certs.extend(
+                bundle
+                    .into_iter()
+                    .map(|c| (format!("CA_BUNDLE {path} holds"), c)),
+            );
         }
         self.judge(&certs, Utc::now())
     }
@@ -268,6 +255,8 @@ impl CertInfo {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::checks::test_env as env;
     use rustls::pki_types::pem::PemObject;

@@ -142,7 +142,7 @@ where
 /// Why each of `pods` is not ready, one line per pod that is not (at most `max`): not
 /// scheduled (the scheduler's message), a container waiting (ErrImagePull, CrashLoopBackOff
 /// and its message), restarted, or running but not ready.
-pub fn pod_problems(pods: &[Pod], max: usize) -> Vec<String> {
+pub fn pod_problems<'a>(pods: impl IntoIterator<Item = &'a Pod>, max: usize) -> Vec<String> {
     let mut out = Vec::new();
     for p in pods {
         if out.len() == max {
@@ -223,7 +223,7 @@ fn clip(s: &str, n: usize) -> String {
 
 /// When the work of a run with `budget` left must stop, and when its cleanup must: cleanup keeps
 /// a quarter of the run, at least 10 s (half the run at most) and at most 30 s.
-pub fn deadlines(budget: std::time::Duration) -> (Instant, Instant) {
+fn deadlines(budget: std::time::Duration) -> (Instant, Instant) {
     use std::time::Duration;
     let end = Instant::now() + budget;
     let reserve = (budget / 4)
@@ -235,11 +235,47 @@ pub fn deadlines(budget: std::time::Duration) -> (Instant, Instant) {
 
 /// Until when cleanup may take: the run's end, or after an interruption (the run's end may have
 /// passed) the pod's grace period, 30 s by default, less a margin.
-pub fn cleanup_deadline(interrupted: bool, end: Instant) -> Instant {
+fn cleanup_deadline(interrupted: bool, end: Instant) -> Instant {
     if interrupted {
         Instant::now() + std::time::Duration::from_secs(20)
     } else {
         end
+    }
+}
+
+/// A run of a check that creates objects: `work` until its share of `budget` is spent or the pod
+/// is told to stop (SIGTERM, SIGINT), then `cleanup` always, with the time cleanup has (the run's
+/// end; after an interruption, the pod's grace period). `cleanup` returns its failures, reported
+/// after the work's as `cleanup: ...`; `what` names what it deletes, for the log.
+pub async fn run_then_clean(
+    budget: std::time::Duration,
+    what: &str,
+    work: impl AsyncFnOnce(Instant) -> Result<(), Vec<String>>,
+    cleanup: impl AsyncFnOnce(Instant) -> Vec<String>,
+) -> Result<(), Vec<String>> {
+    let (work_end, end) = deadlines(budget);
+    let mut interrupted = false;
+    let outcome = tokio::select! {
+        r = work(work_end) => r,
+        sig = self::interrupted() => {
+            interrupted = true;
+            Err(vec![format!(
+                "interrupted by {sig} before the check finished (the run timed out or its pod was deleted)"
+            )])
+        }
+    };
+    let step = Instant::now();
+    let mut errors = outcome.err().unwrap_or_default();
+    let failed = cleanup(cleanup_deadline(interrupted, end)).await;
+    errors.extend(failed.into_iter().map(|e| format!("cleanup: {e}")));
+    tracing::info!(
+        "deleted {what} (its pods gone) in {:.1}s",
+        step.elapsed().as_secs_f64()
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
 }
 

@@ -294,21 +294,37 @@ fn tls_config(p: &HttpGetProbe) -> Result<Option<Arc<rustls::ClientConfig>>, Str
     if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(Some(c.clone()));
     }
-    let mut roots = rustls::RootCertStore::empty();
-    match &p.ca_file {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    let config = match &p.ca_file {
+        None => verifying(None)?,
         Some(path) => {
             use rustls::pki_types::pem::PemObject;
             let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("caFile {path:?}: {e}"))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("caFile {path:?}: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("caFile {path:?}: {e}"))?;
-            }
-            if roots.is_empty() {
+            if certs.is_empty() {
                 return Err(format!("caFile {path:?} has no certificates"));
+            }
+            verifying(Some(certs)).map_err(|e| format!("caFile {path:?}: {e}"))?
+        }
+    };
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, config.clone());
+    Ok(Some(config))
+}
+
+/// A client config that verifies servers against `roots`, or the Mozilla roots built into
+/// probity when None.
+pub fn verifying(
+    roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut store = rustls::RootCertStore::empty();
+    match roots {
+        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(certs) => {
+            for cert in certs {
+                store.add(cert).map_err(|e| e.to_string())?;
             }
         }
     }
@@ -316,14 +332,9 @@ fn tls_config(p: &HttpGetProbe) -> Result<Option<Arc<rustls::ClientConfig>>, Str
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
+        .with_root_certificates(store)
         .with_no_client_auth();
-    let config = Arc::new(config);
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, config.clone());
-    Ok(Some(config))
+    Ok(Arc::new(config))
 }
 
 #[derive(Debug)]

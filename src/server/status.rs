@@ -234,11 +234,19 @@ pub async fn check(
         )
             .into_response();
     };
-    let body = serde_json::json!({
-        "namespace": namespace,
-        "name": name,
-        "detail": CheckDetail::of(&v),
-        "status": &*v.status,
-    });
-    axum::Json(body).into_response()
+    // Serialized as it is written, not through an intermediate `Value` of the whole status.
+    #[derive(Serialize)]
+    struct Check<'a> {
+        namespace: &'a str,
+        name: &'a str,
+        detail: CheckDetail,
+        status: &'a crate::api::HealthCheckStatus,
+    }
+    axum::Json(Check {
+        namespace: &namespace,
+        name: &name,
+        detail: CheckDetail::of(&v),
+        status: &v.status,
+    })
+    .into_response()
 }

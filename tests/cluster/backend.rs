@@ -54,20 +54,7 @@ pub async fn wait<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
 }
 
 /// [`wait`] for what takes longer than most: a rollout, a cron schedule's next minute.
-pub async fn wait_up_to<T>(
-    limit: Duration,
-    what: &str,
-    mut f: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use crate::testkube::wait_up_to;
 
 /// A namespace with one replica, "solo", that leads and that its pods report to.
 pub async fn solo(base: &str) -> Option<(Setup, Probity)> {

@@ -155,7 +155,12 @@ impl Probity {
     }
 
     pub async fn json(&self) -> Value {
-        reqwest::get(self.url("/json"))
+        self.get_json("/json").await
+    }
+
+    /// A JSON document the server serves at `path`.
+    pub async fn get_json(&self, path: &str) -> Value {
+        reqwest::get(self.url(path))
             .await
             .unwrap()
             .json()
