@@ -14,8 +14,6 @@ use super::Metrics;
 pub enum ConnectionEnd {
     /// At the connection cap: the idlest one made room for a new one.
     Evicted,
-    /// At the connection cap with every connection busy: the new one was closed.
-    Refused,
     /// Nothing read and no request in flight for the idle timeout.
     Idle,
 }
@@ -26,7 +24,6 @@ impl EncodeLabelValue for ConnectionEnd {
         use std::fmt::Write as _;
         encoder.write_str(match self {
             ConnectionEnd::Evicted => "evicted",
-            ConnectionEnd::Refused => "refused",
             ConnectionEnd::Idle => "idle",
         })
     }

@@ -129,6 +129,10 @@ struct Conn {
     busy: AtomicUsize,
     /// Last byte read or response finished, in ms since `Registry::epoch`.
     active_ms: AtomicU64,
+    /// Opened or last response finished, in ms since `Registry::epoch`.
+    served_ms: AtomicU64,
+    /// When the first byte of a request head not yet answered was read, or `NO_HEAD`.
+    head_ms: AtomicU64,
     close: Notify,
     opened: Instant,
 }
@@ -144,19 +148,47 @@ impl Registry {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    fn open(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     fn touch(&self, c: &Conn) {
         c.active_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Closes the idlest connection with no request in flight, if there is one. It leaves the
-    /// registry at once, so a burst of accepts evicts one connection each, not the same one
-    /// again before its task has run.
+    fn read_some(&self, c: &Conn) {
+        let now = self.now_ms();
+        c.active_ms.store(now, Ordering::Relaxed);
+        let _ = c
+            .head_ms
+            .compare_exchange(NO_HEAD, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn served(&self, c: &Conn) {
+        let now = self.now_ms();
+        c.active_ms.store(now, Ordering::Relaxed);
+        c.served_ms.store(now, Ordering::Relaxed);
+        c.head_ms.store(NO_HEAD, Ordering::Relaxed);
+    }
+
+    /// Closes one connection with no request in flight, if there is one: first the one that has
+    /// been sending an unanswered request head the longest, else the one served longest ago (or
+    /// opened, if it never was). A connection that has sent nothing and is younger than
+    /// `FAIR_CHANCE` is spared: under a flood of new connections, a health probe accepted a
+    /// moment ago may not have been read yet. The connection leaves the registry at once, so a
+    /// burst of accepts evicts one each, not the same one again before its task has run.
     fn evict_idlest(&self) -> bool {
+        let now = self.now_ms();
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let idlest = conns
             .iter()
             .filter(|(_, c)| c.busy.load(Ordering::Relaxed) == 0)
-            .min_by_key(|(_, c)| (c.active_ms.load(Ordering::Relaxed), c.opened))
+            .filter(|(_, c)| {
+                c.head_ms.load(Ordering::Relaxed) != NO_HEAD
+                    || now.saturating_sub(c.served_ms.load(Ordering::Relaxed))
+                        >= FAIR_CHANCE.as_millis() as u64
+            })
+            .min_by_key(|(_, c)| (eviction_rank(c), c.opened))
             .map(|(id, _)| *id);
         match idlest.and_then(|id| conns.remove(&id)) {
             Some(c) => {
@@ -165,6 +197,24 @@ impl Registry {
             }
             None => false,
         }
+    }
+}
+
+/// How long a new connection that has sent nothing is spared from eviction.
+const FAIR_CHANCE: Duration = Duration::from_millis(250);
+
+/// How often a full server looks again for a connection to evict when none could be.
+const CAP_RECHECK: Duration = Duration::from_millis(10);
+
+/// `Conn::head_ms` when no request head is pending.
+const NO_HEAD: u64 = u64::MAX;
+
+/// Lower goes first: (0, since) for a connection in the middle of a request head, (1, served)
+/// for one waiting for its next request.
+fn eviction_rank(c: &Conn) -> (u8, u64) {
+    match c.head_ms.load(Ordering::Relaxed) {
+        NO_HEAD => (1, c.served_ms.load(Ordering::Relaxed)),
+        since => (0, since),
     }
 }
 
@@ -184,7 +234,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.registry.touch(&self.conn);
+            self.registry.read_some(&self.conn);
         }
         r
     }
@@ -245,7 +295,7 @@ pub async fn serve(
     let mut tasks = JoinSet::new();
     let mut next_id: u64 = 0;
     let mut stop = pin!(stop);
-    loop {
+    'accept: loop {
         let accepted = tokio::select! {
             _ = &mut stop => break,
             a = listener.accept() => a,
@@ -261,18 +311,18 @@ pub async fn serve(
                 continue;
             }
         };
-        let open = registry
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-        if open >= limits.max_connections {
+        // At the cap, make room by evicting; if every connection is busy or too new to judge,
+        // wait for one to end or to become evictable. The clients behind this one wait in the
+        // kernel's accept queue meanwhile, which is TCP's own back-pressure.
+        while registry.open() >= limits.max_connections {
             if registry.evict_idlest() {
                 metrics.connection_closed(ConnectionEnd::Evicted);
-            } else {
-                metrics.connection_closed(ConnectionEnd::Refused);
-                drop(stream);
-                continue;
+                break;
+            }
+            tokio::select! {
+                _ = &mut stop => break 'accept,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tokio::time::sleep(CAP_RECHECK) => {}
             }
         }
         let _ = stream.set_nodelay(true);
@@ -281,6 +331,8 @@ pub async fn serve(
         let conn = Arc::new(Conn {
             busy: AtomicUsize::new(0),
             active_ms: AtomicU64::new(registry.now_ms()),
+            served_ms: AtomicU64::new(registry.now_ms()),
+            head_ms: AtomicU64::new(NO_HEAD),
             close: Notify::new(),
             opened: Instant::now(),
         });
@@ -338,7 +390,7 @@ async fn connection(
         let app = app.clone();
         async move {
             let resp = app.oneshot(req.map(axum::body::Body::new)).await;
-            r.touch(&c);
+            r.served(&c);
             c.busy.fetch_sub(1, Ordering::Relaxed);
             resp
         }
@@ -427,6 +479,50 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conn(head_ms: u64, served_ms: u64, busy: usize) -> Arc<Conn> {
+        Arc::new(Conn {
+            busy: AtomicUsize::new(busy),
+            active_ms: AtomicU64::new(served_ms),
+            served_ms: AtomicU64::new(served_ms),
+            head_ms: AtomicU64::new(head_ms),
+            close: Notify::new(),
+            opened: Instant::now(),
+        })
+    }
+
+    #[test]
+    fn eviction_takes_head_tricklers_first_then_the_longest_unserved() {
+        // Two seconds in: two clients in the middle of a head (one began it just now), a
+        // keep-alive client served long ago, one opened a second ago that sent nothing, a
+        // connection with a request in flight, and a health probe accepted a moment ago and not
+        // read yet.
+        let registry = Registry {
+            epoch: Instant::now() - Duration::from_secs(2),
+            conns: Mutex::default(),
+        };
+        {
+            let mut conns = registry.conns.lock().unwrap();
+            conns.insert(1, conn(1_990, 5, 0));
+            conns.insert(2, conn(1_500, 400, 0));
+            conns.insert(3, conn(NO_HEAD, 100, 0));
+            conns.insert(4, conn(NO_HEAD, 1_000, 0));
+            conns.insert(5, conn(NO_HEAD, 0, 1));
+            conns.insert(6, conn(NO_HEAD, 1_900, 0));
+        }
+        let mut order: Vec<u64> = Vec::new();
+        while registry.evict_idlest() {
+            let left = registry.conns.lock().unwrap();
+            let gone = (1..=6).find(|id| !left.contains_key(id) && !order.contains(id));
+            order.push(gone.unwrap());
+        }
+        assert_eq!(order, vec![2, 1, 3, 4]);
+        let left = registry.conns.lock().unwrap();
+        assert!(
+            left.contains_key(&5) && left.contains_key(&6),
+            "a request in flight, a connection not yet given a fair chance"
+        );
+    }
 
     #[test]
     fn descriptors_for_runs_are_kept_out_of_the_connection_cap() {
