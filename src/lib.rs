@@ -3,6 +3,7 @@
 //! The engine decides when checks run and what their results mean; the backends (`kube`,
 //! `local`) carry those decisions out. docs/architecture.md is the map.
 
+pub mod alert;
 pub mod api;
 pub mod checks;
 pub mod cli;

@@ -123,6 +123,9 @@ struct ServeArgs {
         hide_env_values = true
     )]
     run_token: String,
+    /// Notification receivers and routes (YAML; see README "Alerts"); unset: no notifications.
+    #[arg(long, env = "PROBITY_ALERTING_CONFIG")]
+    alerting_config: Option<PathBuf>,
     /// This replica's name, shown as AuthoritativePod and CurrentMaster; default: POD_NAME, else the host name.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -351,6 +354,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
             let run_token = Some(a.run_token.clone()).filter(|t| !t.is_empty());
+            // A mistake in the file stops the start, naming the field: a configuration that
+            // silently sends nothing is found at the first outage.
+            let alerting = match &a.alerting_config {
+                Some(p) => Some(std::sync::Arc::new(
+                    probity::alert::Alerting::load(p).context("--alerting-config")?,
+                )),
+                None => None,
+            };
             if a.kube.kubernetes || in_cluster {
                 let k = a.kube;
                 let pod_namespace = std::env::var("POD_NAMESPACE")
@@ -391,6 +402,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                     run_token,
                     http: a.http.limits(),
+                    alerting,
                 };
                 kube::serve(cfg, shutdown_signal()).await?;
                 return Ok(ExitCode::SUCCESS);
@@ -409,6 +421,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 poll_interval: a.watch_interval,
                 run_token,
                 http: a.http.limits(),
+                alerting,
             };
             local::serve(cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -172,13 +172,24 @@ mod tests {
                 successes: 1,
             }],
             failing_accrued_unix: Some(5),
+            failing_since_unix: Some(4),
+            alerts: vec![crate::api::AlertRecord {
+                receiver: "r".into(),
+                since_unix: 4,
+                firing: true,
+                sent_unix: 5,
+            }],
+            transitions: vec![crate::api::Transition {
+                at_unix: 4,
+                ok: false,
+            }],
         };
         let crd = serde_json::to_value(crd()).unwrap();
         let schema =
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
         let value = serde_json::to_value(&status).unwrap();
         // Every field is present in the serialized value, so a new field must be declared too.
-        assert_eq!(value.as_object().unwrap().len(), 24);
+        assert_eq!(value.as_object().unwrap().len(), 27);
         assert_declared(schema, &value, "status");
         // Kuberhealthy v3's exact names.
         for k in [

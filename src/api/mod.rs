@@ -248,6 +248,81 @@ pub struct HealthCheckStatus {
     /// While the verdict is failing: until when its failing time is counted in `days`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failing_accrued_unix: Option<i64>,
+    /// While the verdict is failing: when it became so (unix seconds). It names the failing
+    /// spell notifications are about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since_unix: Option<i64>,
+    /// What each notification receiver was last told about this check, written by the leader
+    /// once a delivery succeeded, so that another leader neither repeats nor skips it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertRecord>,
+    /// When the verdict last changed, newest first (the last 20): the check page's events.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<Transition>,
+}
+
+/// The verdict changed at `atUnix`, to `ok`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Transition {
+    pub at_unix: i64,
+    pub ok: bool,
+}
+
+/// Verdict changes a status keeps.
+pub const TRANSITIONS_LEN: usize = 20;
+
+/// What one receiver was last told about a check.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AlertRecord {
+    /// The receiver's name in the alerting configuration.
+    pub receiver: String,
+    /// The failing spell the last notification was about (`failingSinceUnix`).
+    pub since_unix: i64,
+    /// True when the last notification said failing, false when it said recovered.
+    pub firing: bool,
+    /// When it was delivered, unix seconds.
+    pub sent_unix: i64,
+}
+
+impl HealthCheckStatus {
+    /// The failing spell's start while the verdict is failing (statuses written before
+    /// `failingSinceUnix` existed fall back to the last failure).
+    pub fn failing_since(&self) -> Option<i64> {
+        (!self.ok).then(|| self.failing_since_unix.unwrap_or(self.last_failure_unix))
+    }
+
+    /// What `receiver` was last told.
+    pub fn alert(&self, receiver: &str) -> Option<&AlertRecord> {
+        self.alerts.iter().find(|a| a.receiver == receiver)
+    }
+
+    /// Keeps `failingSinceUnix` and `transitions` in step with the verdict: the spell starts
+    /// when it turns failing and ends when it passes.
+    pub fn track_failing_since(&mut self, now_unix: i64) {
+        let turned = match (self.ok, self.failing_since_unix) {
+            (true, Some(_)) => {
+                self.failing_since_unix = None;
+                true
+            }
+            (false, None) => {
+                self.failing_since_unix = Some(now_unix);
+                true
+            }
+            _ => false,
+        };
+        if turned {
+            self.transitions.insert(
+                0,
+                Transition {
+                    at_unix: now_unix,
+                    ok: self.ok,
+                },
+            );
+            self.transitions.truncate(TRANSITIONS_LEN);
+        }
+    }
 }
 
 /// How a run ended. Exactly one per run.

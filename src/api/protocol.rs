@@ -31,6 +31,9 @@ pub const SOURCE_ANNOTATION: &str = "probity.dev/source-file";
 /// Annotation a manual run request is recorded in (cluster): when it was asked for, unix ms.
 pub const RUN_REQUESTED: &str = "probity.dev/run-requested";
 
+/// A check with this annotation set to `"false"` sends no notifications.
+pub const NOTIFY_ANNOTATION: &str = "probity.dev/notify";
+
 /// The pod name of a run, Kuberhealthy v3 style: `<check>-<5 chars>`, here taken from the run's
 /// UUID so the name is known before the pod exists and the start is one status write.
 pub fn pod_name(key: &CheckKey, uuid: Uuid) -> String {

@@ -10,12 +10,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Leadership;
-use crate::api::{CheckKey, HealthCheckStatus};
+use crate::api::{CheckKey, HealthCheck, HealthCheckStatus};
 
 /// One check as published.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckView {
     pub key: CheckKey,
+    /// The resource as last seen (labels and annotations route notifications).
+    pub resource: Arc<HealthCheck>,
     pub status: Arc<HealthCheckStatus>,
     /// Why the check cannot run, naming the field.
     pub invalid: Option<String>,
@@ -49,6 +51,9 @@ pub struct Board {
     checks: RwLock<BTreeMap<CheckKey, Arc<CheckView>>>,
     /// Problems not tied to one check, such as a checks file that is not YAML.
     source_errors: RwLock<BTreeMap<String, String>>,
+    /// probity's own troubles that say nothing about the checks (a notification receiver
+    /// that is down): shown, but the overall verdict stays the checks'.
+    warnings: RwLock<BTreeMap<String, String>>,
     started: Instant,
     last_tick_ms: AtomicU64,
     ready: AtomicBool,
@@ -66,6 +71,7 @@ impl Board {
             leadership,
             checks: RwLock::default(),
             source_errors: RwLock::default(),
+            warnings: RwLock::default(),
             started: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
             ready: AtomicBool::new(false),
@@ -135,6 +141,23 @@ impl Board {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(s, e)| format!("{s}: {e}"))
+            .collect()
+    }
+
+    pub fn set_warning(&self, source: &str, warning: Option<String>) {
+        let mut m = self.warnings.write().unwrap_or_else(|e| e.into_inner());
+        match warning {
+            Some(w) => m.insert(source.to_string(), w),
+            None => m.remove(source),
+        };
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(s, w)| format!("{s}: {w}"))
             .collect()
     }
 

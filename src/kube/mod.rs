@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod events;
 pub mod lease;
+pub mod logs;
 pub mod pods;
 #[cfg(test)]
 mod standin;
@@ -17,6 +18,7 @@ use kube::{Api, Client, Resource};
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
+use crate::alert::{Alerting, Notifier};
 use crate::api::protocol::namespace_list;
 use crate::api::validate::{Defaults, Problem};
 use crate::api::HealthCheck;
@@ -91,6 +93,8 @@ pub struct KubeConfig {
     /// Bearer token for `POST /api/run`; None leaves it off.
     pub run_token: Option<String>,
     pub http: server::Limits,
+    /// Receivers and routes of notifications; None sends none. Only the leader sends.
+    pub alerting: Option<Arc<Alerting>>,
 }
 
 /// The report URL check pods get when none is configured: the `probity` Service of this
@@ -195,10 +199,24 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     };
 
     let driver = tokio::spawn(driver.run());
+    let notifier = match &cfg.alerting {
+        Some(a) => Some(tokio::spawn(
+            Notifier::new(
+                a.clone(),
+                board.clone(),
+                handle.clone(),
+                Arc::new(SystemClock),
+                metrics.clone(),
+            )?
+            .run(shutdown.clone()),
+        )),
+        None => None,
+    };
     let pods = tokio::spawn(runner.watch(cfg.namespaces.clone(), shutdown.clone()));
     let checks = tokio::spawn(controller.run(shutdown.clone()));
     let elector =
         tokio::spawn(Elector::new(client.clone(), cfg.lease.clone(), claim).run(shutdown));
+    let client_for_logs = client.clone();
     let (stop_server, server_stop) = oneshot::channel::<()>();
     let manual = cfg.run_token.clone().map(|token| ManualRuns {
         token: token.into(),
@@ -206,7 +224,8 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     });
     // Only probes hold a descriptor (their socket); pods share the API server's connections.
     let limits = cfg.http.clone().fitted(cfg.max_concurrent_runs, 1);
-    let state = AppState::new(board, handle, metrics, manual, &limits);
+    let state = AppState::new(board, handle, metrics, manual, &limits)
+        .with_logs(Arc::new(logs::PodLogs::new(client_for_logs)));
     let server = tokio::spawn(server::serve(listener, state, limits, async move {
         let _ = server_stop.await;
     }));
@@ -217,10 +236,34 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
         elector.abort();
     }
     let _ = elector.await;
+    if let Some(n) = notifier {
+        n.abort();
+    }
     pods.abort();
     checks.abort();
     let _ = stop_server.send(());
     crate::error::serve_outcome(server.await, driven)
+}
+
+/// The check page reads the retained pods' logs.
+impl server::logs::CheckLogs for logs::PodLogs {
+    fn logs(&self, key: crate::api::CheckKey) -> server::logs::LogsFuture {
+        let reader = self.clone();
+        Box::pin(async move {
+            Ok(reader
+                .read(&key)
+                .await?
+                .into_iter()
+                .map(|l| server::logs::RunLog {
+                    source: format!("pod {}", l.pod),
+                    run: l.run,
+                    started: l.started,
+                    text: l.text,
+                    truncated: l.truncated,
+                })
+                .collect())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod checkdir;
 pub mod journal;
+pub mod logbook;
 pub mod process;
 pub mod runner;
 
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info};
 
+use crate::alert::{Alerting, Notifier};
 use crate::api::validate::Defaults;
 use crate::api::CheckKey;
 use crate::engine::clock::SystemClock;
@@ -27,6 +29,7 @@ use crate::server::{self, AppState};
 use crate::{Error, Result};
 pub use checkdir::{parse_file, CheckDir};
 pub use journal::FileStore;
+use logbook::LogBook;
 pub use process::local_problems;
 pub use runner::LocalRunner;
 
@@ -48,6 +51,8 @@ pub struct LocalConfig {
     /// Bearer token for `POST /api/run`; None leaves it off.
     pub run_token: Option<String>,
     pub http: server::Limits,
+    /// Receivers and routes of notifications; None sends none.
+    pub alerting: Option<Arc<Alerting>>,
 }
 
 pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
@@ -107,7 +112,8 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
         });
     }
     let (handle, events) = EngineHandle::channel();
-    let runner = Arc::new(LocalRunner::new(handle.clone(), base));
+    let logbook = LogBook::new(&cfg.state_dir);
+    let runner = Arc::new(LocalRunner::new(handle.clone(), base).keeping_logs(logbook.clone()));
     let engine = Engine::new(EngineConfig {
         identity: cfg.identity.clone(),
         max_concurrent_runs: cfg.max_concurrent_runs,
@@ -126,6 +132,19 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     .stopping_on(shutdown.clone())
     .grace(cfg.shutdown_grace);
     let driver = tokio::spawn(driver.run());
+    let notifier = match &cfg.alerting {
+        Some(a) => Some(tokio::spawn(
+            Notifier::new(
+                a.clone(),
+                board.clone(),
+                handle.clone(),
+                Arc::new(SystemClock),
+                metrics.clone(),
+            )?
+            .run(shutdown.clone()),
+        )),
+        None => None,
+    };
     let watcher = tokio::spawn(watch_checks(
         dir,
         first,
@@ -142,7 +161,7 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     });
     // A process run holds its pipes: four descriptors each, kept from HTTP clients.
     let limits = cfg.http.clone().fitted(cfg.max_concurrent_runs, 4);
-    let state = AppState::new(board, handle, metrics, manual, &limits);
+    let state = AppState::new(board, handle, metrics, manual, &limits).with_logs(Arc::new(logbook));
     let server = tokio::spawn(server::serve(listener, state, limits, async move {
         let _ = server_stop.await;
     }));
@@ -151,6 +170,9 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     // so its supervisor restarts it, not go on serving a page that no longer changes.
     let driven = driver.await;
     watcher.abort();
+    if let Some(n) = notifier {
+        n.abort();
+    }
     // Writes queued by the last events (not all of them awaited by a report) reach the journal.
     store.flush().await;
     let _ = stop_server.send(());
@@ -231,4 +253,30 @@ async fn scan(mut dir: CheckDir) -> Result<(CheckDir, Result<checkdir::Changes>)
         task: "checks directory reader",
         source,
     })
+}
+
+/// The check page reads the output the log book keeps.
+impl server::logs::CheckLogs for LogBook {
+    fn logs(&self, key: CheckKey) -> server::logs::LogsFuture {
+        let book = self.clone();
+        Box::pin(async move {
+            let kept = book
+                .read(&key)
+                .await
+                .map_err(|e| format!("reading the kept output: {e}"))?;
+            Ok(kept
+                .into_iter()
+                .map(|k| server::logs::RunLog {
+                    source: match &k.run {
+                        Some(r) => format!("process of run {r}"),
+                        None => "process".into(),
+                    },
+                    run: k.run,
+                    started: k.started,
+                    text: k.text,
+                    truncated: k.truncated,
+                })
+                .collect())
+        })
+    }
 }

@@ -16,6 +16,7 @@ use tokio::process::Command;
 use tracing::debug;
 use uuid::Uuid;
 
+use super::logbook::{Capture, LogBook};
 use crate::api::protocol::{pod_name, run_id, SOURCE_ANNOTATION};
 use crate::api::validate::Problem;
 use crate::api::{CheckKey, HealthCheck};
@@ -43,6 +44,8 @@ pub struct ProcessRunner {
     procs: Arc<Mutex<HashMap<Uuid, Proc>>>,
     /// Put in front of `PATH`, so checks can call `probity report`.
     path_prefix: Option<PathBuf>,
+    /// Where each run's output is kept for the check's page.
+    logbook: Option<LogBook>,
 }
 
 /// What the local backend cannot run, found when the check is loaded rather than at each run.
@@ -97,7 +100,14 @@ impl ProcessRunner {
             report_base: report_base.into().trim_end_matches('/').to_string(),
             procs: Arc::default(),
             path_prefix,
+            logbook: None,
         }
+    }
+
+    /// Keeps each run's output in `book`.
+    pub fn keeping_logs(mut self, book: LogBook) -> Self {
+        self.logbook = Some(book);
+        self
     }
 
     fn command(&self, run: &StartRun) -> Result<Command, String> {
@@ -209,6 +219,7 @@ impl ProcessRunner {
             }
         }
         let tail = Arc::new(Mutex::new(Tail::default()));
+        let capture = Arc::new(Mutex::new(Capture::default()));
         let mut readers = Vec::new();
         for stream in [
             child
@@ -224,10 +235,15 @@ impl ProcessRunner {
         .flatten()
         {
             let tail = tail.clone();
+            let capture = capture.clone();
             let key = run.key.clone();
             readers.push(tokio::spawn(async move {
                 capped_lines(stream, MAX_LINE, |line| {
                     debug!(check = %key, "{line}");
+                    capture
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(line.clone());
                     tail.lock().unwrap_or_else(|e| e.into_inner()).push(line);
                 })
                 .await
@@ -242,6 +258,11 @@ impl ProcessRunner {
             let _ = tokio::time::timeout(Duration::from_millis(200), r).await;
         }
         let output = tail.lock().unwrap_or_else(|e| e.into_inner()).render();
+        if let Some(book) = &self.logbook {
+            let capture = std::mem::take(&mut *capture.lock().unwrap_or_else(|e| e.into_inner()));
+            book.keep(&run.key, run.uuid, run.started.timestamp(), &capture)
+                .await;
+        }
         let how = match &status {
             Err(e) => format!("waiting for the process failed: {e}"),
             Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(s)) {

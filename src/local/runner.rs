@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::logbook::LogBook;
 use super::process::ProcessRunner;
 use crate::api::{CheckKey, HealthCheck};
 use crate::engine::{EngineHandle, Runner, StartRun, StopReason};
@@ -23,6 +24,12 @@ impl LocalRunner {
             processes: ProcessRunner::new(engine.clone(), report_base),
             probes: ProbeRunner::new(engine),
         }
+    }
+
+    /// Keeps each process run's output in `book`.
+    pub fn keeping_logs(mut self, book: LogBook) -> Self {
+        self.processes = self.processes.keeping_logs(book);
+        self
     }
 }
 

@@ -492,6 +492,7 @@ mod tests {
     fn view(ns: &str, name: &str, ok: bool, errors: Vec<&str>) -> Arc<CheckView> {
         Arc::new(CheckView {
             key: CheckKey::new(ns, name),
+            resource: Arc::default(),
             status: Arc::new(HealthCheckStatus {
                 ok,
                 errors: errors.into_iter().map(String::from).collect(),

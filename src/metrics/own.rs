@@ -34,6 +34,37 @@ pub struct ConnectionLabels {
     pub reason: ConnectionEnd,
 }
 
+/// Whether a notification reached its receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    Sent,
+    Failed,
+}
+
+impl EncodeLabelValue for Delivery {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(match self {
+            Delivery::Sent => "sent",
+            Delivery::Failed => "failed",
+        })
+    }
+}
+
+/// Bounded: receivers come from the alerting configuration, `kind` is one of firing,
+/// reminder, resolved, refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub receiver: String,
+    pub kind: &'static str,
+    pub result: Delivery,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReceiverLabels {
+    pub receiver: String,
+}
+
 /// probity's own health: what the HTTP server refused to protect itself, runs it had to defer.
 #[derive(Debug, Default)]
 pub(super) struct OwnMetrics {
@@ -44,6 +75,8 @@ pub(super) struct OwnMetrics {
     deferred: Counter,
     state_failures: Counter,
     state_failing: Gauge,
+    notifications: Family<NotificationLabels, Counter>,
+    notifications_pending: Family<ReceiverLabels, Gauge>,
 }
 
 impl OwnMetrics {
@@ -79,6 +112,16 @@ impl OwnMetrics {
             "1 while writes of check state fail, 0 once they work",
             own.state_failing.clone(),
         );
+        registry.register(
+            "probity_notifications",
+            "Notification deliveries by receiver, kind (firing, reminder, resolved, refresh) and result (sent, failed); a failed one is retried",
+            own.notifications.clone(),
+        );
+        registry.register(
+            "probity_notifications_pending",
+            "Notifications whose delivery failed and waits for a retry, by receiver",
+            own.notifications_pending.clone(),
+        );
         own
     }
 }
@@ -113,5 +156,29 @@ impl Metrics {
 
     pub fn request_shed(&self) {
         self.own.shed.inc();
+    }
+
+    pub fn notification(&self, receiver: &str, kind: &'static str, sent: bool) {
+        self.own
+            .notifications
+            .get_or_create(&NotificationLabels {
+                receiver: receiver.to_string(),
+                kind,
+                result: if sent {
+                    Delivery::Sent
+                } else {
+                    Delivery::Failed
+                },
+            })
+            .inc();
+    }
+
+    pub fn notifications_pending(&self, receiver: &str, n: i64) {
+        self.own
+            .notifications_pending
+            .get_or_create(&ReceiverLabels {
+                receiver: receiver.to_string(),
+            })
+            .set(n);
     }
 }

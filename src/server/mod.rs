@@ -6,6 +6,8 @@ pub mod admin;
 pub mod badge;
 pub mod dashboard;
 pub mod listen;
+pub mod logs;
+pub mod page;
 pub mod report;
 pub mod status;
 
@@ -38,6 +40,8 @@ pub struct AppState {
     pub manual: Option<admin::ManualRuns>,
     /// Requests being handled (health probes aside), against `Limits::max_requests`.
     pub requests: Arc<tokio::sync::Semaphore>,
+    /// Where the output of runs is kept; None: the check page shows none.
+    pub logs: Option<Arc<dyn logs::CheckLogs>>,
 }
 
 impl AppState {
@@ -54,7 +58,13 @@ impl AppState {
             metrics,
             manual,
             requests: Arc::new(tokio::sync::Semaphore::new(limits.max_requests.max(1))),
+            logs: None,
         }
+    }
+
+    pub fn with_logs(mut self, logs: Arc<dyn logs::CheckLogs>) -> Self {
+        self.logs = Some(logs);
+        self
     }
 }
 
@@ -72,7 +82,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/run", post(admin::run))
+        .route("/api/checks", get(page::list))
         .route("/api/checks/{namespace}/{name}", get(status::check))
+        .route("/api/checks/{namespace}/{name}/logs", get(logs::logs))
+        .route("/checks/{namespace}/{name}", get(page::check_page))
         .route("/api/badges/{namespace}/{name}/status", get(badge::status))
         .route(
             "/api/badges/{namespace}/{name}/uptime/{window}",

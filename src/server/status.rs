@@ -121,6 +121,8 @@ pub struct Document<'a> {
     views: Vec<&'a CheckView>,
     ok: bool,
     errors: Vec<String>,
+    /// probity's own troubles (a receiver that is down); the checks' verdict stays `ok`.
+    warnings: Vec<String>,
     leader: String,
 }
 
@@ -150,6 +152,7 @@ impl<'a> Document<'a> {
             views,
             ok,
             errors,
+            warnings: st.board.warnings(),
             leader: st.board.leader(),
         }
     }
@@ -176,6 +179,9 @@ impl Serialize for Document<'_> {
         map.serialize_entry("CheckDetails", &Details(&self.views, false, &windows))?;
         map.serialize_entry("JobDetails", &Details(&self.views, true, &windows))?;
         map.serialize_entry("CurrentMaster", &self.leader)?;
+        if !self.warnings.is_empty() {
+            map.serialize_entry("Warnings", &self.warnings)?;
+        }
         map.end()
     }
 }
@@ -240,13 +246,73 @@ pub async fn check(
         namespace: &'a str,
         name: &'a str,
         detail: CheckDetail,
+        brief: Brief<'a>,
+        /// The pod of each run in `status.history`, for a check that runs pods.
+        pods: Vec<String>,
         status: &'a crate::api::HealthCheckStatus,
     }
+    let pods = if v.resource.spec.probe.is_some() {
+        Vec::new()
+    } else {
+        v.status
+            .history
+            .iter()
+            .map(|h| {
+                uuid::Uuid::parse_str(&h.uuid)
+                    .map(|u| crate::api::protocol::pod_name(&key, u))
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
     axum::Json(Check {
         namespace: &namespace,
         name: &name,
         detail: CheckDetail::of(&v),
+        brief: Brief::of(&v.resource.spec),
+        pods,
         status: &v.status,
     })
     .into_response()
+}
+
+/// The spec in brief, for the check's page. Not the spec itself: the page is open to whoever
+/// reaches it, and a pod spec's environment can hold secrets.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Brief<'a> {
+    /// "pod", or the probe method.
+    runs: &'static str,
+    image: Option<&'a str>,
+    run_interval: Option<&'a str>,
+    schedule: Option<&'a str>,
+    time_zone: Option<&'a str>,
+    timeout: Option<&'a str>,
+    failure_threshold: Option<i32>,
+    success_threshold: Option<i32>,
+    single_run_only: bool,
+}
+
+impl<'a> Brief<'a> {
+    fn of(spec: &'a crate::api::HealthCheckSpec) -> Self {
+        Brief {
+            runs: match spec.probe.as_ref().and_then(|p| p.kind()) {
+                Some(k) => k.as_str(),
+                None => "pod",
+            },
+            image: spec
+                .pod_spec
+                .as_ref()
+                .and_then(|p| p.spec.get("containers"))
+                .and_then(|c| c.get(0))
+                .and_then(|c| c.get("image"))
+                .and_then(|i| i.as_str()),
+            run_interval: spec.run_interval.as_deref(),
+            schedule: spec.schedule.as_deref(),
+            time_zone: spec.time_zone.as_deref(),
+            timeout: spec.timeout.as_deref(),
+            failure_threshold: spec.failure_threshold,
+            success_threshold: spec.success_threshold,
+            single_run_only: spec.single_run_only.unwrap_or(false),
+        }
+    }
 }

@@ -194,6 +194,16 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
 
     let st = runs(c, ns, "crash", 1).await;
     assert_eq!(st.last_outcome, Some(Outcome::Crash));
+    // Its pod is retained (failed pods are kept): the check page shows its log, read through
+    // the API server.
+    let logs = p.get_json(&format!("/api/checks/{ns}/crash/logs")).await;
+    let first = &logs["logs"][0];
+    assert!(
+        first["source"].as_str().unwrap().starts_with("pod crash-"),
+        "{logs}"
+    );
+    assert_eq!(first["text"], "boom\n", "{logs}");
+    assert_eq!(first["run"], st.history[0].uuid.as_str());
     assert!(
         st.errors[0].contains("exited with code 3"),
         "{:?}",
@@ -819,4 +829,72 @@ async fn pods_are_kept_as_retention_says_and_go_with_their_check() {
         pods(c, ns, "owned").await.is_empty().then_some(())
     })
     .await;
+}
+
+/// Notifications across a failover: the leader tells a webhook that a check became failing and
+/// dies; the next leader, reading what was told from the status, neither tells it again nor
+/// misses the recovery. One notification per transition.
+#[tokio::test]
+async fn one_notification_per_transition_across_a_failover() {
+    use crate::common::capture::{Capture, Toggle};
+    let Some(s) = setup("probity-notify").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let (cap, base) = Capture::start(0).await;
+    // Probe checks run in probity itself, so a target on loopback will do.
+    let target = Toggle::start("127.0.0.1:0", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alerting.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"
+        ),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let alerting = ["--alerting-config", cfg.as_str()];
+    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
+    let mut a = replica_with(ns, "replica-a", &a_addr, &a_addr, &alerting);
+    leader_is(&a, "replica-a").await;
+    let b = replica_with(ns, "replica-b", &b_addr, &b_addr, &alerting);
+    leader_is(&b, "replica-a").await;
+    let spec = format!(
+        "  runInterval: 1s\n  timeout: 5s\n  failureThreshold: 1\n  probe:\n    httpGet: {{url: \"{}\"}}\n",
+        target.url
+    );
+    create(c, &check(ns, "flap", &spec)).await;
+    cap.wait("the failure told", |c| c.at("hook").len() == 1)
+        .await;
+    let told = wait("the notification recorded", async || {
+        let st = status(c, ns, "flap").await;
+        (!st.alerts.is_empty()).then_some(st)
+    })
+    .await;
+    assert_eq!(told.alerts[0].receiver, "hook");
+    assert!(told.alerts[0].firing);
+    assert_eq!(Some(told.alerts[0].since_unix), told.failing_since_unix);
+    a.kill9();
+    leader_is(&b, "replica-b").await;
+    // b runs the check, still failing, and says nothing of it.
+    let seen = status(c, ns, "flap").await.failure_count;
+    wait("three failing runs under b", async || {
+        (status(c, ns, "flap").await.failure_count >= seen + 3).then_some(())
+    })
+    .await;
+    assert_eq!(cap.at("hook").len(), 1, "{:#?}", cap.all());
+    target.set(true);
+    cap.wait("the recovery told", |c| c.at("hook").len() == 2)
+        .await;
+    let seen = status(c, ns, "flap").await.success_count;
+    wait("three passing runs under b", async || {
+        (status(c, ns, "flap").await.success_count >= seen + 3).then_some(())
+    })
+    .await;
+    let got = cap.at("hook");
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0].body["state"], "failing");
+    assert_eq!(got[1].body["state"], "resolved");
+    assert_eq!(got[0].body["since"], got[1].body["since"], "the same spell");
 }

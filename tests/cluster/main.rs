@@ -11,7 +11,9 @@ mod testkube;
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use probity::api::aggregate::{DayStats, HourStats};
-use probity::api::{Condition, HealthCheck, HealthCheckStatus, Outcome, RunRecord};
+use probity::api::{
+    AlertRecord, Condition, HealthCheck, HealthCheckStatus, Outcome, RunRecord, Transition,
+};
 use testkube::{client, install_crd, namespace};
 
 fn full_status() -> HealthCheckStatus {
@@ -67,6 +69,17 @@ fn full_status() -> HealthCheckStatus {
             successes: 59,
         }],
         failing_accrued_unix: Some(1_795_000_120),
+        failing_since_unix: Some(1_794_999_900),
+        alerts: vec![AlertRecord {
+            receiver: "oncall".into(),
+            since_unix: 1_794_999_900,
+            firing: true,
+            sent_unix: 1_794_999_902,
+        }],
+        transitions: vec![Transition {
+            at_unix: 1_794_999_900,
+            ok: false,
+        }],
     }
 }
 

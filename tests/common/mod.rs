@@ -1,6 +1,8 @@
 //! Starts the real `probity` binary on a free loopback port and talks to it over HTTP.
 #![allow(dead_code)]
 
+pub mod capture;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -120,7 +120,7 @@ impl Engine {
         let theirs = Uuid::parse_str(&observed.current_uuid).ok();
         let outcome = observed.last_outcome;
         entry.status = Arc::new(observed);
-        Self::apply_validity(entry, &now.to_rfc3339());
+        Self::apply_validity(entry, now);
         if let Some(run) = entry.run.as_mut() {
             if Some(run.uuid) != theirs {
                 let (uuid, deadline, was_finished) = (run.uuid, run.deadline, run.finished);

@@ -245,7 +245,6 @@ impl Engine {
             (None, Some((d, plan))) if d == self.cfg.defaults => plan,
             (None, _) => desired.plan(&self.cfg.defaults),
         };
-        let now_s = now.to_rfc3339();
         let mut effects = Vec::new();
         let generation = desired.check.metadata.generation;
         if let Some(entry) = self.checks.get_mut(&key) {
@@ -262,7 +261,7 @@ impl Engine {
             entry.removed = false;
             entry.desired = desired;
             entry.plan = plan;
-            Self::apply_validity(entry, &now_s);
+            Self::apply_validity(entry, now);
             let observed = generation.or(entry.status.observed_generation);
             if entry.status.observed_generation != observed {
                 Arc::make_mut(&mut entry.status).observed_generation = observed;
@@ -299,7 +298,7 @@ impl Engine {
                 removed: false,
                 rerun: false,
             };
-            Self::apply_validity(&mut entry, &now_s);
+            Self::apply_validity(&mut entry, now);
             // A run in flight when the state was saved is adopted, not restarted.
             let adopted = Uuid::parse_str(&entry.status.current_uuid).ok();
             let persist = *entry.status != before;
@@ -608,6 +607,7 @@ impl Engine {
         };
         CheckView {
             key: key.clone(),
+            resource: e.desired.check.clone(),
             status: e.status.clone(),
             invalid: e.plan.as_ref().err().map(|i| i.to_string()),
             run_interval,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{unix, EndedBy, Engine, Entry};
-use crate::api::{aggregate, truncate, CheckKey, Outcome, RunRecord, HISTORY_LEN};
+use crate::api::{aggregate, truncate, AlertRecord, CheckKey, Outcome, RunRecord, HISTORY_LEN};
 use crate::engine::Effect;
 
 /// Limits on what one history entry keeps of a run's errors.
@@ -16,7 +16,7 @@ const HISTORY_ERROR_LEN: usize = 512;
 impl Engine {
     /// Records whether the check is invalid, on its status: an `Invalid` condition, and the
     /// published verdict failing with the reason, so it is seen wherever the check is.
-    pub(super) fn apply_validity(entry: &mut Entry, now: &str) {
+    pub(super) fn apply_validity(entry: &mut Entry, now: DateTime<Utc>) {
         let was_invalid = entry
             .status
             .condition("Invalid")
@@ -24,6 +24,7 @@ impl Engine {
         if entry.plan.is_ok() && !was_invalid {
             return;
         }
+        let (now_unix, now) = (unix(now), &now.to_rfc3339());
         let st = Arc::make_mut(&mut entry.status);
         match &entry.plan {
             Err(invalid) => {
@@ -52,6 +53,25 @@ impl Engine {
                 }
             }
         }
+        st.track_failing_since(now_unix);
+    }
+
+    /// Records that a notification receiver was told of the check's state. Only the leader
+    /// records (only its notifier sends); the status write makes it known to the next leader.
+    pub fn notified(&mut self, key: &CheckKey, record: AlertRecord) -> Vec<Effect> {
+        if !self.leader {
+            return Vec::new();
+        }
+        let Some(entry) = self.checks.get_mut(key) else {
+            return Vec::new();
+        };
+        let st = Arc::make_mut(&mut entry.status);
+        match st.alerts.iter_mut().find(|a| a.receiver == record.receiver) {
+            Some(a) if *a == record => return Vec::new(),
+            Some(a) => *a = record,
+            None => st.alerts.push(record),
+        }
+        vec![self.save(key, true)]
     }
 
     /// Records the one outcome of the run in flight of `key`.
@@ -110,6 +130,7 @@ impl Engine {
             // Still invalid (changed while running): keep saying so.
             st.ok = false;
         }
+        st.track_failing_since(unix(now));
         aggregate::settle(st, now);
         st.history.insert(
             0,

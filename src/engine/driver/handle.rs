@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::api::{CheckKey, HealthCheckStatus};
+use crate::api::{AlertRecord, CheckKey, HealthCheckStatus};
 use crate::engine::{Desired, Rejection, RunEnd, RunRefused};
 
 /// Events queued towards the engine before senders wait.
@@ -34,6 +34,11 @@ pub enum Event {
     RunNow {
         key: CheckKey,
         reply: oneshot::Sender<Result<(), RunRefused>>,
+    },
+    /// A notification receiver was told of a check's state (see `Engine::notified`).
+    Notified {
+        key: CheckKey,
+        record: AlertRecord,
     },
     /// A manual run asked for at this time (see `Engine::request_run`).
     RequestRun {
@@ -74,6 +79,10 @@ impl EngineHandle {
 
     pub async fn loaded(&self) {
         self.send(Event::Loaded).await
+    }
+
+    pub async fn notified(&self, key: CheckKey, record: AlertRecord) {
+        self.send(Event::Notified { key, record }).await
     }
 
     pub async fn released(&self, uuid: Uuid, end: RunEnd) {

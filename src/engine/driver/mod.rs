@@ -300,6 +300,10 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                     .map(|effects| self.act(effects));
                 let _ = reply.send(r);
             }
+            Event::Notified { key, record } => {
+                let effects = self.engine.notified(&key, record);
+                self.act(effects);
+            }
             Event::RunNow { key, reply } => {
                 let r = self
                     .engine

@@ -1,0 +1,500 @@
+//! The alerting configuration file (`--alerting-config`): receivers, and routes from checks to
+//! them by namespace and labels. Read once at start-up; a mistake is an error naming the file
+//! and the field, and probity does not start with it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::{duration, HealthCheck};
+use crate::{Error, Result};
+
+/// The file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Base URL of probity's status page, for the links notifications carry.
+    #[serde(default, rename = "externalURL")]
+    pub external_url: Option<String>,
+    pub receivers: Vec<Receiver>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Receiver {
+    pub name: String,
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
+    #[serde(default)]
+    pub slack: Option<Slack>,
+    #[serde(default)]
+    pub pagerduty: Option<PagerDuty>,
+    #[serde(default)]
+    pub alertmanager: Option<Alertmanager>,
+}
+
+/// A POST of a JSON body, by default probity's own document, or `body` with its placeholders
+/// filled in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A template: `{{check}}`, `{{namespace}}`, `{{state}}`, `{{since}}`, `{{errors}}`,
+    /// `{{link}}`, `{{summary}}`, `{{id}}`, each replaced by its JSON value (strings quoted,
+    /// errors an array), so the result is JSON whatever the values hold.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// A Slack incoming webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Slack {
+    pub url: String,
+    /// Overrides the webhook's channel (legacy webhooks only honour it).
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// PagerDuty Events API v2.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PagerDuty {
+    pub routing_key: String,
+    #[serde(default = "PagerDuty::default_url")]
+    pub url: String,
+    /// critical, error, warning or info.
+    #[serde(default = "PagerDuty::default_severity")]
+    pub severity: String,
+}
+
+impl PagerDuty {
+    fn default_url() -> String {
+        "https://events.pagerduty.com/v2/enqueue".into()
+    }
+    fn default_severity() -> String {
+        "critical".into()
+    }
+}
+
+/// Prometheus Alertmanager's v2 API, at its base URL (`http://alertmanager:9093`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Alertmanager {
+    pub url: String,
+}
+
+/// Which checks notify a receiver. Every route that matches a check notifies its receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    pub receiver: String,
+    /// The checks' namespaces; empty for all.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Labels a check must carry, with these values.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    /// Also notify when a check recovers (default true).
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// Remind while a check stays failing, this often; unset: no reminders.
+    #[serde(default)]
+    pub repeat_interval: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a receiver is, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Webhook {
+        url: url::Url,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        body: Option<String>,
+    },
+    Slack {
+        url: url::Url,
+        channel: Option<String>,
+    },
+    PagerDuty {
+        url: url::Url,
+        routing_key: String,
+        severity: String,
+    },
+    Alertmanager {
+        url: url::Url,
+    },
+}
+
+impl Kind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Webhook { .. } => "webhook",
+            Kind::Slack { .. } => "slack",
+            Kind::PagerDuty { .. } => "pagerduty",
+            Kind::Alertmanager { .. } => "alertmanager",
+        }
+    }
+}
+
+/// A route, checked: what it matches and how it notifies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub receiver: usize,
+    pub namespaces: Vec<String>,
+    pub match_labels: BTreeMap<String, String>,
+    pub send_resolved: bool,
+    pub repeat: Option<Duration>,
+}
+
+impl Rule {
+    pub fn matches(&self, check: &HealthCheck) -> bool {
+        let ns = check.metadata.namespace.as_deref().unwrap_or_default();
+        if !self.namespaces.is_empty() && !self.namespaces.iter().any(|n| n == ns) {
+            return false;
+        }
+        let labels = check.metadata.labels.as_ref();
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+    }
+}
+
+/// The configuration, checked and ready to use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alerting {
+    pub external_url: Option<String>,
+    /// Receivers by index; names are unique.
+    pub receivers: Vec<(String, Kind)>,
+    pub rules: Vec<Rule>,
+}
+
+impl Alerting {
+    pub fn load(path: &Path) -> Result<Alerting> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Alerting::parse(&text).map_err(|message| Error::Parse {
+            file: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and checks the text of a configuration; the error names the field.
+    pub fn parse(text: &str) -> std::result::Result<Alerting, String> {
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let value: Value =
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| e.to_string())?;
+        let raw: AlertingConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            format!("{path}: {}", e.into_inner())
+        })?;
+        raw.check()
+    }
+}
+
+impl AlertingConfig {
+    fn check(self) -> std::result::Result<Alerting, String> {
+        let mut receivers: Vec<(String, Kind)> = Vec::new();
+        for (i, r) in self.receivers.into_iter().enumerate() {
+            let at = format!("receivers[{i}]");
+            if r.name.trim().is_empty() {
+                return Err(format!("{at}.name: must not be empty"));
+            }
+            if receivers.iter().any(|(n, _)| *n == r.name) {
+                return Err(format!("{at}.name: {:?} names two receivers", r.name));
+            }
+            let kinds = [
+                r.webhook.is_some(),
+                r.slack.is_some(),
+                r.pagerduty.is_some(),
+                r.alertmanager.is_some(),
+            ];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                return Err(format!(
+                    "{at}: give exactly one of webhook, slack, pagerduty, alertmanager"
+                ));
+            }
+            let kind = if let Some(w) = r.webhook {
+                let mut headers = Vec::new();
+                for (k, v) in w.headers {
+                    let name = http::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|e| format!("{at}.webhook.headers: {k:?}: {e}"))?;
+                    let value = http::HeaderValue::from_str(&v)
+                        .map_err(|e| format!("{at}.webhook.headers.{k}: {e}"))?;
+                    headers.push((name, value));
+                }
+                if let Some(body) = &w.body {
+                    check_template(body).map_err(|e| format!("{at}.webhook.body: {e}"))?;
+                }
+                Kind::Webhook {
+                    url: http_url(&w.url).map_err(|e| format!("{at}.webhook.url: {e}"))?,
+                    headers,
+                    body: w.body,
+                }
+            } else if let Some(s) = r.slack {
+                Kind::Slack {
+                    url: http_url(&s.url).map_err(|e| format!("{at}.slack.url: {e}"))?,
+                    channel: s.channel,
+                }
+            } else if let Some(p) = r.pagerduty {
+                if p.routing_key.trim().is_empty() {
+                    return Err(format!("{at}.pagerduty.routingKey: must not be empty"));
+                }
+                if !["critical", "error", "warning", "info"].contains(&p.severity.as_str()) {
+                    return Err(format!(
+                        "{at}.pagerduty.severity: {:?} is not critical, error, warning or info",
+                        p.severity
+                    ));
+                }
+                Kind::PagerDuty {
+                    url: http_url(&p.url).map_err(|e| format!("{at}.pagerduty.url: {e}"))?,
+                    routing_key: p.routing_key,
+                    severity: p.severity,
+                }
+            } else if let Some(a) = r.alertmanager {
+                Kind::Alertmanager {
+                    url: http_url(&a.url).map_err(|e| format!("{at}.alertmanager.url: {e}"))?,
+                }
+            } else {
+                unreachable!("exactly one kind, checked above")
+            };
+            receivers.push((r.name, kind));
+        }
+        let mut rules = Vec::new();
+        for (i, r) in self.routes.into_iter().enumerate() {
+            let at = format!("routes[{i}]");
+            let receiver = receivers
+                .iter()
+                .position(|(n, _)| *n == r.receiver)
+                .ok_or_else(|| format!("{at}.receiver: no receiver is named {:?}", r.receiver))?;
+            let repeat = match &r.repeat_interval {
+                None => None,
+                Some(s) => {
+                    let d = duration::parse(s).map_err(|e| format!("{at}.repeatInterval: {e}"))?;
+                    if d < Duration::from_secs(60) {
+                        return Err(format!(
+                            "{at}.repeatInterval: {s} is under a minute; reminders that often are noise"
+                        ));
+                    }
+                    Some(d)
+                }
+            };
+            rules.push(Rule {
+                receiver,
+                namespaces: r.namespaces,
+                match_labels: r.match_labels,
+                send_resolved: r.send_resolved,
+                repeat,
+            });
+        }
+        let external_url = match self.external_url {
+            Some(u) => Some(
+                http_url(&u)
+                    .map_err(|e| format!("externalURL: {e}"))?
+                    .as_str()
+                    .trim_end_matches('/')
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Alerting {
+            external_url,
+            receivers,
+            rules,
+        })
+    }
+}
+
+fn http_url(s: &str) -> std::result::Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        return Err(format!("{s:?} is not an http(s) URL"));
+    }
+    Ok(u)
+}
+
+/// The placeholders a webhook body may use.
+pub const PLACEHOLDERS: &[&str] = &[
+    "check",
+    "namespace",
+    "state",
+    "since",
+    "errors",
+    "link",
+    "summary",
+    "id",
+];
+
+/// A template uses only known placeholders and every `{{` is closed.
+fn check_template(t: &str) -> std::result::Result<(), String> {
+    let mut rest = t;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let end = after.find("}}").ok_or_else(|| {
+            format!(
+                "a {{{{ at byte {} is never closed",
+                t.len() - rest.len() + i
+            )
+        })?;
+        let name = after[..end].trim();
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder {{{{{name}}}}} (known: {})",
+                PLACEHOLDERS.join(", ")
+            ));
+        }
+        rest = &after[end + 2..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+externalURL: http://probity.example:8080/
+receivers:
+  - name: hook
+    webhook:
+      url: http://127.0.0.1:9/hook
+      headers: {Authorization: "Bearer t"}
+      body: '{"text": {{summary}}, "errors": {{errors}}}'
+  - name: chat
+    slack: {url: "https://hooks.slack.com/services/T/B/X"}
+  - name: pager
+    pagerduty: {routingKey: abc}
+  - name: am
+    alertmanager: {url: "http://127.0.0.1:9093"}
+routes:
+  - receiver: pager
+    namespaces: [prod]
+    matchLabels: {team: db}
+    repeatInterval: 4h
+  - receiver: chat
+    sendResolved: false
+"#;
+
+    #[test]
+    fn a_full_configuration_is_read_with_its_defaults() {
+        let a = Alerting::parse(FULL).unwrap();
+        assert_eq!(
+            a.external_url.as_deref(),
+            Some("http://probity.example:8080")
+        );
+        let names: Vec<_> = a
+            .receivers
+            .iter()
+            .map(|(n, k)| (n.as_str(), k.name()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("hook", "webhook"),
+                ("chat", "slack"),
+                ("pager", "pagerduty"),
+                ("am", "alertmanager")
+            ]
+        );
+        match &a.receivers[2].1 {
+            Kind::PagerDuty { url, severity, .. } => {
+                assert_eq!(url.as_str(), "https://events.pagerduty.com/v2/enqueue");
+                assert_eq!(severity, "critical");
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(a.rules[0].receiver, 2);
+        assert_eq!(a.rules[0].repeat, Some(Duration::from_secs(4 * 3600)));
+        assert!(
+            a.rules[0].send_resolved,
+            "resolved notifications by default"
+        );
+        assert!(!a.rules[1].send_resolved);
+        assert!(a.rules[1].namespaces.is_empty());
+    }
+
+    #[test]
+    fn mistakes_name_the_field() {
+        for (text, want) in [
+            ("receivers: []\nroutes:\n  - receiver: x\n", "routes[0].receiver: no receiver is named \"x\""),
+            ("receivers:\n  - name: a\n", "receivers[0]: give exactly one of"),
+            (
+                "receivers:\n  - name: a\n    slack: {url: x}\n    webhook: {url: x}\n",
+                "receivers[0]: give exactly one of",
+            ),
+            ("receivers:\n  - name: a\n    slack: {url: 'ftp://x'}\n", "receivers[0].slack.url: \"ftp://x\" is not an http(s) URL"),
+            (
+                "receivers:\n  - name: a\n    slack: {url: 'http://x'}\n  - name: a\n    slack: {url: 'http://y'}\n",
+                "receivers[1].name: \"a\" names two receivers",
+            ),
+            ("receivers:\n  - name: a\n    slak: {url: 'http://x'}\n", "receivers[0].slak: unknown field `slak`"),
+            (
+                "receivers:\n  - name: a\n    webhook: {url: 'http://x', body: '{{check}} {{nope}}'}\n",
+                "receivers[0].webhook.body: unknown placeholder {{nope}}",
+            ),
+            (
+                "receivers:\n  - name: a\n    webhook: {url: 'http://x', body: '{{check'}\n",
+                "receivers[0].webhook.body: a {{ at byte 0 is never closed",
+            ),
+            (
+                "receivers:\n  - name: a\n    pagerduty: {routingKey: k, severity: high}\n",
+                "receivers[0].pagerduty.severity: \"high\" is not critical",
+            ),
+            (
+                "receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    repeatInterval: 10s\n",
+                "routes[0].repeatInterval: 10s is under a minute",
+            ),
+            (
+                "receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    repeatInterval: soon\n",
+                "routes[0].repeatInterval: ",
+            ),
+            ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    sendResolved: yes\n", "routes[0].sendResolved: "),
+        ] {
+            let e = Alerting::parse(text).unwrap_err();
+            assert!(e.starts_with(want), "{text}\n  gave: {e}\n  want: {want}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let e = Alerting::load(Path::new("/nonexistent/alerting.yaml")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("/nonexistent/alerting.yaml: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn routes_match_by_namespace_and_labels() {
+        let a = Alerting::parse(FULL).unwrap();
+        let check = |ns: &str, labels: &[(&str, &str)]| {
+            let mut hc = HealthCheck::default();
+            hc.metadata.namespace = Some(ns.into());
+            hc.metadata.labels = Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            hc
+        };
+        let pager = &a.rules[0];
+        assert!(pager.matches(&check("prod", &[("team", "db"), ("x", "y")])));
+        assert!(!pager.matches(&check("prod", &[("team", "web")])));
+        assert!(!pager.matches(&check("dev", &[("team", "db")])));
+        assert!(a.rules[1].matches(&check("anything", &[])));
+    }
+}

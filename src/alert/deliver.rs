@@ -1,0 +1,490 @@
+//! What each kind of receiver is sent: the request for one notice, built as a pure function so
+//! its shape is tested without a network, and the POST that delivers it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::config::Kind;
+use super::decide::Notice;
+use crate::api::CheckKey;
+
+/// How long one delivery may take before it counts as failed (and is retried).
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a notice says.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub key: CheckKey,
+    pub notice: Notice,
+    /// The failing spell's start, unix seconds.
+    pub since: i64,
+    pub now: i64,
+    pub errors: Vec<String>,
+    /// The check's page on the status page, when `externalURL` is set.
+    pub link: Option<String>,
+    /// The check's `kuberhealthy.io/severity` label.
+    pub severity: Option<String>,
+}
+
+impl Message {
+    fn since_rfc3339(&self) -> String {
+        rfc3339(self.since)
+    }
+
+    /// Names the check, its spell and the notice: a receiver can drop a repeat by it.
+    pub fn id(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.key.namespace(),
+            self.key.name(),
+            self.since,
+            match self.notice {
+                Notice::Reminder => format!("reminder-{}", self.now),
+                n => n.as_str().to_string(),
+            }
+        )
+    }
+
+    /// One line a person reads first.
+    pub fn summary(&self) -> String {
+        let check = format!("{}/{}", self.key.namespace(), self.key.name());
+        match self.notice {
+            Notice::Firing => match self.errors.first() {
+                Some(e) => format!("{check} is failing: {e}"),
+                None => format!("{check} is failing"),
+            },
+            Notice::Reminder => format!(
+                "{check} is still failing, for {}",
+                spell(self.now - self.since)
+            ),
+            Notice::Resolved => format!(
+                "{check} recovered after failing for {}",
+                spell(self.now - self.since)
+            ),
+        }
+    }
+
+    fn state(&self) -> &'static str {
+        match self.notice {
+            Notice::Resolved => "resolved",
+            _ => "failing",
+        }
+    }
+
+    fn placeholders(&self) -> Value {
+        json!({
+            "check": self.key.name(),
+            "namespace": self.key.namespace(),
+            "state": self.state(),
+            "since": self.since_rfc3339(),
+            "errors": self.errors,
+            "link": self.link,
+            "summary": self.summary(),
+            "id": self.id(),
+        })
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    DateTime::<Utc>::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A length of time as a person says it: "3m", "2h 5m", "1d 4h".
+fn spell(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// A request ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub url: url::Url,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub body: Value,
+}
+
+/// The request that tells `kind` of `m`.
+pub fn request(kind: &Kind, m: &Message) -> Request {
+    let id_header = (
+        http::HeaderName::from_static("x-probity-notification-id"),
+        http::HeaderValue::from_str(&m.id()).unwrap_or(http::HeaderValue::from_static("")),
+    );
+    match kind {
+        Kind::Webhook { url, headers, body } => {
+            let doc = m.placeholders();
+            let body = match body {
+                None => {
+                    let mut doc = doc;
+                    doc["version"] = json!("1");
+                    doc
+                }
+                Some(template) => {
+                    let filled = fill(template, &doc);
+                    // A template that does not give JSON is sent as a JSON string, not lost.
+                    serde_json::from_str(&filled).unwrap_or(Value::String(filled))
+                }
+            };
+            let mut hs = headers.clone();
+            hs.push(id_header);
+            Request {
+                url: url.clone(),
+                headers: hs,
+                body,
+            }
+        }
+        Kind::Slack { url, channel } => {
+            let check = format!("{}/{}", m.key.namespace(), m.key.name());
+            let mut text = match m.notice {
+                Notice::Firing => format!(":red_circle: *{check}* is failing"),
+                Notice::Reminder => format!(
+                    ":red_circle: *{check}* is still failing, for {}",
+                    spell(m.now - m.since)
+                ),
+                Notice::Resolved => format!(
+                    ":large_green_circle: *{check}* recovered after failing for {}",
+                    spell(m.now - m.since)
+                ),
+            };
+            if m.notice != Notice::Resolved {
+                for e in m.errors.iter().take(5) {
+                    text.push_str("\n> ");
+                    text.push_str(&slack_escape(e));
+                }
+            }
+            if let Some(link) = &m.link {
+                text.push_str(&format!("\n<{link}|status page>"));
+            }
+            let mut body = json!({ "text": text });
+            if let Some(c) = channel {
+                body["channel"] = json!(c);
+            }
+            Request {
+                url: url.clone(),
+                headers: vec![id_header],
+                body,
+            }
+        }
+        Kind::PagerDuty {
+            url,
+            routing_key,
+            severity,
+        } => {
+            // One incident per check: a reminder is the same trigger again (PagerDuty keeps
+            // one open incident per dedup key); a resolve closes it.
+            let dedup = format!("probity/{}/{}", m.key.namespace(), m.key.name());
+            let body = if m.notice == Notice::Resolved {
+                json!({
+                    "routing_key": routing_key,
+                    "event_action": "resolve",
+                    "dedup_key": dedup,
+                })
+            } else {
+                let mut summary = m.summary();
+                if summary.len() > 1024 {
+                    let mut cut = 1021;
+                    while !summary.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    summary.truncate(cut);
+                    summary.push_str("...");
+                }
+                let mut b = json!({
+                    "routing_key": routing_key,
+                    "event_action": "trigger",
+                    "dedup_key": dedup,
+                    "payload": {
+                        "summary": summary,
+                        "source": "probity",
+                        "severity": m.severity.as_deref().filter(|s| ["critical", "error", "warning", "info"].contains(s)).unwrap_or(severity),
+                        "timestamp": m.since_rfc3339(),
+                        "component": m.key.name(),
+                        "group": m.key.namespace(),
+                        "custom_details": { "errors": m.errors, "since": m.since_rfc3339() },
+                    },
+                });
+                if let Some(link) = &m.link {
+                    b["links"] = json!([{ "href": link, "text": "probity status page" }]);
+                }
+                b
+            };
+            Request {
+                url: url.clone(),
+                headers: vec![id_header],
+                body,
+            }
+        }
+        Kind::Alertmanager { url } => {
+            let mut labels = json!({
+                "alertname": "ProbityCheckFailing",
+                "namespace": m.key.namespace(),
+                "check": m.key.name(),
+            });
+            if let Some(s) = &m.severity {
+                labels["severity"] = json!(s);
+            }
+            let mut alert = json!({
+                "labels": labels,
+                "annotations": {
+                    "summary": m.summary(),
+                    "description": m.errors.join("\n"),
+                },
+                "startsAt": m.since_rfc3339(),
+            });
+            if m.notice == Notice::Resolved {
+                alert["endsAt"] = json!(rfc3339(m.now));
+            }
+            if let Some(link) = &m.link {
+                alert["generatorURL"] = json!(link);
+            }
+            let mut api = url.clone();
+            api.set_path(&format!(
+                "{}/api/v2/alerts",
+                url.path().trim_end_matches('/')
+            ));
+            Request {
+                url: api,
+                headers: vec![id_header],
+                body: json!([alert]),
+            }
+        }
+    }
+}
+
+/// Slack reads `&`, `<` and `>` as markup.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Replaces each `{{name}}` by the JSON of `values[name]`.
+fn fill(template: &str, values: &Value) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let name = after[..end].trim();
+        out.push_str(&values.get(name).unwrap_or(&Value::Null).to_string());
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Sends `req`; any answer but 2xx is a failure, named with its status and the start of the
+/// body.
+pub async fn send(client: &reqwest::Client, req: &Request) -> Result<(), String> {
+    let mut rb = client
+        .post(req.url.clone())
+        .timeout(TIMEOUT)
+        .json(&req.body);
+    for (k, v) in &req.headers {
+        rb = rb.header(k, v);
+    }
+    let what = format!("POST {}", redacted(&req.url));
+    let resp = rb.send().await.map_err(|e| {
+        let mut msg = format!("{what}: {e}");
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        msg
+    })?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.chars().take(200).collect();
+    Err(format!("{what}: {status} {}", body.trim()))
+}
+
+/// A URL fit for logs and the status page: webhook URLs carry their secret in the path (Slack)
+/// or the query, so only the scheme, host and port are shown.
+pub fn redacted(u: &url::Url) -> String {
+    let mut s = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
+    if let Some(p) = u.port() {
+        s.push_str(&format!(":{p}"));
+    }
+    s.push_str("/…");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::config::Alerting;
+
+    fn message(notice: Notice) -> Message {
+        Message {
+            key: CheckKey::new("prod", "db"),
+            notice,
+            since: 1_700_000_000,
+            now: 1_700_003_700,
+            errors: vec!["connect 10.0.0.5:5432: refused <x>".into(), "second".into()],
+            link: Some("http://probity.example/checks/prod/db".into()),
+            severity: None,
+        }
+    }
+
+    fn kinds() -> Vec<Kind> {
+        Alerting::parse(
+            r##"
+receivers:
+  - name: hook
+    webhook:
+      url: http://127.0.0.1:9/hook
+      headers: {Authorization: "Bearer t"}
+  - name: tpl
+    webhook:
+      url: http://127.0.0.1:9/hook
+      body: '{"text": {{summary}}, "errs": {{errors}}, "n": {{namespace}}}'
+  - name: chat
+    slack: {url: "https://hooks.slack.com/services/T/B/X", channel: "#ops"}
+  - name: pager
+    pagerduty: {routingKey: abc, severity: warning}
+  - name: am
+    alertmanager: {url: "http://127.0.0.1:9093/am/"}
+"##,
+        )
+        .unwrap()
+        .receivers
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect()
+    }
+
+    #[test]
+    fn the_webhook_document_names_everything() {
+        let k = &kinds()[0];
+        let r = request(k, &message(Notice::Firing));
+        assert_eq!(
+            r.body,
+            json!({
+                "version": "1",
+                "id": "prod/db/1700000000/firing",
+                "check": "db",
+                "namespace": "prod",
+                "state": "failing",
+                "since": "2023-11-14T22:13:20Z",
+                "errors": ["connect 10.0.0.5:5432: refused <x>", "second"],
+                "link": "http://probity.example/checks/prod/db",
+                "summary": "prod/db is failing: connect 10.0.0.5:5432: refused <x>",
+            })
+        );
+        let names: Vec<_> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["authorization", "x-probity-notification-id"]);
+        let r = request(k, &message(Notice::Resolved));
+        assert_eq!(r.body["state"], "resolved");
+        assert_eq!(
+            r.body["summary"],
+            "prod/db recovered after failing for 1h 1m"
+        );
+    }
+
+    #[test]
+    fn a_template_gets_json_values_whatever_they_hold() {
+        let mut m = message(Notice::Firing);
+        m.errors = vec!["quote \" and\nnewline".into()];
+        let r = request(&kinds()[1], &m);
+        assert_eq!(
+            r.body,
+            json!({
+                "text": "prod/db is failing: quote \" and\nnewline",
+                "errs": ["quote \" and\nnewline"],
+                "n": "prod",
+            })
+        );
+    }
+
+    #[test]
+    fn slack_gets_text_with_the_errors_escaped() {
+        let r = request(&kinds()[2], &message(Notice::Firing));
+        assert_eq!(r.body["channel"], "#ops");
+        assert_eq!(
+            r.body["text"],
+            ":red_circle: *prod/db* is failing\n> connect 10.0.0.5:5432: refused &lt;x&gt;\n> second\n<http://probity.example/checks/prod/db|status page>"
+        );
+        let r = request(&kinds()[2], &message(Notice::Resolved));
+        assert!(r.body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(":large_green_circle: *prod/db* recovered after failing for 1h 1m"));
+    }
+
+    #[test]
+    fn pagerduty_triggers_and_resolves_one_incident_per_check() {
+        let k = &kinds()[3];
+        let t = request(k, &message(Notice::Firing));
+        assert_eq!(t.url.as_str(), "https://events.pagerduty.com/v2/enqueue");
+        assert_eq!(t.body["event_action"], "trigger");
+        assert_eq!(t.body["dedup_key"], "probity/prod/db");
+        assert_eq!(t.body["routing_key"], "abc");
+        assert_eq!(t.body["payload"]["severity"], "warning");
+        assert_eq!(t.body["payload"]["source"], "probity");
+        assert_eq!(t.body["payload"]["custom_details"]["errors"][1], "second");
+        assert_eq!(
+            t.body["links"][0]["href"],
+            "http://probity.example/checks/prod/db"
+        );
+        let again = request(k, &message(Notice::Reminder));
+        assert_eq!(again.body["dedup_key"], t.body["dedup_key"]);
+        let r = request(k, &message(Notice::Resolved));
+        assert_eq!(
+            r.body,
+            json!({"routing_key": "abc", "event_action": "resolve", "dedup_key": "probity/prod/db"})
+        );
+        // The check's own severity label wins when PagerDuty knows it.
+        let mut m = message(Notice::Firing);
+        m.severity = Some("critical".into());
+        assert_eq!(request(k, &m).body["payload"]["severity"], "critical");
+        m.severity = Some("sev1".into());
+        assert_eq!(request(k, &m).body["payload"]["severity"], "warning");
+        // A long summary is cut to PagerDuty's 1024 characters.
+        m.errors = vec!["é".repeat(2000)];
+        let s = request(k, &m).body["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(s.len() <= 1024 && s.ends_with("..."), "{}", s.len());
+    }
+
+    #[test]
+    fn alertmanager_gets_one_alert_that_a_resolve_ends() {
+        let k = &kinds()[4];
+        let f = request(k, &message(Notice::Firing));
+        assert_eq!(f.url.as_str(), "http://127.0.0.1:9093/am/api/v2/alerts");
+        let a = &f.body[0];
+        assert_eq!(
+            a["labels"],
+            json!({"alertname": "ProbityCheckFailing", "namespace": "prod", "check": "db"})
+        );
+        assert_eq!(a["startsAt"], "2023-11-14T22:13:20Z");
+        assert!(a.get("endsAt").is_none());
+        assert_eq!(a["generatorURL"], "http://probity.example/checks/prod/db");
+        let r = request(k, &message(Notice::Resolved));
+        assert_eq!(r.body[0]["labels"], a["labels"], "the same alert");
+        assert_eq!(r.body[0]["endsAt"], "2023-11-14T23:15:00Z");
+    }
+
+    #[test]
+    fn urls_in_messages_keep_their_secrets() {
+        let u = url::Url::parse("https://hooks.slack.com/services/T/B/SECRET?token=x").unwrap();
+        assert_eq!(redacted(&u), "https://hooks.slack.com/…");
+    }
+}

@@ -1,0 +1,323 @@
+//! Notifications: tells receivers (webhook, Slack, PagerDuty, Alertmanager) when a check becomes
+//! failing, is still failing, and recovers.
+//!
+//! The notifier runs on every replica and sends only while its replica leads. It reads the
+//! published state (`Board`) once a second, and decides from each check's status alone
+//! (`decide`): the failing spell it is in against what each receiver was last told. A delivery
+//! that succeeds is recorded in the status through the engine (`Engine::notified`), which the
+//! backend persists (the HealthCheck status, the local journal), so a restart or a new leader
+//! neither repeats nor skips a notice. A notice is lost to no one: until it is recorded, the
+//! leader of the moment sends it. The one repeat left is a leader that dies between a delivery
+//! and its record; each notice carries an id (`X-Probity-Notification-Id`, PagerDuty's dedup key,
+//! Alertmanager's labels) by which a receiver drops it.
+//!
+//! Deliveries run beside the engine, never in its way: a receiver that is down is retried with
+//! backoff, shown on the status page and in metrics, and holds up nothing else.
+
+pub mod config;
+pub mod decide;
+pub mod deliver;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::api::protocol::NOTIFY_ANNOTATION;
+use crate::api::{AlertRecord, CheckKey};
+use crate::engine::clock::Clock;
+use crate::engine::{Board, CheckView, EngineHandle};
+use crate::metrics::Metrics;
+pub use config::Alerting;
+use config::Kind;
+use decide::{Notice, Policy};
+use deliver::Message;
+
+/// How often the published state is read for notices due.
+const SCAN: Duration = Duration::from_secs(1);
+/// Deliveries in flight at once.
+const CONCURRENCY: usize = 64;
+/// Alertmanager forgets an alert not posted again within its resolve timeout (5 m by default),
+/// as Prometheus re-posts every evaluation: a firing alert is posted again this often.
+const ALERTMANAGER_REFRESH: i64 = 60;
+/// Longest wait between attempts at a failed delivery.
+const MAX_BACKOFF: i64 = 300;
+
+/// One receiver's notices about one check.
+type Slot = (CheckKey, usize);
+
+#[derive(Debug, Clone)]
+struct Job {
+    slot: Slot,
+    message: Message,
+    /// An Alertmanager re-post: not a notice of its own, not recorded.
+    refresh: bool,
+}
+
+#[derive(Debug)]
+struct Done {
+    job: Job,
+    result: Result<(), String>,
+}
+
+#[derive(Debug)]
+struct Retry {
+    attempts: u32,
+    next_unix: i64,
+}
+
+pub struct Notifier {
+    cfg: Arc<Alerting>,
+    board: Arc<Board>,
+    engine: EngineHandle,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    in_flight: HashSet<Slot>,
+    retries: HashMap<Slot, Retry>,
+    /// Delivered and handed to the engine, perhaps not yet on the board.
+    told: HashMap<Slot, AlertRecord>,
+    refreshed: HashMap<Slot, i64>,
+    /// Each receiver's last failure, while it has notices waiting for a retry.
+    failing: Vec<Option<String>>,
+}
+
+impl Notifier {
+    pub fn new(
+        cfg: Arc<Alerting>,
+        board: Arc<Board>,
+        engine: EngineHandle,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> crate::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("probity/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(crate::Error::HttpClient)?;
+        for (name, kind) in &cfg.receivers {
+            metrics.notifications_pending(name, 0);
+            info!(receiver = %name, kind = kind.name(), "notifications configured");
+        }
+        Ok(Notifier {
+            failing: vec![None; cfg.receivers.len()],
+            cfg,
+            board,
+            engine,
+            clock,
+            metrics,
+            client,
+            in_flight: HashSet::new(),
+            retries: HashMap::new(),
+            told: HashMap::new(),
+            refreshed: HashMap::new(),
+        })
+    }
+
+    /// Runs until `shutdown`; deliveries in flight then get their own timeout to finish.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(SCAN);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut queue: VecDeque<Job> = VecDeque::new();
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => queue = self.scan(),
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(done) = done {
+                        self.finished(done).await;
+                    }
+                }
+            }
+            while tasks.len() < CONCURRENCY {
+                let Some(job) = queue.pop_front() else { break };
+                if !self.in_flight.insert(job.slot.clone()) {
+                    continue;
+                }
+                let request = deliver::request(&self.cfg.receivers[job.slot.1].1, &job.message);
+                let client = self.client.clone();
+                tasks.spawn(async move {
+                    let result = deliver::send(&client, &request).await;
+                    Done { job, result }
+                });
+            }
+        }
+        let drain = async {
+            while let Some(done) = tasks.join_next().await {
+                if let Ok(done) = done {
+                    self.finished(done).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(deliver::TIMEOUT, drain).await;
+    }
+
+    /// Every notice due now, given what was told and what waits for a retry.
+    fn scan(&mut self) -> VecDeque<Job> {
+        let mut jobs = VecDeque::new();
+        if !self.board.is_leader() {
+            // The next leader decides from the statuses; nothing here is its business.
+            self.told.clear();
+            self.retries.clear();
+            self.refreshed.clear();
+            return jobs;
+        }
+        let now = self.clock.now();
+        let now_unix = now.timestamp();
+        let cfg = self.cfg.clone();
+        let mut seen = HashSet::new();
+        for view in self.board.snapshot() {
+            if opted_out(&view) {
+                continue;
+            }
+            let mut receivers = Vec::new();
+            for rule in cfg.rules.iter().filter(|r| r.matches(&view.resource)) {
+                // The first route to a receiver sets how it is told.
+                if !receivers.iter().any(|(r, _)| *r == rule.receiver) {
+                    receivers.push((rule.receiver, rule));
+                }
+            }
+            for (receiver, rule) in receivers {
+                let slot = (view.key.clone(), receiver);
+                seen.insert(slot.clone());
+                if self.in_flight.contains(&slot)
+                    || self
+                        .retries
+                        .get(&slot)
+                        .is_some_and(|r| now_unix < r.next_unix)
+                {
+                    continue;
+                }
+                let (name, kind) = &cfg.receivers[receiver];
+                let alertmanager = matches!(kind, Kind::Alertmanager { .. });
+                let told = self.last_told(&slot, view.status.alert(name));
+                let policy = Policy {
+                    // Alertmanager is told of the end always: its routing decides who hears.
+                    send_resolved: rule.send_resolved || alertmanager,
+                    repeat_secs: rule.repeat.map(|d| d.as_secs() as i64),
+                };
+                let due = decide::due(&view.status, told.as_ref(), policy, now_unix);
+                let (notice, since, refresh) = match due {
+                    Some((notice, since)) => (notice, since, false),
+                    None if alertmanager => match (view.status.failing_since(), &told) {
+                        (Some(since), Some(t))
+                            if t.firing
+                                && t.since_unix == since
+                                && now_unix - self.refreshed.get(&slot).copied().unwrap_or(0)
+                                    >= ALERTMANAGER_REFRESH =>
+                        {
+                            (Notice::Reminder, since, true)
+                        }
+                        _ => continue,
+                    },
+                    None => continue,
+                };
+                jobs.push_back(Job {
+                    message: self.message(&view, notice, since, now),
+                    slot,
+                    refresh,
+                });
+            }
+        }
+        self.told.retain(|s, _| seen.contains(s));
+        self.retries.retain(|s, _| seen.contains(s));
+        self.refreshed.retain(|s, _| seen.contains(s));
+        jobs
+    }
+
+    /// What the receiver was last told: the status' record, or a newer delivery the engine has
+    /// not published yet.
+    fn last_told(&mut self, slot: &Slot, persisted: Option<&AlertRecord>) -> Option<AlertRecord> {
+        match (persisted, self.told.get(slot)) {
+            (Some(p), Some(m)) if p == m || p.sent_unix > m.sent_unix => {
+                self.told.remove(slot);
+                Some(p.clone())
+            }
+            (_, Some(m)) => Some(m.clone()),
+            (p, None) => p.cloned(),
+        }
+    }
+
+    fn message(&self, view: &CheckView, notice: Notice, since: i64, now: DateTime<Utc>) -> Message {
+        Message {
+            key: view.key.clone(),
+            notice,
+            since,
+            now: now.timestamp(),
+            errors: view.effective_errors(),
+            link: self
+                .cfg
+                .external_url
+                .as_ref()
+                .map(|base| format!("{base}/checks/{}/{}", view.key.namespace(), view.key.name())),
+            severity: view.severity.clone(),
+        }
+    }
+
+    async fn finished(&mut self, done: Done) {
+        let Done { job, result } = done;
+        self.in_flight.remove(&job.slot);
+        let receiver = job.slot.1;
+        let name = self.cfg.receivers[receiver].0.clone();
+        let kind = if job.refresh {
+            "refresh"
+        } else {
+            job.message.notice.as_str()
+        };
+        let now_unix = self.clock.now().timestamp();
+        match result {
+            Ok(()) => {
+                self.metrics.notification(&name, kind, true);
+                self.retries.remove(&job.slot);
+                if job.message.notice.is_firing() {
+                    self.refreshed.insert(job.slot.clone(), now_unix);
+                }
+                if !job.refresh {
+                    debug!(check = %job.slot.0, receiver = %name, notice = kind, "notified");
+                    let record =
+                        decide::record(&name, job.message.notice, job.message.since, now_unix);
+                    self.told.insert(job.slot.clone(), record.clone());
+                    self.engine.notified(job.slot.0.clone(), record).await;
+                }
+            }
+            Err(e) => {
+                self.metrics.notification(&name, kind, false);
+                let r = self.retries.entry(job.slot.clone()).or_insert(Retry {
+                    attempts: 0,
+                    next_unix: 0,
+                });
+                r.attempts += 1;
+                let wait = (1i64 << r.attempts.min(9)).min(MAX_BACKOFF);
+                r.next_unix = now_unix + wait;
+                if self.failing[receiver].as_deref() != Some(e.as_str()) {
+                    warn!(receiver = %name, check = %job.slot.0, "notification failed, retrying in {wait}s: {e}");
+                }
+                self.failing[receiver] = Some(e);
+            }
+        }
+        let waiting = self.retries.keys().filter(|(_, r)| *r == receiver).count();
+        self.metrics.notifications_pending(&name, waiting as i64);
+        if waiting == 0 {
+            self.failing[receiver] = None;
+        }
+        self.board.set_warning(
+            &format!("notifications to {name}"),
+            self.failing[receiver]
+                .as_ref()
+                .map(|e| format!("{e} ({waiting} waiting to be retried)")),
+        );
+    }
+}
+
+fn opted_out(view: &CheckView) -> bool {
+    view.resource
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NOTIFY_ANNOTATION))
+        .is_some_and(|v| v == "false")
+}

@@ -1,0 +1,200 @@
+//! The output of local runs, kept as the cluster keeps check pods: the last few runs of each
+//! check, on disk under the state directory (`logs/NAMESPACE/NAME/START-UUID.log`), read back by
+//! the check's page. On disk rather than in memory: 10,000 checks' output must not live in RAM.
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::api::CheckKey;
+
+/// Runs kept per check (as `KH_MAX_ERROR_POD_COUNT` and the completed pod kept, together).
+pub const KEEP: usize = 3;
+/// Bytes of a run's output kept: its end.
+pub const MAX_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct LogBook {
+    dir: PathBuf,
+}
+
+/// One kept run's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    pub run: Option<String>,
+    pub started: Option<i64>,
+    pub text: String,
+    /// Only the end of a longer output.
+    pub truncated: bool,
+}
+
+/// A run's output as it is captured: its last `MAX_BYTES`.
+#[derive(Debug, Default)]
+pub struct Capture {
+    lines: std::collections::VecDeque<String>,
+    bytes: usize,
+    pub truncated: bool,
+}
+
+impl Capture {
+    pub fn push(&mut self, line: String) {
+        self.bytes += line.len() + 1;
+        self.lines.push_back(line);
+        while self.bytes > MAX_BYTES && self.lines.len() > 1 {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len() + 1;
+                self.truncated = true;
+            }
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut s = String::with_capacity(self.bytes);
+        for l in &self.lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// A name fit to be one path component: check names are DNS labels, but a local file can say
+/// anything, and a name must never climb out of the logs directory.
+fn component(s: &str) -> Option<&str> {
+    (!s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0'])).then_some(s)
+}
+
+impl LogBook {
+    pub fn new(state_dir: &Path) -> Self {
+        LogBook {
+            dir: state_dir.join("logs"),
+        }
+    }
+
+    fn check_dir(&self, key: &CheckKey) -> Option<PathBuf> {
+        Some(
+            self.dir
+                .join(component(key.namespace())?)
+                .join(component(key.name())?),
+        )
+    }
+
+    /// Keeps a run's output and drops the oldest beyond `KEEP`. Failures are logged, never
+    /// the run's problem.
+    pub async fn keep(&self, key: &CheckKey, uuid: Uuid, started: i64, capture: &Capture) {
+        let Some(dir) = self.check_dir(key) else {
+            return;
+        };
+        let mut text = capture.text();
+        if capture.truncated {
+            text.insert_str(0, "…\n");
+        }
+        let file = dir.join(format!("{started:012}-{uuid}.log"));
+        let work = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::write(&file, text).await?;
+            let mut names = list(&dir).await?;
+            names.sort();
+            let excess = names.len().saturating_sub(KEEP);
+            for old in &names[..excess] {
+                tokio::fs::remove_file(dir.join(old)).await?;
+            }
+            std::io::Result::Ok(())
+        };
+        if let Err(e) = work.await {
+            tracing::warn!(check = %key, "keeping the run's output in {}: {e}", dir.display());
+        }
+    }
+
+    /// The kept runs, newest first.
+    pub async fn read(&self, key: &CheckKey) -> std::io::Result<Vec<Kept>> {
+        let Some(dir) = self.check_dir(key) else {
+            return Ok(Vec::new());
+        };
+        let mut names = match list(&dir).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        names.sort();
+        let mut out = Vec::new();
+        for name in names.iter().rev() {
+            let stem = name.trim_end_matches(".log");
+            let (started, run) = stem.split_once('-').unwrap_or((stem, ""));
+            let text = tokio::fs::read_to_string(dir.join(name)).await?;
+            let truncated = text.starts_with("…\n");
+            out.push(Kept {
+                run: Some(run.to_string()).filter(|r| !r.is_empty()),
+                started: started.parse().ok(),
+                text: text.trim_start_matches("…\n").to_string(),
+                truncated,
+            });
+        }
+        Ok(out)
+    }
+}
+
+async fn list(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut rd = tokio::fs::read_dir(dir).await?;
+    let mut names = Vec::new();
+    while let Some(e) = rd.next_entry().await? {
+        if let Some(n) = e.file_name().to_str().filter(|n| n.ends_with(".log")) {
+            names.push(n.to_string());
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_last_runs_are_kept_newest_first_and_long_output_keeps_its_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let book = LogBook::new(tmp.path());
+        let key = CheckKey::new("ns", "c");
+        for i in 0..5i64 {
+            let mut c = Capture::default();
+            c.push(format!("run {i}"));
+            book.keep(&key, Uuid::from_u128(i as u128), 1000 + i, &c)
+                .await;
+        }
+        let logs = book.read(&key).await.unwrap();
+        assert_eq!(logs.len(), KEEP);
+        assert_eq!(logs[0].text, "run 4\n");
+        assert_eq!(logs[0].started, Some(1004));
+        assert_eq!(
+            logs[0].run.as_deref(),
+            Some(Uuid::from_u128(4).to_string().as_str())
+        );
+        assert_eq!(logs[2].text, "run 2\n");
+        let mut big = Capture::default();
+        for i in 0..10_000 {
+            big.push(format!("line {i:05} {}", "x".repeat(20)));
+        }
+        assert!(big.truncated);
+        book.keep(&key, Uuid::from_u128(9), 2000, &big).await;
+        let logs = book.read(&key).await.unwrap();
+        assert!(logs[0].truncated);
+        assert!(logs[0].text.len() <= MAX_BYTES);
+        assert!(logs[0].text.ends_with("line 09999 xxxxxxxxxxxxxxxxxxxx\n"));
+    }
+
+    #[tokio::test]
+    async fn a_name_that_would_climb_out_is_not_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let book = LogBook::new(&tmp.path().join("state"));
+        let key = CheckKey::new("..", "x");
+        let mut c = Capture::default();
+        c.push("secret".into());
+        book.keep(&key, Uuid::nil(), 1, &c).await;
+        assert!(book.read(&key).await.unwrap().is_empty());
+        assert!(!tmp.path().join("x").exists());
+        assert!(book
+            .read(&CheckKey::new("ns", "never"))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}

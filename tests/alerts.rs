@@ -1,0 +1,370 @@
+//! Notifications as receivers get them: a real `probity serve` with shell checks that fail and
+//! recover on demand, posting to a capturing HTTP server on loopback (webhook, Slack and
+//! PagerDuty shapes) and to a real Alertmanager (Debian's `prometheus-alertmanager`).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::capture::Capture;
+use common::{count, dirs, shell_check, write, Probity, PATIENCE};
+use serde_json::Value;
+
+/// A check that fails with "db down" while `flag` exists, runs every second.
+fn flapping(name: &str, flag: &Path, extra_meta: &str) -> String {
+    let script = format!(
+        "if [ -e {} ]; then probity report --error \"db down\"; else probity report --ok; fi",
+        flag.display()
+    );
+    shell_check(name, "  runInterval: 1s\n  timeout: 10s\n", &script).replacen(
+        "  namespace: it\n",
+        &format!("  namespace: it\n{extra_meta}"),
+        1,
+    )
+}
+
+async fn status(p: &Probity, name: &str) -> Value {
+    p.get_json(&format!("/api/checks/it/{name}")).await["status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_state_change_reaches_each_receiver_once_across_a_restart() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(0).await;
+    let flag = tmp.path().join("failing");
+    std::fs::write(&flag, "").unwrap();
+    write(
+        &checks,
+        "flap.yaml",
+        &flapping("flap", &flag, "  labels: {team: db}\n"),
+    );
+    // Failing all along, but opted out.
+    write(
+        &checks,
+        "quiet.yaml",
+        &flapping(
+            "quiet",
+            &flag,
+            "  annotations: {probity.dev/notify: \"false\"}\n  labels: {team: db}\n",
+        ),
+    );
+    let config = tmp.path().join("alerting.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+externalURL: http://probity.test:8080
+receivers:
+  - name: hook
+    webhook: {{url: "{base}/hook", headers: {{Authorization: "Bearer t"}}}}
+  - name: chat
+    slack: {{url: "{base}/slack"}}
+  - name: pager
+    pagerduty: {{routingKey: rk, url: "{base}/pd"}}
+routes:
+  - receiver: hook
+  - receiver: chat
+    sendResolved: false
+  - receiver: pager
+    matchLabels: {{team: db}}
+"#
+        ),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let args = ["--alerting-config", cfg.as_str()];
+    let mut p = Probity::start(&checks, &state, &args);
+    p.wait_ready().await;
+
+    cap.wait("the first failure at every receiver", |c| {
+        !c.at("hook").is_empty() && !c.at("slack").is_empty() && !c.at("pd").is_empty()
+    })
+    .await;
+    let hook = &cap.at("hook")[0];
+    assert_eq!(hook.body["check"], "flap");
+    assert_eq!(hook.body["namespace"], "it");
+    assert_eq!(hook.body["state"], "failing");
+    assert_eq!(hook.body["errors"], serde_json::json!(["db down"]));
+    assert_eq!(hook.body["link"], "http://probity.test:8080/checks/it/flap");
+    assert_eq!(hook.body["summary"], "it/flap is failing: db down");
+    let since = hook.body["since"].as_str().unwrap().to_string();
+    assert!(
+        hook.id.starts_with("it/flap/") && hook.id.ends_with("/firing"),
+        "{}",
+        hook.id
+    );
+    let slack = cap.at("slack")[0].body["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        slack.starts_with(":red_circle: *it/flap* is failing\n> db down"),
+        "{slack}"
+    );
+    let pd = &cap.at("pd")[0].body;
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["dedup_key"], "probity/it/flap");
+    assert_eq!(pd["routing_key"], "rk");
+
+    // Recorded in the state, then probity dies and comes back: nothing is told again.
+    let start = Instant::now();
+    while status(&p, "flap").await["alerts"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 3
+    {
+        assert!(start.elapsed() < PATIENCE, "never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recorded = status(&p, "flap").await;
+    let hook_told = recorded["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["receiver"] == "hook")
+        .expect("the webhook's record")
+        .clone();
+    assert_eq!(hook_told["firing"], true);
+    assert_eq!(hook_told["sinceUnix"], recorded["failingSinceUnix"]);
+    p.kill9();
+    let p = Probity::start(&checks, &state, &args);
+    p.wait_ready().await;
+    let before = count(&p.json().await, "it/flap", "FailureCount");
+    p.wait_for("three more failing runs after the restart", |d| {
+        count(d, "it/flap", "FailureCount") >= before + 3
+            && count(d, "it/quiet", "FailureCount") >= before + 3
+    })
+    .await;
+    assert_eq!(cap.at("hook").len(), 1, "{:#?}", cap.at("hook"));
+    assert_eq!(cap.at("slack").len(), 1);
+    assert_eq!(cap.at("pd").len(), 1);
+    let all = cap.all();
+    assert!(
+        all.iter().all(|r| !r.body.to_string().contains("quiet")),
+        "the opted-out check notified: {all:#?}"
+    );
+
+    // Recovery: told once where asked for, with the spell it ends.
+    std::fs::remove_file(&flag).unwrap();
+    cap.wait("the recovery", |c| {
+        c.at("hook").len() == 2 && c.at("pd").len() == 2
+    })
+    .await;
+    let resolved = &cap.at("hook")[1];
+    assert_eq!(resolved.body["state"], "resolved");
+    assert_eq!(resolved.body["since"], since.as_str());
+    assert!(resolved.id.ends_with("/resolved"), "{}", resolved.id);
+    assert_eq!(
+        cap.at("pd")[1].body,
+        serde_json::json!({"routing_key": "rk", "event_action": "resolve", "dedup_key": "probity/it/flap"})
+    );
+    let before = count(&p.json().await, "it/flap", "SuccessCount");
+    p.wait_for("three passing runs", |d| {
+        count(d, "it/flap", "SuccessCount") >= before + 3
+    })
+    .await;
+    assert_eq!(cap.at("hook").len(), 2);
+    assert_eq!(cap.at("slack").len(), 1, "sendResolved: false");
+    let m = p.metrics().await;
+    for line in [
+        "probity_notifications_total{receiver=\"hook\",kind=\"resolved\",result=\"sent\"} 1",
+        "probity_notifications_pending{receiver=\"hook\"} 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing:\n{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_is_down_is_retried_shown_and_holds_up_no_run() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(2).await;
+    let flag = tmp.path().join("failing");
+    std::fs::write(&flag, "").unwrap();
+    write(&checks, "flap.yaml", &flapping("flap", &flag, ""));
+    write(
+        &checks,
+        "tick.yaml",
+        &shell_check(
+            "tick",
+            "  runInterval: 1s\n  timeout: 10s\n",
+            "probity report --ok",
+        ),
+    );
+    let config = tmp.path().join("alerting.yaml");
+    std::fs::write(
+        &config,
+        format!("receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    // The first delivery fails: the page says so, naming the receiver and the answer, as a
+    // warning (not a check's error), and the metrics count it.
+    let doc = p
+        .wait_for("the failure on the page", |d| {
+            d["Warnings"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|e| e.as_str().unwrap_or("").contains("notifications to hook"))
+            })
+        })
+        .await;
+    assert!(!doc["Errors"].to_string().contains("notifications"));
+    let shown = doc["Warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e.as_str().filter(|e| e.contains("notifications to hook")))
+        .unwrap()
+        .to_string();
+    assert!(
+        shown.contains("503 Service Unavailable") && shown.contains("waiting to be retried"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("/hook"),
+        "the URL's path is kept out: {shown}"
+    );
+    let before = count(&doc, "it/tick", "SuccessCount");
+    // Retried until it lands, once; runs go on meanwhile.
+    cap.wait("the retried delivery", |c| c.at("hook").len() == 1)
+        .await;
+    let doc = p
+        .wait_for("the error cleared and runs on", |d| {
+            count(d, "it/tick", "SuccessCount") >= before + 2 && d.get("Warnings").is_none()
+        })
+        .await;
+    assert!(count(&doc, "it/tick", "SuccessCount") >= before + 2);
+    let m = p.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l == "probity_notifications_total{receiver=\"hook\",kind=\"firing\",result=\"failed\"} 2"),
+        "{m}"
+    );
+    assert_eq!(cap.at("hook").len(), 1);
+}
+
+/// Debian's Alertmanager on loopback, in its own directory; None when it is not installed
+/// (`.ci/run` installs it).
+struct Alertmanager {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn alertmanager(dir: &Path) -> Alertmanager {
+    let config = dir.join("am.yml");
+    std::fs::write(
+        &config,
+        "route: {receiver: none, group_wait: 1s}\nreceivers: [{name: none}]\n",
+    )
+    .unwrap();
+    let addr = common::free_addr();
+    let child = std::process::Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        // No gossip: a single Alertmanager that listens on loopback only.
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus-alertmanager (Debian package prometheus-alertmanager)");
+    let am = Alertmanager {
+        child,
+        base: format!("http://{addr}"),
+    };
+    let start = Instant::now();
+    while reqwest::get(format!("{}/-/ready", am.base))
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(start.elapsed() < PATIENCE, "Alertmanager never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    am
+}
+
+async fn alerts_listed(am: &Alertmanager) -> Vec<Value> {
+    reqwest::get(format!("{}/api/v2/alerts", am.base))
+        .await
+        .unwrap()
+        .json::<Vec<Value>>()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_lists_the_alert_while_failing_and_not_once_resolved() {
+    let (tmp, checks, state) = dirs();
+    let am = alertmanager(tmp.path()).await;
+    let flag = tmp.path().join("failing");
+    std::fs::write(&flag, "").unwrap();
+    write(
+        &checks,
+        "flap.yaml",
+        &flapping(
+            "flap",
+            &flag,
+            "  labels: {kuberhealthy.io/severity: warning}\n",
+        ),
+    );
+    let config = tmp.path().join("alerting.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "externalURL: http://probity.test\nreceivers:\n  - name: am\n    alertmanager: {{url: \"{}\"}}\nroutes:\n  - receiver: am\n    sendResolved: false\n",
+            am.base
+        ),
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    let start = Instant::now();
+    let alert = loop {
+        let listed = alerts_listed(&am).await;
+        if let Some(a) = listed.into_iter().find(|a| a["labels"]["check"] == "flap") {
+            break a;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "Alertmanager never listed the alert"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        alert["labels"],
+        serde_json::json!({"alertname": "ProbityCheckFailing", "namespace": "it", "check": "flap", "severity": "warning"})
+    );
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "it/flap is failing: db down"
+    );
+    assert_eq!(alert["annotations"]["description"], "db down");
+    assert_eq!(alert["generatorURL"], "http://probity.test/checks/it/flap");
+    assert_eq!(alert["status"]["state"], "active");
+    // Resolved even with sendResolved: false, which is Alertmanager's own routing to decide.
+    std::fs::remove_file(&flag).unwrap();
+    let start = Instant::now();
+    while alerts_listed(&am)
+        .await
+        .iter()
+        .any(|a| a["labels"]["check"] == "flap")
+    {
+        assert!(start.elapsed() < PATIENCE, "the alert was never resolved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = status(&p, "flap").await;
+    assert_eq!(s["alerts"][0]["receiver"], "am");
+    assert_eq!(s["alerts"][0]["firing"], false);
+}
