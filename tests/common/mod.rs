@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod capture;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
