@@ -313,6 +313,27 @@ impl Notifier {
     }
 }
 
+/// Starts the notifier when alerting is configured (both backends wire it the same way).
+pub fn spawn(
+    cfg: Option<&Arc<Alerting>>,
+    board: &Arc<Board>,
+    engine: &EngineHandle,
+    metrics: &Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> crate::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(cfg) = cfg else {
+        return Ok(None);
+    };
+    let notifier = Notifier::new(
+        cfg.clone(),
+        board.clone(),
+        engine.clone(),
+        Arc::new(crate::engine::clock::SystemClock),
+        metrics.clone(),
+    )?;
+    Ok(Some(tokio::spawn(notifier.run(shutdown))))
+}
+
 fn opted_out(view: &CheckView) -> bool {
     view.resource
         .metadata

@@ -125,40 +125,19 @@ impl Board {
     }
 
     pub fn set_source_error(&self, source: &str, error: Option<String>) {
-        let mut m = self
-            .source_errors
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        match error {
-            Some(e) => m.insert(source.to_string(), e),
-            None => m.remove(source),
-        };
+        set_note(&self.source_errors, source, error);
     }
 
     pub fn source_errors(&self) -> Vec<String> {
-        self.source_errors
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(s, e)| format!("{s}: {e}"))
-            .collect()
+        notes(&self.source_errors)
     }
 
     pub fn set_warning(&self, source: &str, warning: Option<String>) {
-        let mut m = self.warnings.write().unwrap_or_else(|e| e.into_inner());
-        match warning {
-            Some(w) => m.insert(source.to_string(), w),
-            None => m.remove(source),
-        };
+        set_note(&self.warnings, source, warning);
     }
 
     pub fn warnings(&self) -> Vec<String> {
-        self.warnings
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(s, w)| format!("{s}: {w}"))
-            .collect()
+        notes(&self.warnings)
     }
 
     /// Called by the scheduler loop each time round; `/healthz` reads it.
@@ -186,4 +165,23 @@ impl Board {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
+}
+
+/// Sets (or with None clears) what `source` says.
+fn set_note(notes: &RwLock<BTreeMap<String, String>>, source: &str, note: Option<String>) {
+    let mut m = notes.write().unwrap_or_else(|e| e.into_inner());
+    match note {
+        Some(n) => m.insert(source.to_string(), n),
+        None => m.remove(source),
+    };
+}
+
+/// Each note as "source: what it says", by source.
+fn notes(notes: &RwLock<BTreeMap<String, String>>) -> Vec<String> {
+    notes
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(s, n)| format!("{s}: {n}"))
+        .collect()
 }

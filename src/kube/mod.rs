@@ -18,7 +18,7 @@ use kube::{Api, Client, Resource};
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
-use crate::alert::{Alerting, Notifier};
+use crate::alert::{self, Alerting};
 use crate::api::protocol::namespace_list;
 use crate::api::validate::{Defaults, Problem};
 use crate::api::HealthCheck;
@@ -199,19 +199,13 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     };
 
     let driver = tokio::spawn(driver.run());
-    let notifier = match &cfg.alerting {
-        Some(a) => Some(tokio::spawn(
-            Notifier::new(
-                a.clone(),
-                board.clone(),
-                handle.clone(),
-                Arc::new(SystemClock),
-                metrics.clone(),
-            )?
-            .run(shutdown.clone()),
-        )),
-        None => None,
-    };
+    let notifier = alert::spawn(
+        cfg.alerting.as_ref(),
+        &board,
+        &handle,
+        &metrics,
+        shutdown.clone(),
+    )?;
     let pods = tokio::spawn(runner.watch(cfg.namespaces.clone(), shutdown.clone()));
     let checks = tokio::spawn(controller.run(shutdown.clone()));
     let elector =

@@ -16,6 +16,8 @@ pub const MAX_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct LogBook {
     dir: PathBuf,
+    /// The last failure to keep an output, so a full disk is logged once, not once per run.
+    failing: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// One kept run's output.
@@ -68,6 +70,7 @@ impl LogBook {
     pub fn new(state_dir: &Path) -> Self {
         LogBook {
             dir: state_dir.join("logs"),
+            failing: Default::default(),
         }
     }
 
@@ -101,8 +104,21 @@ impl LogBook {
             }
             std::io::Result::Ok(())
         };
-        if let Err(e) = work.await {
-            tracing::warn!(check = %key, "keeping the run's output in {}: {e}", dir.display());
+        let result = work.await;
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Err(e) => {
+                let e = e.to_string();
+                if failing.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(check = %key, "keeping runs' output in {}: {e} (said once until it works again)", dir.display());
+                }
+                *failing = Some(e);
+            }
+            Ok(()) => {
+                if failing.take().is_some() {
+                    tracing::info!("keeping runs' output works again");
+                }
+            }
         }
     }
 
@@ -179,6 +195,33 @@ mod tests {
         assert!(logs[0].truncated);
         assert!(logs[0].text.len() <= MAX_BYTES);
         assert!(logs[0].text.ends_with("line 09999 xxxxxxxxxxxxxxxxxxxx\n"));
+    }
+
+    #[tokio::test]
+    async fn a_failure_to_keep_is_remembered_until_keeping_works_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The state "directory" is a file: nothing can be kept under it.
+        let state = tmp.path().join("state");
+        std::fs::write(&state, "").unwrap();
+        let book = LogBook::new(&state);
+        let key = CheckKey::new("ns", "c");
+        let mut c = Capture::default();
+        c.push("out".into());
+        book.keep(&key, Uuid::nil(), 1, &c).await;
+        let first = book.failing.lock().unwrap().clone();
+        assert!(
+            first.is_some(),
+            "the failure is remembered (and logged once)"
+        );
+        book.keep(&key, Uuid::nil(), 2, &c).await;
+        assert_eq!(*book.failing.lock().unwrap(), first);
+        std::fs::remove_file(&state).unwrap();
+        book.keep(&key, Uuid::nil(), 3, &c).await;
+        assert!(
+            book.failing.lock().unwrap().is_none(),
+            "cleared once it works"
+        );
+        assert_eq!(book.read(&key).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info};
 
-use crate::alert::{Alerting, Notifier};
+use crate::alert::{self, Alerting};
 use crate::api::validate::Defaults;
 use crate::api::CheckKey;
 use crate::engine::clock::SystemClock;
@@ -132,19 +132,13 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
     .stopping_on(shutdown.clone())
     .grace(cfg.shutdown_grace);
     let driver = tokio::spawn(driver.run());
-    let notifier = match &cfg.alerting {
-        Some(a) => Some(tokio::spawn(
-            Notifier::new(
-                a.clone(),
-                board.clone(),
-                handle.clone(),
-                Arc::new(SystemClock),
-                metrics.clone(),
-            )?
-            .run(shutdown.clone()),
-        )),
-        None => None,
-    };
+    let notifier = alert::spawn(
+        cfg.alerting.as_ref(),
+        &board,
+        &handle,
+        &metrics,
+        shutdown.clone(),
+    )?;
     let watcher = tokio::spawn(watch_checks(
         dir,
         first,
