@@ -469,6 +469,38 @@ routes:
     }
 
     #[test]
+    fn the_examples_in_the_readme_and_deploy_are_valid() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```yaml\nexternalURL:")
+            .expect("the README's alerting example")
+            + "```yaml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let a = Alerting::parse(&readme[start..end]).unwrap();
+        assert_eq!(a.receivers.len(), 4);
+        assert_eq!(a.rules.len(), 3);
+        // deploy/alerting.yaml: valid as shipped (nothing configured), and its commented
+        // examples valid once uncommented.
+        let cm: serde_json::Value =
+            serde_saphyr::from_str(include_str!("../../deploy/alerting.yaml")).unwrap();
+        let shipped = cm["data"]["alerting.yaml"].as_str().unwrap();
+        assert!(Alerting::parse(shipped).unwrap().receivers.is_empty());
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if !rest.starts_with(' ') => rest.to_string(),
+                _ => l.strip_prefix('#').unwrap_or(l).replace(": []", ":"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let examples =
+            Alerting::parse(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert_eq!(examples.receivers.len(), 4);
+        assert_eq!(examples.rules.len(), 3);
+        assert!(examples.external_url.is_some());
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let e = Alerting::load(Path::new("/nonexistent/alerting.yaml")).unwrap_err();
         assert!(
