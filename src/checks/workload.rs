@@ -118,7 +118,13 @@ where
         ..DeleteParams::default()
     };
     let uid = match api.delete(name, &params).await {
-        Ok(either) => either.either(|o| o.meta().uid.clone(), |_| None),
+        Ok(either) => either.either(
+            |o| o.meta().uid.clone(),
+            // A Status does not mean gone: before Kubernetes 1.22 a Service's DELETE answers
+            // with one even while the object waits for the garbage collector (foreground
+            // deletion). Its details name the uid to wait for.
+            |status| status.details.map(|d| d.uid).filter(|u| !u.is_empty()),
+        ),
         Err(e) if is_not_found(&e) => return Ok(()),
         Err(e) => return Err(format!("deleting {kind} {ns}/{name}: {}", api_error(&e))),
     };
