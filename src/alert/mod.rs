@@ -169,21 +169,22 @@ impl Notifier {
         let now = self.clock.now();
         let now_unix = now.timestamp();
         let cfg = self.cfg.clone();
-        let mut seen = HashSet::new();
+        // Allocated once a scan, not per check: this runs over every check every second.
+        let mut routed = vec![false; cfg.receivers.len()];
+        let mut caught_up = Vec::new();
         for view in self.board.snapshot() {
             if opted_out(&view) {
                 continue;
             }
-            let mut receivers = Vec::new();
-            for rule in cfg.rules.iter().filter(|r| r.matches(&view.resource)) {
-                // The first route to a receiver sets how it is told.
-                if !receivers.iter().any(|(r, _)| *r == rule.receiver) {
-                    receivers.push((rule.receiver, rule));
+            routed.fill(false);
+            for rule in cfg.rules.iter() {
+                // The first route to a receiver that matches sets how it is told.
+                if routed[rule.receiver] || !rule.matches(&view.resource) {
+                    continue;
                 }
-            }
-            for (receiver, rule) in receivers {
+                routed[rule.receiver] = true;
+                let receiver = rule.receiver;
                 let slot = (view.key.clone(), receiver);
-                seen.insert(slot.clone());
                 if self.in_flight.contains(&slot)
                     || self
                         .retries
@@ -194,16 +195,25 @@ impl Notifier {
                 }
                 let (name, kind) = &cfg.receivers[receiver];
                 let alertmanager = matches!(kind, Kind::Alertmanager { .. });
-                let told = self.last_told(&slot, view.status.alert(name));
+                // What the receiver was last told: the status' record, or a newer delivery
+                // the engine has not published yet.
+                let told = match (view.status.alert(name), self.told.get(&slot)) {
+                    (Some(p), Some(m)) if p == m || p.sent_unix > m.sent_unix => {
+                        caught_up.push(slot.clone());
+                        Some(p)
+                    }
+                    (_, Some(m)) => Some(m),
+                    (p, None) => p,
+                };
                 let policy = Policy {
                     // Alertmanager is told of the end always: its routing decides who hears.
                     send_resolved: rule.send_resolved || alertmanager,
                     repeat_secs: rule.repeat.map(|d| d.as_secs() as i64),
                 };
-                let due = decide::due(&view.status, told.as_ref(), policy, now_unix);
+                let due = decide::due(&view.status, told, policy, now_unix);
                 let (notice, since, refresh) = match due {
                     Some((notice, since)) => (notice, since, false),
-                    None if alertmanager => match (view.status.failing_since(), &told) {
+                    None if alertmanager => match (view.status.failing_since(), told) {
                         (Some(since), Some(t))
                             if t.firing
                                 && t.since_unix == since
@@ -223,23 +233,16 @@ impl Notifier {
                 });
             }
         }
-        self.told.retain(|s, _| seen.contains(s));
-        self.retries.retain(|s, _| seen.contains(s));
-        self.refreshed.retain(|s, _| seen.contains(s));
-        jobs
-    }
-
-    /// What the receiver was last told: the status' record, or a newer delivery the engine has
-    /// not published yet.
-    fn last_told(&mut self, slot: &Slot, persisted: Option<&AlertRecord>) -> Option<AlertRecord> {
-        match (persisted, self.told.get(slot)) {
-            (Some(p), Some(m)) if p == m || p.sent_unix > m.sent_unix => {
-                self.told.remove(slot);
-                Some(p.clone())
-            }
-            (_, Some(m)) => Some(m.clone()),
-            (p, None) => p.cloned(),
+        for slot in &caught_up {
+            self.told.remove(slot);
         }
+        // What is kept of checks that are gone goes with them (these maps are small: notices in
+        // flight, waiting for a retry or for the board).
+        let board = &self.board;
+        self.told.retain(|(k, _), _| board.get(k).is_some());
+        self.retries.retain(|(k, _), _| board.get(k).is_some());
+        self.refreshed.retain(|(k, _), _| board.get(k).is_some());
+        jobs
     }
 
     fn message(&self, view: &CheckView, notice: Notice, since: i64, now: DateTime<Utc>) -> Message {
