@@ -36,9 +36,8 @@ impl Message {
     /// Names the check, its spell and the notice: a receiver can drop a repeat by it.
     pub fn id(&self) -> String {
         format!(
-            "{}/{}/{}/{}",
-            self.key.namespace(),
-            self.key.name(),
+            "{}/{}/{}",
+            self.key.as_str(),
             self.since,
             match self.notice {
                 Notice::Reminder => format!("reminder-{}", self.now),
@@ -49,12 +48,17 @@ impl Message {
 
     /// One line a person reads first.
     pub fn summary(&self) -> String {
-        let check = format!("{}/{}", self.key.namespace(), self.key.name());
+        let head = self.headline(self.key.as_str());
+        match (self.notice, self.errors.first()) {
+            (Notice::Firing, Some(e)) => format!("{head}: {e}"),
+            _ => head,
+        }
+    }
+
+    /// What happened to `check` (the check as the receiver shows it), without the errors.
+    fn headline(&self, check: &str) -> String {
         match self.notice {
-            Notice::Firing => match self.errors.first() {
-                Some(e) => format!("{check} is failing: {e}"),
-                None => format!("{check} is failing"),
-            },
+            Notice::Firing => format!("{check} is failing"),
             Notice::Reminder => format!(
                 "{check} is still failing, for {}",
                 spell(self.now - self.since)
@@ -142,18 +146,11 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
             }
         }
         Kind::Slack { url, channel } => {
-            let check = format!("{}/{}", m.key.namespace(), m.key.name());
-            let mut text = match m.notice {
-                Notice::Firing => format!(":red_circle: *{check}* is failing"),
-                Notice::Reminder => format!(
-                    ":red_circle: *{check}* is still failing, for {}",
-                    spell(m.now - m.since)
-                ),
-                Notice::Resolved => format!(
-                    ":large_green_circle: *{check}* recovered after failing for {}",
-                    spell(m.now - m.since)
-                ),
+            let emoji = match m.notice {
+                Notice::Resolved => ":large_green_circle:",
+                _ => ":red_circle:",
             };
+            let mut text = format!("{emoji} {}", m.headline(&format!("*{}*", m.key.as_str())));
             if m.notice != Notice::Resolved {
                 for e in m.errors.iter().take(5) {
                     text.push_str("\n> ");
@@ -180,7 +177,7 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
         } => {
             // One incident per check: a reminder is the same trigger again (PagerDuty keeps
             // one open incident per dedup key); a resolve closes it.
-            let dedup = format!("probity/{}/{}", m.key.namespace(), m.key.name());
+            let dedup = format!("probity/{}", m.key.as_str());
             let body = if m.notice == Notice::Resolved {
                 json!({
                     "routing_key": routing_key,

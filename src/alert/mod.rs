@@ -256,7 +256,7 @@ impl Notifier {
                 .cfg
                 .external_url
                 .as_ref()
-                .map(|base| format!("{base}/checks/{}/{}", view.key.namespace(), view.key.name())),
+                .map(|base| format!("{base}/checks/{}", view.key.as_str())),
             severity: view.severity.clone(),
         }
     }
