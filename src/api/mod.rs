@@ -368,6 +368,22 @@ pub struct RunRecord {
     pub errors: Vec<String>,
 }
 
+/// The output of one retained run, as a backend keeps it (the run's pod log in a cluster, the
+/// process's captured output locally) and the check page shows it.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunLog {
+    /// The pod (or, locally, the run's process) it came from.
+    pub source: String,
+    /// The run's public id, when known.
+    pub run: Option<String>,
+    /// When the run started, unix seconds, when known.
+    pub started: Option<i64>,
+    pub text: String,
+    /// Only the end of a longer output is kept.
+    pub truncated: bool,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Condition {

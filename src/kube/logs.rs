@@ -1,12 +1,14 @@
 //! The logs of a check's retained pods (retention keeps the last failed and succeeded ones),
-//! read through the API server for the check's page: any replica can serve them.
+//! read through the API server for the check's page: any replica can serve them. Which pods
+//! the check has comes from the pod watch every replica runs, not from a LIST per request.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, LogParams};
+use kube::api::LogParams;
 use kube::{Api, Client};
 
-use crate::api::protocol::{CHECK_LABEL, RUN_LABEL};
-use crate::api::CheckKey;
+use super::pods::PodRunner;
+use crate::api::protocol::RUN_LABEL;
+use crate::api::{CheckKey, RunLog};
 
 /// Pods whose logs are read, newest first.
 const PODS: usize = 5;
@@ -14,19 +16,10 @@ const PODS: usize = 5;
 const LINES: i64 = 500;
 const BYTES: i64 = 64 * 1024;
 
-/// One pod's log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PodLog {
-    pub pod: String,
-    pub run: Option<String>,
-    pub started: Option<i64>,
-    pub text: String,
-    pub truncated: bool,
-}
-
 #[derive(Clone)]
 pub struct PodLogs {
     client: Client,
+    pods: PodRunner,
 }
 
 impl std::fmt::Debug for PodLogs {
@@ -36,20 +29,15 @@ impl std::fmt::Debug for PodLogs {
 }
 
 impl PodLogs {
-    pub fn new(client: Client) -> Self {
-        PodLogs { client }
+    pub fn new(client: Client, pods: PodRunner) -> Self {
+        PodLogs { client, pods }
     }
 
     /// The check's pods, newest first, with the end of each one's log. A pod whose log cannot
     /// be read (not started yet, its node gone) says why in place of its log.
-    pub async fn read(&self, key: &CheckKey) -> Result<Vec<PodLog>, String> {
+    pub async fn read(&self, key: &CheckKey) -> Vec<RunLog> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), key.namespace());
-        let selector = format!("{CHECK_LABEL}={}", key.name());
-        let mut pods = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| format!("listing the pods of {key}: {e}"))?
-            .items;
+        let mut pods = self.pods.pods_of(key);
         pods.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone()));
         let mut out = Vec::new();
         for pod in pods.into_iter().take(PODS) {
@@ -66,7 +54,8 @@ impl PodLogs {
                 }
                 Err(e) => (format!("(no log: {e})"), false),
             };
-            out.push(PodLog {
+            out.push(RunLog {
+                source: format!("pod {name}"),
                 run: pod
                     .metadata
                     .labels
@@ -78,11 +67,10 @@ impl PodLogs {
                     .creation_timestamp
                     .as_ref()
                     .map(|t| t.0.as_second()),
-                pod: name,
                 text,
                 truncated,
             });
         }
-        Ok(out)
+        out
     }
 }

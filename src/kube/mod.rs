@@ -206,7 +206,11 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
         &metrics,
         shutdown.clone(),
     )?;
-    let pods = tokio::spawn(runner.watch(cfg.namespaces.clone(), shutdown.clone()));
+    let pods = tokio::spawn(
+        runner
+            .clone()
+            .watch(cfg.namespaces.clone(), shutdown.clone()),
+    );
     let checks = tokio::spawn(controller.run(shutdown.clone()));
     let elector =
         tokio::spawn(Elector::new(client.clone(), cfg.lease.clone(), claim).run(shutdown));
@@ -218,8 +222,9 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
     });
     // Only probes hold a descriptor (their socket); pods share the API server's connections.
     let limits = cfg.http.clone().fitted(cfg.max_concurrent_runs, 1);
-    let state = AppState::new(board, handle, metrics, manual, &limits)
-        .with_logs(Arc::new(logs::PodLogs::new(client_for_logs)));
+    let state = AppState::new(board, handle, metrics, manual, &limits).with_logs(Arc::new(
+        logs::PodLogs::new(client_for_logs, runner.clone()),
+    ));
     let server = tokio::spawn(server::serve(listener, state, limits, async move {
         let _ = server_stop.await;
     }));
@@ -243,20 +248,7 @@ pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<(
 impl server::logs::CheckLogs for logs::PodLogs {
     fn logs(&self, key: crate::api::CheckKey) -> server::logs::LogsFuture {
         let reader = self.clone();
-        Box::pin(async move {
-            Ok(reader
-                .read(&key)
-                .await?
-                .into_iter()
-                .map(|l| server::logs::RunLog {
-                    source: format!("pod {}", l.pod),
-                    run: l.run,
-                    started: l.started,
-                    text: l.text,
-                    truncated: l.truncated,
-                })
-                .collect())
-        })
+        Box::pin(async move { Ok(reader.read(&key).await) })
     }
 }
 

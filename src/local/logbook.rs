@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::api::CheckKey;
+use crate::api::{CheckKey, RunLog};
 
 /// Runs kept per check (as `KH_MAX_ERROR_POD_COUNT` and the completed pod kept, together).
 pub const KEEP: usize = 3;
@@ -18,16 +18,6 @@ pub struct LogBook {
     dir: PathBuf,
     /// The last failure to keep an output, so a full disk is logged once, not once per run.
     failing: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-}
-
-/// One kept run's output.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Kept {
-    pub run: Option<String>,
-    pub started: Option<i64>,
-    pub text: String,
-    /// Only the end of a longer output.
-    pub truncated: bool,
 }
 
 /// A run's output as it is captured: its last `MAX_BYTES`.
@@ -48,6 +38,14 @@ impl Capture {
                 self.truncated = true;
             }
         }
+    }
+
+    /// The last `n` lines, oldest first.
+    pub fn last_lines(&self, n: usize) -> impl Iterator<Item = &str> {
+        self.lines
+            .iter()
+            .skip(self.lines.len().saturating_sub(n))
+            .map(String::as_str)
     }
 
     pub fn text(&self) -> String {
@@ -123,7 +121,7 @@ impl LogBook {
     }
 
     /// The kept runs, newest first.
-    pub async fn read(&self, key: &CheckKey) -> std::io::Result<Vec<Kept>> {
+    pub async fn read(&self, key: &CheckKey) -> std::io::Result<Vec<RunLog>> {
         let Some(dir) = self.check_dir(key) else {
             return Ok(Vec::new());
         };
@@ -139,7 +137,8 @@ impl LogBook {
             let (started, run) = stem.split_once('-').unwrap_or((stem, ""));
             let text = tokio::fs::read_to_string(dir.join(name)).await?;
             let truncated = text.starts_with("…\n");
-            out.push(Kept {
+            out.push(RunLog {
+                source: format!("process of run {run}"),
                 run: Some(run.to_string()).filter(|r| !r.is_empty()),
                 started: started.parse().ok(),
                 text: text.trim_start_matches("…\n").to_string(),

@@ -254,23 +254,9 @@ impl server::logs::CheckLogs for LogBook {
     fn logs(&self, key: CheckKey) -> server::logs::LogsFuture {
         let book = self.clone();
         Box::pin(async move {
-            let kept = book
-                .read(&key)
+            book.read(&key)
                 .await
-                .map_err(|e| format!("reading the kept output: {e}"))?;
-            Ok(kept
-                .into_iter()
-                .map(|k| server::logs::RunLog {
-                    source: match &k.run {
-                        Some(r) => format!("process of run {r}"),
-                        None => "process".into(),
-                    },
-                    run: k.run,
-                    started: k.started,
-                    text: k.text,
-                    truncated: k.truncated,
-                })
-                .collect())
+                .map_err(|e| format!("reading the kept output: {e}"))
         })
     }
 }

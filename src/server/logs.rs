@@ -11,22 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::AppState;
-use crate::api::CheckKey;
-
-/// The output of one retained run.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RunLog {
-    /// The pod (or, locally, the run's process) it came from.
-    pub source: String,
-    /// The run's public id, when known.
-    pub run: Option<String>,
-    /// When the run started, unix seconds, when known.
-    pub started: Option<i64>,
-    pub text: String,
-    /// Only the end of a longer output is kept.
-    pub truncated: bool,
-}
+use crate::api::{CheckKey, RunLog};
 
 pub type LogsFuture = Pin<Box<dyn Future<Output = Result<Vec<RunLog>, String>> + Send>>;
 

@@ -243,6 +243,20 @@ impl PodRunner {
         }
     }
 
+    /// The check's pods as the pod watch last saw them (running and retained): what the check
+    /// page shows logs of, without a LIST of its own.
+    pub fn pods_of(&self, key: &CheckKey) -> Vec<Arc<Pod>> {
+        let st = self.state.lock().expect("runner lock");
+        st.pods
+            .values()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == Some(key.namespace())
+                    && p.labels().get(CHECK_LABEL).map(String::as_str) == Some(key.name())
+            })
+            .cloned()
+            .collect()
+    }
+
     fn pod_gone(&self, pod: &Pod) {
         let Some(uuid) = run_of(pod) else { return };
         {
