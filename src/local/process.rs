@@ -27,6 +27,8 @@ const TAIL_BYTES: usize = 2048;
 const TAIL_LINES: usize = 10;
 /// The longest line of output kept; the rest of a longer one is read and dropped.
 const MAX_LINE: usize = 4096;
+// The message's tail is read from the end of the captured output, which must hold it whole.
+const _: () = assert!(TAIL_LINES * MAX_LINE <= super::logbook::MAX_BYTES);
 /// How often an adopted process (not our child, so not waitable) is checked for exit.
 const ADOPT_POLL: Duration = Duration::from_millis(500);
 
@@ -218,7 +220,8 @@ impl ProcessRunner {
                 kill_group(pgid);
             }
         }
-        let tail = Arc::new(Mutex::new(Tail::default()));
+        // One buffer of the output: the log book keeps it, and the message of a run that ends
+        // without reporting quotes its last lines.
         let capture = Arc::new(Mutex::new(Capture::default()));
         let mut readers = Vec::new();
         for stream in [
@@ -234,17 +237,12 @@ impl ProcessRunner {
         .into_iter()
         .flatten()
         {
-            let tail = tail.clone();
             let capture = capture.clone();
             let key = run.key.clone();
             readers.push(tokio::spawn(async move {
                 capped_lines(stream, MAX_LINE, |line| {
                     debug!(check = %key, "{line}");
-                    capture
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(line.clone());
-                    tail.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                    capture.lock().unwrap_or_else(|e| e.into_inner()).push(line);
                 })
                 .await
             }));
@@ -257,9 +255,14 @@ impl ProcessRunner {
         for r in readers {
             let _ = tokio::time::timeout(Duration::from_millis(200), r).await;
         }
-        let output = tail.lock().unwrap_or_else(|e| e.into_inner()).render();
+        let capture = std::mem::take(&mut *capture.lock().unwrap_or_else(|e| e.into_inner()));
+        // The tail keeps at most its last lines, so those are all it needs to be given.
+        let mut tail = Tail::default();
+        for line in capture.last_lines(TAIL_LINES) {
+            tail.push(line.to_string());
+        }
+        let output = tail.render();
         if let Some(book) = &self.logbook {
-            let capture = std::mem::take(&mut *capture.lock().unwrap_or_else(|e| e.into_inner()));
             book.keep(&run.key, run.uuid, run.started.timestamp(), &capture)
                 .await;
         }
@@ -573,6 +576,23 @@ mod tests {
         let mut t = Tail::default();
         t.push("x".repeat(10_000));
         assert!(t.render().len() <= TAIL_BYTES + 4);
+    }
+
+    #[test]
+    fn the_tail_read_from_the_capture_is_the_tail_of_the_stream() {
+        let mut streamed = Tail::default();
+        let mut capture = Capture::default();
+        for i in 0..5_000 {
+            // Lines of every length up to the cap, so the byte bound is met as well.
+            let line = format!("{i} {}", "x".repeat(i * 37 % MAX_LINE));
+            streamed.push(line.clone());
+            capture.push(line);
+        }
+        let mut from_capture = Tail::default();
+        for l in capture.last_lines(TAIL_LINES) {
+            from_capture.push(l.to_string());
+        }
+        assert_eq!(from_capture.render(), streamed.render());
     }
 
     #[test]
