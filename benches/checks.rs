@@ -15,6 +15,8 @@
 
 #[path = "audit/mod.rs"]
 mod audit;
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/cluster/testkube.rs"]
 mod testkube;
 
@@ -104,7 +106,7 @@ async fn main() {
         let from = audit::log(&dir).1;
         kubectl(&["apply", "-f", file.to_str().unwrap()]);
         for name in &names {
-            let st = testkube::wait_up_to(Duration::from_secs(300), name, async || {
+            let st = common::wait_up_to(Duration::from_secs(300), name, async || {
                 let st = api.get(name).await.ok()?.status?;
                 (!st.history.is_empty()).then_some(st)
             })
@@ -201,7 +203,7 @@ async fn main() {
     api.patch("deployment", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let st = testkube::wait_up_to(
+    let st = common::wait_up_to(
         Duration::from_secs(runs as u64 * 120),
         "the deployment runs",
         async || {

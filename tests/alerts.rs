@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::capture::Capture;
-use common::{count, dirs, shell_check, write, Probity, PATIENCE};
+use common::{alerting_config, count, dirs, shell_check, wait_up_to, write, Probity, PATIENCE};
 use serde_json::Value;
 
 /// A check that fails with "db down" while `flag` exists, runs every second.
@@ -49,10 +49,9 @@ async fn each_state_change_reaches_each_receiver_once_across_a_restart() {
             "  annotations: {probity.dev/notify: \"false\"}\n  labels: {team: db}\n",
         ),
     );
-    let config = tmp.path().join("alerting.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!(
             r#"
 externalURL: http://probity.test:8080
 receivers:
@@ -70,9 +69,7 @@ routes:
     matchLabels: {{team: db}}
 "#
         ),
-    )
-    .unwrap();
-    let cfg = config.display().to_string();
+    );
     let args = ["--alerting-config", cfg.as_str()];
     let mut p = Probity::start(&checks, &state, &args);
     p.wait_ready().await;
@@ -108,16 +105,11 @@ routes:
     assert_eq!(pd["routing_key"], "rk");
 
     // Recorded in the state, then probity dies and comes back: nothing is told again.
-    let start = Instant::now();
-    while status(&p, "flap").await["alerts"]
-        .as_array()
-        .map_or(0, Vec::len)
-        < 3
-    {
-        assert!(start.elapsed() < PATIENCE, "never recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let recorded = status(&p, "flap").await;
+    let recorded = wait_up_to(PATIENCE, "the three records", async || {
+        let st = status(&p, "flap").await;
+        (st["alerts"].as_array().map_or(0, Vec::len) >= 3).then_some(st)
+    })
+    .await;
     let hook_told = recorded["alerts"]
         .as_array()
         .unwrap()
@@ -191,13 +183,10 @@ async fn a_receiver_that_is_down_is_retried_shown_and_holds_up_no_run() {
             "probity report --ok",
         ),
     );
-    let config = tmp.path().join("alerting.yaml");
-    std::fs::write(
-        &config,
-        format!("receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"),
-    )
-    .unwrap();
-    let cfg = config.display().to_string();
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!("receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"),
+    );
     let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
     p.wait_ready().await;
     // The first delivery fails: the page says so, naming the receiver and the answer, as a
@@ -318,30 +307,22 @@ async fn alertmanager_lists_the_alert_while_failing_and_not_once_resolved() {
             "  labels: {kuberhealthy.io/severity: warning}\n",
         ),
     );
-    let config = tmp.path().join("alerting.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!(
             "externalURL: http://probity.test\nreceivers:\n  - name: am\n    alertmanager: {{url: \"{}\"}}\nroutes:\n  - receiver: am\n    sendResolved: false\n",
             am.base
         ),
-    )
-    .unwrap();
-    let cfg = config.display().to_string();
+    );
     let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
     p.wait_ready().await;
-    let start = Instant::now();
-    let alert = loop {
-        let listed = alerts_listed(&am).await;
-        if let Some(a) = listed.into_iter().find(|a| a["labels"]["check"] == "flap") {
-            break a;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "Alertmanager never listed the alert"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let alert = wait_up_to(PATIENCE, "Alertmanager to list the alert", async || {
+        alerts_listed(&am)
+            .await
+            .into_iter()
+            .find(|a| a["labels"]["check"] == "flap")
+    })
+    .await;
     assert_eq!(
         alert["labels"],
         serde_json::json!({"alertname": "ProbityCheckFailing", "namespace": "it", "check": "flap", "severity": "warning"})
@@ -355,15 +336,11 @@ async fn alertmanager_lists_the_alert_while_failing_and_not_once_resolved() {
     assert_eq!(alert["status"]["state"], "active");
     // Resolved even with sendResolved: false, which is Alertmanager's own routing to decide.
     std::fs::remove_file(&flag).unwrap();
-    let start = Instant::now();
-    while alerts_listed(&am)
-        .await
-        .iter()
-        .any(|a| a["labels"]["check"] == "flap")
-    {
-        assert!(start.elapsed() < PATIENCE, "the alert was never resolved");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_up_to(PATIENCE, "the alert resolved", async || {
+        let listed = alerts_listed(&am).await;
+        (!listed.iter().any(|a| a["labels"]["check"] == "flap")).then_some(())
+    })
+    .await;
     let s = status(&p, "flap").await;
     assert_eq!(s["alerts"][0]["receiver"], "am");
     assert_eq!(s["alerts"][0]["firing"], false);

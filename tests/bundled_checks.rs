@@ -8,6 +8,7 @@
 //! tests leave failing pods, a full quota and a blocked CronJob on purpose. On a rerun, the test
 //! namespaces of earlier runs are deleted first for the same reason.
 
+mod common;
 #[path = "cluster/testkube.rs"]
 mod testkube;
 
@@ -50,7 +51,7 @@ async fn applied_as_they_are_every_bundled_check_passes() {
     for n in &leftovers {
         let _ = namespaces.delete(n, &DeleteParams::default()).await;
     }
-    testkube::wait_up_to(
+    common::wait_up_to(
         Duration::from_secs(300),
         "earlier tests' namespaces to go",
         async || {
@@ -81,7 +82,7 @@ async fn applied_as_they_are_every_bundled_check_passes() {
     assert!(names.len() >= 11, "{names:?}");
     let api: Api<HealthCheck> = Api::namespaced(c.clone(), "probity");
     for name in &names {
-        let st = testkube::wait_up_to(
+        let st = common::wait_up_to(
             Duration::from_secs(300),
             &format!("{name}'s first run"),
             async || {
@@ -109,7 +110,7 @@ async fn applied_as_they_are_every_bundled_check_passes() {
             "name",
         ])
     };
-    testkube::wait_up_to(
+    common::wait_up_to(
         Duration::from_secs(120),
         "the workload checks' objects to go",
         async || left().is_empty().then_some(()),

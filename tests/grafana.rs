@@ -88,13 +88,10 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     );
     // A receiver that is down (nothing listens on port 1): the failing check's notification
     // fails and waits for a retry, so the notification panel has data.
-    let alerting = tmp.path().join("alerting.yaml");
-    std::fs::write(
-        &alerting,
+    let alerting = common::alerting_config(
+        tmp.path(),
         "receivers:\n  - name: down\n    webhook: {url: \"http://127.0.0.1:1/hook\"}\nroutes:\n  - receiver: down\n",
-    )
-    .unwrap();
-    let alerting = alerting.display().to_string();
+    );
     let p = Probity::start(&checks, &state, &["--alerting-config", alerting.as_str()]);
     p.wait_ready().await;
     let target = p

@@ -54,7 +54,7 @@ pub async fn wait<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
 }
 
 /// [`wait`] for what takes longer than most: a rollout, a cron schedule's next minute.
-pub use crate::testkube::wait_up_to;
+pub use crate::common::wait_up_to;
 
 /// A namespace with one replica, "solo", that leads and that its pods report to.
 pub async fn solo(base: &str) -> Option<(Setup, Probity)> {
@@ -845,15 +845,12 @@ async fn one_notification_per_transition_across_a_failover() {
     // Probe checks run in probity itself, so a target on loopback will do.
     let target = Toggle::start("127.0.0.1:0", false).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("alerting.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let cfg = crate::common::alerting_config(
+        dir.path(),
+        &format!(
             "receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"
         ),
-    )
-    .unwrap();
-    let cfg = config.display().to_string();
+    );
     let alerting = ["--alerting-config", cfg.as_str()];
     let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
     let mut a = replica_with(ns, "replica-a", &a_addr, &a_addr, &alerting);

@@ -199,22 +199,6 @@ pub fn serve_args(ns: &str, identity: &str, listen: &str, report: &str) -> Vec<S
     args
 }
 
-/// Polls `f` until it gives a value, for at most `limit`; the panic names `what`.
-pub async fn wait_up_to<T>(
-    limit: Duration,
-    what: &str,
-    mut f: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The names of the HealthChecks in the manifest `path` (other objects skipped).
 pub fn health_check_names(path: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();

@@ -272,3 +272,26 @@ pub fn detail<'a>(doc: &'a Value, key: &str) -> &'a Value {
 pub fn count(doc: &Value, key: &str, field: &str) -> i64 {
     detail(doc, key)[field].as_i64().unwrap_or(-1)
 }
+
+/// Polls `f` until it gives a value, for at most `limit`; the panic names `what`.
+pub async fn wait_up_to<T>(
+    limit: Duration,
+    what: &str,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes an alerting configuration into `dir`; its path, for `--alerting-config`.
+pub fn alerting_config(dir: &Path, yaml: &str) -> String {
+    let path = dir.join("alerting.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
