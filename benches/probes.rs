@@ -31,7 +31,6 @@ use probity::local::FileStore;
 use probity::local::LocalRunner;
 use probity::metrics::Metrics;
 use tokio::sync::{mpsc, watch};
-use uuid::Uuid;
 
 const CHECKS: usize = 10_000;
 const RATE: u64 = 1_000;
@@ -50,10 +49,10 @@ impl<R: Runner> Runner for Lag<R> {
             .push((Utc::now() - run.due).to_std().unwrap_or_default());
         self.inner.start(run)
     }
-    fn adopt(&self, k: CheckKey, u: Uuid, d: DateTime<Utc>, c: Arc<HealthCheck>) {
+    fn adopt(&self, k: CheckKey, u: probity::api::RunId, d: DateTime<Utc>, c: Arc<HealthCheck>) {
         self.inner.adopt(k, u, d, c)
     }
-    fn stop(&self, k: &CheckKey, u: Uuid, r: StopReason) {
+    fn stop(&self, k: &CheckKey, u: probity::api::RunId, r: StopReason) {
         self.inner.stop(k, u, r)
     }
 }
@@ -206,10 +205,10 @@ async fn main() {
         let mut ok = 0u64;
         let mut failed = Vec::new();
         while let Some(f) = finished.recv().await {
-            if f.outcome.is_success() {
+            if f.result.outcome.is_success() {
                 ok += 1;
             } else if failed.len() < 5 {
-                failed.push(f.errors.join("; "));
+                failed.push(f.result.errors.join("; "));
             }
         }
         (ok, failed)

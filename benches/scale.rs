@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use probity::api::load::parse_documents;
 use probity::api::CheckKey;
+use probity::api::{RunCredential, RunId, RunResult};
 use probity::engine::clock::SystemClock;
 use probity::engine::driver::Driver;
 use probity::engine::{
@@ -22,7 +23,6 @@ use probity::local::FileStore;
 use probity::metrics::Metrics;
 use probity::server::{self, AppState};
 use tokio::sync::watch;
-use uuid::Uuid;
 
 const CHECKS: usize = 10_000;
 
@@ -38,7 +38,7 @@ struct BenchRunner {
     engine: EngineHandle,
     mode: Mode,
     lags: Arc<Mutex<Vec<Duration>>>,
-    started: Arc<Mutex<VecDeque<(Uuid, Uuid)>>>,
+    started: Arc<Mutex<VecDeque<(RunId, RunCredential)>>>,
 }
 
 impl Runner for BenchRunner {
@@ -49,15 +49,9 @@ impl Runner for BenchRunner {
             Mode::Instant => {
                 let engine = self.engine.clone();
                 tokio::spawn(async move {
-                    let _ = engine.report(run.uuid, true, vec![]).await;
+                    let _ = engine.report(run.uuid, RunResult::passed()).await;
                     engine
-                        .released(
-                            run.uuid,
-                            RunEnd::Exited {
-                                success: true,
-                                message: String::new(),
-                            },
-                        )
+                        .released(run.uuid, RunEnd::crashed(String::new()))
                         .await;
                 });
             }
@@ -69,8 +63,15 @@ impl Runner for BenchRunner {
                 .push_back((run.uuid, run.credential)),
         }
     }
-    fn adopt(&self, _: CheckKey, _: Uuid, _: DateTime<Utc>, _: Arc<probity::api::HealthCheck>) {}
-    fn stop(&self, _: &CheckKey, _: Uuid, _: StopReason) {}
+    fn adopt(
+        &self,
+        _: CheckKey,
+        _: probity::api::RunId,
+        _: DateTime<Utc>,
+        _: Arc<probity::api::HealthCheck>,
+    ) {
+    }
+    fn stop(&self, _: &CheckKey, _: probity::api::RunId, _: StopReason) {}
 }
 
 fn check(i: usize, interval: &str) -> Desired {
@@ -87,7 +88,7 @@ fn check(i: usize, interval: &str) -> Desired {
 struct Setup {
     handle: EngineHandle,
     lags: Arc<Mutex<Vec<Duration>>>,
-    started: Arc<Mutex<VecDeque<(Uuid, Uuid)>>>,
+    started: Arc<Mutex<VecDeque<(RunId, RunCredential)>>>,
     base: String,
     stop: watch::Sender<bool>,
     _state: tempfile::TempDir,
@@ -190,7 +191,7 @@ async fn get_latency(client: &reqwest::Client, url: &str, n: usize) -> (Duration
 }
 
 /// Posts one OK report per UUID with 32 keep-alive clients in a child process.
-fn load_gen(url: &str, uuids: &[Uuid]) -> usize {
+fn load_gen(url: &str, uuids: &[RunCredential]) -> usize {
     use std::io::Write;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--load-gen", url])
@@ -199,7 +200,7 @@ fn load_gen(url: &str, uuids: &[Uuid]) -> usize {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let list: String = uuids.iter().map(|u| format!("{u}\n")).collect();
+    let list: String = uuids.iter().map(|u| format!("{}\n", u.expose())).collect();
     stdin.write_all(list.as_bytes()).unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
@@ -339,22 +340,14 @@ async fn main() {
         while s.started.lock().unwrap().len() < CHECKS {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let runs: Vec<(Uuid, Uuid)> = s.started.lock().unwrap().drain(..).collect();
-        let credentials: Vec<Uuid> = runs.iter().map(|(_, c)| *c).collect();
+        let runs: Vec<(RunId, RunCredential)> = s.started.lock().unwrap().drain(..).collect();
+        let credentials: Vec<RunCredential> = runs.iter().map(|(_, c)| *c).collect();
         // The load generator is another process, so the RSS below is probity's alone.
         let t = Instant::now();
         total += load_gen(&url, &credentials);
         spent += t.elapsed();
         for (u, _) in runs {
-            s.handle
-                .released(
-                    u,
-                    RunEnd::Exited {
-                        success: true,
-                        message: String::new(),
-                    },
-                )
-                .await;
+            s.handle.released(u, RunEnd::crashed(String::new())).await;
         }
     }
     println!(

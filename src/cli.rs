@@ -9,42 +9,53 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::api::validate::{validate_with, Defaults};
-use crate::api::{duration, CheckKey, Outcome};
+use crate::api::validate::{validate_with, Defaults, Invalid};
+use crate::api::{duration, CheckKey, RunResult};
 use crate::engine::clock::SystemClock;
 use crate::engine::MemoryStore;
-use crate::engine::{Board, Desired, Driver, Engine, EngineConfig, EngineHandle, Finished};
+use crate::engine::{
+    Board, Desired, Driver, Engine, EngineConfig, EngineHandle, Finished, RunRefused,
+};
 use crate::local::{bind, local_problems, parse_file, report_base, LocalRunner};
 use crate::metrics::Metrics;
 use crate::server::{self, AppState};
 use crate::{Error, Result};
 
-/// One check's result from `probity run`.
-#[derive(Debug, Clone)]
+/// Why `probity run` did not run a check.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRun {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Refused(#[from] RunRefused),
+}
+
+/// One check's result from `probity run`: how its run ended and how long it took.
+#[derive(Debug)]
 pub struct Verdict {
     pub key: CheckKey,
-    pub outcome: Result<(Outcome, Duration, Vec<String>), String>,
+    pub outcome: Result<(RunResult, Duration), NotRun>,
 }
 
 impl Verdict {
     pub fn ok(&self) -> bool {
-        matches!(&self.outcome, Ok((o, _, _)) if o.is_success())
+        matches!(&self.outcome, Ok((r, _)) if r.passed_ok())
     }
 }
 
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.outcome {
-            Ok((o, d, _)) if o.is_success() => {
+            Ok((r, d)) if r.passed_ok() => {
                 write!(f, "PASS {} ({})", self.key, duration::format(*d))
             }
-            Ok((o, d, errors)) => write!(
+            Ok((r, d)) => write!(
                 f,
                 "FAIL {} ({}, {}): {}",
                 self.key,
                 duration::format(*d),
-                o.as_str(),
-                errors.join("; ")
+                r.outcome.as_str(),
+                r.message()
             ),
             Err(e) => write!(f, "INVALID {}: {e}", self.key),
         }
@@ -110,7 +121,7 @@ pub async fn run_file(
         if let Err(e) = d.plan(&defaults) {
             verdicts.push(Verdict {
                 key,
-                outcome: Err(e.to_string()),
+                outcome: Err(e.into()),
             });
             continue;
         }
@@ -125,7 +136,7 @@ pub async fn run_file(
             }
             Err(e) => verdicts.push(Verdict {
                 key,
-                outcome: Err(e.to_string()),
+                outcome: Err(e.into()),
             }),
         }
     }
@@ -134,7 +145,7 @@ pub async fn run_file(
         if waiting.remove(&f.key) {
             verdicts.push(Verdict {
                 key: f.key,
-                outcome: Ok((f.outcome, f.duration, f.errors)),
+                outcome: Ok((f.result, f.duration)),
             });
         }
     }

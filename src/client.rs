@@ -23,6 +23,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 
 use crate::api::protocol::UUID_HEADER;
+use crate::api::RunResult;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +72,7 @@ pub fn this_run() -> Result<ReportTarget> {
 
 /// Reports that the check passed (retrying as [`send`] does).
 pub async fn report_ok() -> Result<()> {
-    send(&this_run()?, true, &[]).await
+    send(&this_run()?, &RunResult::passed()).await
 }
 
 /// Reports that the check failed, with `errors` saying why (at least one; an empty list is sent
@@ -82,7 +83,7 @@ pub async fn report_failure(errors: Vec<String>) -> Result<()> {
     } else {
         errors
     };
-    send(&this_run()?, false, &errors).await
+    send(&this_run()?, &RunResult::failed(errors)).await
 }
 
 /// The run's deadline (`KH_CHECK_RUN_DEADLINE`), None when the run has none.
@@ -110,12 +111,13 @@ impl ReportTarget {
 }
 
 /// Sends one report. Ok once accepted; `ReportRefused` when the server says it never will be.
-pub async fn send(target: &ReportTarget, ok: bool, errors: &[String]) -> Result<()> {
+pub async fn send(target: &ReportTarget, result: &RunResult) -> Result<()> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
         .map_err(Error::HttpClient)?;
-    let body = serde_json::json!({ "OK": ok, "Errors": errors });
+    // The edge where a result becomes Kuberhealthy's report.
+    let body = serde_json::json!({ "OK": result.passed_ok(), "Errors": result.errors });
     let give_up = match target
         .deadline
         .and_then(|d| Utc.timestamp_opt(d, 0).single())
@@ -199,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn retries_server_errors_until_accepted() {
         let (url, hits) = endpoint(vec![503, 500]).await;
-        send(&target(&url, 30), false, &["disk full".into()])
+        send(&target(&url, 30), &RunResult::failure("disk full"))
             .await
             .unwrap();
         assert_eq!(hits.load(Ordering::SeqCst), 3);
@@ -208,7 +210,7 @@ mod tests {
     #[tokio::test]
     async fn a_400_is_final() {
         let (url, hits) = endpoint(vec![400]).await;
-        let err = send(&target(&url, 30), false, &["disk full".into()])
+        let err = send(&target(&url, 30), &RunResult::failure("disk full"))
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "report refused: 400 because");
@@ -218,7 +220,7 @@ mod tests {
     #[tokio::test]
     async fn gives_up_at_the_deadline() {
         let (url, _) = endpoint(vec![503; 100]).await;
-        let err = send(&target(&url, 1), false, &["disk full".into()])
+        let err = send(&target(&url, 1), &RunResult::failure("disk full"))
             .await
             .unwrap_err();
         assert!(

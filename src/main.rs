@@ -318,7 +318,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Report(args) => {
             let target = probity::client::this_run()?;
-            probity::client::send(&target, args.ok, &args.errors).await?;
+            let result = probity::api::RunResult::reported(args.ok, args.errors);
+            probity::client::send(&target, &result).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { file, defaults } => {

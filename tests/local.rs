@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{count, detail, dirs, shell_check, write, Probity, PATIENCE};
-use probity::api::protocol::run_id;
 
 use serde_json::Value;
 
@@ -816,4 +815,10 @@ async fn manual_runs_need_the_bearer_token_and_are_off_without_one() {
         count(d, "it/hourly", "SuccessCount") >= 2
     })
     .await;
+}
+
+/// The public id of the run whose credential is `credential`.
+fn run_id(credential: uuid::Uuid) -> probity::api::RunId {
+    let credential: probity::api::RunCredential = credential.to_string().parse().unwrap();
+    credential.run_id()
 }

@@ -88,10 +88,10 @@ async fn http_status_classes() {
         (503, false),
     ] {
         let v = http::probe(&url(&format!("{base}/status/{code}"))).await;
-        assert_eq!(v.ok, ok, "{code}: {v:?}");
+        assert_eq!(v.passed_ok(), ok, "{code}: {v:?}");
         if !ok {
             assert_eq!(
-                v.message,
+                v.message(),
                 format!("GET {base}/status/{code}: status {code}")
             );
         }
@@ -99,11 +99,11 @@ async fn http_status_classes() {
     // expectStatus replaces the 200-399 rule.
     let mut p = url(&format!("{base}/status/404"));
     p.expect_status = Some(vec![404]);
-    assert!(http::probe(&p).await.ok);
+    assert!(http::probe(&p).await.passed_ok());
     let mut p = url(&format!("{base}/status/200"));
     p.expect_status = Some(vec![201]);
     assert_eq!(
-        http::probe(&p).await.message,
+        http::probe(&p).await.message(),
         format!("GET {base}/status/200: status 200")
     );
 }
@@ -119,7 +119,7 @@ async fn http_host_port_path_form() {
         ..Default::default()
     };
     assert_eq!(
-        http::probe(&p).await.message,
+        http::probe(&p).await.message(),
         format!("GET {base}/status/503: status 503")
     );
 }
@@ -130,18 +130,19 @@ async fn redirects_same_host_followed_other_host_not() {
     let mut p = url(&format!("{base}/hop/10"));
     p.expect_body = Some("arrived".into());
     let v = http::probe(&p).await;
-    assert!(v.ok, "ten same-host redirects are followed: {v:?}");
+    assert!(v.passed_ok(), "ten same-host redirects are followed: {v:?}");
     let v = http::probe(&url(&format!("{base}/hop/11"))).await;
-    assert!(!v.ok);
+    assert!(!v.passed_ok());
     assert!(
-        v.message.contains("stopped after 10 redirects"),
+        v.message().contains("stopped after 10 redirects"),
         "{}",
-        v.message
+        v.message()
     );
     let v = http::probe(&url(&format!("{base}/elsewhere"))).await;
-    assert!(v.ok, "a redirect to another host is a success");
+    assert!(v.passed_ok(), "a redirect to another host is a success");
     assert!(v
-        .warning
+        .warnings
+        .first()
         .unwrap()
         .contains("redirect to another host http://127.0.0.2:1/away not followed"));
 }
@@ -152,22 +153,22 @@ async fn body_is_read_up_to_10_kib_and_matched() {
     let mut p = url(&format!("{base}/big"));
     p.expect_body = Some("NEEDLE".into());
     let v = http::probe(&p).await;
-    assert!(!v.ok, "the needle is past the 10 KiB read");
+    assert!(!v.passed_ok(), "the needle is past the 10 KiB read");
     assert!(
-        v.message.ends_with("body does not contain \"NEEDLE\""),
+        v.message().ends_with("body does not contain \"NEEDLE\""),
         "{}",
-        v.message
+        v.message()
     );
     p.expect_body = Some("xxxx".into());
     let v = http::probe(&p).await;
-    assert!(v.ok, "{v:?}");
+    assert!(v.passed_ok(), "{v:?}");
     let mut p = url(&format!("{base}/small"));
     p.expect_body = Some(r"/all good \(v\d+\.\d+\)/".into());
-    assert!(http::probe(&p).await.ok);
+    assert!(http::probe(&p).await.passed_ok());
     p.expect_body = Some(r"/^broken/".into());
     assert!(http::probe(&p)
         .await
-        .message
+        .message()
         .ends_with("body does not match /^broken/"));
 }
 
@@ -188,7 +189,7 @@ async fn default_headers_and_overrides() {
         p.expect_body = Some(want.into());
         async move {
             let v = http::probe(&p).await;
-            assert!(v.ok, "{want}: {v:?}");
+            assert!(v.passed_ok(), "{want}: {v:?}");
         }
     };
     check(
@@ -218,7 +219,10 @@ async fn default_headers_and_overrides() {
     let mut q = url(&format!("{base}/headers"));
     q.http_headers = p.http_headers.clone();
     q.expect_body = Some("\"accept\"".into());
-    assert!(!http::probe(&q).await.ok, "accept was removed: {v:?}");
+    assert!(
+        !http::probe(&q).await.passed_ok(),
+        "accept was removed: {v:?}"
+    );
 }
 
 #[tokio::test]
@@ -240,16 +244,16 @@ async fn tcp_refused_and_accepted() {
         host: Some("127.0.0.1".into()),
         port: port as i32,
     };
-    assert!(tcp::probe(&p).await.ok);
+    assert!(tcp::probe(&p).await.passed_ok());
     drop(l);
     let v = tcp::probe(&p).await;
-    assert!(!v.ok);
+    assert!(!v.passed_ok());
     assert!(
-        v.message.starts_with(&format!(
+        v.message().starts_with(&format!(
             "connect 127.0.0.1:{port}: connection refused after "
         )),
         "{}",
-        v.message
+        v.message()
     );
     let v = tcp::probe(&TcpSocketProbe {
         host: Some("nosuch.invalid".into()),
@@ -257,10 +261,10 @@ async fn tcp_refused_and_accepted() {
     })
     .await;
     assert!(
-        v.message
+        v.message()
             .starts_with("dns: no such host \"nosuch.invalid\""),
         "{}",
-        v.message
+        v.message()
     );
 }
 
@@ -269,7 +273,9 @@ async fn probes_leave_no_time_wait_sockets() {
     let base = serve(http_server()).await;
     let port = base.rsplit(':').next().unwrap().to_string();
     for _ in 0..200 {
-        assert!(http::probe(&url(&format!("{base}/status/200"))).await.ok);
+        assert!(http::probe(&url(&format!("{base}/status/200")))
+            .await
+            .passed_ok());
     }
     // TIME-WAIT sockets of this port in /proc/net/tcp (state 06).
     let hex_port = format!(":{:04X}", port.parse::<u16>().unwrap());
@@ -291,7 +297,7 @@ async fn exec_exit_codes_and_output() {
         ..Default::default()
     })
     .await;
-    assert!(ok.ok);
+    assert!(ok.passed_ok());
     let v = exec::probe(&ExecProbe {
         command: vec![
             "sh".into(),
@@ -301,7 +307,7 @@ async fn exec_exit_codes_and_output() {
         ..Default::default()
     })
     .await;
-    assert_eq!(v.message, "exec \"sh\" exited with code 7: out err");
+    assert_eq!(v.message(), "exec \"sh\" exited with code 7: out err");
     let v = exec::probe(&ExecProbe {
         command: vec![
             "sh".into(),
@@ -312,9 +318,9 @@ async fn exec_exit_codes_and_output() {
     })
     .await;
     assert!(
-        v.message.len() <= exec::MAX_OUTPUT + 64,
+        v.message().len() <= exec::MAX_OUTPUT + 64,
         "{}",
-        v.message.len()
+        v.message().len()
     );
     let v = exec::probe(&ExecProbe {
         command: vec!["/nonexistent/cmd".into()],
@@ -322,10 +328,10 @@ async fn exec_exit_codes_and_output() {
     })
     .await;
     assert!(
-        v.message
+        v.message()
             .starts_with("exec \"/nonexistent/cmd\": no such file"),
         "{}",
-        v.message
+        v.message()
     );
 }
 
@@ -444,10 +450,10 @@ async fn grpc_serving_and_not_serving() {
         service: Some(service.into()),
     };
     let v = grpc::probe(&p("")).await;
-    assert!(v.ok, "{v:?}");
+    assert!(v.passed_ok(), "{v:?}");
     let v = grpc::probe(&p("db")).await;
     assert_eq!(
-        v.message,
+        v.message(),
         format!("grpc 127.0.0.1:{port}: status NOT_SERVING")
     );
 }
@@ -522,24 +528,28 @@ async fn https_is_unverified_unless_asked_and_verifies_against_a_ca_file() {
     p.expect_body = Some("secure ok".into());
     let v = http::probe(&p).await;
     assert!(
-        v.ok,
+        v.passed_ok(),
         "a self-signed server passes without verification: {v:?}"
     );
     p.verify_tls = Some(true);
     let v = http::probe(&p).await;
-    assert!(!v.ok, "the system roots do not know this CA");
+    assert!(!v.passed_ok(), "the system roots do not know this CA");
     assert!(
-        v.message.contains("TLS") && v.message.contains("certificate"),
+        v.message().contains("TLS") && v.message().contains("certificate"),
         "{}",
-        v.message
+        v.message()
     );
     p.ca_file = Some(dir.path().join("ca.pem").display().to_string());
     let v = http::probe(&p).await;
-    assert!(v.ok, "verified against the CA file: {v:?}");
+    assert!(v.passed_ok(), "verified against the CA file: {v:?}");
     // Plain HTTP where TLS is expected fails as a TLS error.
     let plain = serve(http_server()).await;
     let v = http::probe(&url(&plain.replace("http://", "https://"))).await;
-    assert!(!v.ok && v.message.contains("TLS"), "{}", v.message);
+    assert!(
+        !v.passed_ok() && v.message().contains("TLS"),
+        "{}",
+        v.message()
+    );
 }
 
 mod thresholds {
@@ -591,19 +601,18 @@ mod thresholds {
         let key = CheckKey::new("t", "db");
         let ok = || board.get(&key).unwrap().status.ok;
 
-        assert!(finished.recv().await.unwrap().outcome.is_success());
+        assert!(finished.recv().await.unwrap().result.outcome.is_success());
         assert!(ok());
         drop(listener);
         for n in 1..=3 {
             let f = finished.recv().await.unwrap();
-            assert!(!f.outcome.is_success());
-            assert!(
-                f.errors[0].starts_with(&format!("connect 127.0.0.1:{port}: connection refused"))
-            );
+            assert!(!f.result.outcome.is_success());
+            assert!(f.result.errors[0]
+                .starts_with(&format!("connect 127.0.0.1:{port}: connection refused")));
             assert_eq!(ok(), n < 3, "after {n} failures");
         }
         let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        assert!(finished.recv().await.unwrap().outcome.is_success());
+        assert!(finished.recv().await.unwrap().result.outcome.is_success());
         assert!(ok());
         let st = board.get(&key).unwrap().status.clone();
         // 10 s apart, start to start, on the paused clock.

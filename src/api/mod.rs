@@ -7,6 +7,7 @@ pub mod duration;
 pub mod load;
 pub mod probe;
 pub mod protocol;
+pub mod run;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use probe::{Probe, ProbeKind};
+pub use run::{RunCredential, RunId, RunResult};
 
 pub const GROUP: &str = "kuberhealthy.github.io";
 pub const VERSION: &str = "v2";
@@ -289,6 +291,11 @@ pub struct AlertRecord {
 impl HealthCheckStatus {
     /// The failing spell's start while the verdict is failing (statuses written before
     /// `failingSinceUnix` existed fall back to the last failure).
+    /// The run in flight, as the status names it (`currentUUID`).
+    pub fn current_run(&self) -> Option<RunId> {
+        run::parse_saved(&self.current_uuid)
+    }
+
     pub fn failing_since(&self) -> Option<i64> {
         (!self.ok).then(|| self.failing_since_unix.unwrap_or(self.last_failure_unix))
     }
@@ -366,6 +373,13 @@ pub struct RunRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
     pub errors: Vec<String>,
+}
+
+impl RunRecord {
+    /// Which run this was, read from the saved `uuid`.
+    pub fn run_id(&self) -> Option<RunId> {
+        run::parse_saved(&self.uuid)
+    }
 }
 
 /// The output of one retained run, as a backend keeps it (the run's pod log in a cluster, the

@@ -14,6 +14,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 
 use super::workload::api_error;
 use crate::api::validate::CronSchedule;
+use crate::api::RunResult;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -35,7 +36,7 @@ impl Config {
     }
 
     /// The CronJobs (as served) that missed their schedule at `now`, one line each.
-    pub fn judge(&self, cronjobs: &[DynamicObject], now: DateTime<Utc>) -> Result<(), Vec<String>> {
+    pub fn judge(&self, cronjobs: &[DynamicObject], now: DateTime<Utc>) -> RunResult {
         let mut bad = Vec::new();
         for cj in cronjobs {
             if let Some(problem) = self.late(cj, now) {
@@ -43,11 +44,11 @@ impl Config {
             }
         }
         if bad.is_empty() {
-            return Ok(());
+            return RunResult::passed();
         }
         let mut out = vec![format!("{} CronJobs missed their schedule", bad.len())];
         out.extend(bad.into_iter().take(20));
-        Err(out)
+        RunResult::failed(out)
     }
 
     fn late(&self, cj: &DynamicObject, now: DateTime<Utc>) -> Option<String> {
@@ -112,7 +113,15 @@ impl Config {
         }
     }
 
-    pub async fn run(&self) -> Result<(), Vec<String>> {
+    pub async fn run(&self) -> RunResult {
+        match self.list().await {
+            Ok(cronjobs) => self.judge(&cronjobs, Utc::now()),
+            Err(e) => RunResult::failed(e),
+        }
+    }
+
+    /// The CronJobs in scope, as batch/v1 serves them, else batch/v1beta1.
+    async fn list(&self) -> Result<Vec<DynamicObject>, Vec<String>> {
         let client = super::kube_client("cronjob").await?;
         let ns = match self.namespace.as_deref() {
             Some("*") => None,
@@ -127,7 +136,7 @@ impl Config {
                 None => Api::all_with(client.clone(), &ar),
             };
             match api.list(&ListParams::default()).await {
-                Ok(list) => return self.judge(&list.items, Utc::now()),
+                Ok(list) => return Ok(list.items),
                 // Not served at this version: try the older one.
                 Err(kube::Error::Api(s)) if s.code == 404 => last_err = s.message.clone(),
                 Err(e) => return Err(vec![format!("listing cronjobs: {}", api_error(&e))]),
@@ -217,7 +226,7 @@ mod tests {
                 json!({}),
             ),
         ];
-        let e = c.judge(&list, now).unwrap_err();
+        let e = c.judge(&list, now).errors;
         assert_eq!(
             e,
             vec![
@@ -228,6 +237,6 @@ mod tests {
                 "n/typo: \"*/5 * * *\" has 4 fields; expected 5 (minute hour day month weekday) or 6 (seconds first)",
             ]
         );
-        assert_eq!(c.judge(&list[..1], now), Ok(()));
+        assert_eq!(c.judge(&list[..1], now), RunResult::passed());
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::api::RunResult;
 use crate::client::{self, ReportTarget};
 use crate::Result;
 
@@ -43,11 +44,9 @@ pub const NAMES: &[&str] = &[
 /// accepted.
 pub async fn run(name: &str) -> Result<bool> {
     let target = client::this_run()?;
-    let verdict = judge(name, &target, |k| std::env::var(k).ok()).await;
-    let passed = verdict.is_ok();
-    let errors = verdict.err().unwrap_or_default();
-    client::send(&target, passed, &errors).await?;
-    Ok(passed)
+    let result = judge(name, &target, |k| std::env::var(k).ok()).await;
+    client::send(&target, &result).await?;
+    Ok(result.passed_ok())
 }
 
 /// The verdict of check `name` with settings from `env`, within the run's time.
@@ -55,34 +54,45 @@ pub async fn judge(
     name: &str,
     target: &ReportTarget,
     env: impl Fn(&str) -> Option<String>,
-) -> std::result::Result<(), Vec<String>> {
+) -> RunResult {
     let budget = target
         .time_left(MARGIN, Utc::now())
         .unwrap_or(Duration::from_secs(60));
-    match name {
+    // Settings that cannot be used fail the run, naming the variable.
+    settled(name, target, env, budget)
+        .await
+        .unwrap_or_else(RunResult::failed)
+}
+
+/// Check `name`'s settings read and its run made; `Err` are the settings' problems.
+async fn settled(
+    name: &str,
+    target: &ReportTarget,
+    env: impl Fn(&str) -> Option<String>,
+    budget: Duration,
+) -> std::result::Result<RunResult, Vec<String>> {
+    Ok(match name {
         "cronjob" => cronjob::Config::from_env(env)?.run().await,
-        "daemonset" => {
-            daemonset::Config::from_env(env)?
-                .run(budget, &target.uuid)
-                .await
-        }
-        "deployment" => {
-            deployment::Config::from_env(env)?
-                .run(budget, &target.uuid)
-                .await
-        }
-        "dns" => dns::Config::from_env(env)?.run(budget).await,
-        "http" => http::Config::from_env(env)?.run(budget).await,
-        "network" => network::Config::from_env(env)?.run(budget).await,
+        "daemonset" => daemonset::Config::from_env(env)?
+            .run(budget, &target.uuid)
+            .await
+            .into(),
+        "deployment" => deployment::Config::from_env(env)?
+            .run(budget, &target.uuid)
+            .await
+            .into(),
+        "dns" => dns::Config::from_env(env)?.run(budget).await.into(),
+        "http" => http::Config::from_env(env)?.run(budget).await.into(),
+        "network" => network::Config::from_env(env)?.run(budget).await.into(),
         "pod-restarts" => pods::Restarts::from_env(env)?.run().await,
         "pod-status" => pods::Status::from_env(env)?.run().await,
         "resource-quota" => quota::Config::from_env(env)?.run().await,
         "tls" => tls::Config::from_env(env)?.run(budget).await,
-        other => Err(vec![format!(
+        other => RunResult::failure(format!(
             "no built-in check named {other:?} (there are: {})",
             NAMES.join(", ")
-        )]),
-    }
+        )),
+    })
 }
 
 /// `var` as a number, `default` when unset or blank; the error names the variable.

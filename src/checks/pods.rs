@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use crate::api::protocol::RUN_LABEL;
+use crate::api::RunResult;
 
 /// At most this many pods are named in a failure; the count says how many there are.
 const NAMED: usize = 20;
@@ -45,7 +46,7 @@ impl Restarts {
         })
     }
 
-    pub fn judge(&self, pods: &[Pod]) -> Result<(), Vec<String>> {
+    pub fn judge(&self, pods: &[Pod]) -> RunResult {
         let mut bad = Vec::new();
         for p in pods.iter().filter(|p| !is_check_run(p)) {
             let statuses = p
@@ -85,8 +86,11 @@ impl Restarts {
         )
     }
 
-    pub async fn run(&self) -> Result<(), Vec<String>> {
-        self.judge(&list("pod-restarts", self.namespace.as_deref()).await?)
+    pub async fn run(&self) -> RunResult {
+        match list("pod-restarts", self.namespace.as_deref()).await {
+            Ok(pods) => self.judge(&pods),
+            Err(e) => RunResult::failed(e),
+        }
     }
 }
 
@@ -109,7 +113,7 @@ impl Status {
         })
     }
 
-    pub fn judge(&self, pods: &[Pod], now: DateTime<Utc>) -> Result<(), Vec<String>> {
+    pub fn judge(&self, pods: &[Pod], now: DateTime<Utc>) -> RunResult {
         let grace = chrono::Duration::from_std(self.grace).unwrap_or(chrono::Duration::MAX);
         let older = |t: Option<DateTime<Utc>>| t.is_some_and(|t| now - t >= grace);
         let mut bad = Vec::new();
@@ -157,11 +161,11 @@ impl Status {
         )
     }
 
-    pub async fn run(&self) -> Result<(), Vec<String>> {
-        self.judge(
-            &list("pod-status", self.namespace.as_deref()).await?,
-            Utc::now(),
-        )
+    pub async fn run(&self) -> RunResult {
+        match list("pod-status", self.namespace.as_deref()).await {
+            Ok(pods) => self.judge(&pods, Utc::now()),
+            Err(e) => RunResult::failed(e),
+        }
     }
 }
 
@@ -181,16 +185,16 @@ fn is_check_run(p: &Pod) -> bool {
         .is_some_and(|l| l.contains_key(RUN_LABEL))
 }
 
-fn verdict(mut bad: Vec<String>, what: &str, ns: Option<&str>) -> Result<(), Vec<String>> {
+fn verdict(mut bad: Vec<String>, what: &str, ns: Option<&str>) -> RunResult {
     if bad.is_empty() {
-        return Ok(());
+        return RunResult::passed();
     }
     let total = bad.len();
     bad.truncate(NAMED);
     let scope = ns.map_or("all namespaces".to_string(), |n| format!("namespace {n}"));
     let mut out = vec![format!("{total} pods in {scope} {what}")];
     out.extend(bad);
-    Err(out)
+    RunResult::failed(out)
 }
 
 async fn list(check: &str, ns: Option<&str>) -> Result<Vec<Pod>, Vec<String>> {
@@ -232,10 +236,10 @@ mod tests {
             "metadata": {"name": "db-0", "namespace": "shop"},
             "status": {"containerStatuses": [{"name": "db", "image": "i", "imageID": "", "ready": true, "restartCount": 3}]}
         }));
-        assert_eq!(r.judge(std::slice::from_ref(&fine)), Ok(()));
+        assert_eq!(r.judge(std::slice::from_ref(&fine)), RunResult::passed());
         assert_eq!(
             r.judge(&[fine, crashing]),
-            Err(vec![
+            RunResult::failed(vec![
                 "1 pods in namespace shop with more than 3 restarts".to_string(),
                 "shop/api-1: container api restarted 7 times (last: exit code 1, Error)"
                     .to_string()
@@ -277,13 +281,16 @@ mod tests {
             "status": {"phase": "Pending"}
         }));
         let young = pending("new", "2026-12-03T11:58:00Z");
-        assert_eq!(s.judge(&[young.clone(), check_run], now), Ok(()));
+        assert_eq!(
+            s.judge(&[young.clone(), check_run], now),
+            RunResult::passed()
+        );
         assert_eq!(
             s.judge(
                 &[young, pending("old", "2026-12-03T11:00:00Z"), unready],
                 now
             ),
-            Err(vec![
+            RunResult::failed(vec![
                 "2 pods in all namespaces stuck for longer than 300s".to_string(),
                 "web/old: Pending (ImagePullBackOff)".to_string(),
                 "web/slow: Running but not Ready".to_string(),

@@ -6,6 +6,8 @@
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::api::{Api, ListParams};
 
+use crate::api::RunResult;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `THRESHOLD`: a fraction, 0 < t <= 1 (0.9).
@@ -47,7 +49,7 @@ impl Config {
         })
     }
 
-    pub fn judge(&self, quotas: &[ResourceQuota]) -> Result<(), Vec<String>> {
+    pub fn judge(&self, quotas: &[ResourceQuota]) -> RunResult {
         let mut over = Vec::new();
         for q in quotas {
             let ns = q.metadata.namespace.clone().unwrap_or_default();
@@ -79,7 +81,7 @@ impl Config {
             }
         }
         if over.is_empty() {
-            return Ok(());
+            return RunResult::passed();
         }
         let mut out = vec![format!(
             "{} quota limits at or above {:.0}% use",
@@ -87,10 +89,17 @@ impl Config {
             self.threshold * 100.0
         )];
         out.extend(over.into_iter().take(20));
-        Err(out)
+        RunResult::failed(out)
     }
 
-    pub async fn run(&self) -> Result<(), Vec<String>> {
+    pub async fn run(&self) -> RunResult {
+        match self.list().await {
+            Ok(quotas) => self.judge(&quotas),
+            Err(e) => RunResult::failed(e),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ResourceQuota>, Vec<String>> {
         let client = super::kube_client("resource-quota").await?;
         let api: Api<ResourceQuota> = match self.only.as_slice() {
             [one] => Api::namespaced(client, one),
@@ -100,7 +109,7 @@ impl Config {
             .list(&ListParams::default())
             .await
             .map_err(|e| vec![format!("listing resource quotas: {e}")])?;
-        self.judge(&quotas.items)
+        Ok(quotas.items)
     }
 }
 
@@ -171,16 +180,16 @@ mod tests {
         ];
         assert_eq!(
             c.judge(&quotas),
-            Err(vec![
+            RunResult::failed(vec![
                 "1 quota limits at or above 95% use".to_string(),
                 "shop/q: pods 2 of 2 (100%)".to_string()
             ])
         );
         let only_default =
             Config::from_env(env(&[("WHITELIST", "default"), ("THRESHOLD", "1")])).unwrap();
-        assert!(only_default.judge(&quotas).is_err());
+        assert!(!only_default.judge(&quotas).passed_ok());
         let lenient = Config::from_env(env(&[("BLACKLIST", "default,shop")])).unwrap();
-        assert_eq!(lenient.judge(&quotas), Ok(()));
+        assert_eq!(lenient.judge(&quotas), RunResult::passed());
         assert_eq!(Config::from_env(env(&[])).unwrap().threshold, 0.9);
         assert!(
             Config::from_env(env(&[("THRESHOLD", "90")])).unwrap_err()[0]

@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::{flag, number};
+use crate::api::RunResult;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -62,7 +63,18 @@ impl Config {
         })
     }
 
-    pub async fn run(&self, budget: Duration) -> Result<(), Vec<String>> {
+    pub async fn run(&self, budget: Duration) -> RunResult {
+        match self.certificates(budget).await {
+            Ok(certs) => self.judge(&certs, Utc::now()),
+            Err(e) => RunResult::failed(e),
+        }
+    }
+
+    /// The certificates to judge: the chain the server presents, and a custom bundle's.
+    async fn certificates(
+        &self,
+        budget: Duration,
+    ) -> Result<Vec<(String, CertificateDer<'static>)>, Vec<String>> {
         // A custom bundle is read once: it is trusted for the handshake and judged for expiry.
         let bundle = match (self.verify, &self.ca_bundle) {
             (true, Some(path)) => Some((path, read_bundle(path).map_err(|e| vec![e])?)),
@@ -115,21 +127,17 @@ impl Config {
                     .map(|c| (format!("CA_BUNDLE {path} holds"), c)),
             );
         }
-        self.judge(&certs, Utc::now())
+        Ok(certs)
     }
 
     /// Each certificate that expires within `DAYS` (or has), named by where it came from and its
     /// subject.
-    pub fn judge(
-        &self,
-        certs: &[(String, CertificateDer<'_>)],
-        now: DateTime<Utc>,
-    ) -> Result<(), Vec<String>> {
+    pub fn judge(&self, certs: &[(String, CertificateDer<'_>)], now: DateTime<Utc>) -> RunResult {
         if certs.is_empty() {
-            return Err(vec![format!(
+            return RunResult::failure(format!(
                 "{}:{} presented no certificate",
                 self.host, self.port
-            )]);
+            ));
         }
         let mut bad = Vec::new();
         for (source, der) in certs {
@@ -150,11 +158,7 @@ impl Config {
                 ));
             }
         }
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(bad)
-        }
+        RunResult::judged(bad)
     }
 }
 
@@ -318,23 +322,26 @@ mod tests {
             ("CA_BUNDLE x holds".into(), pem("ca.crt")),
         ];
         let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        assert_eq!(c.judge(&certs, at("2030-01-01T00:00:00Z")), Ok(()));
+        assert_eq!(
+            c.judge(&certs, at("2030-01-01T00:00:00Z")),
+            RunResult::passed()
+        );
         assert_eq!(
             c.judge(&certs, at("2036-11-20T14:46:44Z")),
-            Err(vec![
+            RunResult::failed(vec![
                 "h:443 presents \"probity-test-server\", which expires 2036-11-30 14:46 UTC, in 10 days (DAYS=30)"
                     .to_string()
             ])
         );
         assert_eq!(
             c.judge(&certs, at("2037-01-01T00:00:00Z")),
-            Err(vec![
+            RunResult::failed(vec![
                 "h:443 presents \"probity-test-server\", which expired 2036-11-30 14:46 UTC"
                     .to_string()
             ])
         );
         assert!(
-            c.judge(&[], at("2030-01-01T00:00:00Z")).is_err(),
+            !c.judge(&[], at("2030-01-01T00:00:00Z")).passed_ok(),
             "no certificate proves nothing"
         );
     }
@@ -370,14 +377,14 @@ mod tests {
             Config::from_env(env(&pairs)).unwrap()
         };
         let budget = Duration::from_secs(10);
-        check(&[("CA_BUNDLE", &ca), ("DAYS", "7")])
+        let r = check(&[("CA_BUNDLE", &ca), ("DAYS", "7")])
             .run(budget)
-            .await
-            .unwrap();
+            .await;
+        assert!(r.passed_ok(), "{r:?}");
         let e = check(&[("CA_BUNDLE", &ca), ("DAYS", "100000")])
             .run(budget)
             .await
-            .unwrap_err();
+            .errors;
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(
             e[0].starts_with(&format!(
@@ -392,7 +399,7 @@ mod tests {
             "{e:?}"
         );
         // The built-in roots do not know the fixture CA: the handshake fails, saying why.
-        let e = check(&[]).run(budget).await.unwrap_err();
+        let e = check(&[]).run(budget).await.errors;
         assert_eq!(e.len(), 1);
         assert!(
             e[0].starts_with(&format!(
@@ -401,9 +408,9 @@ mod tests {
             "{e:?}"
         );
         // INSECURE: no verification, expiry still judged.
-        check(&[("INSECURE", "true"), ("DAYS", "7")])
+        let r = check(&[("INSECURE", "true"), ("DAYS", "7")])
             .run(budget)
-            .await
-            .unwrap();
+            .await;
+        assert!(r.passed_ok(), "{r:?}");
     }
 }

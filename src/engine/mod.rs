@@ -22,10 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::api::validate::{Defaults, Invalid, Plan};
-use crate::api::{CheckKey, HealthCheck, HealthCheckStatus, Outcome, ProbeKind};
+use crate::api::{
+    CheckKey, HealthCheck, HealthCheckStatus, ProbeKind, RunCredential, RunId, RunResult,
+};
 
 pub use board::{Board, CheckView};
 pub use core::{Engine, EngineConfig};
@@ -77,10 +78,10 @@ impl Desired {
 pub struct StartRun {
     pub key: CheckKey,
     /// The run's public id: in status, labels, logs.
-    pub uuid: Uuid,
+    pub uuid: RunId,
     /// The run's `KH_RUN_UUID`, which its reports must carry; given to the pod or process
-    /// only (see `api::protocol::run_id`).
-    pub credential: Uuid,
+    /// only (see `RunCredential::run_id`).
+    pub credential: RunCredential,
     pub check: Arc<HealthCheck>,
     pub started: DateTime<Utc>,
     pub deadline: DateTime<Utc>,
@@ -100,14 +101,22 @@ pub enum StopReason {
 /// How the pod or process of a run went away, as the runner saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEnd {
-    /// It could not be started at all.
-    StartFailed(String),
     /// It could not be started for a reason of probity's own, not the check's (the process ran
     /// out of file descriptors or processes): no outcome is recorded and the run is tried again
     /// shortly.
     Deferred(String),
-    /// It ended; `message` says how (exit code, signal, last output) for when no report came.
-    Exited { success: bool, message: String },
+    /// It is gone, and this is what the run ended as unless a verdict came first: a start
+    /// failure, a crash (exit code, signal, last output), or a probe's own result.
+    Ended(RunResult),
+}
+
+impl RunEnd {
+    pub fn start_failed(why: impl Into<String>) -> Self {
+        RunEnd::Ended(RunResult::start_failed(why))
+    }
+    pub fn crashed(why: impl Into<String>) -> Self {
+        RunEnd::Ended(RunResult::crashed(why))
+    }
 }
 
 /// What the engine asks its backends to do, in order.
@@ -117,20 +126,20 @@ pub enum Effect {
     /// The runner should make a run it did not start (found in saved state) its own.
     Adopt {
         key: CheckKey,
-        uuid: Uuid,
+        uuid: RunId,
         deadline: DateTime<Utc>,
         check: Arc<HealthCheck>,
     },
     Stop {
         key: CheckKey,
-        uuid: Uuid,
+        uuid: RunId,
         reason: StopReason,
     },
     /// Leadership was lost: the runner lets go of the run without stopping it (the next leader
     /// adopts it) and sends no `Released` for it.
     Disown {
         key: CheckKey,
-        uuid: Uuid,
+        uuid: RunId,
     },
     /// Publish this state of a check, and persist it when `persist` (it changed).
     Save {
@@ -145,10 +154,9 @@ pub enum Effect {
     /// A run reached its outcome (for metrics and logs).
     Finished {
         key: CheckKey,
-        uuid: Uuid,
-        outcome: Outcome,
+        uuid: RunId,
+        result: RunResult,
         duration: Duration,
-        errors: Vec<String>,
         /// The probe method, for a probe check.
         probe: Option<ProbeKind>,
     },
@@ -178,14 +186,14 @@ pub fn own_limit(e: &std::io::Error) -> bool {
 /// `Event::Released` for its UUID, whether it exited, failed to start, or was stopped.
 pub trait Runner: Send + Sync + 'static {
     fn start(&self, run: StartRun);
-    fn adopt(&self, key: CheckKey, uuid: Uuid, deadline: DateTime<Utc>, check: Arc<HealthCheck>);
-    fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason);
+    fn adopt(&self, key: CheckKey, uuid: RunId, deadline: DateTime<Utc>, check: Arc<HealthCheck>);
+    fn stop(&self, key: &CheckKey, uuid: RunId, reason: StopReason);
     /// Forget the run without stopping it (leadership lost). The local runner is never a
     /// follower, so it has nothing to do.
-    fn disown(&self, _key: &CheckKey, _uuid: Uuid) {}
+    fn disown(&self, _key: &CheckKey, _uuid: RunId) {}
     /// What the run's pod or process is doing, when that explains a timeout (still pending,
     /// unschedulable); read at the deadline.
-    fn describe(&self, _uuid: Uuid) -> Option<String> {
+    fn describe(&self, _uuid: RunId) -> Option<String> {
         None
     }
 }

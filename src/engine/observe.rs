@@ -5,15 +5,14 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::api::{CheckKey, Outcome, ProbeKind};
+use crate::api::{CheckKey, ProbeKind, RunResult};
 
 /// A finished run.
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub key: CheckKey,
-    pub outcome: Outcome,
+    pub result: RunResult,
     pub duration: Duration,
-    pub errors: Vec<String>,
     /// The probe method, for a probe check.
     pub probe: Option<ProbeKind>,
 }

@@ -4,35 +4,34 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::api::validate::Invalid;
-use crate::api::{CheckKey, Outcome};
+use crate::api::{CheckKey, Outcome, RunId};
 
 /// Why a report was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Rejection {
     #[error("unknown run UUID {uuid}: no run of any check has it")]
-    Unknown { uuid: Uuid },
+    Unknown { uuid: RunId },
     #[error("run {uuid} of {key} already reported ({}); a run reports once", .outcome.as_str())]
     AlreadyReported {
-        uuid: Uuid,
+        uuid: RunId,
         key: CheckKey,
         outcome: Outcome,
     },
     /// Ended without a report (crash, start failure).
     #[error("run {uuid} of {key} already ended ({})", .outcome.as_str())]
     AlreadyEnded {
-        uuid: Uuid,
+        uuid: RunId,
         key: CheckKey,
         outcome: Outcome,
     },
     #[error("run {uuid} belonged to {key}, which was deleted")]
-    Deleted { uuid: Uuid, key: CheckKey },
+    Deleted { uuid: RunId, key: CheckKey },
     /// The run timed out before the report came.
     #[error("run {uuid} of {key} timed out at {}; the report is too late", .deadline.to_rfc3339())]
     TimedOut {
-        uuid: Uuid,
+        uuid: RunId,
         key: CheckKey,
         deadline: DateTime<Utc>,
     },
@@ -40,7 +39,7 @@ pub enum Rejection {
     /// (on a follower the leader does, so two writers do not count it twice).
     #[error("run {uuid} of {key} is past its deadline {}{}", .deadline.to_rfc3339(), if *.recorded { "; recorded as a timeout" } else { "" })]
     PastDeadline {
-        uuid: Uuid,
+        uuid: RunId,
         key: CheckKey,
         deadline: DateTime<Utc>,
         recorded: bool,

@@ -64,12 +64,13 @@ impl Events {
 /// A Warning event on the check for every run that failed (recorded by this replica).
 impl Observer for Events {
     fn finished(&self, run: &Finished) {
-        if run.outcome.is_success() {
+        let result = &run.result;
+        if result.passed_ok() {
             return;
         }
         let (events, key) = (self.clone(), run.key.clone());
-        let reason = format!("Run{}", run.outcome.as_str());
-        let note = format!("{}: {}", run.outcome.as_str(), run.errors.join("; "));
+        let reason = format!("Run{}", result.outcome.as_str());
+        let note = format!("{}: {}", result.outcome.as_str(), result.message());
         tokio::spawn(async move { events.warn_key(&key, &reason, note).await });
     }
 }

@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use uuid::Uuid;
-
-use crate::api::{CheckKey, RunLog};
+use crate::api::{CheckKey, RunId, RunLog};
 
 /// Runs kept per check (as `KH_MAX_ERROR_POD_COUNT` and the completed pod kept, together).
 pub const KEEP: usize = 3;
@@ -82,7 +80,7 @@ impl LogBook {
 
     /// Keeps a run's output and drops the oldest beyond `KEEP`. Failures are logged, never
     /// the run's problem.
-    pub async fn keep(&self, key: &CheckKey, uuid: Uuid, started: i64, capture: &Capture) {
+    pub async fn keep(&self, key: &CheckKey, uuid: RunId, started: i64, capture: &Capture) {
         let Some(dir) = self.check_dir(key) else {
             return;
         };
@@ -172,7 +170,7 @@ mod tests {
         for i in 0..5i64 {
             let mut c = Capture::default();
             c.push(format!("run {i}"));
-            book.keep(&key, Uuid::from_u128(i as u128), 1000 + i, &c)
+            book.keep(&key, RunId::from_u128(i as u128), 1000 + i, &c)
                 .await;
         }
         let logs = book.read(&key).await.unwrap();
@@ -181,7 +179,7 @@ mod tests {
         assert_eq!(logs[0].started, Some(1004));
         assert_eq!(
             logs[0].run.as_deref(),
-            Some(Uuid::from_u128(4).to_string().as_str())
+            Some(RunId::from_u128(4).to_string().as_str())
         );
         assert_eq!(logs[2].text, "run 2\n");
         let mut big = Capture::default();
@@ -189,7 +187,7 @@ mod tests {
             big.push(format!("line {i:05} {}", "x".repeat(20)));
         }
         assert!(big.truncated);
-        book.keep(&key, Uuid::from_u128(9), 2000, &big).await;
+        book.keep(&key, RunId::from_u128(9), 2000, &big).await;
         let logs = book.read(&key).await.unwrap();
         assert!(logs[0].truncated);
         assert!(logs[0].text.len() <= MAX_BYTES);
@@ -206,16 +204,16 @@ mod tests {
         let key = CheckKey::new("ns", "c");
         let mut c = Capture::default();
         c.push("out".into());
-        book.keep(&key, Uuid::nil(), 1, &c).await;
+        book.keep(&key, RunId::from_u128(0), 1, &c).await;
         let first = book.failing.lock().unwrap().clone();
         assert!(
             first.is_some(),
             "the failure is remembered (and logged once)"
         );
-        book.keep(&key, Uuid::nil(), 2, &c).await;
+        book.keep(&key, RunId::from_u128(0), 2, &c).await;
         assert_eq!(*book.failing.lock().unwrap(), first);
         std::fs::remove_file(&state).unwrap();
-        book.keep(&key, Uuid::nil(), 3, &c).await;
+        book.keep(&key, RunId::from_u128(0), 3, &c).await;
         assert!(
             book.failing.lock().unwrap().is_none(),
             "cleared once it works"
@@ -230,7 +228,7 @@ mod tests {
         let key = CheckKey::new("..", "x");
         let mut c = Capture::default();
         c.push("secret".into());
-        book.keep(&key, Uuid::nil(), 1, &c).await;
+        book.keep(&key, RunId::from_u128(0), 1, &c).await;
         assert!(book.read(&key).await.unwrap().is_empty());
         assert!(!tmp.path().join("x").exists());
         assert!(book

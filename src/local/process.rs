@@ -14,12 +14,11 @@ use chrono::{DateTime, Utc};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tracing::debug;
-use uuid::Uuid;
 
 use super::logbook::{Capture, LogBook};
-use crate::api::protocol::{pod_name, run_id, SOURCE_ANNOTATION};
+use crate::api::protocol::{pod_name, SOURCE_ANNOTATION};
 use crate::api::validate::Problem;
-use crate::api::{CheckKey, HealthCheck};
+use crate::api::{CheckKey, HealthCheck, RunCredential, RunId};
 use crate::engine::{own_limit, EngineHandle, RunEnd, Runner, StartRun, StopReason};
 
 /// How much of a process's output is kept for the failure message.
@@ -43,7 +42,7 @@ pub struct ProcessRunner {
     engine: EngineHandle,
     /// Base of `KH_REPORTING_URL`, e.g. `http://127.0.0.1:8080`.
     report_base: String,
-    procs: Arc<Mutex<HashMap<Uuid, Proc>>>,
+    procs: Arc<Mutex<HashMap<RunId, Proc>>>,
     /// Put in front of `PATH`, so checks can call `probity report`.
     path_prefix: Option<PathBuf>,
     /// Where each run's output is kept for the check's page.
@@ -151,9 +150,13 @@ impl ProcessRunner {
         }
         cmd.env(
             "KH_REPORTING_URL",
-            format!("{}/check?kh-run-uuid={}", self.report_base, run.credential),
+            format!(
+                "{}/check?kh-run-uuid={}",
+                self.report_base,
+                run.credential.expose()
+            ),
         );
-        cmd.env("KH_RUN_UUID", run.credential.to_string());
+        cmd.env("KH_RUN_UUID", run.credential.expose());
         cmd.env(
             "KH_CHECK_RUN_DEADLINE",
             run.deadline.timestamp().to_string(),
@@ -203,13 +206,13 @@ impl ProcessRunner {
     async fn execute_inner(&self, run: &StartRun) -> RunEnd {
         let mut cmd = match self.command(run) {
             Ok(c) => c,
-            Err(m) => return RunEnd::StartFailed(m),
+            Err(m) => return RunEnd::start_failed(m),
         };
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) if own_limit(&e) => return RunEnd::Deferred(format!("start {program:?}: {e}")),
-            Err(e) => return RunEnd::StartFailed(format!("start {program:?}: {e}")),
+            Err(e) => return RunEnd::start_failed(format!("start {program:?}: {e}")),
         };
         let pgid = child.id().map(|p| p as i32);
         {
@@ -274,27 +277,23 @@ impl ProcessRunner {
                 _ => "ended".to_string(),
             },
         };
-        let success = matches!(&status, Ok(s) if s.success());
         let message = if output.is_empty() {
             format!("{how} without reporting")
         } else {
             format!("{how} without reporting; last output: {output}")
         };
-        RunEnd::Exited { success, message }
+        RunEnd::crashed(message)
     }
 
-    async fn watch_adopted(self, uuid: Uuid) {
+    async fn watch_adopted(self, uuid: RunId) {
         let found = tokio::task::spawn_blocking(move || find_run_group(uuid))
             .await
             .ok()
             .flatten();
         let end = match found {
-            None => RunEnd::Exited {
-                success: false,
-                message:
-                    "the run's process was gone when probity restarted, and it had not reported"
-                        .into(),
-            },
+            None => RunEnd::crashed(
+                "the run's process was gone when probity restarted, and it had not reported",
+            ),
             Some((pid, pgid)) => {
                 {
                     let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
@@ -308,11 +307,8 @@ impl ProcessRunner {
                     tokio::time::sleep(ADOPT_POLL).await;
                 }
                 kill_group(Some(pgid));
-                RunEnd::Exited {
-                    success: false,
-                    message: "the run's process ended without reporting (adopted after a restart; exit status unknown)"
-                        .into(),
-                }
+                RunEnd::crashed("the run's process ended without reporting (adopted after a restart; exit status unknown)"
+                        )
             }
         };
         self.procs
@@ -335,7 +331,7 @@ impl Runner for ProcessRunner {
     fn adopt(
         &self,
         _key: CheckKey,
-        uuid: Uuid,
+        uuid: RunId,
         _deadline: DateTime<Utc>,
         _check: Arc<HealthCheck>,
     ) {
@@ -346,7 +342,7 @@ impl Runner for ProcessRunner {
         tokio::spawn(self.clone().watch_adopted(uuid));
     }
 
-    fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason) {
+    fn stop(&self, key: &CheckKey, uuid: RunId, reason: StopReason) {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         match procs.get_mut(&uuid) {
             Some(p) => {
@@ -391,7 +387,7 @@ fn alive(pid: i32) -> bool {
 /// and needs nothing saved beyond the run's id. The group is the run's only if its leader is
 /// one of them (each run starts its own group), or, with the leader gone, if every process left
 /// in it carries the run's credential: a group some other program took is never killed.
-fn find_run_group(uuid: Uuid) -> Option<(i32, i32)> {
+fn find_run_group(uuid: RunId) -> Option<(i32, i32)> {
     let mut ours: Vec<(i32, i32)> = Vec::new();
     let mut others: Vec<i32> = Vec::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -410,8 +406,8 @@ fn find_run_group(uuid: Uuid) -> Option<(i32, i32)> {
             .split(|b| *b == 0)
             .filter_map(|kv| kv.strip_prefix(b"KH_RUN_UUID="))
             .filter_map(|v| std::str::from_utf8(v).ok())
-            .filter_map(|v| Uuid::parse_str(v).ok())
-            .any(|c| run_id(c) == uuid);
+            .filter_map(|v| v.parse::<RunCredential>().ok())
+            .any(|c| c.run_id() == uuid);
         if carries {
             ours.push((pid, pgid));
         } else {
@@ -512,10 +508,10 @@ impl Tail {
 mod tests {
     use super::*;
 
-    fn sleeper(credential: Uuid, own_group: bool) -> std::process::Child {
+    fn sleeper(credential: RunCredential, own_group: bool) -> std::process::Child {
         use std::os::unix::process::CommandExt as _;
         let mut cmd = std::process::Command::new("sleep");
-        cmd.arg("30").env("KH_RUN_UUID", credential.to_string());
+        cmd.arg("30").env("KH_RUN_UUID", credential.expose());
         if own_group {
             cmd.process_group(0);
         }
@@ -525,20 +521,21 @@ mod tests {
     #[test]
     fn an_adopted_run_is_found_by_its_credential_and_only_its_own_group_is_taken() {
         // A run's group: its leader carries the credential.
-        let cred = Uuid::new_v4();
+        let cred = RunCredential::new();
         let mut leader = sleeper(cred, true);
         let pid = leader.id() as i32;
-        assert_eq!(find_run_group(run_id(cred)), Some((pid, pid)));
+        assert_eq!(find_run_group(cred.run_id()), Some((pid, pid)));
         // Found by the public id only: the credential itself names no run.
-        assert_eq!(find_run_group(cred), None);
+        let as_id: RunId = cred.expose().parse().unwrap();
+        assert_eq!(find_run_group(as_id), None);
         let _ = leader.kill();
         let _ = leader.wait();
 
         // A process with the credential whose group is someone else's (here the test's own,
         // whose leader does not carry it): never adopted as a group to kill.
-        let other = Uuid::new_v4();
+        let other = RunCredential::new();
         let mut stray = sleeper(other, false);
-        assert_eq!(find_run_group(run_id(other)), None);
+        assert_eq!(find_run_group(other.run_id()), None);
         let _ = stray.kill();
         let _ = stray.wait();
     }

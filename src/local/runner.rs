@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::logbook::LogBook;
 use super::process::ProcessRunner;
-use crate::api::{CheckKey, HealthCheck};
+use crate::api::{CheckKey, HealthCheck, RunId};
 use crate::engine::{EngineHandle, Runner, StartRun, StopReason};
 use crate::probe::ProbeRunner;
 
@@ -42,7 +41,7 @@ impl Runner for LocalRunner {
         }
     }
 
-    fn adopt(&self, key: CheckKey, uuid: Uuid, deadline: DateTime<Utc>, check: Arc<HealthCheck>) {
+    fn adopt(&self, key: CheckKey, uuid: RunId, deadline: DateTime<Utc>, check: Arc<HealthCheck>) {
         // Only a process can outlive probity; a probe in flight ended with it.
         if check.spec.probe.is_some() {
             self.probes.adopt(key, uuid, deadline, check)
@@ -51,7 +50,7 @@ impl Runner for LocalRunner {
         }
     }
 
-    fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason) {
+    fn stop(&self, key: &CheckKey, uuid: RunId, reason: StopReason) {
         if !self.probes.stop(key, uuid, reason) {
             self.processes.stop(key, uuid, reason);
         }

@@ -6,8 +6,8 @@ use std::process::Stdio;
 
 use tokio::io::AsyncReadExt;
 
-use super::Verdict;
 use crate::api::probe::ExecProbe;
+use crate::api::RunResult;
 
 pub const MAX_OUTPUT: usize = 10 * 1024;
 
@@ -41,9 +41,9 @@ pub(super) async fn drain(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Ve
     kept
 }
 
-pub async fn probe(p: &ExecProbe) -> Verdict {
+pub async fn probe(p: &ExecProbe) -> RunResult {
     let Some(program) = p.command.first() else {
-        return Verdict::fail("exec: no command");
+        return RunResult::failure("exec: no command");
     };
     let shown = format!("exec {program:?}");
     let mut child = match tokio::process::Command::new(program)
@@ -56,7 +56,7 @@ pub async fn probe(p: &ExecProbe) -> Verdict {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return Verdict::fail(format!("{shown}: {}", super::tcp::io_reason(&e))),
+        Err(e) => return RunResult::failure(format!("{shown}: {}", super::tcp::io_reason(&e))),
     };
     let mut guard = GroupGuard(child.id().map(|p| p as i32));
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
@@ -70,18 +70,18 @@ pub async fn probe(p: &ExecProbe) -> Verdict {
     let output = String::from_utf8_lossy(&output);
     let output: String = output.split_whitespace().collect::<Vec<_>>().join(" ");
     match status {
-        Ok(s) if s.success() => Verdict::pass(),
+        Ok(s) if s.success() => RunResult::passed(),
         Ok(s) => {
             let how = match s.code() {
                 Some(c) => format!("exited with code {c}"),
                 None => "was killed by a signal".to_string(),
             };
             if output.is_empty() {
-                Verdict::fail(format!("{shown} {how}"))
+                RunResult::failure(format!("{shown} {how}"))
             } else {
-                Verdict::fail(format!("{shown} {how}: {output}"))
+                RunResult::failure(format!("{shown} {how}: {output}"))
             }
         }
-        Err(e) => Verdict::fail(format!("{shown}: {e}")),
+        Err(e) => RunResult::failure(format!("{shown}: {e}")),
     }
 }

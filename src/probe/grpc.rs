@@ -12,7 +12,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::tcp::connect;
-use super::{after, Verdict};
+use super::{after, RunResult};
 use crate::api::probe::GrpcProbe;
 
 const PATH: &str = "/grpc.health.v1.Health/Check";
@@ -87,15 +87,15 @@ pub fn status_name(s: u64) -> &'static str {
     }
 }
 
-pub async fn probe(p: &GrpcProbe) -> Verdict {
+pub async fn probe(p: &GrpcProbe) -> RunResult {
     let host = p.host.as_deref().unwrap_or("localhost");
     let port = p.port as u16;
     let shown = format!("grpc {host}:{port}");
     let start = Instant::now();
     match check(host, port, p.service.as_deref().unwrap_or("")).await {
-        Ok(1) => Verdict::pass(),
-        Ok(s) => Verdict::fail(format!("{shown}: status {}", status_name(s))),
-        Err(e) => Verdict::fail(format!("{shown}: {e} {}", after(start))),
+        Ok(1) => RunResult::passed(),
+        Ok(s) => RunResult::failure(format!("{shown}: status {}", status_name(s))),
+        Err(e) => RunResult::failure(format!("{shown}: {e} {}", after(start))),
     }
 }
 

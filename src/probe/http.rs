@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use url::Url;
 
 use super::tcp::connect;
-use super::{after, Verdict};
+use super::{after, RunResult};
 use crate::api::probe::HttpGetProbe;
 
 /// At most this much of a body is read, as kubelet.
@@ -68,25 +68,25 @@ pub fn expect_body_problem(p: &HttpGetProbe) -> Option<String> {
     body_check(p).err()
 }
 
-pub async fn probe(p: &HttpGetProbe) -> Verdict {
+pub async fn probe(p: &HttpGetProbe) -> RunResult {
     let mut url = match target(p) {
         Ok(u) => u,
-        Err(e) => return Verdict::fail(e),
+        Err(e) => return RunResult::failure(e),
     };
     let check_body = match body_check(p) {
         Ok(c) => c,
-        Err(e) => return Verdict::fail(e),
+        Err(e) => return RunResult::failure(e),
     };
     let tls = match tls_config(p) {
         Ok(c) => c,
-        Err(e) => return Verdict::fail(e),
+        Err(e) => return RunResult::failure(e),
     };
     let start = Instant::now();
     for _ in 0..=MAX_REDIRECTS {
         let shown = url.to_string();
         let resp = match get(&url, p, tls.as_ref(), check_body.is_some()).await {
             Ok(r) => r,
-            Err(e) => return Verdict::fail(format!("GET {shown}: {e} {}", after(start))),
+            Err(e) => return RunResult::failure(format!("GET {shown}: {e} {}", after(start))),
         };
         let status = resp.status;
         if status.is_redirection() {
@@ -96,12 +96,10 @@ pub async fn probe(p: &HttpGetProbe) -> Verdict {
                     continue;
                 }
                 // kubelet: a redirect elsewhere is not followed, and counts as success.
-                let mut v = Verdict::pass();
-                v.warning = Some(format!(
+                return RunResult::passed().with_warning(format!(
                     "GET {shown}: status {}: redirect to another host {next} not followed",
                     status.as_u16()
                 ));
-                return v;
             }
         }
         let expected = match &p.expect_status {
@@ -109,23 +107,25 @@ pub async fn probe(p: &HttpGetProbe) -> Verdict {
             _ => (200..400).contains(&status.as_u16()),
         };
         if !expected {
-            return Verdict::fail(format!("GET {shown}: status {}", status.as_u16()));
+            return RunResult::failure(format!("GET {shown}: status {}", status.as_u16()));
         }
         let body = String::from_utf8_lossy(&resp.body);
         return match &check_body {
-            Some(BodyCheck::Contains(s)) if !body.contains(s.as_str()) => Verdict::fail(format!(
-                "GET {shown}: status {}: body does not contain {s:?}",
-                status.as_u16()
-            )),
-            Some(BodyCheck::Regex(r)) if !r.is_match(&body) => Verdict::fail(format!(
+            Some(BodyCheck::Contains(s)) if !body.contains(s.as_str()) => {
+                RunResult::failure(format!(
+                    "GET {shown}: status {}: body does not contain {s:?}",
+                    status.as_u16()
+                ))
+            }
+            Some(BodyCheck::Regex(r)) if !r.is_match(&body) => RunResult::failure(format!(
                 "GET {shown}: status {}: body does not match /{}/",
                 status.as_u16(),
                 r.as_str()
             )),
-            _ => Verdict::pass(),
+            _ => RunResult::passed(),
         };
     }
-    Verdict::fail(format!(
+    RunResult::failure(format!(
         "GET {}: stopped after {MAX_REDIRECTS} redirects",
         target(p).map(|u| u.to_string()).unwrap_or_default()
     ))

@@ -15,37 +15,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::task::AbortHandle;
 use tracing::warn;
-use uuid::Uuid;
 
-use crate::api::{CheckKey, HealthCheck, Probe};
+pub use crate::api::RunResult;
+use crate::api::{CheckKey, HealthCheck, Probe, RunId};
 use crate::engine::{EngineHandle, RunEnd, StartRun, StopReason};
-
-/// What one probe found.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    pub ok: bool,
-    /// One line saying what happened; the error when not ok.
-    pub message: String,
-    /// Said about a success that deserves a look (a redirect to another host, not followed).
-    pub warning: Option<String>,
-}
-
-impl Verdict {
-    pub fn pass() -> Self {
-        Verdict {
-            ok: true,
-            message: String::new(),
-            warning: None,
-        }
-    }
-    pub fn fail(message: impl Into<String>) -> Self {
-        Verdict {
-            ok: false,
-            message: message.into(),
-            warning: None,
-        }
-    }
-}
 
 /// `after 3ms`, `after 1.2s`: how long a failed attempt took, for messages.
 pub(crate) fn after(start: Instant) -> String {
@@ -60,7 +33,7 @@ pub(crate) fn after(start: Instant) -> String {
 }
 
 /// Runs one probe. The caller bounds it with the check's timeout.
-pub async fn probe(p: &Probe) -> Verdict {
+pub async fn probe(p: &Probe) -> RunResult {
     if let Some(h) = &p.http_get {
         http::probe(h).await
     } else if let Some(t) = &p.tcp_socket {
@@ -70,7 +43,7 @@ pub async fn probe(p: &Probe) -> Verdict {
     } else if let Some(g) = &p.grpc {
         grpc::probe(g).await
     } else {
-        Verdict::fail("the probe has no method")
+        RunResult::failure("the probe has no method")
     }
 }
 
@@ -79,7 +52,7 @@ pub async fn probe(p: &Probe) -> Verdict {
 #[derive(Clone)]
 pub struct ProbeRunner {
     engine: EngineHandle,
-    tasks: Arc<Mutex<HashMap<Uuid, AbortHandle>>>,
+    tasks: Arc<Mutex<HashMap<RunId, AbortHandle>>>,
     /// Set in a cluster: exec probes run in pods through pods/exec.
     cluster: Option<kube::Client>,
 }
@@ -118,33 +91,20 @@ impl ProbeRunner {
             let Some(p) = run.check.spec.probe.as_ref() else {
                 return;
             };
-            let verdict = match (&cluster, &p.exec) {
+            let result = match (&cluster, &p.exec) {
                 (Some(client), Some(e)) => podexec::probe(client, run.key.namespace(), e).await,
                 _ => probe(p).await,
             };
-            if let Some(w) = &verdict.warning {
+            for w in &result.warnings {
                 warn!(check = %run.key, "{w}");
             }
-            let errors = if verdict.ok {
-                vec![]
-            } else {
-                vec![verdict.message.clone()]
-            };
             // A refusal here means the run already ended (its deadline passed): nothing to do.
-            let _ = engine.report(uuid, verdict.ok, errors).await;
+            let _ = engine.report(uuid, result.clone()).await;
             tasks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&uuid);
-            engine
-                .released(
-                    uuid,
-                    RunEnd::Exited {
-                        success: verdict.ok,
-                        message: verdict.message,
-                    },
-                )
-                .await;
+            engine.released(uuid, RunEnd::Ended(result)).await;
         });
         guard.insert(uuid, handle.abort_handle());
     }
@@ -152,7 +112,7 @@ impl ProbeRunner {
     pub fn adopt(
         &self,
         _key: CheckKey,
-        uuid: Uuid,
+        uuid: RunId,
         _deadline: DateTime<Utc>,
         _check: Arc<HealthCheck>,
     ) {
@@ -161,17 +121,14 @@ impl ProbeRunner {
     }
 
     /// Frees a run's slot from a synchronous caller.
-    fn release_later(&self, uuid: Uuid, message: &str) {
+    fn release_later(&self, uuid: RunId, message: &str) {
         let engine = self.engine.clone();
-        let end = RunEnd::Exited {
-            success: false,
-            message: message.to_string(),
-        };
+        let end = RunEnd::crashed(message);
         tokio::spawn(async move { engine.released(uuid, end).await });
     }
 
     /// Cancels the probe of run `uuid`; false when it is not a probe run of this runner.
-    pub fn stop(&self, _key: &CheckKey, uuid: Uuid, _reason: StopReason) -> bool {
+    pub fn stop(&self, _key: &CheckKey, uuid: RunId, _reason: StopReason) -> bool {
         let task = self
             .tasks
             .lock()

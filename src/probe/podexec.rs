@@ -10,8 +10,8 @@ use kube::api::{Api, AttachParams, ListParams};
 use kube::{Client, ResourceExt};
 
 use super::exec::drain;
-use super::Verdict;
 use crate::api::probe::ExecProbe;
+use crate::api::RunResult;
 
 fn api_message(e: &kube::Error) -> String {
     match e {
@@ -31,15 +31,15 @@ pub fn selector(e: &ExecProbe) -> Option<String> {
     )
 }
 
-pub async fn probe(client: &Client, namespace: &str, e: &ExecProbe) -> Verdict {
+pub async fn probe(client: &Client, namespace: &str, e: &ExecProbe) -> RunResult {
     let Some(selector) = selector(e) else {
-        return Verdict::fail("exec in a cluster needs spec.probe.exec.podSelector");
+        return RunResult::failure("exec in a cluster needs spec.probe.exec.podSelector");
     };
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pods = match api.list(&ListParams::default().labels(&selector)).await {
         Ok(l) => l.items,
         Err(err) => {
-            return Verdict::fail(format!(
+            return RunResult::failure(format!(
                 "listing pods {selector} in {namespace}: {}",
                 api_message(&err)
             ))
@@ -54,7 +54,7 @@ pub async fn probe(client: &Client, namespace: &str, e: &ExecProbe) -> Verdict {
         .collect();
     running.sort_by_key(|p| p.name_any());
     let Some(pod) = running.first() else {
-        return Verdict::fail(format!("no running pod in {namespace} matches {selector}"));
+        return RunResult::failure(format!("no running pod in {namespace} matches {selector}"));
     };
     let name = pod.name_any();
     let mut ap = AttachParams::default()
@@ -67,7 +67,7 @@ pub async fn probe(client: &Client, namespace: &str, e: &ExecProbe) -> Verdict {
     let mut process = match api.exec(&name, e.command.clone(), &ap).await {
         Ok(p) => p,
         Err(err) => {
-            return Verdict::fail(format!(
+            return RunResult::failure(format!(
                 "exec in pod {namespace}/{name}: {}",
                 api_message(&err)
             ))
@@ -83,7 +83,7 @@ pub async fn probe(client: &Client, namespace: &str, e: &ExecProbe) -> Verdict {
     output.push_str(&String::from_utf8_lossy(&err));
     let output = output.trim();
     match status {
-        Some(s) if s.status.as_deref() == Some("Success") => Verdict::pass(),
+        Some(s) if s.status.as_deref() == Some("Success") => RunResult::passed(),
         Some(s) => {
             let code = s
                 .details
@@ -101,9 +101,9 @@ pub async fn probe(client: &Client, namespace: &str, e: &ExecProbe) -> Verdict {
             if !output.is_empty() {
                 msg.push_str(&format!(": {output}"));
             }
-            Verdict::fail(msg)
+            RunResult::failure(msg)
         }
-        None => Verdict::fail(format!(
+        None => RunResult::failure(format!(
             "exec in pod {namespace}/{name}: the stream ended without an exit status"
         )),
     }
@@ -211,15 +211,15 @@ mod tests {
         )
         .await;
         let v = super::probe(&client(url), "ns", &probe_spec()).await;
-        assert!(v.ok, "{}", v.message);
+        assert!(v.passed_ok(), "{}", v.message());
         let url = fake_stream(
             "no response\n",
             r#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"2"}]}}"#,
         )
         .await;
         let v = super::probe(&client(url), "ns", &probe_spec()).await;
-        assert!(!v.ok);
-        assert_eq!(v.message, "exec in pod ns/db-0: exit code 2: no response");
+        assert!(!v.passed_ok());
+        assert_eq!(v.message(), "exec in pod ns/db-0: exit code 2: no response");
     }
 
     #[tokio::test]
@@ -234,11 +234,11 @@ mod tests {
         }))
         .unwrap();
         let v = super::probe(&client, "ns", &probe).await;
-        assert!(!v.ok);
+        assert!(!v.passed_ok());
         assert!(
-            v.message.starts_with("exec in pod ns/b-pod: "),
+            v.message().starts_with("exec in pod ns/b-pod: "),
             "{}",
-            v.message
+            v.message()
         );
         let seen = seen.await.unwrap();
         assert!(

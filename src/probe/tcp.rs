@@ -2,15 +2,15 @@
 
 use std::time::Instant;
 
-use super::{after, Verdict};
+use super::{after, RunResult};
 use crate::api::probe::TcpSocketProbe;
 
-pub async fn probe(p: &TcpSocketProbe) -> Verdict {
+pub async fn probe(p: &TcpSocketProbe) -> RunResult {
     let host = p.host.as_deref().unwrap_or("localhost");
     let start = Instant::now();
     match connect(host, p.port as u16).await {
-        Ok(_) => Verdict::pass(),
-        Err(e) => Verdict::fail(format!("{e} {}", after(start))),
+        Ok(_) => RunResult::passed(),
+        Err(e) => RunResult::failure(format!("{e} {}", after(start))),
     }
 }
 

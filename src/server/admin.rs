@@ -26,16 +26,45 @@ impl std::fmt::Debug for ManualRuns {
     }
 }
 
-/// 404 for a check nobody knows, 503 when the request could not be handed on (retry), 409
-/// for a check that cannot run now.
-fn status_of(r: &RunRefused) -> StatusCode {
-    match r {
-        RunRefused::NoCheck(_) => StatusCode::NOT_FOUND,
-        RunRefused::NotRecorded(_) | RunRefused::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-        RunRefused::Invalid { .. }
-        | RunRefused::InFlight(_)
-        | RunRefused::ShuttingDown
-        | RunRefused::NotLeader => StatusCode::CONFLICT,
+/// Why a manual run was not asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("manual runs are off: start probity with --run-token (PROBITY_RUN_TOKEN)")]
+    Off,
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("both query parameters are required: namespace and healthcheck")]
+    MissingParameter,
+    #[error(transparent)]
+    Refused(#[from] RunRefused),
+}
+
+impl IntoResponse for RunError {
+    fn into_response(self) -> Response {
+        // 404 for a check nobody knows, 503 when the request could not be handed on (retry),
+        // 409 for a check that cannot run now.
+        let code = match &self {
+            RunError::Off | RunError::Refused(RunRefused::NoCheck(_)) => StatusCode::NOT_FOUND,
+            RunError::Unauthorized => {
+                let mut r = super::plain(StatusCode::UNAUTHORIZED, self.to_string());
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+            RunError::MissingParameter => StatusCode::BAD_REQUEST,
+            RunError::Refused(RunRefused::NotRecorded(_) | RunRefused::Stopped) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RunError::Refused(
+                RunRefused::Invalid { .. }
+                | RunRefused::InFlight(_)
+                | RunRefused::ShuttingDown
+                | RunRefused::NotLeader,
+            ) => StatusCode::CONFLICT,
+        };
+        super::plain(code, self.to_string())
     }
 }
 
@@ -68,48 +97,28 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(credentials.trim())
 }
 
-fn say(code: StatusCode, msg: impl Into<String>) -> Response {
-    let mut body = msg.into();
-    body.push('\n');
-    (code, body).into_response()
-}
-
 pub async fn run(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<RunQuery>,
-) -> Response {
-    let Some(manual) = &st.manual else {
-        return say(
-            StatusCode::NOT_FOUND,
-            "manual runs are off: start probity with --run-token (PROBITY_RUN_TOKEN)",
-        );
-    };
+) -> Result<Response, RunError> {
+    let manual = st.manual.as_ref().ok_or(RunError::Off)?;
     match bearer(&headers) {
         Some(t) if same(t.as_bytes(), manual.token.as_bytes()) => {}
-        _ => {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a valid bearer token is required\n",
-            )
-                .into_response()
-        }
+        _ => return Err(RunError::Unauthorized),
     }
     let (Some(ns), Some(name)) = (
         q.namespace.filter(|s| !s.is_empty()),
         q.healthcheck.filter(|s| !s.is_empty()),
     ) else {
-        return say(
-            StatusCode::BAD_REQUEST,
-            "both query parameters are required: namespace and healthcheck",
-        );
+        return Err(RunError::MissingParameter);
     };
     let key = CheckKey::new(&ns, &name);
-    match manual.backend.request(key.clone()).await {
-        Ok(()) => say(StatusCode::ACCEPTED, format!("run of {key} requested")),
-        Err(r) => say(status_of(&r), r.to_string()),
-    }
+    manual.backend.request(key.clone()).await?;
+    Ok(super::plain(
+        StatusCode::ACCEPTED,
+        format!("run of {key} requested"),
+    ))
 }
 
 #[cfg(test)]

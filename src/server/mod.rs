@@ -68,6 +68,18 @@ impl AppState {
     }
 }
 
+/// A one-line plain-text answer: what every refusal here looks like to curl and to clients.
+pub(crate) fn plain(code: StatusCode, msg: impl Into<String>) -> Response {
+    let mut body = msg.into();
+    body.push('\n');
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
 pub fn router(state: AppState) -> Router {
     let reports = post(report::report).layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -248,7 +260,7 @@ mod tests {
             http.get(&check).send().await.unwrap().status(),
             http.post(&check)
                 .header("content-type", "application/json")
-                .header("kh-run-uuid", uuid::Uuid::new_v4().to_string())
+                .header("kh-run-uuid", crate::api::RunId::random().to_string())
                 .body(vec![b' '; report::MAX_BODY + 1])
                 .send()
                 .await

@@ -2,161 +2,143 @@
 //! clients. 400 means "never retry" to those clients, so it is used only for reports that can
 //! never succeed.
 
+use std::collections::HashMap;
+
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use std::collections::HashMap;
-use uuid::Uuid;
 
 use super::AppState;
-use crate::api::protocol::run_id;
 pub use crate::api::protocol::UUID_HEADER;
-use crate::api::Outcome;
+use crate::api::run::BadRunId;
+use crate::api::{RunCredential, RunResult};
 use crate::engine::Rejection;
 /// Largest report body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// A report's verdict, from a body with case-insensitive `ok` and `errors` keys.
-pub fn parse_body(body: &[u8]) -> Result<(bool, Vec<String>), String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+/// Why a report body is not a verdict. Each says what to send instead, on one line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadBody {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body must be a JSON object like {{\"OK\":true,\"Errors\":[]}}")]
+    NotObject,
+    #[error("\"{key}\" must be true or false, not {value}")]
+    NotBool { key: String, value: String },
+    #[error("\"{key}\" must be a list of strings, not {value}")]
+    NotList { key: String, value: String },
+    #[error("\"{key}\"[{index}] must be a string, not {value}")]
+    NotString {
+        key: String,
+        index: usize,
+        value: String,
+    },
+    #[error("body has no \"OK\" field")]
+    NoOk,
+    #[error("\"OK\" is true but \"Errors\" is not empty; send OK:false to report errors")]
+    PassWithErrors,
+    #[error("\"OK\" is false but \"Errors\" is empty; say what failed")]
+    FailWithoutErrors,
+    #[error("\"Errors\" has an empty message")]
+    EmptyError,
+}
+
+/// A report's verdict, from a body with case-insensitive `ok` and `errors` keys: the edge where
+/// Kuberhealthy's `{"OK":bool,"Errors":[...]}` becomes a `RunResult`.
+pub fn parse_body(body: &[u8]) -> Result<RunResult, BadBody> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| BadBody::NotJson(e.to_string()))?;
     let Value::Object(map) = value else {
-        return Err("body must be a JSON object like {\"OK\":true,\"Errors\":[]}".into());
+        return Err(BadBody::NotObject);
     };
     let mut ok = None;
     let mut errors = None;
-    for (k, v) in map {
-        if k.eq_ignore_ascii_case("ok") {
+    for (key, v) in map {
+        if key.eq_ignore_ascii_case("ok") {
             match v {
                 Value::Bool(b) => ok = Some(b),
-                other => return Err(format!("\"{k}\" must be true or false, not {other}")),
+                other => {
+                    let value = other.to_string();
+                    return Err(BadBody::NotBool { key, value });
+                }
             }
-        } else if k.eq_ignore_ascii_case("errors") {
+        } else if key.eq_ignore_ascii_case("errors") {
             match v {
                 Value::Null => errors = Some(Vec::new()),
                 Value::Array(items) => {
                     let mut out = Vec::with_capacity(items.len());
-                    for (i, item) in items.into_iter().enumerate() {
+                    for (index, item) in items.into_iter().enumerate() {
                         match item {
                             Value::String(s) => out.push(s),
                             other => {
-                                return Err(format!("\"{k}\"[{i}] must be a string, not {other}"))
+                                let value = other.to_string();
+                                return Err(BadBody::NotString { key, index, value });
                             }
                         }
                     }
                     errors = Some(out);
                 }
-                other => return Err(format!("\"{k}\" must be a list of strings, not {other}")),
+                other => {
+                    let value = other.to_string();
+                    return Err(BadBody::NotList { key, value });
+                }
             }
         }
     }
-    let ok = ok.ok_or("body has no \"OK\" field")?;
+    let ok = ok.ok_or(BadBody::NoOk)?;
     let errors = errors.unwrap_or_default();
     if ok && !errors.is_empty() {
-        return Err(
-            "\"OK\" is true but \"Errors\" is not empty; send OK:false to report errors".into(),
-        );
+        return Err(BadBody::PassWithErrors);
     }
     if !ok && errors.is_empty() {
-        return Err("\"OK\" is false but \"Errors\" is empty; say what failed".into());
+        return Err(BadBody::FailWithoutErrors);
     }
     if !ok && errors.iter().any(|e| e.trim().is_empty()) {
-        return Err("\"Errors\" has an empty message".into());
+        return Err(BadBody::EmptyError);
     }
-    Ok((ok, errors))
+    Ok(RunResult::reported(ok, errors))
 }
 
-fn refuse(code: StatusCode, reason: impl Into<String>) -> Response {
-    let mut reason = reason.into();
-    reason.push('\n');
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        reason,
-    )
-        .into_response()
+/// Why a report was not recorded, as Kuberhealthy's clients read the answer: 400 never retry,
+/// 410 too late, 415 wrong type, 5xx retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("Content-Type must be application/json, not {0:?}")]
+    ContentType(String),
+    #[error("the {UUID_HEADER} header {header:?} disagrees with the reporting URL's {url:?}")]
+    Disagree { header: String, url: String },
+    #[error("missing {UUID_HEADER} header (use the KH_RUN_UUID of the run)")]
+    NoCredential,
+    #[error("{UUID_HEADER} {:?} is not a UUID", .0.0)]
+    BadCredential(#[from] BadRunId),
+    #[error(transparent)]
+    Body(#[from] BadBody),
+    #[error(transparent)]
+    Refused(#[from] Rejection),
 }
 
-pub async fn report(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    // Counted by the router's layer (`server::count_reports`), with the refusals made before
-    // this handler runs.
-    handle(&st, &headers, &query, &body).await
-}
-
-async fn handle(
-    st: &AppState,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-    body: &[u8],
-) -> Response {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if mime != "application/json" && !mime.ends_with("+json") {
-            return refuse(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Content-Type must be application/json, not {ct:?}"),
-            );
+impl ReportError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ReportError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ReportError::Disagree { .. }
+            | ReportError::NoCredential
+            | ReportError::BadCredential(_)
+            | ReportError::Body(_) => StatusCode::BAD_REQUEST,
+            ReportError::Refused(r) => refusal_status(r),
         }
     }
-    let from_header = headers
-        .get(UUID_HEADER)
-        .map(|v| v.to_str().unwrap_or("").trim().to_string());
-    let from_url = query.get(UUID_HEADER).map(|v| v.trim().to_string());
-    let raw = match (from_header, from_url) {
-        (Some(h), Some(u)) if !h.eq_ignore_ascii_case(&u) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("the {UUID_HEADER} header {h:?} disagrees with the reporting URL's {u:?}"),
-            )
-        }
-        (Some(h), _) => h,
-        (None, Some(u)) => u,
-        (None, None) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("missing {UUID_HEADER} header (use the KH_RUN_UUID of the run)"),
-            )
-        }
-    };
-    let Ok(credential) = Uuid::parse_str(&raw) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("{UUID_HEADER} {raw:?} is not a UUID"),
-        );
-    };
-    // Runs are known by their public id; only the holder of the credential can name it here.
-    let uuid = run_id(credential);
-    let (ok, errors) = match parse_body(body) {
-        Ok(v) => v,
-        Err(reason) => return refuse(StatusCode::BAD_REQUEST, reason),
-    };
-    match st.engine.report(uuid, ok, errors).await {
-        Ok(()) => StatusCode::OK.into_response(),
-        // The verdict already recorded, sent again: a client whose answer was lost retried.
-        // It is done, so it gets 200 (Kuberhealthy's clients retry until they see one); the
-        // run counts once. A different verdict is still refused.
-        Err(Rejection::AlreadyReported { outcome, .. }) if (outcome == Outcome::Success) == ok => {
-            (StatusCode::OK, "already recorded\n").into_response()
-        }
-        Err(r) => refuse(status_of(&r), r.to_string()),
+}
+
+impl IntoResponse for ReportError {
+    fn into_response(self) -> Response {
+        super::plain(self.status(), self.to_string())
     }
 }
 
 /// What a refusal means to Kuberhealthy's clients: 400 never retry, 410 too late, 5xx retry.
-pub fn status_of(r: &Rejection) -> StatusCode {
+fn refusal_status(r: &Rejection) -> StatusCode {
     match r {
         Rejection::Unknown { .. }
         | Rejection::AlreadyReported { .. }
@@ -168,6 +150,71 @@ pub fn status_of(r: &Rejection) -> StatusCode {
     }
 }
 
+pub async fn report(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, ReportError> {
+    // Counted by the router's layer (`server::count_reports`), with the refusals made before
+    // this handler runs.
+    handle(&st, &headers, &query, &body).await
+}
+
+/// The run credential a report carries, in its header or its URL's query: parsed once, here.
+fn credential(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<RunCredential, ReportError> {
+    let from_header = headers
+        .get(UUID_HEADER)
+        .map(|v| v.to_str().unwrap_or("").trim().to_string());
+    let from_url = query.get(UUID_HEADER).map(|v| v.trim().to_string());
+    let raw = match (from_header, from_url) {
+        (Some(header), Some(url)) if !header.eq_ignore_ascii_case(&url) => {
+            return Err(ReportError::Disagree { header, url })
+        }
+        (Some(h), _) => h,
+        (None, Some(u)) => u,
+        (None, None) => return Err(ReportError::NoCredential),
+    };
+    Ok(raw.parse()?)
+}
+
+async fn handle(
+    st: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Response, ReportError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json" && !mime.ends_with("+json") {
+            return Err(ReportError::ContentType(ct.to_string()));
+        }
+    }
+    // Runs are known by their public id; only the holder of the credential can name it here.
+    let uuid = credential(headers, query)?.run_id();
+    let result = parse_body(body)?;
+    let ok = result.passed_ok();
+    match st.engine.report(uuid, result).await {
+        Ok(()) => Ok(StatusCode::OK.into_response()),
+        // The verdict already recorded, sent again: a client whose answer was lost retried.
+        // It is done, so it gets 200 (Kuberhealthy's clients retry until they see one); the
+        // run counts once. A different verdict is still refused.
+        Err(Rejection::AlreadyReported { outcome, .. }) if outcome.is_success() == ok => {
+            Ok((StatusCode::OK, "already recorded\n").into_response())
+        }
+        Err(r) => Err(r.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,17 +222,18 @@ mod tests {
     #[test]
     fn report_body_validation_table() {
         let ok = |b: &str| parse_body(b.as_bytes());
-        assert_eq!(ok(r#"{"OK":true,"Errors":[]}"#), Ok((true, vec![])));
-        assert_eq!(ok(r#"{"ok":true}"#), Ok((true, vec![])));
-        assert_eq!(ok(r#"{"Ok":true,"errors":null}"#), Ok((true, vec![])));
+        let pass = Ok(RunResult::passed());
+        assert_eq!(ok(r#"{"OK":true,"Errors":[]}"#), pass);
+        assert_eq!(ok(r#"{"ok":true}"#), pass);
+        assert_eq!(ok(r#"{"Ok":true,"errors":null}"#), pass);
         assert_eq!(
             ok(r#"{"OK":false,"Errors":["boom"]}"#),
-            Ok((false, vec!["boom".into()]))
+            Ok(RunResult::failure("boom"))
         );
         // Unknown keys (the Go client sends more) are ignored.
         assert_eq!(
             ok(r#"{"OK":true,"Errors":[],"Node":"n1","extra":{"a":1}}"#),
-            Ok((true, vec![]))
+            pass
         );
         let refused = [
             ("", "not JSON"),
@@ -200,7 +248,7 @@ mod tests {
             (r#"{"OK":false,"Errors":[1]}"#, "[0] must be a string"),
         ];
         for (body, want) in refused {
-            let err = ok(body).unwrap_err();
+            let err = ok(body).unwrap_err().to_string();
             assert!(err.contains(want), "{body}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }

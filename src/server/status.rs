@@ -258,7 +258,7 @@ pub async fn check(
             .history
             .iter()
             .map(|h| {
-                uuid::Uuid::parse_str(&h.uuid)
+                h.run_id()
                     .map(|u| crate::api::protocol::pod_name(&key, u))
                     .unwrap_or_default()
             })

@@ -7,7 +7,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Client;
-use probity::api::protocol::run_id;
 use probity::api::{HealthCheck, HealthCheckStatus, Outcome};
 use serde_json::Value;
 
@@ -898,4 +897,10 @@ async fn one_notification_per_transition_across_a_failover() {
     assert_eq!(got[0].body["state"], "failing");
     assert_eq!(got[1].body["state"], "resolved");
     assert_eq!(got[0].body["since"], got[1].body["since"], "the same spell");
+}
+
+/// The public id of the run whose credential is `credential`.
+fn run_id(credential: uuid::Uuid) -> probity::api::RunId {
+    let credential: probity::api::RunCredential = credential.to_string().parse().unwrap();
+    credential.run_id()
 }

@@ -5,9 +5,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use crate::api::{CheckKey, Outcome};
+use crate::api::{CheckKey, Outcome, RunId};
 use crate::engine::Rejection;
 
 /// How many ended runs are remembered to tell "already reported" and "late" from "unknown".
@@ -28,8 +27,8 @@ struct Ended {
 
 #[derive(Debug)]
 pub(super) struct EndedRuns {
-    runs: HashMap<Uuid, Ended>,
-    order: VecDeque<Uuid>,
+    runs: HashMap<RunId, Ended>,
+    order: VecDeque<RunId>,
     limit: usize,
 }
 
@@ -50,7 +49,7 @@ impl EndedRuns {
 
     pub(super) fn remember(
         &mut self,
-        uuid: Uuid,
+        uuid: RunId,
         key: CheckKey,
         by: EndedBy,
         deadline: DateTime<Utc>,
@@ -64,16 +63,16 @@ impl EndedRuns {
         }
     }
 
-    pub(super) fn key_of(&self, uuid: &Uuid) -> Option<&CheckKey> {
+    pub(super) fn key_of(&self, uuid: &RunId) -> Option<&CheckKey> {
         self.runs.get(uuid).map(|e| &e.key)
     }
 
-    pub(super) fn contains(&self, uuid: &Uuid) -> bool {
+    pub(super) fn contains(&self, uuid: &RunId) -> bool {
         self.runs.contains_key(uuid)
     }
 
     /// Why a report for `uuid`, which holds no slot, is refused.
-    pub(super) fn explain(&self, uuid: Uuid) -> Rejection {
+    pub(super) fn explain(&self, uuid: RunId) -> Rejection {
         let Some(e) = self.runs.get(&uuid) else {
             return Rejection::Unknown { uuid };
         };
@@ -110,7 +109,7 @@ mod tests {
         let mut m = EndedRuns::with_limit(2);
         let key = CheckKey::new("ns", "a");
         let t = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
-        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (a, b, c) = (RunId::random(), RunId::random(), RunId::random());
         m.remember(a, key.clone(), EndedBy::Outcome(Outcome::Success), t);
         m.remember(b, key.clone(), EndedBy::Outcome(Outcome::Timeout), t);
         assert!(matches!(m.explain(a), Rejection::AlreadyReported { .. }));

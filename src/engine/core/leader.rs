@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::{from_unix, later, EndedBy, Engine, Prior, Run};
-use crate::api::{CheckKey, HealthCheckStatus};
+use crate::api::{CheckKey, HealthCheckStatus, RunId};
 use crate::engine::Effect;
 
 impl Engine {
@@ -74,7 +73,7 @@ impl Engine {
 
     /// Takes up run `uuid` of `key`, known from stored state, as in flight: its deadline comes
     /// from the state. The leader asks the runner to adopt it.
-    pub(super) fn track(&mut self, key: &CheckKey, uuid: Uuid) -> Option<Effect> {
+    pub(super) fn track(&mut self, key: &CheckKey, uuid: RunId) -> Option<Effect> {
         let entry = self.checks.get_mut(key).expect("present");
         let started = from_unix(entry.status.last_run_unix);
         let timeout = entry
@@ -117,7 +116,7 @@ impl Engine {
         let leader = self.leader;
         let entry = self.checks.get_mut(key).expect("present");
         observed.namespace = key.namespace().to_string();
-        let theirs = Uuid::parse_str(&observed.current_uuid).ok();
+        let theirs = observed.current_run();
         let outcome = observed.last_outcome;
         entry.status = Arc::new(observed);
         Self::apply_validity(entry, now);

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use uuid::Uuid;
 
 mod ended;
 mod leader;
@@ -19,7 +18,7 @@ use ended::{EndedBy, EndedRuns};
 use super::{CheckView, Desired, Effect, Rejection, RunEnd, StopReason};
 use crate::api::duration::human;
 use crate::api::validate::{Defaults, Invalid, Plan, Trigger};
-use crate::api::{CheckKey, HealthCheckStatus, Outcome};
+use crate::api::{CheckKey, HealthCheckStatus, RunId, RunRecord, RunResult};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -50,7 +49,7 @@ impl EngineConfig {
 
 #[derive(Debug)]
 struct Run {
-    uuid: Uuid,
+    uuid: RunId,
     started: DateTime<Utc>,
     deadline: DateTime<Utc>,
     timeout: Duration,
@@ -100,7 +99,7 @@ pub struct Engine {
     /// Checks that are due and wait for a free slot, oldest first, with their due time.
     ready: VecDeque<(CheckKey, DateTime<Utc>)>,
     /// Runs that hold a slot, by UUID.
-    runs: HashMap<Uuid, CheckKey>,
+    runs: HashMap<RunId, CheckKey>,
     ended: EndedRuns,
     starting: bool,
     draining: bool,
@@ -149,7 +148,7 @@ impl Engine {
     }
 
     /// Whether a report for `uuid` would find a run, in flight or ended, to answer about.
-    pub fn knows(&self, uuid: Uuid) -> bool {
+    pub fn knows(&self, uuid: RunId) -> bool {
         self.runs.contains_key(&uuid) || self.ended.contains(&uuid)
     }
 
@@ -209,7 +208,7 @@ impl Engine {
     }
 
     /// The run in flight of a check, if any.
-    pub fn current_run(&self, key: &CheckKey) -> Option<Uuid> {
+    pub fn current_run(&self, key: &CheckKey) -> Option<RunId> {
         self.checks
             .get(key)?
             .run
@@ -300,7 +299,7 @@ impl Engine {
             };
             Self::apply_validity(&mut entry, now);
             // A run in flight when the state was saved is adopted, not restarted.
-            let adopted = Uuid::parse_str(&entry.status.current_uuid).ok();
+            let adopted = entry.status.current_run();
             let persist = *entry.status != before;
             self.checks.insert(key.clone(), entry);
             match adopted {
@@ -363,7 +362,7 @@ impl Engine {
     pub fn tick_described(
         &mut self,
         now: DateTime<Utc>,
-        describe: impl Fn(Uuid) -> Option<String>,
+        describe: impl Fn(RunId) -> Option<String>,
     ) -> Vec<Effect> {
         let mut effects = Vec::new();
         if !self.leader {
@@ -396,7 +395,7 @@ impl Engine {
                         human(run.timeout)
                     )
                 };
-                effects.extend(self.finish(now, &key, Outcome::Timeout, vec![msg]));
+                effects.extend(self.finish(now, &key, RunResult::timed_out(msg)));
             }
             effects.push(Effect::Stop {
                 key,
@@ -426,9 +425,8 @@ impl Engine {
     pub fn report(
         &mut self,
         now: DateTime<Utc>,
-        uuid: Uuid,
-        ok: bool,
-        errors: Vec<String>,
+        uuid: RunId,
+        result: RunResult,
     ) -> (Vec<Effect>, Result<(), Rejection>) {
         let Some(key) = self.runs.get(&uuid).cloned() else {
             return (Vec::new(), Err(self.ended.explain(uuid)));
@@ -457,7 +455,7 @@ impl Engine {
                 human(run.timeout),
                 human((now - deadline).to_std().unwrap_or_default())
             );
-            let mut effects = self.finish(now, &key, Outcome::Timeout, vec![msg]);
+            let mut effects = self.finish(now, &key, RunResult::timed_out(msg));
             effects.push(Effect::Stop {
                 key: key.clone(),
                 uuid,
@@ -471,12 +469,7 @@ impl Engine {
             };
             return (effects, Err(refused));
         }
-        let outcome = if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
-        let effects = self.finish(now, &key, outcome, errors);
+        let effects = self.finish(now, &key, result);
         if !self.leader {
             // No pod of ours to wait for: the leader reaps it.
             let entry = self.checks.get_mut(&key).expect("present");
@@ -489,34 +482,25 @@ impl Engine {
     }
 
     /// The runs the state of `key` shows: the one in flight and those in its history.
-    pub fn runs_shown(&self, key: &CheckKey) -> Vec<Uuid> {
+    pub fn runs_shown(&self, key: &CheckKey) -> Vec<RunId> {
         let Some(e) = self.checks.get(key) else {
             return Vec::new();
         };
-        let current = Uuid::parse_str(&e.status.current_uuid).ok();
-        let past = e
-            .status
-            .history
-            .iter()
-            .map(|h| Uuid::parse_str(&h.uuid).ok());
-        current.into_iter().chain(past.flatten()).collect()
+        let current = e.status.current_run();
+        let past = e.status.history.iter().filter_map(RunRecord::run_id);
+        current.into_iter().chain(past).collect()
     }
 
     /// Stores a check's state again for a run whose report was answered "not stored" and is
     /// now retried with the same verdict: the outcome is already recorded in memory. None when
     /// the recorded outcome is not this verdict (or the check's latest run is another one).
-    pub fn persist_again(&self, uuid: Uuid, ok: bool, errors: &[String]) -> Option<Effect> {
+    pub fn persist_again(&self, uuid: RunId, result: &RunResult) -> Option<Effect> {
         let key = self.ended.key_of(&uuid)?;
         let e = self.checks.get(key)?;
         let latest = e.status.history.first()?;
-        let outcome = if ok {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
-        let same = latest.uuid == uuid.to_string()
-            && latest.outcome == Some(outcome)
-            && latest.errors == verdict::history_errors(errors);
+        let same = latest.run_id() == Some(uuid)
+            && latest.outcome == Some(result.outcome)
+            && latest.errors == verdict::history_errors(&result.errors);
         same.then(|| Effect::Save {
             key: key.clone(),
             view: Arc::new(self.view(key)),
@@ -525,7 +509,7 @@ impl Engine {
     }
 
     /// The runner says the pod/process of run `uuid` is gone.
-    pub fn release(&mut self, now: DateTime<Utc>, uuid: Uuid, end: RunEnd) -> Vec<Effect> {
+    pub fn release(&mut self, now: DateTime<Utc>, uuid: RunId, end: RunEnd) -> Vec<Effect> {
         let Some(key) = self.runs.remove(&uuid) else {
             return Vec::new();
         };
@@ -535,18 +519,19 @@ impl Engine {
             return self.defer(now, key, reason.clone());
         }
         if !finished {
-            let (outcome, msg) = match end {
-                RunEnd::StartFailed(m) | RunEnd::Deferred(m) => (Outcome::StartFailure, m),
-                RunEnd::Exited { message, .. } => (Outcome::Crash, message),
+            let result = match end {
+                RunEnd::Deferred(m) => RunResult::start_failed(m),
+                RunEnd::Ended(result) => result,
             };
-            effects.extend(self.finish(now, &key, outcome, vec![msg]));
+            effects.extend(self.finish(now, &key, result));
         }
         let entry = self.checks.get_mut(&key).expect("present");
         if let Some(run) = entry.run.take() {
             self.deadlines.remove(&(run.deadline, key.clone()));
         }
-        let shown = Uuid::parse_str(&entry.status.current_uuid)
-            .ok()
+        let shown = entry
+            .status
+            .current_run()
             .filter(|u| *u != uuid && !self.ended.contains(u));
         if entry.removed {
             self.checks.remove(&key);

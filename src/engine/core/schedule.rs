@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::{from_unix, later, unix, Engine, Prior, Run};
-use crate::api::protocol::{pod_name, run_id};
+use crate::api::protocol::pod_name;
 use crate::api::validate::Trigger;
-use crate::api::CheckKey;
+use crate::api::{CheckKey, RunCredential};
 use crate::engine::{Effect, RunRefused, StartRun};
 use std::sync::Arc;
 
@@ -114,8 +113,8 @@ impl Engine {
                 continue;
             }
             let Ok(plan) = &entry.plan else { continue };
-            let credential = Uuid::new_v4();
-            let uuid = run_id(credential);
+            let credential = RunCredential::new();
+            let uuid = credential.run_id();
             let timeout = plan.timeout;
             let deadline = later(now, timeout);
             let next = match &plan.trigger {

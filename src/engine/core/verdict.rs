@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{unix, EndedBy, Engine, Entry};
-use crate::api::{aggregate, truncate, AlertRecord, CheckKey, Outcome, RunRecord, HISTORY_LEN};
+use crate::api::{aggregate, truncate, AlertRecord, CheckKey, RunRecord, RunResult, HISTORY_LEN};
 use crate::engine::Effect;
 
 /// Limits on what one history entry keeps of a run's errors.
@@ -79,9 +79,9 @@ impl Engine {
         &mut self,
         now: DateTime<Utc>,
         key: &CheckKey,
-        outcome: Outcome,
-        errors: Vec<String>,
+        result: RunResult,
     ) -> Vec<Effect> {
+        let outcome = result.outcome;
         let entry = self.checks.get_mut(key).expect("present");
         let Some(run) = entry.run.as_mut() else {
             return Vec::new();
@@ -123,7 +123,7 @@ impl Engine {
                 st.ok = false;
             }
             if !st.ok {
-                st.errors = errors.clone();
+                st.errors = result.errors.clone();
             }
         }
         if entry.plan.is_err() {
@@ -139,7 +139,7 @@ impl Engine {
                 start_unix: unix(started),
                 run_duration: st.run_duration,
                 outcome: Some(outcome),
-                errors: history_errors(&errors),
+                errors: history_errors(&result.errors),
             },
         );
         st.history.truncate(HISTORY_LEN);
@@ -155,9 +155,8 @@ impl Engine {
             Effect::Finished {
                 key: key.clone(),
                 uuid,
-                outcome,
+                result,
                 duration,
-                errors,
                 probe: self.checks[key]
                     .desired
                     .check

@@ -2,9 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
-use crate::api::{AlertRecord, CheckKey, HealthCheckStatus};
+use crate::api::{AlertRecord, CheckKey, HealthCheckStatus, RunId, RunResult};
 use crate::engine::{Desired, Rejection, RunEnd, RunRefused};
 
 /// Events queued towards the engine before senders wait.
@@ -22,13 +21,12 @@ pub enum Event {
     /// The initial set of checks has been delivered.
     Loaded,
     Released {
-        uuid: Uuid,
+        uuid: RunId,
         end: RunEnd,
     },
     Report {
-        uuid: Uuid,
-        ok: bool,
-        errors: Vec<String>,
+        uuid: RunId,
+        result: RunResult,
         reply: oneshot::Sender<Result<(), Rejection>>,
     },
     RunNow {
@@ -85,18 +83,17 @@ impl EngineHandle {
         self.send(Event::Notified { key, record }).await
     }
 
-    pub async fn released(&self, uuid: Uuid, end: RunEnd) {
+    pub async fn released(&self, uuid: RunId, end: RunEnd) {
         self.send(Event::Released { uuid, end }).await
     }
 
     /// Hands a report to the engine; resolves once the outcome is stored (or refused).
-    pub async fn report(&self, uuid: Uuid, ok: bool, errors: Vec<String>) -> Result<(), Rejection> {
+    pub async fn report(&self, uuid: RunId, result: RunResult) -> Result<(), Rejection> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Event::Report {
                 uuid,
-                ok,
-                errors,
+                result,
                 reply,
             })
             .await

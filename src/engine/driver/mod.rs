@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
-use uuid::Uuid;
 
 use super::clock::Clock;
 use super::core::Engine;
@@ -21,7 +20,7 @@ use super::{
     Board, Effect, Finished, Leadership, Observer, Rejection, RunEnd, Runner, SaveFuture,
     StatusStore,
 };
-use crate::api::{truncate, CheckKey};
+use crate::api::{truncate, CheckKey, RunId, RunResult};
 
 /// How much of a failed run's errors goes into its log line.
 const LOGGED_ERRORS: usize = 1024;
@@ -39,12 +38,12 @@ const UNCONFIRMED_MEMORY: usize = 10_000;
 /// the tasks that await the saves.
 #[derive(Debug, Default)]
 struct Unconfirmed {
-    runs: std::collections::HashSet<Uuid>,
-    order: std::collections::VecDeque<Uuid>,
+    runs: std::collections::HashSet<RunId>,
+    order: std::collections::VecDeque<RunId>,
 }
 
 impl Unconfirmed {
-    fn add(&mut self, uuid: Uuid) {
+    fn add(&mut self, uuid: RunId) {
         if self.runs.insert(uuid) {
             self.order.push_back(uuid);
         }
@@ -55,7 +54,7 @@ impl Unconfirmed {
         }
     }
 
-    fn forget(&mut self, uuid: Uuid) {
+    fn forget(&mut self, uuid: RunId) {
         if self.runs.remove(&uuid) {
             self.order.retain(|u| *u != uuid);
         }
@@ -289,10 +288,9 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             }
             Event::Report {
                 uuid,
-                ok,
-                errors,
+                result,
                 reply,
-            } => self.report(uuid, ok, errors, reply, None),
+            } => self.report(uuid, result, reply, None),
             Event::RequestRun { key, at, reply } => {
                 let r = self
                     .engine
@@ -316,9 +314,8 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
 
     fn report(
         &mut self,
-        uuid: Uuid,
-        ok: bool,
-        errors: Vec<String>,
+        uuid: RunId,
+        result: RunResult,
         reply: oneshot::Sender<Result<(), Rejection>>,
         parked_until: Option<tokio::time::Instant>,
     ) {
@@ -328,8 +325,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             if tokio::time::Instant::now() < until {
                 let waiting = park::Parked {
                     uuid,
-                    ok,
-                    errors,
+                    result,
                     reply,
                     until,
                 };
@@ -351,7 +347,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
         };
         // The retry of a report answered 500, with the verdict recorded: store it again.
         let again = answered_500
-            .then(|| self.engine.persist_again(uuid, ok, &errors))
+            .then(|| self.engine.persist_again(uuid, &result))
             .flatten();
         let (effects, verdict) = match again {
             Some(save) => {
@@ -361,7 +357,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                     .forget(uuid);
                 (vec![save], Ok(()))
             }
-            None => self.engine.report(now, uuid, ok, errors),
+            None => self.engine.report(now, uuid, result),
         };
         let stored = self.apply(effects);
         match (verdict, stored) {
@@ -392,7 +388,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
     fn retry_parked(&mut self, key: &CheckKey) {
         for uuid in self.engine.runs_shown(key) {
             for p in self.parked.take_run(uuid) {
-                self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));
+                self.report(p.uuid, p.result, p.reply, Some(p.until));
             }
         }
     }
@@ -403,7 +399,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             return;
         }
         for p in self.parked.take_expired(tokio::time::Instant::now()) {
-            self.report(p.uuid, p.ok, p.errors, p.reply, Some(p.until));
+            self.report(p.uuid, p.result, p.reply, Some(p.until));
         }
     }
 
@@ -457,7 +453,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                                         let msg = format!(
                                             "the start could not be recorded, so nothing was started: {e}"
                                         );
-                                        handle.released(run.uuid, RunEnd::StartFailed(msg)).await
+                                        handle.released(run.uuid, RunEnd::start_failed(msg)).await
                                     }
                                 }
                             });
@@ -496,24 +492,22 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                 Effect::Finished {
                     key,
                     uuid,
-                    outcome,
+                    result,
                     duration,
-                    errors,
                     probe,
                 } => {
-                    if outcome.is_success() {
+                    if result.passed_ok() {
                         debug!(check = %key, %uuid, ?duration, "run succeeded");
                     } else {
                         // A check's errors can be up to a report body long: the log gets a line.
-                        let said = truncate(&errors.join(" | "), LOGGED_ERRORS);
-                        info!(check = %key, %uuid, outcome = outcome.as_str(), ?duration, errors = %said, "run failed");
+                        let said = truncate(&result.errors.join(" | "), LOGGED_ERRORS);
+                        info!(check = %key, %uuid, outcome = result.outcome.as_str(), ?duration, errors = %said, "run failed");
                     }
                     finished.get_or_insert_with(|| key.clone());
                     let run = Finished {
                         key,
-                        outcome,
+                        result,
                         duration,
-                        errors,
                         probe,
                     };
                     for o in &self.observers {

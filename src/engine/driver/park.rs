@@ -7,27 +7,26 @@ use std::collections::{HashMap, VecDeque};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use uuid::Uuid;
 
+use crate::api::{RunId, RunResult};
 use crate::engine::Rejection;
 
 /// Most reports waiting at once; beyond it a report is answered 503 (retry) at once.
 pub(super) const MAX_PARKED: usize = 10_000;
 
 pub(super) struct Parked {
-    pub uuid: Uuid,
-    pub ok: bool,
-    pub errors: Vec<String>,
+    pub uuid: RunId,
+    pub result: RunResult,
     pub reply: oneshot::Sender<Result<(), Rejection>>,
     pub until: Instant,
 }
 
 #[derive(Default)]
 pub(super) struct ParkedReports {
-    by_run: HashMap<Uuid, Vec<Parked>>,
+    by_run: HashMap<RunId, Vec<Parked>>,
     /// When each parked report expires, oldest first; entries whose reports were taken
     /// already are skipped when reached.
-    expiry: VecDeque<(Instant, Uuid)>,
+    expiry: VecDeque<(Instant, RunId)>,
     len: usize,
 }
 
@@ -52,7 +51,7 @@ impl ParkedReports {
     }
 
     /// The reports waiting for run `uuid`.
-    pub fn take_run(&mut self, uuid: Uuid) -> Vec<Parked> {
+    pub fn take_run(&mut self, uuid: RunId) -> Vec<Parked> {
         let taken = self.by_run.remove(&uuid).unwrap_or_default();
         self.len -= taken.len();
         taken
@@ -88,12 +87,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn parked(uuid: Uuid, until: Instant) -> Parked {
+    fn parked(uuid: RunId, until: Instant) -> Parked {
         let (reply, _) = oneshot::channel();
         Parked {
             uuid,
-            ok: true,
-            errors: vec![],
+            result: RunResult::passed(),
             reply,
             until,
         }
@@ -102,7 +100,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn reports_wait_by_run_expire_in_order_and_are_capped() {
         let t = Instant::now();
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (RunId::random(), RunId::random());
         let mut p = ParkedReports::default();
         p.park(parked(a, t + Duration::from_secs(5))).ok().unwrap();
         p.park(parked(b, t + Duration::from_secs(6))).ok().unwrap();
@@ -121,7 +119,7 @@ mod tests {
         assert!(p.is_empty());
 
         for _ in 0..MAX_PARKED {
-            p.park(parked(Uuid::new_v4(), t)).ok().unwrap();
+            p.park(parked(RunId::random(), t)).ok().unwrap();
         }
         assert!(p.park(parked(a, t)).is_err(), "full: handed back");
         assert_eq!(p.take_expired(t).len(), MAX_PARKED);

@@ -22,20 +22,17 @@ impl Runner for InstantRunner {
         }
         let engine = self.engine.clone();
         tokio::spawn(async move {
-            engine.report(run.uuid, true, vec![]).await.unwrap();
             engine
-                .released(
-                    run.uuid,
-                    RunEnd::Exited {
-                        success: true,
-                        message: String::new(),
-                    },
-                )
+                .report(run.uuid, RunResult::reported(true, vec![]))
+                .await
+                .unwrap();
+            engine
+                .released(run.uuid, RunEnd::crashed(String::new()))
                 .await;
         });
     }
-    fn adopt(&self, _: CheckKey, _: Uuid, _: DateTime<Utc>, _: Arc<crate::api::HealthCheck>) {}
-    fn stop(&self, _: &CheckKey, _: Uuid, _: StopReason) {}
+    fn adopt(&self, _: CheckKey, _: RunId, _: DateTime<Utc>, _: Arc<crate::api::HealthCheck>) {}
+    fn stop(&self, _: &CheckKey, _: RunId, _: StopReason) {}
 }
 
 struct BrokenStore;
@@ -116,7 +113,7 @@ async fn runs_start_exactly_on_schedule_on_a_paused_clock() {
     h.handle.upsert(desired("  runInterval: 10s\n"), None).await;
     for _ in 0..4 {
         let f = h.finished.recv().await.unwrap();
-        assert_eq!(f.outcome, Outcome::Success);
+        assert_eq!(f.result.outcome, Outcome::Success);
     }
     let want: Vec<_> = (0..4)
         .map(|i| t0 + chrono::Duration::seconds(10 * i))
@@ -148,7 +145,10 @@ async fn a_report_that_cannot_be_stored_is_answered_500_so_the_client_retries() 
         .clone();
     let err = h
         .handle
-        .report(Uuid::parse_str(&uuid).unwrap(), true, vec![])
+        .report(
+            uuid.parse::<RunId>().unwrap(),
+            RunResult::reported(true, vec![]),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -171,18 +171,19 @@ async fn with_fencing_a_run_whose_start_cannot_be_stored_is_never_started() {
     h.handle.loaded().await;
     h.handle.upsert(desired("  runInterval: 10s\n"), None).await;
     let f = h.finished.recv().await.unwrap();
-    assert_eq!(f.outcome, Outcome::StartFailure);
+    assert_eq!(f.result.outcome, Outcome::StartFailure);
     assert!(
-        f.errors[0].contains("could not be recorded") && f.errors[0].contains("disk full"),
+        f.result.errors[0].contains("could not be recorded")
+            && f.result.errors[0].contains("disk full"),
         "{:?}",
-        f.errors
+        f.result.errors
     );
     assert!(h.starts.lock().unwrap().is_empty());
     h.stop.send(true).unwrap();
     h.task.await.unwrap();
 }
 
-fn running(uuid: Uuid, t0: DateTime<Utc>) -> HealthCheckStatus {
+fn running(uuid: RunId, t0: DateTime<Utc>) -> HealthCheckStatus {
     HealthCheckStatus {
         ok: true,
         current_uuid: uuid.to_string(),
@@ -202,10 +203,10 @@ async fn a_report_that_beats_the_watch_waits_for_it_instead_of_a_final_400() {
         d.parking_reports(Duration::from_secs(5)).led_by(follower)
     });
     h.handle.loaded().await;
-    let uuid = Uuid::new_v4();
+    let uuid = RunId::random();
     let early = tokio::spawn({
         let handle = h.handle.clone();
-        async move { handle.report(uuid, true, vec![]).await }
+        async move { handle.report(uuid, RunResult::reported(true, vec![])).await }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!early.is_finished());
@@ -225,7 +226,7 @@ async fn a_report_that_beats_the_watch_waits_for_it_instead_of_a_final_400() {
     let asked = tokio::time::Instant::now();
     let err = h
         .handle
-        .report(Uuid::new_v4(), true, vec![])
+        .report(RunId::random(), RunResult::reported(true, vec![]))
         .await
         .unwrap_err();
     assert!(

@@ -46,10 +46,10 @@ pub fn build_pod(run: &StartRun, report_base: &str) -> Result<Pod, Invalid> {
             format!(
                 "{}/check?kh-run-uuid={}",
                 report_base.trim_end_matches('/'),
-                run.credential
+                run.credential.expose()
             ),
         ),
-        env("KH_RUN_UUID", run.credential.to_string()),
+        env("KH_RUN_UUID", run.credential.expose()),
         env(
             "KH_CHECK_RUN_DEADLINE",
             run.deadline.timestamp().to_string(),
@@ -117,10 +117,10 @@ pub(super) mod tests {
     use super::*;
     use crate::api::load::parse_documents;
     use crate::api::CheckKey;
+    use crate::api::RunCredential;
     use chrono::Utc;
     use std::sync::Arc;
     use std::time::Duration;
-    use uuid::Uuid;
 
     /// A run of check `name` (uid `uid`) with `spec` and credential `credential`, starting now,
     /// its deadline `timeout` away.
@@ -128,7 +128,7 @@ pub(super) mod tests {
         name: &str,
         uid: &str,
         spec: &str,
-        credential: Uuid,
+        credential: RunCredential,
         timeout: Duration,
     ) -> StartRun {
         let text = format!(
@@ -138,7 +138,7 @@ pub(super) mod tests {
         let started = Utc::now();
         StartRun {
             key: CheckKey::of(&check),
-            uuid: crate::api::protocol::run_id(credential),
+            uuid: credential.run_id(),
             credential,
             check,
             started,
@@ -149,7 +149,7 @@ pub(super) mod tests {
     }
 
     fn run(spec: &str) -> StartRun {
-        let uuid = Uuid::parse_str("1d309ed7-4b7a-4fd5-9706-d04f53c9ed30").unwrap();
+        let uuid: RunCredential = "1d309ed7-4b7a-4fd5-9706-d04f53c9ed30".parse().unwrap();
         start_run("dns", "1234", spec, uuid, Duration::from_millis(89_500))
     }
 
@@ -182,11 +182,17 @@ pub(super) mod tests {
             // The pod gets the credential; everything else shows the public id.
             assert_eq!(
                 uuid[0].value.as_deref(),
-                Some(r.credential.to_string().as_str())
+                Some(r.credential.expose().as_str())
             );
             assert_eq!(
                 value(c, "KH_REPORTING_URL")[0].value.as_deref(),
-                Some(format!("http://probity.kh.svc/check?kh-run-uuid={}", r.credential).as_str())
+                Some(
+                    format!(
+                        "http://probity.kh.svc/check?kh-run-uuid={}",
+                        r.credential.expose()
+                    )
+                    .as_str()
+                )
             );
             assert_eq!(
                 value(c, "KH_CHECK_RUN_DEADLINE")[0].value.as_deref(),
@@ -216,8 +222,8 @@ pub(super) mod tests {
         );
         assert_eq!(owner.api_version, "kuberhealthy.github.io/v2");
         // Named from the public id: the name is in the status, the credential must not be.
-        let name = format!("dns-{}", &r.uuid.simple().to_string()[..5]);
+        let name = format!("dns-{}", r.uuid.short(5));
         assert_eq!(pod.metadata.name.as_deref(), Some(name.as_str()));
-        assert!(!name.contains(&r.credential.simple().to_string()[..5]));
+        assert!(!name.contains(&r.credential.expose()[..5]));
     }
 }

@@ -29,10 +29,7 @@ pub(super) fn judge(pod: &Pod) -> Option<(RunEnd, bool)> {
     match status.phase.as_deref() {
         Some("Succeeded") => {
             return Some((
-                RunEnd::Exited {
-                    success: true,
-                    message: format!("pod {name} exited 0 without reporting"),
-                },
+                RunEnd::crashed(format!("pod {name} exited 0 without reporting")),
                 false,
             ))
         }
@@ -66,10 +63,7 @@ pub(super) fn judge(pod: &Pod) -> Option<(RunEnd, bool)> {
                 })
                 .unwrap_or_else(|| "it failed".into());
             return Some((
-                RunEnd::Exited {
-                    success: false,
-                    message: format!("pod {name} failed without reporting: {why}"),
-                },
+                RunEnd::crashed(format!("pod {name} failed without reporting: {why}")),
                 false,
             ));
         }
@@ -88,7 +82,7 @@ pub(super) fn judge(pod: &Pod) -> Option<(RunEnd, bool)> {
             if let Some(m) = w.message.as_deref().filter(|m| !m.is_empty()) {
                 msg.push_str(&format!(": {m}"));
             }
-            return Some((RunEnd::StartFailed(msg), true));
+            return Some((RunEnd::start_failed(msg), true));
         }
     }
     None
@@ -201,10 +195,9 @@ pub(super) mod tests {
         assert!(delete);
         assert_eq!(
             end,
-            RunEnd::StartFailed(
+            RunEnd::start_failed(
                 "pod dns-1d309: container check cannot start: ImagePullBackOff (image registry/nope:1): not found"
-                    .into()
-            )
+                    )
         );
         assert!(judge(&pod("Pending", waiting("ContainerCreating"))).is_none());
         assert!(judge(&pod("Running", ContainerState::default())).is_none());
@@ -220,10 +213,7 @@ pub(super) mod tests {
         assert!(!delete);
         assert_eq!(
             end,
-            RunEnd::Exited {
-                success: false,
-                message: "pod dns-1d309 failed without reporting: container check exited with code 2 (Error)".into()
-            }
+            RunEnd::crashed("pod dns-1d309 failed without reporting: container check exited with code 2 (Error)")
         );
     }
 

@@ -19,7 +19,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
-use uuid::Uuid;
 
 pub use build::build_pod;
 use judge::{describe_pod, judge};
@@ -27,7 +26,7 @@ pub use reap::Retention;
 use reap::{finished_at, Done};
 
 use crate::api::protocol::{pod_name, CHECK_LABEL, RUN_LABEL};
-use crate::api::{CheckKey, HealthCheck};
+use crate::api::{CheckKey, HealthCheck, RunId};
 use crate::engine::{EngineHandle, Leadership, RunEnd, Runner, StartRun, StopReason};
 use crate::probe::ProbeRunner;
 
@@ -45,11 +44,11 @@ struct Tracked {
 
 #[derive(Default)]
 struct State {
-    runs: HashMap<Uuid, Tracked>,
+    runs: HashMap<RunId, Tracked>,
     /// Stopped before their start got here (the start waits for its status write).
-    cancelled: HashSet<Uuid>,
+    cancelled: HashSet<RunId>,
     /// The latest view of every run pod, by run.
-    pods: HashMap<Uuid, Arc<Pod>>,
+    pods: HashMap<RunId, Arc<Pod>>,
     /// Finished pods per check, for retention.
     done: HashMap<CheckKey, Vec<Done>>,
     /// Pods deleted by retention and not yet gone: not counted or deleted again.
@@ -88,13 +87,13 @@ impl PodRunner {
         }
     }
 
-    fn release(&self, uuid: Uuid, end: RunEnd) {
+    fn release(&self, uuid: RunId, end: RunEnd) {
         let engine = self.engine.clone();
         tokio::spawn(async move { engine.released(uuid, end).await });
     }
 
     /// Looks at the pod of a tracked run and ends the run if the pod says it is over.
-    fn evaluate(&self, uuid: Uuid) {
+    fn evaluate(&self, uuid: RunId) {
         let mut st = self.state.lock().expect("runner lock");
         let Some(tracked) = st.runs.get(&uuid) else {
             return;
@@ -102,24 +101,18 @@ impl PodRunner {
         let pod = st.pods.get(&uuid).cloned();
         let verdict = match &pod {
             None if tracked.stopping => Some((
-                RunEnd::Exited {
-                    success: false,
-                    message: format!("pod {} was stopped", tracked.pod),
-                },
+                RunEnd::crashed(format!("pod {} was stopped", tracked.pod)),
                 false,
             )),
             None if tracked.seen => Some((
-                RunEnd::Exited {
-                    success: false,
-                    message: format!(
+                RunEnd::crashed(format!(
                         "pod {} was deleted before it reported",
                         tracked.pod
-                    ),
-                },
+                    )),
                 false,
             )),
             None if tracked.adopted && st.synced => Some((
-                RunEnd::StartFailed(format!(
+                RunEnd::start_failed(format!(
                     "pod {} does not exist: the replica that started the run stopped before creating it",
                     tracked.pod
                 )),
@@ -200,10 +193,10 @@ impl PodRunner {
         }
     }
 
-    fn fail_start(&self, uuid: Uuid, msg: String) {
+    fn fail_start(&self, uuid: RunId, msg: String) {
         let was = self.state.lock().expect("runner lock").runs.remove(&uuid);
         if was.is_some() {
-            self.release(uuid, RunEnd::StartFailed(msg));
+            self.release(uuid, RunEnd::start_failed(msg));
         }
     }
 
@@ -288,7 +281,7 @@ impl Runner for PodRunner {
                 drop(st);
                 return self.release(
                     run.uuid,
-                    RunEnd::StartFailed("stopped before its pod was created".into()),
+                    RunEnd::start_failed("stopped before its pod was created"),
                 );
             }
             st.runs.insert(
@@ -306,7 +299,7 @@ impl Runner for PodRunner {
         tokio::spawn(async move { this.create(run).await });
     }
 
-    fn adopt(&self, key: CheckKey, uuid: Uuid, deadline: DateTime<Utc>, check: Arc<HealthCheck>) {
+    fn adopt(&self, key: CheckKey, uuid: RunId, deadline: DateTime<Utc>, check: Arc<HealthCheck>) {
         if check.spec.probe.is_some() {
             return self.probes.adopt(key, uuid, deadline, check);
         }
@@ -325,7 +318,7 @@ impl Runner for PodRunner {
         self.evaluate(uuid);
     }
 
-    fn stop(&self, key: &CheckKey, uuid: Uuid, reason: StopReason) {
+    fn stop(&self, key: &CheckKey, uuid: RunId, reason: StopReason) {
         if self.probes.stop(key, uuid, reason) {
             return;
         }
@@ -348,7 +341,7 @@ impl Runner for PodRunner {
         self.evaluate(uuid);
     }
 
-    fn describe(&self, uuid: Uuid) -> Option<String> {
+    fn describe(&self, uuid: RunId) -> Option<String> {
         let st = self.state.lock().expect("runner lock");
         let name = &st.runs.get(&uuid)?.pod;
         match st.pods.get(&uuid) {
@@ -357,13 +350,13 @@ impl Runner for PodRunner {
         }
     }
 
-    fn disown(&self, _key: &CheckKey, uuid: Uuid) {
+    fn disown(&self, _key: &CheckKey, uuid: RunId) {
         self.state.lock().expect("runner lock").runs.remove(&uuid);
     }
 }
 
-fn run_of(pod: &Pod) -> Option<Uuid> {
-    Uuid::parse_str(pod.labels().get(RUN_LABEL)?).ok()
+fn run_of(pod: &Pod) -> Option<RunId> {
+    crate::api::run::parse_saved(pod.labels().get(RUN_LABEL)?)
 }
 /// Pod creation that the API server asks to retry is tried this many times in all, waiting from
 /// the first delay, doubling up to the largest (about 16 s in all), within the run's deadline.

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::build::tests::start_run;
 use super::judge::tests::status;
 use super::*;
+use crate::api::Outcome;
 use crate::engine::Event;
 use crate::kube::standin::{self, StandIn};
 
@@ -51,7 +52,7 @@ fn run(name: &str) -> StartRun {
         name,
         &format!("u-{name}"),
         spec,
-        Uuid::new_v4(),
+        crate::api::RunCredential::new(),
         Duration::from_secs(60),
     )
 }
@@ -95,7 +96,7 @@ fn waiting(reason: &str) -> ContainerState {
 }
 
 /// The next run the runner releases to the engine.
-async fn released(events: &mut mpsc::Receiver<Event>) -> (Uuid, RunEnd) {
+async fn released(events: &mut mpsc::Receiver<Event>) -> (RunId, RunEnd) {
     loop {
         match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
             Ok(Some(Event::Released { uuid, end })) => return (uuid, end),
@@ -143,8 +144,9 @@ async fn a_run_ends_as_its_pod_shows_and_a_pod_that_cannot_start_is_deleted() {
     let (uuid, end) = released(&mut events).await;
     assert_eq!(uuid, a.uuid);
     match end {
-        RunEnd::Exited { success, message } => {
-            assert!(!success);
+        RunEnd::Ended(r) => {
+            assert_eq!(r.outcome, Outcome::Crash);
+            let message = r.message();
             assert!(message.contains("exited with code 3 (Error)"), "{message}");
         }
         other => panic!("{other:?}"),
@@ -157,7 +159,7 @@ async fn a_run_ends_as_its_pod_shows_and_a_pod_that_cannot_start_is_deleted() {
     let (uuid, end) = released(&mut events).await;
     assert_eq!(uuid, b.uuid);
     assert!(
-        matches!(&end, RunEnd::StartFailed(m) if m.contains("ImagePullBackOff (image img)")),
+        matches!(&end, RunEnd::Ended(r) if r.outcome == Outcome::StartFailure && r.message().contains("ImagePullBackOff (image img)")),
         "{end:?}"
     );
     let seen = api.until(3).await;
@@ -179,7 +181,7 @@ async fn a_pod_deleted_by_someone_else_ends_its_run_and_a_stopped_one_ends_once_
     r.pod_gone(&p);
     let (_, end) = released(&mut events).await;
     assert!(
-        matches!(&end, RunEnd::Exited { message, .. } if message.ends_with("was deleted before it reported")),
+        matches!(&end, RunEnd::Ended(r) if r.outcome == Outcome::Crash && r.message().ends_with("was deleted before it reported")),
         "{end:?}"
     );
 
@@ -199,7 +201,7 @@ async fn a_pod_deleted_by_someone_else_ends_its_run_and_a_stopped_one_ends_once_
     let (uuid, end) = released(&mut events).await;
     assert_eq!(uuid, b.uuid);
     assert!(
-        matches!(&end, RunEnd::Exited { message, .. } if message.ends_with("was stopped")),
+        matches!(&end, RunEnd::Ended(r) if r.outcome == Outcome::Crash && r.message().ends_with("was stopped")),
         "{end:?}"
     );
 }
@@ -215,7 +217,7 @@ async fn no_pod_is_created_once_the_claim_has_lapsed() {
     let (uuid, end) = released(&mut events).await;
     assert_eq!(uuid, a.uuid);
     assert!(
-        matches!(&end, RunEnd::StartFailed(m) if m.contains("lease ran out")),
+        matches!(&end, RunEnd::Ended(r) if r.outcome == Outcome::StartFailure && r.message().contains("lease ran out")),
         "{end:?}"
     );
     assert!(api.seen().is_empty(), "{:?}", api.seen());
@@ -334,7 +336,10 @@ async fn pod_creation_the_api_server_asks_to_retry_is_retried_and_a_refusal_is_n
     r.start(b.clone());
     let (uuid, end) = released(&mut events).await;
     assert_eq!(uuid, b.uuid);
-    assert!(matches!(end, RunEnd::StartFailed(_)), "{end:?}");
+    assert!(
+        matches!(&end, RunEnd::Ended(r) if r.outcome == Outcome::StartFailure),
+        "{end:?}"
+    );
     assert_eq!(posts(&api), 1);
 
     // "Later" for ever: it gives up within the attempts, naming the last answer.
@@ -344,7 +349,7 @@ async fn pod_creation_the_api_server_asks_to_retry_is_retried_and_a_refusal_is_n
     let (uuid, end) = released(&mut events).await;
     assert_eq!(uuid, c.uuid);
     assert!(
-        matches!(&end, RunEnd::StartFailed(m) if m.starts_with("creating pod ")),
+        matches!(&end, RunEnd::Ended(r) if r.outcome == Outcome::StartFailure && r.message().starts_with("creating pod ")),
         "{end:?}"
     );
     assert_eq!(posts(&api), 8);

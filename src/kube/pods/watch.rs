@@ -11,10 +11,10 @@ use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use tokio::sync::watch;
 use tracing::error;
-use uuid::Uuid;
 
 use super::{run_of, PodRunner};
 use crate::api::protocol::RUN_LABEL;
+use crate::api::RunId;
 use crate::kube::Namespaces;
 
 impl PodRunner {
@@ -29,7 +29,7 @@ impl PodRunner {
                 .boxed()
         });
         let mut stream = futures::stream::select_all(streams);
-        let mut relisting: Vec<Option<HashSet<Uuid>>> = vec![None; sources];
+        let mut relisting: Vec<Option<HashSet<RunId>>> = vec![None; sources];
         let mut synced = vec![false; sources];
         let mut sweep = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -54,10 +54,10 @@ impl PodRunner {
                     let seen = relisting[i].take().unwrap_or_default();
                     synced[i] = true;
                     // Pods that went while the watch was down, in this stream's namespaces.
-                    let vanished: Vec<Uuid> = {
+                    let vanished: Vec<RunId> = {
                         let mut st = self.state.lock().expect("runner lock");
                         let ns = &namespaces.0;
-                        let gone: Vec<Uuid> = st
+                        let gone: Vec<RunId> = st
                             .pods
                             .iter()
                             .filter(|(u, p)| {
@@ -73,7 +73,7 @@ impl PodRunner {
                         st.synced = synced.iter().all(|s| *s);
                         gone
                     };
-                    let tracked: Vec<Uuid> = {
+                    let tracked: Vec<RunId> = {
                         let st = self.state.lock().expect("runner lock");
                         st.runs.keys().copied().collect()
                     };

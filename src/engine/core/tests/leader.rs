@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn a_follower_never_starts_times_out_or_writes_on_its_own() {
-    let uuid = Uuid::new_v4();
+    let uuid = RunId::random();
     let (mut e, fx) = follower(Some(in_flight(uuid)));
     assert!(adopted(&fx).is_empty() && persisted(&fx) == 0);
     for s in [0, 30, 60, 600] {
@@ -14,16 +14,20 @@ fn a_follower_never_starts_times_out_or_writes_on_its_own() {
     assert_eq!(e.next_wakeup(), None);
     assert!(e.run_now(t0(), &key("a")).is_err());
     // A report after the deadline is refused without writing: the leader records the timeout.
-    let (fx, r) = e.report(t0() + secs(26), uuid, true, vec![]);
+    let (fx, r) = e.report(t0() + secs(26), uuid, RunResult::reported(true, vec![]));
     assert_eq!(wire(&r.unwrap_err()), 410);
     assert!(fx.is_empty());
 }
 
 #[test]
 fn a_follower_accepts_a_report_of_the_run_the_state_shows_and_persists_the_outcome() {
-    let uuid = Uuid::new_v4();
+    let uuid = RunId::random();
     let (mut e, _) = follower(Some(in_flight(uuid)));
-    let (fx, r) = e.report(t0() + secs(3), uuid, false, vec!["dns down".into()]);
+    let (fx, r) = e.report(
+        t0() + secs(3),
+        uuid,
+        RunResult::reported(false, vec!["dns down".into()]),
+    );
     assert_eq!(r, Ok(()));
     assert_eq!(persisted(&fx), 1);
     assert_eq!(finished(&fx)[0].0, Outcome::Failure);
@@ -31,7 +35,11 @@ fn a_follower_accepts_a_report_of_the_run_the_state_shows_and_persists_the_outco
     assert!(st.current_uuid.is_empty() && !st.ok && st.failure_count == 1);
     // Once only, and the slot is not held waiting for a pod it does not watch.
     assert_eq!(
-        wire(&e.report(t0() + secs(4), uuid, true, vec![]).1.unwrap_err()),
+        wire(
+            &e.report(t0() + secs(4), uuid, RunResult::reported(true, vec![]))
+                .1
+                .unwrap_err()
+        ),
         400
     );
     assert_eq!(e.in_flight(), 0);
@@ -39,7 +47,7 @@ fn a_follower_accepts_a_report_of_the_run_the_state_shows_and_persists_the_outco
 
 #[test]
 fn a_new_leader_adopts_runs_in_flight_and_does_not_rerun_checks_not_due() {
-    let running = Uuid::new_v4();
+    let running = RunId::random();
     let mut e = engine(0);
     e.finish_startup();
     e.set_leader(t0(), false);
@@ -78,7 +86,11 @@ fn a_leader_that_steps_down_lets_go_of_its_runs_without_stopping_them() {
     assert!(!fx.iter().any(|f| matches!(f, Effect::Stop { .. })));
     // Nothing more is started or timed out here; the report is still accepted.
     assert!(e.tick(t0() + secs(120)).is_empty());
-    assert_eq!(e.report(t0() + secs(5), uuid, true, vec![]).1, Ok(()));
+    assert_eq!(
+        e.report(t0() + secs(5), uuid, RunResult::reported(true, vec![]))
+            .1,
+        Ok(())
+    );
 }
 
 #[test]
@@ -101,7 +113,11 @@ fn an_outcome_recorded_elsewhere_ends_the_leaders_run_once() {
     // Not timed out later, and a second report is refused.
     assert!(finished(&e.tick(t0() + secs(31))).is_empty());
     assert_eq!(
-        wire(&e.report(t0() + secs(4), uuid, true, vec![]).1.unwrap_err()),
+        wire(
+            &e.report(t0() + secs(4), uuid, RunResult::reported(true, vec![]))
+                .1
+                .unwrap_err()
+        ),
         400
     );
     // The pod exits; the slot frees and the next run is one interval after the start.
@@ -113,7 +129,7 @@ fn an_outcome_recorded_elsewhere_ends_the_leaders_run_once() {
 #[test]
 fn a_run_another_replica_started_is_tracked_not_duplicated() {
     let (mut e, _) = one("  runInterval: 1m\n  timeout: 30s\n");
-    let other = Uuid::new_v4();
+    let other = RunId::random();
     let fx = e.upsert(
         t0(),
         check("a", "  runInterval: 1m\n  timeout: 30s\n"),

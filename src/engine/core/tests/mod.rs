@@ -7,9 +7,9 @@ mod verdict;
 
 use super::*;
 use crate::api::load::parse_documents;
-use crate::api::{HealthCheck, HISTORY_LEN};
+use crate::api::{HealthCheck, Outcome, RunResult, HISTORY_LEN};
 
-/// The status a refusal is answered with (the server's mapping, `server::report::status_of`):
+/// The status a refusal is answered with (the server's mapping, `server::report::ReportError`):
 /// these tests say what a check's client sees, 400 "never retry" or 410 "too late".
 pub(super) fn wire(r: &Rejection) -> u16 {
     match r {
@@ -52,7 +52,7 @@ pub(super) fn key(name: &str) -> CheckKey {
     CheckKey::new("ns", name)
 }
 
-pub(super) fn starts(effects: &[Effect]) -> Vec<(CheckKey, Uuid)> {
+pub(super) fn starts(effects: &[Effect]) -> Vec<(CheckKey, RunId)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -66,19 +66,14 @@ pub(super) fn finished(effects: &[Effect]) -> Vec<(Outcome, Vec<String>)> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Finished {
-                outcome, errors, ..
-            } => Some((*outcome, errors.clone())),
+            Effect::Finished { result, .. } => Some((result.outcome, result.errors.clone())),
             _ => None,
         })
         .collect()
 }
 
 pub(super) fn exited(msg: &str) -> RunEnd {
-    RunEnd::Exited {
-        success: true,
-        message: msg.into(),
-    }
+    RunEnd::crashed(msg)
 }
 
 /// A running engine (start-up over) with one check added at t0.
@@ -97,14 +92,14 @@ pub(super) fn run_once(e: &mut Engine, at: DateTime<Utc>, ok: bool) -> Vec<Effec
     } else {
         vec![format!("failed at {at}")]
     };
-    let (fx, v) = e.report(at, uuid, ok, errors);
+    let (fx, v) = e.report(at, uuid, RunResult::reported(ok, errors));
     v.unwrap();
     e.release(at, uuid, exited("done"));
     fx
 }
 
 /// Saved state of a check whose run `uuid` started 5 s before t0, deadline 25 s after it.
-pub(super) fn in_flight(uuid: Uuid) -> HealthCheckStatus {
+pub(super) fn in_flight(uuid: RunId) -> HealthCheckStatus {
     HealthCheckStatus {
         ok: true,
         current_uuid: uuid.to_string(),
@@ -121,7 +116,7 @@ pub(super) fn persisted(effects: &[Effect]) -> usize {
         .count()
 }
 
-pub(super) fn adopted(effects: &[Effect]) -> Vec<Uuid> {
+pub(super) fn adopted(effects: &[Effect]) -> Vec<RunId> {
     effects
         .iter()
         .filter_map(|e| match e {

@@ -33,7 +33,9 @@ fn never_two_runs_of_a_check_at_once() {
 fn a_reported_run_that_lingers_is_stopped_at_its_deadline() {
     let (mut e, _) = one("  runInterval: 10s\n  timeout: 30s\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
-    e.report(t0() + secs(1), uuid, true, vec![]).1.unwrap();
+    e.report(t0() + secs(1), uuid, RunResult::reported(true, vec![]))
+        .1
+        .unwrap();
     assert!(starts(&e.tick(t0() + secs(10))).is_empty());
     let fx = e.tick(t0() + secs(30));
     assert!(finished(&fx).is_empty());
@@ -44,13 +46,21 @@ fn a_reported_run_that_lingers_is_stopped_at_its_deadline() {
 fn reports_are_accepted_once_and_refused_with_reasons() {
     let (mut e, _) = one("  runInterval: 1m\n  timeout: 10s\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
-    let unknown = Uuid::new_v4();
-    let (_, v) = e.report(t0(), unknown, true, vec![]);
+    let unknown = RunId::random();
+    let (_, v) = e.report(t0(), unknown, RunResult::reported(true, vec![]));
     let r = v.unwrap_err();
     assert_eq!(wire(&r), 400);
     assert!(r.to_string().contains("unknown run UUID"));
-    assert_eq!(e.report(t0() + secs(1), uuid, true, vec![]).1, Ok(()));
-    let (fx, v) = e.report(t0() + secs(2), uuid, false, vec!["x".into()]);
+    assert_eq!(
+        e.report(t0() + secs(1), uuid, RunResult::reported(true, vec![]))
+            .1,
+        Ok(())
+    );
+    let (fx, v) = e.report(
+        t0() + secs(2),
+        uuid,
+        RunResult::reported(false, vec!["x".into()]),
+    );
     let r = v.unwrap_err();
     assert_eq!(wire(&r), 400);
     assert!(r.to_string().contains("already reported (Success)"), "{r}");
@@ -63,7 +73,7 @@ fn late_reports_get_410_and_the_timeout_is_the_outcome() {
     let (mut e, _) = one("  runInterval: 1m\n  timeout: 10s\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
     // After the deadline but before the timer fired.
-    let (fx, v) = e.report(t0() + secs(11), uuid, true, vec![]);
+    let (fx, v) = e.report(t0() + secs(11), uuid, RunResult::reported(true, vec![]));
     assert_eq!(wire(&v.unwrap_err()), 410);
     assert_eq!(finished(&fx)[0].0, Outcome::Timeout);
     // The timer then finds nothing more to record.
@@ -72,7 +82,7 @@ fn late_reports_get_410_and_the_timeout_is_the_outcome() {
     let (mut e, _) = one("  runInterval: 1m\n  timeout: 10s\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
     e.tick(t0() + secs(10));
-    let (_, v) = e.report(t0() + secs(15), uuid, true, vec![]);
+    let (_, v) = e.report(t0() + secs(15), uuid, RunResult::reported(true, vec![]));
     let r = v.unwrap_err();
     assert_eq!(wire(&r), 410);
     assert!(r.to_string().contains("timed out"), "{r}");
@@ -87,10 +97,7 @@ fn exit_without_report_and_start_failure_end_the_run() {
     let fx = e.release(
         t0() + secs(2),
         uuid,
-        RunEnd::Exited {
-            success: false,
-            message: "exited with code 3 without reporting".into(),
-        },
+        RunEnd::crashed("exited with code 3 without reporting"),
     );
     assert_eq!(
         finished(&fx),
@@ -99,13 +106,13 @@ fn exit_without_report_and_start_failure_end_the_run() {
             vec!["exited with code 3 without reporting".to_string()]
         )]
     );
-    let (_, v) = e.report(t0() + secs(3), uuid, true, vec![]);
+    let (_, v) = e.report(t0() + secs(3), uuid, RunResult::reported(true, vec![]));
     assert!(v.unwrap_err().to_string().contains("already ended (Crash)"));
     let (_, uuid) = starts(&e.tick(t0() + secs(60)))[0];
     let fx = e.release(
         t0() + secs(60),
         uuid,
-        RunEnd::StartFailed("start \"nope\": not found".into()),
+        RunEnd::start_failed("start \"nope\": not found"),
     );
     assert_eq!(finished(&fx)[0].0, Outcome::StartFailure);
     // A release after the outcome adds nothing.
@@ -124,7 +131,7 @@ fn deleting_a_running_check_stops_its_run_and_forgets_it_when_gone() {
             ..
         }
     )));
-    let (_, v) = e.report(t0() + secs(2), uuid, true, vec![]);
+    let (_, v) = e.report(t0() + secs(2), uuid, RunResult::reported(true, vec![]));
     assert!(v.unwrap_err().to_string().contains("deleted"));
     let fx = e.release(t0() + secs(2), uuid, exited("killed"));
     assert!(fx.iter().any(|f| matches!(f, Effect::Forget { .. })));
@@ -134,7 +141,7 @@ fn deleting_a_running_check_stops_its_run_and_forgets_it_when_gone() {
 
 #[test]
 fn a_run_in_flight_in_saved_state_is_adopted_not_restarted() {
-    let uuid = Uuid::new_v4();
+    let uuid = RunId::random();
     let saved = in_flight(uuid);
     let mut e = engine(0);
     let fx = e.upsert(
@@ -148,7 +155,11 @@ fn a_run_in_flight_in_saved_state_is_adopted_not_restarted() {
     assert!(starts(&fx).is_empty());
     e.finish_startup();
     assert!(starts(&e.tick(t0() + secs(10))).is_empty());
-    assert_eq!(e.report(t0() + secs(10), uuid, true, vec![]).1, Ok(()));
+    assert_eq!(
+        e.report(t0() + secs(10), uuid, RunResult::reported(true, vec![]))
+            .1,
+        Ok(())
+    );
     let fx = e.release(t0() + secs(11), uuid, exited("gone"));
     assert!(finished(&fx).is_empty());
     // The next run is one interval after the adopted run's start.
@@ -157,7 +168,7 @@ fn a_run_in_flight_in_saved_state_is_adopted_not_restarted() {
 
 #[test]
 fn an_adopted_run_that_never_reports_times_out_at_its_saved_deadline() {
-    let uuid = Uuid::new_v4();
+    let uuid = RunId::random();
     let saved = in_flight(uuid);
     let mut e = engine(0);
     e.upsert(
@@ -173,7 +184,9 @@ fn an_adopted_run_that_never_reports_times_out_at_its_saved_deadline() {
 fn a_run_deferred_for_probitys_own_limits_is_not_the_checks_failure_and_is_retried() {
     let (mut e, _) = one("  runInterval: 1h\n  timeout: 30s\n");
     let (_, first) = starts(&e.run_now(t0(), &key("a")).unwrap())[0];
-    e.report(t0(), first, true, vec![]).1.unwrap();
+    e.report(t0(), first, RunResult::reported(true, vec![]))
+        .1
+        .unwrap();
     e.release(t0(), first, exited("done"));
     let before = e.status(&key("a")).unwrap().clone();
     // Manual run: it fails to start because the process is out of file descriptors.
@@ -208,7 +221,11 @@ fn a_run_deferred_for_probitys_own_limits_is_not_the_checks_failure_and_is_retri
     assert_ne!(again, uuid);
     // A report for the deferred run's id is refused: it never ran.
     assert_eq!(
-        wire(&e.report(retry, uuid, true, vec![]).1.unwrap_err()),
+        wire(
+            &e.report(retry, uuid, RunResult::reported(true, vec![]))
+                .1
+                .unwrap_err()
+        ),
         400
     );
 }
@@ -218,20 +235,32 @@ fn a_report_is_stored_again_only_for_the_verdict_recorded_for_the_latest_run() {
     let (mut e, _) = one("  runInterval: 1h\n  failureThreshold: 3\n");
     let (_, uuid) = starts(&e.run_now(t0(), &key("a")).unwrap())[0];
     let errors = vec!["db down".to_string()];
-    e.report(t0(), uuid, false, errors.clone()).1.unwrap();
+    e.report(t0(), uuid, RunResult::reported(false, errors.clone()))
+        .1
+        .unwrap();
     // Below the threshold the check's errors stay empty; the run's record still has them.
     assert!(e.status(&key("a")).unwrap().errors.is_empty());
-    assert!(e.persist_again(uuid, false, &errors).is_some());
+    assert!(e
+        .persist_again(uuid, &RunResult::reported(false, errors.clone()))
+        .is_some());
     assert!(
-        e.persist_again(uuid, true, &[]).is_none(),
+        e.persist_again(uuid, &RunResult::passed()).is_none(),
         "another verdict"
     );
-    assert!(e.persist_again(uuid, false, &["other".into()]).is_none());
-    assert!(e.persist_again(Uuid::new_v4(), false, &errors).is_none());
+    assert!(e
+        .persist_again(uuid, &RunResult::failure("other"))
+        .is_none());
+    assert!(e
+        .persist_again(RunId::random(), &RunResult::reported(false, errors.clone()))
+        .is_none());
     // Once a later run is the latest, the old one is not stored again.
     e.release(t0(), uuid, exited("done"));
     let (_, next) = starts(&e.run_now(t0() + secs(1), &key("a")).unwrap())[0];
-    e.report(t0() + secs(1), next, true, vec![]).1.unwrap();
-    assert!(e.persist_again(uuid, false, &errors).is_none());
-    assert!(e.persist_again(next, true, &[]).is_some());
+    e.report(t0() + secs(1), next, RunResult::reported(true, vec![]))
+        .1
+        .unwrap();
+    assert!(e
+        .persist_again(uuid, &RunResult::reported(false, errors.clone()))
+        .is_none());
+    assert!(e.persist_again(next, &RunResult::passed()).is_some());
 }

@@ -8,7 +8,7 @@ fn interval_is_start_to_start() {
     let fx = e.tick(t0());
     let (_, uuid) = starts(&fx)[0];
     // A 20s run: the next start is still 60s after the first start, not after its end.
-    let (fx, verdict) = e.report(t0() + secs(20), uuid, true, vec![]);
+    let (fx, verdict) = e.report(t0() + secs(20), uuid, RunResult::reported(true, vec![]));
     assert_eq!(verdict, Ok(()));
     assert_eq!(finished(&fx), vec![(Outcome::Success, vec![])]);
     e.release(t0() + secs(21), uuid, exited("done"));
@@ -142,7 +142,9 @@ fn cron_schedule_in_time_zone() {
     assert_eq!(e.due(&key("a")), Some(t0() + secs(300)));
     let fx = e.tick(t0() + secs(300));
     let (_, uuid) = starts(&fx)[0];
-    e.report(t0() + secs(301), uuid, true, vec![]).1.unwrap();
+    e.report(t0() + secs(301), uuid, RunResult::reported(true, vec![]))
+        .1
+        .unwrap();
     e.release(t0() + secs(302), uuid, exited("done"));
     assert_eq!(e.due(&key("a")), Some(t0() + secs(600)));
 }
@@ -151,7 +153,9 @@ fn cron_schedule_in_time_zone() {
 fn single_run_only_runs_once_even_across_restarts() {
     let (mut e, _) = one("  singleRunOnly: true\n  runInterval: 10s\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
-    e.report(t0() + secs(1), uuid, true, vec![]).1.unwrap();
+    e.report(t0() + secs(1), uuid, RunResult::reported(true, vec![]))
+        .1
+        .unwrap();
     e.release(t0() + secs(1), uuid, exited("done"));
     assert_eq!(e.next_wakeup(), None);
     assert!(starts(&e.tick(t0() + secs(3600))).is_empty());
@@ -170,9 +174,13 @@ fn single_run_only_runs_once_even_across_restarts() {
 fn suspend_stops_scheduling_and_keeps_state() {
     let (mut e, _) = one("  runInterval: 10s\n");
     let (_, uuid) = starts(&e.tick(t0()))[0];
-    e.report(t0() + secs(1), uuid, false, vec!["down".into()])
-        .1
-        .unwrap();
+    e.report(
+        t0() + secs(1),
+        uuid,
+        RunResult::reported(false, vec!["down".into()]),
+    )
+    .1
+    .unwrap();
     e.release(t0() + secs(1), uuid, exited("done"));
     e.upsert(
         t0() + secs(2),
@@ -209,7 +217,9 @@ fn concurrency_cap_queues_due_runs_in_order() {
     assert_eq!(first.len(), 2);
     assert_eq!(e.in_flight(), 2);
     let (_, uuid) = first[0];
-    e.report(t0() + secs(3), uuid, true, vec![]).1.unwrap();
+    e.report(t0() + secs(3), uuid, RunResult::reported(true, vec![]))
+        .1
+        .unwrap();
     let fx = e.release(t0() + secs(3), uuid, exited("done"));
     assert_eq!(
         starts(&fx).len(),
@@ -260,7 +270,10 @@ fn a_manual_request_is_served_once_by_a_run_that_starts_after_it() {
             .unwrap()
     )
     .is_empty());
-    assert!(e.report(t0() + secs(2), first, true, vec![]).1.is_ok());
+    assert!(e
+        .report(t0() + secs(2), first, RunResult::reported(true, vec![]))
+        .1
+        .is_ok());
     let fx = e.release(t0() + secs(2), first, exited("done"));
     let (_, second) = starts(&fx)[0];
     // The same request seen again (the annotation stays) is already served.
@@ -268,7 +281,10 @@ fn a_manual_request_is_served_once_by_a_run_that_starts_after_it() {
         .request_run(t0() + secs(3), &key("a"), t0() + secs(1))
         .unwrap()
         .is_empty());
-    assert!(e.report(t0() + secs(3), second, true, vec![]).1.is_ok());
+    assert!(e
+        .report(t0() + secs(3), second, RunResult::reported(true, vec![]))
+        .1
+        .is_ok());
     e.release(t0() + secs(3), second, exited("done"));
     assert!(e
         .request_run(t0() + secs(4), &key("a"), t0() + secs(1))
@@ -301,7 +317,7 @@ fn dates_at_the_end_of_time_saturate_instead_of_panicking() {
     // A run in flight whose start is that far and whose deadline is not recorded.
     let in_flight = HealthCheckStatus {
         ok: true,
-        current_uuid: Uuid::new_v4().to_string(),
+        current_uuid: RunId::random().to_string(),
         last_run_unix: far,
         ..Default::default()
     };

@@ -1,0 +1,287 @@
+//! A run: its two ids and the one result every part of probity passes around.
+//!
+//! How a run ended has one shape, [`RunResult`], from where it is known (a check's report, a
+//! probe, a pod's exit, a deadline, a bundled check's judgement) to where it is recorded (the
+//! engine) and shown (status, `/json`, metrics, notices). Conversions happen at the edges only:
+//! the report JSON (`{"OK":bool,"Errors":[...]}`) and the `/json` shape.
+//!
+//! A run has two ids (see [`RunCredential::run_id`]); each is its own type, parsed once where it
+//! enters (the report header or query, a pod label, a saved status), so one cannot be passed
+//! where the other belongs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Outcome;
+
+/// How a run ended.
+///
+/// `outcome` is what is recorded and counted (Kuberhealthy's states plus timeouts, start
+/// failures and crashes); `errors` say why a run did not pass (empty on a pass); `warnings` are
+/// said about a pass that deserves a look. New states (degraded, idle, blocked, a failure's
+/// cause) are added here once and read everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    pub outcome: Outcome,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl RunResult {
+    fn of(outcome: Outcome, errors: Vec<String>) -> Self {
+        RunResult {
+            outcome,
+            errors,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn passed() -> Self {
+        Self::of(Outcome::Success, Vec::new())
+    }
+
+    /// The check (or probe) found its target failing, for these reasons.
+    pub fn failed(errors: Vec<String>) -> Self {
+        Self::of(Outcome::Failure, errors)
+    }
+
+    /// The check found its target failing, for one reason.
+    pub fn failure(error: impl Into<String>) -> Self {
+        Self::failed(vec![error.into()])
+    }
+
+    /// What a check reported: Kuberhealthy's `OK` and `Errors`.
+    pub fn reported(ok: bool, errors: Vec<String>) -> Self {
+        if ok {
+            Self::of(Outcome::Success, errors)
+        } else {
+            Self::failed(errors)
+        }
+    }
+
+    /// No verdict by the deadline.
+    pub fn timed_out(why: impl Into<String>) -> Self {
+        Self::of(Outcome::Timeout, vec![why.into()])
+    }
+
+    /// The pod or process could not be started.
+    pub fn start_failed(why: impl Into<String>) -> Self {
+        Self::of(Outcome::StartFailure, vec![why.into()])
+    }
+
+    /// The pod or process ended without a verdict.
+    pub fn crashed(why: impl Into<String>) -> Self {
+        Self::of(Outcome::Crash, vec![why.into()])
+    }
+
+    /// Passed when `errors` is empty, failed with them otherwise (a judgement's findings).
+    pub fn judged(errors: Vec<String>) -> Self {
+        if errors.is_empty() {
+            Self::passed()
+        } else {
+            Self::failed(errors)
+        }
+    }
+
+    pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
+        self.warnings.push(warning.into());
+        self
+    }
+
+    pub fn passed_ok(&self) -> bool {
+        self.outcome.is_success()
+    }
+
+    /// The first reason it did not pass, for one-line messages.
+    pub fn first_error(&self) -> Option<&str> {
+        self.errors.first().map(String::as_str)
+    }
+
+    /// The reasons it did not pass, in one line.
+    pub fn message(&self) -> String {
+        self.errors.join("; ")
+    }
+}
+
+/// A judgement written as `Result`: `Ok` passed, `Err` failed with those errors.
+impl From<Result<(), Vec<String>>> for RunResult {
+    fn from(r: Result<(), Vec<String>>) -> Self {
+        match r {
+            Ok(()) => RunResult::passed(),
+            Err(errors) => RunResult::failed(errors),
+        }
+    }
+}
+
+/// Names the public run ids derived from credentials; any fixed UUID would do.
+const RUN_ID_NAMESPACE: Uuid = Uuid::from_u128(0x7072_6f62_6974_792d_7275_6e2d_6964_0001);
+
+/// A malformed run id or credential: the text, as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a run UUID")]
+pub struct BadRunId(pub String);
+
+/// A run's public id: in status, history, `/json`, pod labels and names, logs and the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(Uuid);
+
+/// A run's secret: its `KH_RUN_UUID`, given only to the run's pod or process, carried by its
+/// report. Not `Display`: it is shown only where the run is told it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RunCredential(Uuid);
+
+impl RunCredential {
+    pub fn new() -> Self {
+        RunCredential(Uuid::new_v4())
+    }
+
+    /// The public id of this run.
+    ///
+    /// A run has two UUIDs. The credential is `KH_RUN_UUID`: only the check's pod (or process)
+    /// gets it, and a report must carry it. The public id, derived from it one way (a name-based
+    /// v5 UUID), is what status, `/json`, history, pod labels and logs show. Whoever can read
+    /// those can therefore not forge a verdict, while any replica, or a new leader after a
+    /// failover, can still tell which run a report belongs to from the status alone.
+    pub fn run_id(&self) -> RunId {
+        RunId(Uuid::new_v5(&RUN_ID_NAMESPACE, self.0.as_bytes()))
+    }
+
+    /// The text given to the run (`KH_RUN_UUID`, the reporting URL's query).
+    pub fn expose(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl Default for RunCredential {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Never the secret itself in logs or debug output.
+impl fmt::Debug for RunCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunCredential(for {})", self.run_id())
+    }
+}
+
+impl RunId {
+    /// A fresh id for a run that has no credential (tests, stand-ins).
+    pub fn random() -> Self {
+        RunId(Uuid::new_v4())
+    }
+
+    /// A fixed id (tests, fixtures).
+    pub const fn from_u128(n: u128) -> Self {
+        RunId(Uuid::from_u128(n))
+    }
+
+    /// The first characters of the id, for short names (pod names).
+    pub fn short(&self, n: usize) -> String {
+        let s = self.0.simple().to_string();
+        s[..n.min(s.len())].to_string()
+    }
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, BadRunId> {
+    Uuid::parse_str(s.trim()).map_err(|_| BadRunId(s.to_string()))
+}
+
+impl FromStr for RunId {
+    type Err = BadRunId;
+    fn from_str(s: &str) -> Result<Self, BadRunId> {
+        parse_uuid(s).map(RunId)
+    }
+}
+
+impl FromStr for RunCredential {
+    type Err = BadRunId;
+    fn from_str(s: &str) -> Result<Self, BadRunId> {
+        parse_uuid(s).map(RunCredential)
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for RunId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The saved form of "which run" (`currentUUID`, a history entry's `uuid`): a string, empty for
+/// none, as Kuberhealthy writes it. Read once into a `RunId` here.
+pub fn parse_saved(s: &str) -> Option<RunId> {
+    if s.is_empty() {
+        None
+    } else {
+        s.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_run_id_is_stable_one_way_and_not_the_credential() {
+        let cred: RunCredential = "1d309ed7-4b7a-4fd5-9706-d04f53c9ed30".parse().unwrap();
+        let id = cred.run_id();
+        assert_ne!(id.to_string(), cred.expose());
+        // Stable across versions: a run started before an upgrade is matched after it.
+        assert_eq!(id.to_string(), "86f0fb7c-cefc-569c-be21-bae69bdb2796");
+        assert_eq!(id.0.get_version_num(), 5);
+        // Case does not matter in the header: the parsed credential is the same.
+        let upper: RunCredential = cred.expose().to_uppercase().parse().unwrap();
+        assert_eq!(upper.run_id(), id);
+        // The public id of the public id is not the public id (no fixed point to exploit).
+        let again: RunCredential = id.to_string().parse().unwrap();
+        assert_ne!(again.run_id(), id);
+        // Debug output never shows the secret.
+        assert!(!format!("{cred:?}").contains(&cred.expose()));
+    }
+
+    #[test]
+    fn ids_parse_once_and_say_what_was_wrong() {
+        assert_eq!(
+            "nope".parse::<RunId>(),
+            Err(BadRunId("nope".into())),
+            "the text is named"
+        );
+        assert_eq!(parse_saved(""), None);
+        assert_eq!(parse_saved("x"), None);
+        let id = RunId::random();
+        assert_eq!(parse_saved(&id.to_string()), Some(id));
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<RunId>(&json).unwrap(), id);
+    }
+
+    #[test]
+    fn results_say_how_a_run_ended() {
+        assert!(RunResult::passed().passed_ok());
+        assert!(RunResult::reported(true, vec![]).passed_ok());
+        let f = RunResult::reported(false, vec!["a".into(), "b".into()]);
+        assert_eq!((f.outcome, f.message()), (Outcome::Failure, "a; b".into()));
+        assert_eq!(RunResult::judged(vec![]), RunResult::passed());
+        assert_eq!(
+            RunResult::from(Err(vec!["x".into()])),
+            RunResult::failure("x")
+        );
+        assert_eq!(RunResult::timed_out("t").outcome, Outcome::Timeout);
+        assert_eq!(RunResult::crashed("c").first_error(), Some("c"));
+    }
+}
