@@ -7,18 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use crate::api::validate::{validate_with, Defaults, Invalid};
 use crate::api::{duration, CheckKey, RunResult};
-use crate::engine::clock::SystemClock;
-use crate::engine::MemoryStore;
-use crate::engine::{
-    Board, Desired, Driver, Engine, EngineConfig, EngineHandle, Finished, RunRefused,
-};
-use crate::local::{bind, local_problems, parse_file, report_base, LocalRunner};
-use crate::metrics::Metrics;
-use crate::server::{self, AppState};
+use crate::engine::{Desired, MemoryStore, RunRefused};
+use crate::local::{local_problems, parse_file, report_base, LocalRunner};
+use crate::serve::{self, Leading, Parts, Settings};
+use crate::server;
 use crate::{Error, Result};
 
 /// Why `probity run` did not run a check.
@@ -76,43 +72,30 @@ pub async fn run_file(
         .map(|e| format!("{name}: {e}"))
         .collect();
 
-    let (listener, local) = bind("127.0.0.1:0").await?;
-    let (handle, events) = EngineHandle::channel();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (obs_tx, mut obs_rx) = mpsc::unbounded_channel::<Finished>();
-    let mut engine = Engine::new(EngineConfig {
+    let (observer, mut obs_rx) = serve::finished_channel();
+    let settings = Settings {
+        listen_address: "127.0.0.1:0".into(),
         identity: identity.to_string(),
-        max_concurrent_runs: 0,
         defaults: defaults.clone(),
+        max_concurrent_runs: 0,
         first_run_window: Duration::ZERO,
-    });
-    engine.finish_startup();
-    let runner = Arc::new(LocalRunner::new(handle.clone(), report_base(local)));
-    let board = Arc::new(Board::new(identity));
-    let metrics = Arc::new(Metrics::new(Default::default(), board.clone()));
-    let driver = Driver::new(
-        engine,
-        runner,
-        Arc::new(MemoryStore),
-        SystemClock,
-        events,
-        board.clone(),
-    )
-    .stopping_on(stop_rx)
-    .grace(Duration::from_secs(5))
-    .observed_by(obs_tx)
-    .observed_by_shared(metrics.clone());
-    let driver = tokio::spawn(driver.run());
-    let (stop_server, server_stop) = oneshot::channel::<()>();
-    let limits = server::Limits::default();
-    let server = tokio::spawn(server::serve(
-        listener,
-        AppState::new(board, handle.clone(), metrics, None, &limits),
-        limits,
-        async move {
-            let _ = server_stop.await;
-        },
-    ));
+        metrics: Default::default(),
+        run_token: None,
+        http: server::Limits::default(),
+        alerting: None,
+    };
+    let running = serve::start(settings, Leading::Solo, stop_rx, |shared| {
+        let base = report_base(shared.local_addr);
+        let runner = LocalRunner::new(shared.engine.clone(), base);
+        let mut parts = Parts::new(Arc::new(runner), Arc::new(MemoryStore));
+        parts.grace = Duration::from_secs(5);
+        parts.observers.push(observer);
+        Ok(parts)
+    })
+    .await?;
+    let handle = running.engine.clone();
+    handle.loaded().await;
 
     let mut verdicts = Vec::new();
     let mut waiting = HashSet::new();
@@ -150,9 +133,7 @@ pub async fn run_file(
         }
     }
     let _ = stop_tx.send(true);
-    let _ = driver.await;
-    let _ = stop_server.send(());
-    let _ = server.await;
+    let _ = running.wait().await;
     verdicts.sort_by(|a, b| a.key.cmp(&b.key));
     Ok((verdicts, file_errors))
 }

@@ -15,6 +15,7 @@ pub mod local;
 pub mod metrics;
 pub mod migrate;
 pub mod probe;
+pub mod serve;
 pub mod server;
 
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ use probity::cli;
 use probity::kube::{self, KubeConfig, LeaseConfig, Namespaces, Retention};
 use probity::local::{self, LocalConfig};
 use probity::metrics::MetricsConfig;
+use probity::serve::Settings;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -349,12 +350,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .clone()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(host_name);
-            let metrics = MetricsConfig {
-                suppress_error_label: a.prom_suppress_error_label,
-                error_label_max_length: a.prom_error_label_max_length,
-            };
             let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-            let run_token = Some(a.run_token.clone()).filter(|t| !t.is_empty());
+            let kubernetes = a.kube.kubernetes || in_cluster;
             // A mistake in the file stops the start, naming the field: a configuration that
             // silently sends nothing is found at the first outage.
             let alerting = match &a.alerting_config {
@@ -363,7 +360,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )),
                 None => None,
             };
-            if a.kube.kubernetes || in_cluster {
+            let settings = Settings {
+                listen_address: a.listen_address,
+                identity: identity.clone(),
+                defaults: a.defaults.defaults(),
+                // Pods take seconds to start: a cluster keeps more in flight.
+                max_concurrent_runs: a.max_concurrent_runs.unwrap_or(if kubernetes {
+                    1000
+                } else {
+                    100
+                }),
+                first_run_window: a.first_run_window,
+                metrics: MetricsConfig {
+                    suppress_error_label: a.prom_suppress_error_label,
+                    error_label_max_length: a.prom_error_label_max_length,
+                },
+                run_token: Some(a.run_token).filter(|t| !t.is_empty()),
+                http: a.http.limits(),
+                alerting,
+            };
+            if kubernetes {
                 let k = a.kube;
                 let pod_namespace = std::env::var("POD_NAMESPACE")
                     .ok()
@@ -380,14 +396,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     )
                 });
                 let cfg = KubeConfig {
-                    listen_address: a.listen_address,
                     report_url,
-                    identity: identity.clone(),
                     namespaces: Namespaces::parse(&k.namespace),
-                    defaults: a.defaults.defaults(),
-                    max_concurrent_runs: a.max_concurrent_runs.unwrap_or(1000),
-                    first_run_window: a.first_run_window,
-                    metrics,
                     lease: LeaseConfig {
                         name: k.lease_name,
                         namespace: lease_namespace,
@@ -401,30 +411,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         failed: k.max_error_pods,
                         failed_max_age: k.error_pod_retention,
                     },
-                    run_token,
-                    http: a.http.limits(),
-                    alerting,
                 };
-                kube::serve(cfg, shutdown_signal()).await?;
+                kube::serve(settings, cfg, shutdown_signal()).await?;
                 return Ok(ExitCode::SUCCESS);
             }
             let cfg = LocalConfig {
-                listen_address: a.listen_address,
                 checks_dir: a.checks,
                 state_dir: a.state_dir,
                 report_url: a.report_url,
-                identity,
-                defaults: a.defaults.defaults(),
-                max_concurrent_runs: a.max_concurrent_runs.unwrap_or(100),
-                first_run_window: a.first_run_window,
-                metrics,
                 shutdown_grace: a.shutdown_grace,
                 poll_interval: a.watch_interval,
-                run_token,
-                http: a.http.limits(),
-                alerting,
             };
-            local::serve(cfg, shutdown_signal()).await?;
+            local::serve(settings, cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

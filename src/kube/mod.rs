@@ -15,18 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::{Api, Client, Resource};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::info;
 
-use crate::alert::{self, Alerting};
 use crate::api::protocol::namespace_list;
-use crate::api::validate::{Defaults, Problem};
+use crate::api::validate::Problem;
 use crate::api::HealthCheck;
-use crate::engine::clock::SystemClock;
-use crate::engine::{Board, Driver, Engine, EngineConfig, EngineHandle, Leadership};
-use crate::metrics::{Metrics, MetricsConfig};
-use crate::server::admin::ManualRuns;
-use crate::server::{self, AppState};
+use crate::engine::Leadership;
+use crate::serve::{self, Leading, Parts, Settings};
+use crate::server;
 use crate::{Error, Result};
 use controller::{AnnotateRuns, Controller};
 use events::Events;
@@ -76,25 +73,14 @@ pub fn cluster_problems(hc: &HealthCheck) -> Vec<Problem> {
     }
 }
 
+/// The kubernetes backend's own settings; the shared ones are `serve::Settings`.
 #[derive(Debug, Clone)]
 pub struct KubeConfig {
-    pub listen_address: String,
     /// Base URL check pods report to.
     pub report_url: String,
-    pub identity: String,
     pub namespaces: Namespaces,
-    pub defaults: Defaults,
-    pub max_concurrent_runs: usize,
-    /// Checks that never ran start within this window after start-up.
-    pub first_run_window: Duration,
-    pub metrics: MetricsConfig,
     pub lease: LeaseConfig,
     pub retention: Retention,
-    /// Bearer token for `POST /api/run`; None leaves it off.
-    pub run_token: Option<String>,
-    pub http: server::Limits,
-    /// Receivers and routes of notifications; None sends none. Only the leader sends.
-    pub alerting: Option<Arc<Alerting>>,
 }
 
 /// The report URL check pods get when none is configured: the `probity` Service of this
@@ -133,115 +119,76 @@ async fn client() -> Result<Client> {
 
 /// `probity serve` in a cluster. Returns when `shutdown` flips. Runs in flight are left to
 /// their pods: the next leader adopts them.
-pub async fn serve(cfg: KubeConfig, shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn serve(
+    settings: Settings,
+    cfg: KubeConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     cfg.lease.check()?;
     let client = client().await?;
-    let listener = crate::server::listen::bind(&cfg.listen_address)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: cfg.listen_address.clone(),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| Error::Listen {
-        addr: cfg.listen_address.clone(),
-        source,
-    })?;
-    info!(
-        identity = %cfg.identity,
-        "kubernetes backend; listening on http://{local}; checks report to {}/check",
-        cfg.report_url.trim_end_matches('/')
-    );
-
     // The one leadership handle: the elector writes it, everyone else reads it when acting.
-    let (claim, leadership) = Leadership::elected(&cfg.identity);
-    let board = Arc::new(Board::led_by(leadership.clone()));
-    let metrics = Arc::new(Metrics::new(cfg.metrics.clone(), board.clone()));
-    let (handle, events) = EngineHandle::channel();
-    let status = StatusWriter::new(client.clone());
-    let runner = PodRunner::new(
-        client.clone(),
-        handle.clone(),
-        cfg.report_url.clone(),
-        cfg.retention.clone(),
-        leadership.clone(),
-    );
-    let engine = Engine::new(EngineConfig {
-        identity: cfg.identity.clone(),
-        max_concurrent_runs: cfg.max_concurrent_runs,
-        defaults: cfg.defaults.clone(),
-        first_run_window: cfg.first_run_window,
-    });
-    let kube_events = Events::new(client.clone(), &cfg.identity);
-    let driver = Driver::new(
-        engine,
-        Arc::new(runner.clone()),
-        Arc::new(status.clone()),
-        SystemClock,
-        events,
-        board.clone(),
-    )
-    .led_by(leadership.clone())
-    .observed_by_shared(metrics.clone())
-    .observed_by(kube_events.clone())
-    .stopping_on(shutdown.clone())
-    .grace(Duration::ZERO)
-    .fencing(handle.clone())
-    .parking_reports(REPORT_PARK);
-    let controller = Controller {
-        client: client.clone(),
-        namespaces: cfg.namespaces.clone(),
-        status,
-        engine: handle.clone(),
-        board: board.clone(),
-        defaults: cfg.defaults.clone(),
-        events: kube_events,
-        leadership,
-    };
-
-    let driver = tokio::spawn(driver.run());
-    let notifier = alert::spawn(
-        cfg.alerting.as_ref(),
-        &board,
-        &handle,
-        &metrics,
-        shutdown.clone(),
-    )?;
-    let pods = tokio::spawn(
-        runner
-            .clone()
-            .watch(cfg.namespaces.clone(), shutdown.clone()),
-    );
-    let checks = tokio::spawn(controller.run(shutdown.clone()));
-    let elector =
-        tokio::spawn(Elector::new(client.clone(), cfg.lease.clone(), claim).run(shutdown));
-    let client_for_logs = client.clone();
-    let (stop_server, server_stop) = oneshot::channel::<()>();
-    let manual = cfg.run_token.clone().map(|token| ManualRuns {
-        token: token.into(),
-        backend: Arc::new(AnnotateRuns { client }),
-    });
-    // Only probes hold a descriptor (their socket); pods share the API server's connections.
-    let limits = cfg.http.clone().fitted(cfg.max_concurrent_runs, 1);
-    let state = AppState::new(board, handle, metrics, manual, &limits).with_logs(Arc::new(
-        logs::PodLogs::new(client_for_logs, runner.clone()),
-    ));
-    let server = tokio::spawn(server::serve(listener, state, limits, async move {
-        let _ = server_stop.await;
-    }));
-    // Ends at shutdown, or when the scheduler died (a bug): then the process must exit non-zero
-    // so the Deployment restarts it; its lease is left to expire.
-    let driven = driver.await;
-    if driven.is_err() {
-        elector.abort();
-    }
-    let _ = elector.await;
-    if let Some(n) = notifier {
-        n.abort();
-    }
-    pods.abort();
-    checks.abort();
-    let _ = stop_server.send(());
-    crate::error::serve_outcome(server.await, driven)
+    let (claim, leadership) = Leadership::elected(&settings.identity);
+    let identity = settings.identity.clone();
+    let defaults = settings.defaults.clone();
+    let leading = Leading::Elected(leadership);
+    serve::serve(settings, leading, shutdown, move |shared| {
+        info!(
+            identity = %identity,
+            "kubernetes backend; listening on http://{}; checks report to {}/check",
+            shared.local_addr,
+            cfg.report_url.trim_end_matches('/')
+        );
+        let status = StatusWriter::new(client.clone());
+        let runner = PodRunner::new(
+            client.clone(),
+            shared.engine.clone(),
+            cfg.report_url.clone(),
+            cfg.retention.clone(),
+            shared.leadership.clone(),
+        );
+        let kube_events = Events::new(client.clone(), &identity);
+        let controller = Controller {
+            client: client.clone(),
+            namespaces: cfg.namespaces.clone(),
+            status: status.clone(),
+            engine: shared.engine.clone(),
+            board: shared.board.clone(),
+            defaults,
+            events: kube_events.clone(),
+            leadership: shared.leadership.clone(),
+        };
+        let shutdown = shared.shutdown.clone();
+        let pods = tokio::spawn(
+            runner
+                .clone()
+                .watch(cfg.namespaces.clone(), shutdown.clone()),
+        );
+        let checks = tokio::spawn(controller.run(shutdown.clone()));
+        let elector = tokio::spawn(Elector::new(client.clone(), cfg.lease, claim).run(shutdown));
+        let logs = Arc::new(logs::PodLogs::new(client.clone(), runner.clone()));
+        let mut parts = Parts::new(Arc::new(runner), Arc::new(status));
+        // Runs in flight are the pods'; the next leader adopts them.
+        parts.grace = Duration::ZERO;
+        parts.observers.push(Arc::new(kube_events));
+        parts.fenced = true;
+        parts.park_reports = REPORT_PARK;
+        parts.manual = Some(Arc::new(AnnotateRuns { client }));
+        parts.logs = Some(logs);
+        // Only probes hold a descriptor (their socket); pods share the API server's connections.
+        parts.fds_per_run = 1;
+        parts.tasks = vec![pods, checks];
+        // A scheduler that died leaves its lease to expire; otherwise the elector hands it over.
+        parts.finish = Some(Box::new(move |died| {
+            Box::pin(async move {
+                if died {
+                    elector.abort();
+                }
+                let _ = elector.await;
+            })
+        }));
+        Ok(parts)
+    })
+    .await
 }
 
 /// The check page reads the retained pods' logs.

@@ -14,18 +14,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::alert::{self, Alerting};
-use crate::api::validate::Defaults;
 use crate::api::CheckKey;
-use crate::engine::clock::SystemClock;
-use crate::engine::{Board, Driver, Engine, EngineConfig, EngineHandle, EngineRuns};
-use crate::metrics::{Metrics, MetricsConfig};
-use crate::server::admin::ManualRuns;
-use crate::server::{self, AppState};
+use crate::engine::{Board, EngineHandle};
+use crate::serve::{self, Leading, Parts, Settings};
+use crate::server;
 use crate::{Error, Result};
 pub use checkdir::{parse_file, CheckDir};
 pub use journal::FileStore;
@@ -33,40 +28,16 @@ use logbook::LogBook;
 pub use process::local_problems;
 pub use runner::LocalRunner;
 
+/// The local backend's own settings; the shared ones are `serve::Settings`.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
-    pub listen_address: String,
     pub checks_dir: PathBuf,
     pub state_dir: PathBuf,
     /// Base URL checks report to; derived from the listening address when None.
     pub report_url: Option<String>,
-    pub identity: String,
-    pub defaults: Defaults,
-    pub max_concurrent_runs: usize,
-    /// Checks that never ran start within this window after start-up.
-    pub first_run_window: Duration,
-    pub metrics: MetricsConfig,
+    /// After a stop signal, how long runs in flight may finish.
     pub shutdown_grace: Duration,
     pub poll_interval: Duration,
-    /// Bearer token for `POST /api/run`; None leaves it off.
-    pub run_token: Option<String>,
-    pub http: server::Limits,
-    /// Receivers and routes of notifications; None sends none.
-    pub alerting: Option<Arc<Alerting>>,
-}
-
-pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr)> {
-    let listener = server::listen::bind(addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| Error::Listen {
-        addr: addr.to_string(),
-        source,
-    })?;
-    Ok((listener, local))
 }
 
 /// Where checks on this machine reach the server: the bound address, with a wildcard host
@@ -88,8 +59,13 @@ pub fn report_base(local: SocketAddr) -> String {
 
 /// `probity serve` without a cluster. Returns when `shutdown` flips and runs in flight have
 /// ended (or the grace period passed).
-pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let dir = CheckDir::new(&cfg.checks_dir, local_problems).validating_with(cfg.defaults.clone());
+pub async fn serve(
+    settings: Settings,
+    cfg: LocalConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let dir =
+        CheckDir::new(&cfg.checks_dir, local_problems).validating_with(settings.defaults.clone());
     // The first scan must work: a wrong --checks is a start-up error, not an empty dashboard.
     let (dir, first) = scan(dir).await?;
     let first = first.map_err(|e| Error::Setting {
@@ -97,80 +73,49 @@ pub async fn serve(cfg: LocalConfig, shutdown: watch::Receiver<bool>) -> Result<
         source: Box::new(e),
     })?;
     let store = Arc::new(FileStore::open(&cfg.state_dir)?);
-    let (listener, local) = bind(&cfg.listen_address).await?;
-    let base = cfg.report_url.clone().unwrap_or_else(|| report_base(local));
-    info!("listening on http://{local}; checks report to {base}/check");
-
-    let board = Arc::new(Board::new(&cfg.identity));
-    let metrics = Arc::new(Metrics::new(cfg.metrics.clone(), board.clone()));
-    {
-        // A full disk shows on the status page, in metrics and in the log, and clears itself.
-        let (board, metrics) = (board.clone(), metrics.clone());
-        store.on_health(move |error| {
-            board.set_source_error("state journal", error.map(String::from));
-            metrics.state_write(error);
-        });
-    }
-    let (handle, events) = EngineHandle::channel();
-    let logbook = LogBook::new(&cfg.state_dir);
-    let runner = Arc::new(LocalRunner::new(handle.clone(), base).keeping_logs(logbook.clone()));
-    let engine = Engine::new(EngineConfig {
-        identity: cfg.identity.clone(),
-        max_concurrent_runs: cfg.max_concurrent_runs,
-        defaults: cfg.defaults.clone(),
-        first_run_window: cfg.first_run_window,
-    });
-    let driver = Driver::new(
-        engine,
-        runner,
-        store.clone(),
-        SystemClock,
-        events,
-        board.clone(),
-    )
-    .observed_by_shared(metrics.clone())
-    .stopping_on(shutdown.clone())
-    .grace(cfg.shutdown_grace);
-    let driver = tokio::spawn(driver.run());
-    let notifier = alert::spawn(
-        cfg.alerting.as_ref(),
-        &board,
-        &handle,
-        &metrics,
-        shutdown.clone(),
-    )?;
-    let watcher = tokio::spawn(watch_checks(
-        dir,
-        first,
-        store.clone(),
-        handle.clone(),
-        board.clone(),
-        cfg.poll_interval,
-        shutdown,
-    ));
-    let (stop_server, server_stop) = oneshot::channel::<()>();
-    let manual = cfg.run_token.clone().map(|token| ManualRuns {
-        token: token.into(),
-        backend: Arc::new(EngineRuns(handle.clone())),
-    });
-    // A process run holds its pipes: four descriptors each, kept from HTTP clients.
-    let limits = cfg.http.clone().fitted(cfg.max_concurrent_runs, 4);
-    let state = AppState::new(board, handle, metrics, manual, &limits).with_logs(Arc::new(logbook));
-    let server = tokio::spawn(server::serve(listener, state, limits, async move {
-        let _ = server_stop.await;
-    }));
-    // The server outlives the scheduler so reports of runs in flight still land while it drains.
-    // Ends at shutdown, or when the scheduler died (a bug): then the process must exit non-zero
-    // so its supervisor restarts it, not go on serving a page that no longer changes.
-    let driven = driver.await;
-    watcher.abort();
-    if let Some(n) = notifier {
-        n.abort();
-    }
-    // Writes queued by the last events (not all of them awaited by a report) reach the journal.
-    store.flush().await;
-    let _ = stop_server.send(());
-    crate::error::serve_outcome(server.await, driven)
+    serve::serve(settings, Leading::Solo, shutdown, move |shared| {
+        let base = cfg
+            .report_url
+            .clone()
+            .unwrap_or_else(|| report_base(shared.local_addr));
+        info!(
+            "listening on http://{}; checks report to {base}/check",
+            shared.local_addr
+        );
+        {
+            // A full disk shows on the status page, in metrics and in the log, and clears
+            // itself.
+            let (board, metrics) = (shared.board.clone(), shared.metrics.clone());
+            store.on_health(move |error| {
+                board.set_source_error("state journal", error.map(String::from));
+                metrics.state_write(error);
+            });
+        }
+        let logbook = LogBook::new(&cfg.state_dir);
+        let runner = LocalRunner::new(shared.engine.clone(), base).keeping_logs(logbook.clone());
+        let watcher = tokio::spawn(watch_checks(
+            dir,
+            first,
+            store.clone(),
+            shared.engine.clone(),
+            shared.board.clone(),
+            cfg.poll_interval,
+            shared.shutdown.clone(),
+        ));
+        let mut parts = Parts::new(Arc::new(runner), store.clone());
+        parts.grace = cfg.shutdown_grace;
+        parts.logs = Some(Arc::new(logbook));
+        // A process run holds its pipes: four descriptors each, kept from HTTP clients.
+        parts.fds_per_run = 4;
+        parts.tasks = vec![watcher];
+        // Writes queued by the last events (not all of them awaited by a report) reach the
+        // journal.
+        parts.finish = Some(Box::new(move |_| {
+            Box::pin(async move { store.flush().await })
+        }));
+        Ok(parts)
+    })
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
