@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::api::validate::{validate_with, Defaults, Invalid};
 use crate::api::{duration, CheckKey, RunResult};
-use crate::engine::{Desired, MemoryStore, RunRefused};
+use crate::engine::{Desired, MemoryStore, Plans, RunRefused};
 use crate::local::{local_problems, parse_file, report_base, LocalRunner};
 use crate::serve::{self, Leading, Parts, Settings};
 use crate::server;
@@ -66,7 +66,8 @@ pub async fn run_file(
 ) -> Result<(Vec<Verdict>, Vec<String>)> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let (docs, file_errors) = parse_file(&name, &text, local_problems, None)?;
+    let plans = Arc::new(Plans::new(defaults.clone()));
+    let (docs, file_errors) = parse_file(&name, &text, local_problems, Some(&plans))?;
     let file_errors: Vec<String> = file_errors
         .into_iter()
         .map(|e| format!("{name}: {e}"))
@@ -91,6 +92,7 @@ pub async fn run_file(
         let mut parts = Parts::new(Arc::new(runner), Arc::new(MemoryStore));
         parts.grace = Duration::from_secs(5);
         parts.observers.push(observer);
+        parts.plans = Some(plans.clone());
         Ok(parts)
     })
     .await?;
@@ -101,7 +103,7 @@ pub async fn run_file(
     let mut waiting = HashSet::new();
     for (_, d) in docs {
         let key = CheckKey::of(&d.check);
-        if let Err(e) = d.plan(&defaults) {
+        if let Err(e) = plans.plan(&d) {
             verdicts.push(Verdict {
                 key,
                 outcome: Err(e.into()),

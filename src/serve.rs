@@ -17,7 +17,7 @@ use crate::api::validate::Defaults;
 use crate::engine::clock::SystemClock;
 use crate::engine::{
     Board, Driver, Engine, EngineConfig, EngineHandle, EngineRuns, Finished, Leadership, Observer,
-    RunRequests, Runner, StatusStore,
+    Plans, RunRequests, Runner, StatusStore,
 };
 use crate::metrics::{Metrics, MetricsConfig};
 use crate::server::admin::ManualRuns;
@@ -81,6 +81,9 @@ pub struct Parts<R, S> {
     pub park_reports: Duration,
     /// Where manual runs are asked for; None: straight to this engine.
     pub manual: Option<Arc<dyn RunRequests>>,
+    /// The plans the backend validates into off the engine's task (see `Plans`); None: the
+    /// engine validates on its own.
+    pub plans: Option<Arc<Plans>>,
     /// Where the check page reads runs' output; None: it shows none.
     pub logs: Option<Arc<dyn CheckLogs>>,
     /// Descriptors one run holds, kept free of HTTP connections (see `Limits::fitted`).
@@ -101,6 +104,7 @@ impl<R, S> Parts<R, S> {
             fenced: false,
             park_reports: Duration::ZERO,
             manual: None,
+            plans: None,
             logs: None,
             fds_per_run: 0,
             tasks: Vec::new(),
@@ -177,12 +181,15 @@ pub async fn start<R: Runner, S: StatusStore>(
     };
     let parts = build(&shared)?;
 
-    let engine = Engine::new(EngineConfig {
+    let mut engine = Engine::new(EngineConfig {
         identity: settings.identity.clone(),
         max_concurrent_runs: settings.max_concurrent_runs,
         defaults: settings.defaults.clone(),
         first_run_window: settings.first_run_window,
     });
+    if let Some(plans) = parts.plans {
+        engine = engine.sharing_plans(plans);
+    }
     let mut driver = Driver::new(
         engine,
         parts.runner,

@@ -14,6 +14,7 @@ pub mod leadership;
 pub mod manual;
 pub mod memory;
 pub mod observe;
+pub mod plans;
 pub mod refusal;
 
 use std::future::Future;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::validate::{Defaults, Invalid, Plan};
+use crate::api::validate::Invalid;
 use crate::api::{
     CheckKey, HealthCheck, HealthCheckStatus, ProbeKind, RunCredential, RunId, RunResult,
 };
@@ -35,41 +36,21 @@ pub use leadership::{Claim, ClaimWriter, Leadership};
 pub use manual::{EngineRuns, RequestFuture, RunRequests};
 pub use memory::MemoryStore;
 pub use observe::{Finished, Observer};
+pub use plans::Plans;
 pub use refusal::{Rejection, RunRefused};
 
 /// A check as a backend sees it: the resource, and a problem found while loading it (for
-/// example an unknown field) that validation of the typed spec cannot see.
+/// example an unknown field) that validation of the typed spec cannot see. Its plan is worked
+/// out (and kept) by [`Plans`].
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub check: Arc<HealthCheck>,
     pub load_error: Option<Invalid>,
-    /// The plan, worked out by the backend with these defaults (see `validated`). Boxed: the
-    /// engine keeps every check's `Desired`, and takes this out on arrival.
-    pub validated: Option<Box<(Defaults, Result<Plan, Invalid>)>>,
 }
 
 impl Desired {
     pub fn new(check: Arc<HealthCheck>, load_error: Option<Invalid>) -> Self {
-        Desired {
-            check,
-            load_error,
-            validated: None,
-        }
-    }
-
-    /// What the engine schedules this check by, or everything wrong with it.
-    pub fn plan(&self, defaults: &Defaults) -> Result<Plan, Invalid> {
-        crate::api::validate::validate_with(&self.check, defaults, self.load_error.as_ref())
-    }
-
-    /// Validates now, on the caller's thread. Backends call it where blocking is fine (a
-    /// blocking thread): validation searches cron schedules (a pattern that never fires takes
-    /// milliseconds to prove so), which must not hold up the engine's task. The engine uses the
-    /// result when its defaults are the same, and validates itself otherwise.
-    pub fn validated(mut self, defaults: &Defaults) -> Self {
-        let plan = self.plan(defaults);
-        self.validated = Some(Box::new((defaults.clone(), plan)));
-        self
+        Desired { check, load_error }
     }
 }
 

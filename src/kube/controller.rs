@@ -18,10 +18,10 @@ use super::events::Events;
 use super::status::StatusWriter;
 use super::{cluster_problems, Namespaces};
 use crate::api::protocol::RUN_REQUESTED;
-use crate::api::validate::{Defaults, Invalid};
+use crate::api::validate::Invalid;
 use crate::api::{CheckKey, HealthCheck};
 use crate::engine::{
-    Board, Desired, EngineHandle, Leadership, RequestFuture, RunRefused, RunRequests,
+    Board, Desired, EngineHandle, Leadership, Plans, RequestFuture, RunRefused, RunRequests,
 };
 use crate::Error;
 
@@ -63,7 +63,8 @@ pub struct Controller {
     pub status: StatusWriter,
     pub engine: EngineHandle,
     pub board: Arc<Board>,
-    pub defaults: Defaults,
+    /// Where each generation's plan is validated (off the engine's task) and kept.
+    pub plans: Arc<Plans>,
     pub events: Events,
     pub leadership: Leadership,
 }
@@ -71,8 +72,6 @@ pub struct Controller {
 /// What the loop remembers between events.
 #[derive(Default)]
 struct Memory {
-    /// The generation of each check last validated.
-    validated: HashMap<CheckKey, Option<i64>>,
     /// The generation of each check last looked at for an InvalidSpec event.
     evented: HashMap<CheckKey, Option<i64>>,
     /// The manual run request of each check last served.
@@ -130,7 +129,6 @@ impl Controller {
                     let key = CheckKey::of(&hc);
                     known[i].remove(&key);
                     memory.evented.remove(&key);
-                    memory.validated.remove(&key);
                     memory.requested.remove(&key);
                     self.status.deleted(&key);
                     self.engine.remove(key).await;
@@ -174,27 +172,25 @@ impl Controller {
         let load_error = (!problems.is_empty()).then_some(Invalid { problems });
         let generation = hc.metadata.generation;
         let request = run_request(&hc);
-        let mut desired = Desired::new(hc.clone(), load_error);
+        let desired = Desired::new(hc.clone(), load_error);
         let leading = self.leadership.is_current();
         let to_event = leading && memory.evented.get(&key) != Some(&generation);
-        if to_event || memory.validated.get(&key) != Some(&generation) {
-            // Each generation is validated once, on a blocking thread (it may search a cron
-            // schedule), not on every status write that comes back; the engine reuses the
-            // result until the spec changes.
-            let defaults = self.defaults.clone();
-            match tokio::task::spawn_blocking(move || desired.validated(&defaults)).await {
-                Ok(d) => desired = d,
-                Err(e) => {
-                    error!(check = %key, "validating: {e}");
-                    return;
+        // Each spec is validated once, on a blocking thread (it may search a cron schedule),
+        // not on every status write that comes back; the engine finds the plan kept.
+        let plan = match self.plans.cached(&desired) {
+            Some(plan) => plan,
+            None => {
+                let (plans, d) = (self.plans.clone(), desired.clone());
+                match tokio::task::spawn_blocking(move || plans.plan(&d)).await {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        error!(check = %key, "validating: {e}");
+                        return;
+                    }
                 }
             }
-            memory.validated.insert(key.clone(), generation);
-        }
-        let invalid = desired
-            .validated
-            .as_ref()
-            .and_then(|v| v.1.as_ref().err().cloned());
+        };
+        let invalid = plan.err();
         if to_event {
             memory.evented.insert(key.clone(), generation);
             if let Some(invalid) = invalid {

@@ -21,7 +21,7 @@ use tracing::info;
 use crate::api::protocol::namespace_list;
 use crate::api::validate::Problem;
 use crate::api::HealthCheck;
-use crate::engine::Leadership;
+use crate::engine::{Leadership, Plans};
 use crate::serve::{self, Leading, Parts, Settings};
 use crate::server;
 use crate::{Error, Result};
@@ -129,7 +129,7 @@ pub async fn serve(
     // The one leadership handle: the elector writes it, everyone else reads it when acting.
     let (claim, leadership) = Leadership::elected(&settings.identity);
     let identity = settings.identity.clone();
-    let defaults = settings.defaults.clone();
+    let plans = Arc::new(Plans::new(settings.defaults.clone()));
     let leading = Leading::Elected(leadership);
     serve::serve(settings, leading, shutdown, move |shared| {
         info!(
@@ -153,7 +153,7 @@ pub async fn serve(
             status: status.clone(),
             engine: shared.engine.clone(),
             board: shared.board.clone(),
-            defaults,
+            plans: plans.clone(),
             events: kube_events.clone(),
             leadership: shared.leadership.clone(),
         };
@@ -171,6 +171,7 @@ pub async fn serve(
         parts.grace = Duration::ZERO;
         parts.observers.push(Arc::new(kube_events));
         parts.fenced = true;
+        parts.plans = Some(plans);
         parts.park_reports = REPORT_PARK;
         parts.manual = Some(Arc::new(AnnotateRuns { client }));
         parts.logs = Some(logs);

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::api::load::{parse_documents, DocError};
-use crate::api::validate::{Defaults, Invalid, Problem};
+use crate::api::validate::{Invalid, Problem};
 use crate::api::{CheckKey, HealthCheck};
-use crate::engine::Desired;
+use crate::engine::{Desired, Plans};
 use crate::{Error, Result};
 
 /// The annotation that records which file a local check came from (its process runs there).
@@ -47,8 +47,8 @@ pub struct CheckDir {
     backend_check: BackendCheck,
     /// Directory links that lead back into a directory being read, with the message shown.
     loops: BTreeMap<PathBuf, String>,
-    /// The engine's defaults, to validate checks with while reading them.
-    defaults: Option<Defaults>,
+    /// The engine's plans, filled while reading (on a blocking thread).
+    plans: Option<Arc<Plans>>,
 }
 
 impl CheckDir {
@@ -59,13 +59,13 @@ impl CheckDir {
             owner: HashMap::new(),
             backend_check,
             loops: BTreeMap::new(),
-            defaults: None,
+            plans: None,
         }
     }
 
-    /// Validates each check as it is read, with the engine's `defaults`.
-    pub fn validating_with(mut self, defaults: Defaults) -> Self {
-        self.defaults = Some(defaults);
+    /// Validates each check as it is read, into the engine's `plans`.
+    pub fn validating_with(mut self, plans: Arc<Plans>) -> Self {
+        self.plans = Some(plans);
         self
     }
 
@@ -145,7 +145,7 @@ impl CheckDir {
                 }
             };
             let (desired, mut errors) =
-                match parse_file(&name, &text, self.backend_check, self.defaults.as_ref()) {
+                match parse_file(&name, &text, self.backend_check, self.plans.as_deref()) {
                     Ok(v) => v,
                     Err(e) => {
                         let message = match e {
@@ -192,13 +192,13 @@ impl CheckDir {
 /// come back as messages; Err means the file as a whole is not YAML.
 #[allow(clippy::type_complexity)]
 ///
-/// With `defaults`, each check is also validated here (see `Desired::validated`): the checks
+/// With `plans`, each check is also validated here (see `Plans`): the checks
 /// directory is read on a blocking thread, so the engine's task never searches a schedule.
 pub fn parse_file(
     name: &str,
     text: &str,
     backend_check: BackendCheck,
-    defaults: Option<&Defaults>,
+    plans: Option<&Plans>,
 ) -> Result<(Vec<(usize, Desired)>, Vec<String>)> {
     let docs = parse_documents(text).map_err(|e| Error::Parse {
         file: name.to_string(),
@@ -236,13 +236,10 @@ pub fn parse_file(
             .get_or_insert_with(Default::default)
             .insert(SOURCE_ANNOTATION.into(), name.to_string());
         let desired = Desired::new(Arc::new(check), load_error);
-        out.push((
-            doc.index,
-            match defaults {
-                Some(d) => desired.validated(d),
-                None => desired,
-            },
-        ));
+        if let Some(plans) = plans {
+            let _ = plans.plan(&desired);
+        }
+        out.push((doc.index, desired));
     }
     Ok((out, errors))
 }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::api::CheckKey;
-use crate::engine::{Board, EngineHandle};
+use crate::engine::{Board, EngineHandle, Plans};
 use crate::serve::{self, Leading, Parts, Settings};
 use crate::server;
 use crate::{Error, Result};
@@ -64,8 +64,8 @@ pub async fn serve(
     cfg: LocalConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let dir =
-        CheckDir::new(&cfg.checks_dir, local_problems).validating_with(settings.defaults.clone());
+    let plans = Arc::new(Plans::new(settings.defaults.clone()));
+    let dir = CheckDir::new(&cfg.checks_dir, local_problems).validating_with(plans.clone());
     // The first scan must work: a wrong --checks is a start-up error, not an empty dashboard.
     let (dir, first) = scan(dir).await?;
     let first = first.map_err(|e| Error::Setting {
@@ -104,6 +104,7 @@ pub async fn serve(
         ));
         let mut parts = Parts::new(Arc::new(runner), store.clone());
         parts.grace = cfg.shutdown_grace;
+        parts.plans = Some(plans);
         parts.logs = Some(Arc::new(logbook));
         // A process run holds its pipes: four descriptors each, kept from HTTP clients.
         parts.fds_per_run = 4;

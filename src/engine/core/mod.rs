@@ -15,7 +15,7 @@ mod verdict;
 
 use ended::{EndedBy, EndedRuns};
 
-use super::{CheckView, Desired, Effect, Rejection, RunEnd, StopReason};
+use super::{CheckView, Desired, Effect, Plans, Rejection, RunEnd, StopReason};
 use crate::api::duration::human;
 use crate::api::validate::{Defaults, Invalid, Plan, Trigger};
 use crate::api::{CheckKey, HealthCheckStatus, RunId, RunRecord, RunResult};
@@ -106,6 +106,7 @@ pub struct Engine {
     /// Only the leader schedules, arms deadlines and persists state it did not get from a
     /// report; a follower keeps the published state and accepts reports.
     leader: bool,
+    plans: Arc<Plans>,
 }
 
 fn unix(t: DateTime<Utc>) -> i64 {
@@ -129,6 +130,7 @@ fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
+        let plans = Arc::new(Plans::new(cfg.defaults.clone()));
         Engine {
             cfg,
             checks: HashMap::new(),
@@ -140,7 +142,17 @@ impl Engine {
             starting: true,
             draining: false,
             leader: true,
+            plans,
         }
+    }
+
+    /// Validates through `plans`, which a backend also fills where blocking is fine (see
+    /// `Plans`); kept only when made with this engine's defaults, as a plan depends on them.
+    pub fn sharing_plans(mut self, plans: Arc<Plans>) -> Self {
+        if *plans.defaults() == self.cfg.defaults {
+            self.plans = plans;
+        }
+        self
     }
 
     pub fn is_leader(&self) -> bool {
@@ -225,25 +237,13 @@ impl Engine {
     pub fn upsert(
         &mut self,
         now: DateTime<Utc>,
-        mut desired: Desired,
+        desired: Desired,
         saved: Option<HealthCheckStatus>,
     ) -> Vec<Effect> {
         let key = CheckKey::of(&desired.check);
-        // A plan depends on the key and the spec only: the same spec again (in a cluster, every
-        // status write comes back on the watch) is not validated again.
-        let unchanged = self
-            .checks
-            .get(&key)
-            .filter(|e| {
-                e.desired.check.spec == desired.check.spec
-                    && e.desired.load_error == desired.load_error
-            })
-            .map(|e| e.plan.clone());
-        let plan = match (unchanged, desired.validated.take().map(|v| *v)) {
-            (Some(plan), _) => plan,
-            (None, Some((d, plan))) if d == self.cfg.defaults => plan,
-            (None, _) => desired.plan(&self.cfg.defaults),
-        };
+        // Kept per spec: the same spec again (in a cluster, every status write comes back on
+        // the watch) is not validated again.
+        let plan = self.plans.plan(&desired);
         let mut effects = Vec::new();
         let generation = desired.check.metadata.generation;
         if let Some(entry) = self.checks.get_mut(&key) {
@@ -325,6 +325,7 @@ impl Engine {
         if !self.checks.contains_key(key) {
             return Vec::new();
         }
+        self.plans.forget(key);
         let mut effects = Vec::new();
         self.unschedule(key);
         let entry = self.checks.get_mut(key).expect("present");

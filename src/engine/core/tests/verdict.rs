@@ -91,24 +91,25 @@ fn an_invalid_check_is_reported_and_never_stops_the_others() {
 #[test]
 fn a_plan_the_backend_validated_off_the_engine_task_is_used_only_with_the_same_defaults() {
     let wrong = Err(Invalid::one("spec.schedule", "marked by the backend"));
+    let d = || check("a", "  runInterval: 1m\n");
     // Same defaults: the backend's result stands (the engine does not search again).
-    let mut e = engine(0);
-    let mut d = check("a", "  runInterval: 1m\n");
-    d.validated = Some(Box::new((Defaults::default(), wrong.clone())));
-    e.upsert(t0(), d, None);
+    let backend = Arc::new(Plans::new(Defaults::default()));
+    backend.keep(&d(), wrong.clone());
+    let mut e = engine(0).sharing_plans(backend);
+    e.upsert(t0(), d(), None);
     let v = e.view(&key("a"));
     assert_eq!(
         v.invalid.as_deref(),
         Some("spec.schedule: marked by the backend")
     );
     // Other defaults: it is not trusted, and the engine validates itself.
-    let mut e = engine(0);
-    let mut d = check("a", "  runInterval: 1m\n");
     let other = Defaults {
         run_interval: Duration::from_secs(7),
         ..Defaults::default()
     };
-    d.validated = Some(Box::new((other, wrong)));
-    e.upsert(t0(), d, None);
+    let backend = Arc::new(Plans::new(other));
+    backend.keep(&d(), wrong);
+    let mut e = engine(0).sharing_plans(backend);
+    e.upsert(t0(), d(), None);
     assert_eq!(e.view(&key("a")).invalid, None);
 }

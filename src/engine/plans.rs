@@ -1,0 +1,128 @@
+//! Every check's plan, validated once per spec: the one place a validation is kept.
+//!
+//! Validation can be slow (it searches a cron schedule: a pattern that never fires takes
+//! milliseconds to prove so) and must not hold up the engine's task, while in a cluster every
+//! status write comes back on the watch with the spec unchanged. So a backend validates where
+//! blocking is fine (a blocking thread), through the same `Plans` the engine holds, and the
+//! engine finds the plan here; a spec it has not seen is validated on the spot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::Desired;
+use crate::api::validate::{validate_with, Defaults, Invalid, Plan};
+use crate::api::{CheckKey, HealthCheck};
+
+/// The plans of every check, keyed by check, each kept with the spec it was made from.
+#[derive(Debug)]
+pub struct Plans {
+    defaults: Defaults,
+    cache: Mutex<HashMap<CheckKey, Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    check: Arc<HealthCheck>,
+    load_error: Option<Invalid>,
+    plan: Result<Plan, Invalid>,
+}
+
+impl Cached {
+    /// A plan depends on the key, the spec and what the backend found only: labels, status
+    /// and annotations can change without it.
+    fn fits(&self, d: &Desired) -> bool {
+        (Arc::ptr_eq(&self.check, &d.check) || self.check.spec == d.check.spec)
+            && self.load_error == d.load_error
+    }
+}
+
+impl Plans {
+    pub fn new(defaults: Defaults) -> Self {
+        Plans {
+            defaults,
+            cache: Mutex::default(),
+        }
+    }
+
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
+    }
+
+    /// The plan kept for `d`'s spec, without validating.
+    pub fn cached(&self, d: &Desired) -> Option<Result<Plan, Invalid>> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let c = cache.get(&CheckKey::of(&d.check))?;
+        c.fits(d).then(|| c.plan.clone())
+    }
+
+    /// What the engine schedules `d` by, or everything wrong with it: kept, or validated now
+    /// (on the caller's thread) and kept.
+    pub fn plan(&self, d: &Desired) -> Result<Plan, Invalid> {
+        if let Some(plan) = self.cached(d) {
+            return plan;
+        }
+        let plan = validate_with(&d.check, &self.defaults, d.load_error.as_ref());
+        self.keep(d, plan.clone());
+        plan
+    }
+
+    /// Keeps `plan` as `d`'s (tests mark a plan to see it used).
+    pub(crate) fn keep(&self, d: &Desired, plan: Result<Plan, Invalid>) {
+        let cached = Cached {
+            check: d.check.clone(),
+            load_error: d.load_error.clone(),
+            plan,
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(CheckKey::of(&d.check), cached);
+    }
+
+    /// The check is gone.
+    pub fn forget(&self, key: &CheckKey) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::load::parse_documents;
+
+    fn desired(spec: &str) -> Desired {
+        let text = format!(
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: a, namespace: ns}}\nspec:\n  podSpec: {{spec: {{containers: [{{name: c, image: i, command: [x]}}]}}}}\n{spec}"
+        );
+        let hc = parse_documents(&text).unwrap().remove(0).check.unwrap();
+        Desired::new(Arc::new(hc), None)
+    }
+
+    #[test]
+    fn a_spec_is_validated_once_and_again_only_when_it_changes() {
+        let plans = Plans::new(Defaults::default());
+        let d = desired("  runInterval: 1m\n");
+        assert!(plans.cached(&d).is_none());
+        assert!(plans.plan(&d).is_ok());
+        // The same spec in another object (a status write echoed by the watch): kept.
+        let echo = desired("  runInterval: 1m\n");
+        assert!(plans.cached(&echo).is_some());
+        // A changed spec is not the kept one.
+        let changed = desired("  runInterval: nope\n");
+        assert!(plans.cached(&changed).is_none());
+        assert!(plans.plan(&changed).is_err());
+        assert!(
+            plans.cached(&echo).is_none(),
+            "one plan a check: the newest"
+        );
+        // What the backend found is part of what a plan is made from.
+        let mut found = desired("  runInterval: nope\n");
+        found.load_error = Some(Invalid::one("spec.x", "unknown field"));
+        assert!(plans.cached(&found).is_none());
+        plans.forget(&CheckKey::new("ns", "a"));
+        assert!(plans.cached(&changed).is_none());
+    }
+}
