@@ -61,7 +61,7 @@ enum Command {
     },
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, duration::DurationError> {
     duration::parse(s)
 }
 

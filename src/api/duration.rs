@@ -3,15 +3,35 @@
 
 use std::time::Duration;
 
+/// Why a text is not a duration; each names the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("{0:?} is negative")]
+    Negative(String),
+    #[error(
+        "{0:?} is not a duration (expected a number followed by a unit such as 30s, 5m, 1h30m)"
+    )]
+    NotADuration(String),
+    #[error("{0:?} has a number without a unit (use ns, us, ms, s, m, h or d)")]
+    NoUnit(String),
+    #[error("{input:?} has unknown unit {unit:?} (use ns, us, ms, s, m, h or d)")]
+    UnknownUnit { input: String, unit: String },
+    #[error("{0:?} is out of range")]
+    OutOfRange(String),
+}
+
 /// Parses a Go duration string. Negative values are rejected: every duration in a HealthCheck is a
 /// length of time, and a sign would only ever be a mistake.
-pub fn parse(input: &str) -> Result<Duration, String> {
+pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let s = input.trim();
+    let range = || DurationError::OutOfRange(input.to_string());
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if s.starts_with('-') {
-        return Err(format!("{input:?} is negative"));
+        return Err(DurationError::Negative(input.to_string()));
     }
     let s = s.strip_prefix('+').unwrap_or(s);
     if s == "0" {
@@ -36,9 +56,7 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             frac_part = &s[fstart..i];
         }
         if int_part.is_empty() && frac_part.is_empty() {
-            return Err(format!(
-                "{input:?} is not a duration (expected a number followed by a unit such as 30s, 5m, 1h30m)"
-            ));
+            return Err(DurationError::NotADuration(input.to_string()));
         }
         let ustart = i;
         while i < bytes.len() && !bytes[i].is_ascii_digit() && bytes[i] != b'.' {
@@ -53,27 +71,20 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             "m" => 60 * 1_000_000_000,
             "h" => 3_600 * 1_000_000_000,
             "d" => 86_400 * 1_000_000_000,
-            "" => {
-                return Err(format!(
-                    "{input:?} has a number without a unit (use ns, us, ms, s, m, h or d)"
-                ))
-            }
+            "" => return Err(DurationError::NoUnit(input.to_string())),
             other => {
-                return Err(format!(
-                    "{input:?} has unknown unit {other:?} (use ns, us, ms, s, m, h or d)"
-                ))
+                return Err(DurationError::UnknownUnit {
+                    input: input.to_string(),
+                    unit: other.to_string(),
+                })
             }
         };
         let int: u128 = if int_part.is_empty() {
             0
         } else {
-            int_part
-                .parse()
-                .map_err(|_| format!("{input:?} is out of range"))?
+            int_part.parse().map_err(|_| range())?
         };
-        let mut value = int
-            .checked_mul(unit_ns)
-            .ok_or_else(|| format!("{input:?} is out of range"))?;
+        let mut value = int.checked_mul(unit_ns).ok_or_else(range)?;
         if !frac_part.is_empty() {
             // Exact decimal fraction of the unit, truncated to nanoseconds as Go does. Digits
             // past the 19th are below a nanosecond even of a day, and more would overflow.
@@ -85,13 +96,11 @@ pub fn parse(input: &str) -> Result<Duration, String> {
             }
             value += frac * unit_ns / scale;
         }
-        total = total
-            .checked_add(value)
-            .ok_or_else(|| format!("{input:?} is out of range"))?;
+        total = total.checked_add(value).ok_or_else(range)?;
     }
     // Go's limit: about 290 years.
     if total > i64::MAX as u128 {
-        return Err(format!("{input:?} is out of range"));
+        return Err(range());
     }
     Ok(Duration::from_nanos(total as u64))
 }
@@ -198,14 +207,20 @@ mod tests {
     #[test]
     fn rejects_bad_durations_naming_the_value() {
         for s in ["", "10", "abc", "5x", "-5s", "1.s.", "s", "99999999999999h"] {
-            let err = parse(s).unwrap_err();
+            let err = parse(s).unwrap_err().to_string();
             assert!(!err.is_empty(), "{s}");
             if !s.is_empty() {
                 assert!(err.contains(&format!("{s:?}")), "{s}: {err}");
             }
         }
-        assert!(parse("5x").unwrap_err().contains("unknown unit \"x\""));
-        assert!(parse("10").unwrap_err().contains("without a unit"));
+        assert!(parse("5x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit \"x\""));
+        assert!(parse("10")
+            .unwrap_err()
+            .to_string()
+            .contains("without a unit"));
     }
 
     #[test]

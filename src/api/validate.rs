@@ -264,7 +264,7 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
             }
             Ok(d) => Some(d),
             Err(e) => {
-                bad(field, e);
+                bad(field, e.to_string());
                 None
             }
         }
