@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::api::load::split_values;
+use crate::api::load::{split_values, YamlError};
 
 /// What a file became: YAML documents for stdout, and notes on what was not carried over.
 #[derive(Debug, Default)]
@@ -47,8 +47,11 @@ pub fn migrate_files(
     for path in paths {
         let name = path.display().to_string();
         let text = match std::fs::metadata(path) {
-            Ok(m) if m.len() > MAX => Err(format!("{name}: larger than 1 MiB, not read")),
-            _ => std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}")),
+            Ok(m) if m.len() > MAX => Err(MigrateError::TooLarge(name.clone())),
+            _ => std::fs::read_to_string(path).map_err(|source| MigrateError::Read {
+                name: name.clone(),
+                source,
+            }),
         };
         match text.and_then(|t| migrate(&name, &t)) {
             Ok(m) => {
@@ -72,11 +75,37 @@ pub fn migrate_files(
     Ok(all_ok)
 }
 
+/// Why a file could not be migrated at all; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("{0}: larger than 1 MiB, not read")]
+    TooLarge(String),
+    #[error("{name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name}: document {index}: not valid YAML: {source}")]
+    NotYaml {
+        name: String,
+        index: usize,
+        #[source]
+        source: YamlError,
+    },
+    #[error("{name}: {reason}")]
+    Write { name: String, reason: String },
+}
+
 /// Converts the text of file `name`. Err when it is not YAML at all.
-pub fn migrate(name: &str, text: &str) -> Result<Migrated, String> {
+pub fn migrate(name: &str, text: &str) -> Result<Migrated, MigrateError> {
     let mut out = Migrated::default();
     for (index, value) in split_values(text) {
-        let value = value.map_err(|e| format!("{name}: document {index}: not valid YAML: {e}"))?;
+        let value = value.map_err(|source| MigrateError::NotYaml {
+            name: name.to_string(),
+            index,
+            source,
+        })?;
         let mut say = |what: &str, note: String| {
             out.notes
                 .push(format!("{name}: document {index} ({what}): {note}"))
@@ -84,7 +113,10 @@ pub fn migrate(name: &str, text: &str) -> Result<Migrated, String> {
         let mut docs = Vec::new();
         convert(value, &mut docs, &mut say);
         for d in docs {
-            let yaml = serde_saphyr::to_string(&d).map_err(|e| format!("{name}: {e}"))?;
+            let yaml = serde_saphyr::to_string(&d).map_err(|e| MigrateError::Write {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
             out.documents.push(yaml);
         }
     }
@@ -306,7 +338,7 @@ metadata:
         let docs = parse_documents(&m.documents.join("---\n")).unwrap();
         assert!(docs.iter().all(|d| d.check.is_ok()));
         assert!(m.notes.is_empty(), "{:?}", m.notes);
-        let err = migrate("bad.yaml", "a: [\n").unwrap_err();
+        let err = migrate("bad.yaml", "a: [\n").unwrap_err().to_string();
         assert!(err.starts_with("bad.yaml: "), "{err}");
     }
 }

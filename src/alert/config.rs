@@ -185,35 +185,38 @@ impl Alerting {
             path: path.to_path_buf(),
             source,
         })?;
-        Alerting::parse(&text).map_err(|message| Error::Parse {
+        Alerting::parse(&text).map_err(|e| Error::Parse {
             file: path.display().to_string(),
-            message,
+            message: e.to_string(),
         })
     }
 
     /// Parses and checks the text of a configuration; the error names the field.
-    pub fn parse(text: &str) -> std::result::Result<Alerting, String> {
+    pub fn parse(text: &str) -> std::result::Result<Alerting, ConfigError> {
         let options = serde_saphyr::options! { strict_booleans: true };
-        let value: Value =
-            serde_saphyr::from_str_with_options(text, options).map_err(|e| e.to_string())?;
+        let value: Value = serde_saphyr::from_str_with_options(text, options)
+            .map_err(|e| ConfigError::Yaml(e.to_string()))?;
         let raw: AlertingConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            format!("{path}: {}", e.into_inner())
+            ConfigError::at(path, e.into_inner())
         })?;
         raw.check()
     }
 }
 
 impl AlertingConfig {
-    fn check(self) -> std::result::Result<Alerting, String> {
+    fn check(self) -> std::result::Result<Alerting, ConfigError> {
         let mut receivers: Vec<(String, Kind)> = Vec::new();
         for (i, r) in self.receivers.into_iter().enumerate() {
             let at = format!("receivers[{i}]");
             if r.name.trim().is_empty() {
-                return Err(format!("{at}.name: must not be empty"));
+                return Err(ConfigError::at(format!("{at}.name"), "must not be empty"));
             }
             if receivers.iter().any(|(n, _)| *n == r.name) {
-                return Err(format!("{at}.name: {:?} names two receivers", r.name));
+                return Err(ConfigError::at(
+                    format!("{at}.name"),
+                    format!("{:?} names two receivers", r.name),
+                ));
             }
             let kinds = [
                 r.webhook.is_some(),
@@ -222,50 +225,60 @@ impl AlertingConfig {
                 r.alertmanager.is_some(),
             ];
             if kinds.iter().filter(|k| **k).count() != 1 {
-                return Err(format!(
-                    "{at}: give exactly one of webhook, slack, pagerduty, alertmanager"
+                return Err(ConfigError::at(
+                    format!("{at}"),
+                    "give exactly one of webhook, slack, pagerduty, alertmanager",
                 ));
             }
             let kind = if let Some(w) = r.webhook {
                 let mut headers = Vec::new();
                 for (k, v) in w.headers {
-                    let name = http::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|e| format!("{at}.webhook.headers: {k:?}: {e}"))?;
+                    let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
+                        ConfigError::at(format!("{at}.webhook.headers"), format!("{k:?}: {e}"))
+                    })?;
                     let value = http::HeaderValue::from_str(&v)
-                        .map_err(|e| format!("{at}.webhook.headers.{k}: {e}"))?;
+                        .map_err(|e| ConfigError::at(format!("{at}.webhook.headers.{k}"), e))?;
                     headers.push((name, value));
                 }
                 if let Some(body) = &w.body {
-                    check_template(body).map_err(|e| format!("{at}.webhook.body: {e}"))?;
+                    check_template(body)
+                        .map_err(|e| ConfigError::at(format!("{at}.webhook.body"), e))?;
                 }
                 Kind::Webhook {
-                    url: http_url(&w.url).map_err(|e| format!("{at}.webhook.url: {e}"))?,
+                    url: http_url(&w.url)
+                        .map_err(|e| ConfigError::at(format!("{at}.webhook.url"), e))?,
                     headers,
                     body: w.body,
                 }
             } else if let Some(s) = r.slack {
                 Kind::Slack {
-                    url: http_url(&s.url).map_err(|e| format!("{at}.slack.url: {e}"))?,
+                    url: http_url(&s.url)
+                        .map_err(|e| ConfigError::at(format!("{at}.slack.url"), e))?,
                     channel: s.channel,
                 }
             } else if let Some(p) = r.pagerduty {
                 if p.routing_key.trim().is_empty() {
-                    return Err(format!("{at}.pagerduty.routingKey: must not be empty"));
+                    return Err(ConfigError::at(
+                        format!("{at}.pagerduty.routingKey"),
+                        "must not be empty",
+                    ));
                 }
                 if !["critical", "error", "warning", "info"].contains(&p.severity.as_str()) {
-                    return Err(format!(
-                        "{at}.pagerduty.severity: {:?} is not critical, error, warning or info",
-                        p.severity
+                    return Err(ConfigError::at(
+                        format!("{at}.pagerduty.severity"),
+                        format!("{:?} is not critical, error, warning or info", p.severity),
                     ));
                 }
                 Kind::PagerDuty {
-                    url: http_url(&p.url).map_err(|e| format!("{at}.pagerduty.url: {e}"))?,
+                    url: http_url(&p.url)
+                        .map_err(|e| ConfigError::at(format!("{at}.pagerduty.url"), e))?,
                     routing_key: p.routing_key,
                     severity: p.severity,
                 }
             } else if let Some(a) = r.alertmanager {
                 Kind::Alertmanager {
-                    url: http_url(&a.url).map_err(|e| format!("{at}.alertmanager.url: {e}"))?,
+                    url: http_url(&a.url)
+                        .map_err(|e| ConfigError::at(format!("{at}.alertmanager.url"), e))?,
                 }
             } else {
                 unreachable!("exactly one kind, checked above")
@@ -278,14 +291,21 @@ impl AlertingConfig {
             let receiver = receivers
                 .iter()
                 .position(|(n, _)| *n == r.receiver)
-                .ok_or_else(|| format!("{at}.receiver: no receiver is named {:?}", r.receiver))?;
+                .ok_or_else(|| {
+                    ConfigError::at(
+                        format!("{at}.receiver"),
+                        format!("no receiver is named {:?}", r.receiver),
+                    )
+                })?;
             let repeat = match &r.repeat_interval {
                 None => None,
                 Some(s) => {
-                    let d = duration::parse(s).map_err(|e| format!("{at}.repeatInterval: {e}"))?;
+                    let d = duration::parse(s)
+                        .map_err(|e| ConfigError::at(format!("{at}.repeatInterval"), e))?;
                     if d < Duration::from_secs(60) {
-                        return Err(format!(
-                            "{at}.repeatInterval: {s} is under a minute; reminders that often are noise"
+                        return Err(ConfigError::at(
+                            format!("{at}.repeatInterval"),
+                            format!("{s} is under a minute; reminders that often are noise"),
                         ));
                     }
                     Some(d)
@@ -302,7 +322,7 @@ impl AlertingConfig {
         let external_url = match self.external_url {
             Some(u) => Some(
                 http_url(&u)
-                    .map_err(|e| format!("externalURL: {e}"))?
+                    .map_err(|e| ConfigError::at("externalURL".to_string(), e))?
                     .as_str()
                     .trim_end_matches('/')
                     .to_string(),
@@ -317,10 +337,43 @@ impl AlertingConfig {
     }
 }
 
-fn http_url(s: &str) -> std::result::Result<url::Url, String> {
-    let u = url::Url::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+/// Why an alerting configuration cannot be used; each names the field (or says it is not YAML).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Yaml(String),
+    #[error("{field}: {problem}")]
+    Field { field: String, problem: String },
+}
+
+impl ConfigError {
+    fn at(field: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+        ConfigError::Field {
+            field: field.into(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// A receiver's URL that is not one to POST to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadUrl {
+    #[error("{text:?}: {reason}")]
+    Parse {
+        text: String,
+        reason: url::ParseError,
+    },
+    #[error("{0:?} is not an http(s) URL")]
+    NotHttp(String),
+}
+
+fn http_url(s: &str) -> std::result::Result<url::Url, BadUrl> {
+    let u = url::Url::parse(s).map_err(|reason| BadUrl::Parse {
+        text: s.to_string(),
+        reason,
+    })?;
     if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
-        return Err(format!("{s:?} is not an http(s) URL"));
+        return Err(BadUrl::NotHttp(s.to_string()));
     }
     Ok(u)
 }
@@ -337,23 +390,26 @@ pub const PLACEHOLDERS: &[&str] = &[
     "id",
 ];
 
+/// What is wrong with a webhook body template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadTemplate {
+    #[error("a {{{{ at byte {0} is never closed")]
+    Unclosed(usize),
+    #[error("unknown placeholder {{{{{0}}}}} (known: {known})", known = PLACEHOLDERS.join(", "))]
+    Unknown(String),
+}
+
 /// A template uses only known placeholders and every `{{` is closed.
-fn check_template(t: &str) -> std::result::Result<(), String> {
+fn check_template(t: &str) -> std::result::Result<(), BadTemplate> {
     let mut rest = t;
     while let Some(i) = rest.find("{{") {
         let after = &rest[i + 2..];
-        let end = after.find("}}").ok_or_else(|| {
-            format!(
-                "a {{{{ at byte {} is never closed",
-                t.len() - rest.len() + i
-            )
-        })?;
+        let end = after
+            .find("}}")
+            .ok_or(BadTemplate::Unclosed(t.len() - rest.len() + i))?;
         let name = after[..end].trim();
         if !PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "unknown placeholder {{{{{name}}}}} (known: {})",
-                PLACEHOLDERS.join(", ")
-            ));
+            return Err(BadTemplate::Unknown(name.to_string()));
         }
         rest = &after[end + 2..];
     }
@@ -462,7 +518,7 @@ routes:
             ),
             ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    sendResolved: yes\n", "routes[0].sendResolved: "),
         ] {
-            let e = Alerting::parse(text).unwrap_err();
+            let e = Alerting::parse(text).unwrap_err().to_string();
             assert!(e.starts_with(want), "{text}\n  gave: {e}\n  want: {want}");
             assert!(!e.contains('\n'), "one line: {e}");
         }

@@ -282,9 +282,24 @@ fn fill(template: &str, values: &Value) -> String {
     out
 }
 
+/// A delivery that did not succeed, naming the receiver by its redacted URL (`what`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// No answer: refused, timed out, TLS; `reason` is the error with its sources.
+    #[error("{what}: {reason}")]
+    NoAnswer { what: String, reason: String },
+    /// An answer that is not 2xx, with the start of its body.
+    #[error("{what}: {status} {body}")]
+    Refused {
+        what: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+}
+
 /// Sends `req`; any answer but 2xx is a failure, named with its status and the start of the
 /// body.
-pub async fn send(client: &reqwest::Client, req: &Request) -> Result<(), String> {
+pub async fn send(client: &reqwest::Client, req: &Request) -> Result<(), DeliveryError> {
     let mut rb = client
         .post(req.url.clone())
         .timeout(TIMEOUT)
@@ -294,13 +309,16 @@ pub async fn send(client: &reqwest::Client, req: &Request) -> Result<(), String>
     }
     let what = format!("POST {}", redacted(&req.url));
     let resp = rb.send().await.map_err(|e| {
-        let mut msg = format!("{what}: {e}");
+        let mut reason = e.to_string();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
+            reason.push_str(&format!(": {s}"));
             src = s.source();
         }
-        msg
+        DeliveryError::NoAnswer {
+            what: what.clone(),
+            reason,
+        }
     })?;
     let status = resp.status();
     if status.is_success() {
@@ -308,7 +326,11 @@ pub async fn send(client: &reqwest::Client, req: &Request) -> Result<(), String>
     }
     let body = resp.text().await.unwrap_or_default();
     let body: String = body.chars().take(200).collect();
-    Err(format!("{what}: {status} {}", body.trim()))
+    Err(DeliveryError::Refused {
+        what,
+        status,
+        body: body.trim().to_string(),
+    })
 }
 
 /// A URL fit for logs and the status page: webhook URLs carry their secret in the path (Slack)

@@ -61,7 +61,7 @@ struct Job {
 #[derive(Debug)]
 struct Done {
     job: Job,
-    result: Result<(), String>,
+    result: Result<(), deliver::DeliveryError>,
 }
 
 #[derive(Debug)]
@@ -288,6 +288,8 @@ impl Notifier {
                 }
             }
             Err(e) => {
+                // Shown and compared as the line the status page shows.
+                let e = e.to_string();
                 self.metrics.notification(&name, kind, false);
                 let r = self.retries.entry(job.slot.clone()).or_insert(Retry {
                     attempts: 0,

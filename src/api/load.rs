@@ -41,17 +41,26 @@ impl std::fmt::Display for DocError {
     }
 }
 
+/// YAML that does not parse, as one readable line naming the line in the file (the parser's
+/// message, its line counted from the start of the file, long words cut).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct YamlError(String);
+
 /// The documents of a YAML stream as values, each parsed on its own (empty ones left out), with
 /// its 1-based position; a document that is not YAML is that document's error, naming the line
 /// in the file.
-pub fn split_values(text: &str) -> Vec<(usize, Result<Value, String>)> {
+pub fn split_values(text: &str) -> Vec<(usize, Result<Value, YamlError>)> {
     let options = serde_saphyr::options! { strict_booleans: true };
     let mut out = Vec::new();
     for (line, chunk) in split_documents(text) {
         match serde_saphyr::from_str_with_options::<Value>(chunk, options.clone()) {
             Ok(Value::Null) => {}
             Ok(v) => out.push((out.len() + 1, Ok(v))),
-            Err(e) => out.push((out.len() + 1, Err(yaml_error(&e.to_string(), line - 1)))),
+            Err(e) => {
+                let e = YamlError(yaml_error(&e.to_string(), line - 1));
+                out.push((out.len() + 1, Err(e)))
+            }
         }
     }
     out
@@ -60,7 +69,7 @@ pub fn split_values(text: &str) -> Vec<(usize, Result<Value, String>)> {
 /// Parses a YAML stream. Each document is parsed on its own, so one that is not valid YAML (a
 /// syntax error, a number too large for any field) is reported as that document's problem and
 /// its neighbours still load. Err only when no document is valid YAML.
-pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
+pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
     // YAML 1.2 booleans only: `app: y` is the string "y", as a label value must be.
     let options = serde_saphyr::options! { strict_booleans: true };
     let mut docs = Vec::new();
@@ -90,7 +99,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, String> {
         docs.push(Document { index, check });
     }
     match first_error {
-        Some(e) if !any_yaml => Err(e),
+        Some(e) if !any_yaml => Err(YamlError(e)),
         _ => Ok(docs),
     }
 }
@@ -441,7 +450,7 @@ spec:
 
     #[test]
     fn yaml_syntax_errors_fail_the_file_in_one_line() {
-        let err = parse_documents("a: [1, 2\nb: c\n").unwrap_err();
+        let err = parse_documents("a: [1, 2\nb: c\n").unwrap_err().to_string();
         assert!(!err.contains('\n'));
         assert!(!err.is_empty());
     }

@@ -82,7 +82,7 @@ impl Config {
         };
         let config = match &bundle {
             _ if !self.verify => crate::probe::http::insecure(),
-            None => crate::probe::http::verifying(None).map_err(|e| vec![e])?,
+            None => crate::probe::http::verifying(None).map_err(|e| vec![e.to_string()])?,
             Some((path, certs)) => crate::probe::http::verifying(Some(certs.clone()))
                 .map_err(|e| vec![format!("CA_BUNDLE {path}: {e}")])?,
         };

@@ -200,9 +200,10 @@ impl server::logs::CheckLogs for LogBook {
     fn logs(&self, key: CheckKey) -> server::logs::LogsFuture {
         let book = self.clone();
         Box::pin(async move {
-            book.read(&key)
-                .await
-                .map_err(|e| format!("reading the kept output: {e}"))
+            book.read(&key).await.map_err(|e| server::logs::LogsError {
+                what: "reading the kept output",
+                source: Box::new(e),
+            })
         })
     }
 }

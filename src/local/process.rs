@@ -37,6 +37,21 @@ struct Proc {
     stop: bool,
 }
 
+/// Why a check's pod spec gives no command to run here.
+#[derive(Debug, thiserror::Error)]
+pub enum NoCommand {
+    #[error("the check has no podSpec")]
+    NoPodSpec,
+    #[error(transparent)]
+    PodSpec(#[from] crate::api::validate::Invalid),
+    #[error("the pod spec has no container")]
+    NoContainer,
+    #[error("containers[0].command is empty")]
+    EmptyCommand,
+    #[error("env {0} cannot be resolved in local mode")]
+    Env(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct ProcessRunner {
     engine: EngineHandle,
@@ -111,19 +126,15 @@ impl ProcessRunner {
         self
     }
 
-    fn command(&self, run: &StartRun) -> Result<Command, String> {
+    fn command(&self, run: &StartRun) -> Result<Command, NoCommand> {
         let pod = run
             .check
             .spec
             .pod_spec
             .as_ref()
-            .ok_or("the check has no podSpec")?
-            .pod_spec()
-            .map_err(|e| e.to_string())?;
-        let c = pod
-            .containers
-            .first()
-            .ok_or("the pod spec has no container")?;
+            .ok_or(NoCommand::NoPodSpec)?
+            .pod_spec()?;
+        let c = pod.containers.first().ok_or(NoCommand::NoContainer)?;
         let argv: Vec<String> = c
             .command
             .iter()
@@ -131,7 +142,7 @@ impl ProcessRunner {
             .chain(c.args.iter().flatten())
             .cloned()
             .collect();
-        let program = argv.first().ok_or("containers[0].command is empty")?;
+        let program = argv.first().ok_or(NoCommand::EmptyCommand)?;
         let namespace = run.key.namespace();
         let pod = pod_name(&run.key, run.uuid);
 
@@ -143,7 +154,7 @@ impl ProcessRunner {
                 Some(from) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
                     Some("metadata.namespace") => namespace.to_string(),
                     Some("metadata.name") => pod.clone(),
-                    _ => return Err(format!("env {} cannot be resolved in local mode", e.name)),
+                    _ => return Err(NoCommand::Env(e.name.clone())),
                 },
             };
             cmd.env(&e.name, value);
@@ -206,7 +217,7 @@ impl ProcessRunner {
     async fn execute_inner(&self, run: &StartRun) -> RunEnd {
         let mut cmd = match self.command(run) {
             Ok(c) => c,
-            Err(m) => return RunEnd::start_failed(m),
+            Err(m) => return RunEnd::start_failed(m.to_string()),
         };
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         let mut child = match cmd.spawn() {
@@ -515,7 +526,19 @@ mod tests {
         if own_group {
             cmd.process_group(0);
         }
-        cmd.spawn().unwrap()
+        let child = cmd.spawn().unwrap();
+        // spawn returns once the parent is released from the vfork, which the kernel does
+        // before the new program's environment is in place: until then /proc shows an empty
+        // one (CI once read it there). Wait for it, as an adopted run is long past that.
+        let environ = format!("/proc/{}/environ", child.id());
+        for _ in 0..1000 {
+            let env = std::fs::read(&environ).unwrap_or_default();
+            if env.windows(12).any(|w| w == b"KH_RUN_UUID=") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
     }
 
     #[test]

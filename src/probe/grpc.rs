@@ -12,6 +12,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::tcp::connect;
+use super::ProbeError;
 use super::{after, RunResult};
 use crate::api::probe::GrpcProbe;
 
@@ -99,12 +100,14 @@ pub async fn probe(p: &GrpcProbe) -> RunResult {
     }
 }
 
-async fn check(host: &str, port: u16, service: &str) -> Result<u64, String> {
+async fn check(host: &str, port: u16, service: &str) -> Result<u64, ProbeError> {
     let tcp = connect(host, port).await?;
+    let h2 = |e: hyper::Error| ProbeError::Exchange(format!("HTTP/2: {e}"));
+    let failed = |why: String| ProbeError::Exchange(why);
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
-            .map_err(|e| format!("HTTP/2: {e}"))?;
+            .map_err(h2)?;
     let driver = tokio::spawn(conn);
     let result = async {
         let authority = if host.contains(':') {
@@ -117,20 +120,13 @@ async fn check(host: &str, port: u16, service: &str) -> Result<u64, String> {
             .header("te", "trailers")
             .header("user-agent", concat!("probity/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(Bytes::from(request_frame(service))))
-            .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("HTTP/2: {e}"))?;
+            .map_err(|e| ProbeError::Target(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(h2)?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP status {}", resp.status().as_u16()));
+            return Err(failed(format!("HTTP status {}", resp.status().as_u16())));
         }
         let headers = resp.headers().clone();
-        let collected = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("HTTP/2: {e}"))?;
+        let collected = resp.into_body().collect().await.map_err(h2)?;
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let body = collected.to_bytes();
         // A failed call may answer with headers only ("trailers-only").
@@ -152,21 +148,23 @@ async fn check(host: &str, port: u16, service: &str) -> Result<u64, String> {
                 "14" => " (UNAVAILABLE)",
                 _ => "",
             };
-            return Err(format!(
+            return Err(failed(format!(
                 "rpc error: code {grpc_status}{name}{}",
                 if msg.is_empty() {
                     String::new()
                 } else {
                     format!(": {msg}")
                 }
-            ));
+            )));
         }
         if body.len() < 5 {
-            return Err("empty response".into());
+            return Err(failed("empty response".into()));
         }
         let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-        let msg = body.get(5..5 + len).ok_or("truncated response")?;
-        response_status(msg).ok_or_else(|| "unreadable response".to_string())
+        let msg = body
+            .get(5..5 + len)
+            .ok_or_else(|| failed("truncated response".into()))?;
+        response_status(msg).ok_or_else(|| failed("unreadable response".into()))
     }
     .await;
     driver.abort();

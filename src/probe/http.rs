@@ -19,7 +19,7 @@ use rustls::pki_types::ServerName;
 use url::Url;
 
 use super::tcp::connect;
-use super::{after, RunResult};
+use super::{after, ProbeError, RunResult};
 use crate::api::probe::HttpGetProbe;
 
 /// At most this much of a body is read, as kubelet.
@@ -27,9 +27,9 @@ pub const MAX_BODY: usize = 10 * 1024;
 const MAX_REDIRECTS: usize = 10;
 
 /// The URL a probe requests first.
-pub fn target(p: &HttpGetProbe) -> Result<Url, String> {
+pub fn target(p: &HttpGetProbe) -> Result<Url, ProbeError> {
     if let Some(u) = &p.url {
-        return Url::parse(u).map_err(|e| format!("{u:?} is not a URL: {e}"));
+        return Url::parse(u).map_err(|e| ProbeError::Target(format!("{u:?} is not a URL: {e}")));
     }
     let scheme = p.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
     let host = p.host.as_deref().unwrap_or("localhost");
@@ -40,7 +40,8 @@ pub fn target(p: &HttpGetProbe) -> Result<Url, String> {
     };
     let path = p.path.as_deref().unwrap_or("/");
     let port = p.port.unwrap_or(if scheme == "https" { 443 } else { 80 });
-    Url::parse(&format!("{scheme}://{host}:{port}{path}")).map_err(|e| format!("bad URL: {e}"))
+    Url::parse(&format!("{scheme}://{host}:{port}{path}"))
+        .map_err(|e| ProbeError::Target(format!("bad URL: {e}")))
 }
 
 /// How the response body is judged.
@@ -50,7 +51,7 @@ enum BodyCheck {
     Regex(regex::Regex),
 }
 
-fn body_check(p: &HttpGetProbe) -> Result<Option<BodyCheck>, String> {
+fn body_check(p: &HttpGetProbe) -> Result<Option<BodyCheck>, ProbeError> {
     let Some(want) = &p.expect_body else {
         return Ok(None);
     };
@@ -58,28 +59,30 @@ fn body_check(p: &HttpGetProbe) -> Result<Option<BodyCheck>, String> {
         let re = &want[1..want.len() - 1];
         return regex::Regex::new(re)
             .map(|r| Some(BodyCheck::Regex(r)))
-            .map_err(|e| format!("expectBody {want:?} is not a valid regex: {e}"));
+            .map_err(|e| {
+                ProbeError::Target(format!("expectBody {want:?} is not a valid regex: {e}"))
+            });
     }
     Ok(Some(BodyCheck::Contains(want.clone())))
 }
 
 /// Problems with `expectBody` found when the check is loaded.
 pub fn expect_body_problem(p: &HttpGetProbe) -> Option<String> {
-    body_check(p).err()
+    body_check(p).err().map(|e| e.to_string())
 }
 
 pub async fn probe(p: &HttpGetProbe) -> RunResult {
     let mut url = match target(p) {
         Ok(u) => u,
-        Err(e) => return RunResult::failure(e),
+        Err(e) => return RunResult::failure(e.to_string()),
     };
     let check_body = match body_check(p) {
         Ok(c) => c,
-        Err(e) => return RunResult::failure(e),
+        Err(e) => return RunResult::failure(e.to_string()),
     };
     let tls = match tls_config(p) {
         Ok(c) => c,
-        Err(e) => return RunResult::failure(e),
+        Err(e) => return RunResult::failure(e.to_string()),
     };
     let start = Instant::now();
     for _ in 0..=MAX_REDIRECTS {
@@ -148,10 +151,15 @@ async fn get(
     p: &HttpGetProbe,
     tls: Option<&Arc<rustls::ClientConfig>>,
     read_body: bool,
-) -> Result<Response, String> {
-    let host = url.host_str().ok_or("the URL has no host")?;
+) -> Result<Response, ProbeError> {
+    let target = |what: &str| ProbeError::Target(what.to_string());
+    let host = url
+        .host_str()
+        .ok_or_else(|| target("the URL has no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = url.port_or_known_default().ok_or("the URL has no port")?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| target("the URL has no port"))?;
     let tcp = connect(host, port).await?;
     let mut path = url.path().to_string();
     if let Some(q) = url.query() {
@@ -165,19 +173,26 @@ async fn get(
     let req = request(&path, &authority, p)?;
     if url.scheme() == "https" {
         let config = tls.cloned().unwrap_or_else(insecure);
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| format!("TLS name {host:?}: {e}"))?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| ProbeError::TlsName {
+            host: host.to_string(),
+            reason: e.to_string(),
+        })?;
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS: {}", super::tcp::io_reason(&e)))?;
+            .map_err(|e| ProbeError::Tls(super::tcp::io_reason(&e)))?;
         exchange(TokioIo::new(stream), req, read_body).await
     } else {
         exchange(TokioIo::new(tcp), req, read_body).await
     }
 }
 
-fn request(path: &str, authority: &str, p: &HttpGetProbe) -> Result<Request<Empty<Bytes>>, String> {
+fn request(
+    path: &str,
+    authority: &str,
+    p: &HttpGetProbe,
+) -> Result<Request<Empty<Bytes>>, ProbeError> {
+    let bad = |n: &str, e: &dyn std::fmt::Display| ProbeError::Target(format!("header {n:?}: {e}"));
     let mut headers: Vec<(String, String)> = vec![
         ("host".into(), authority.to_string()),
         (
@@ -196,30 +211,34 @@ fn request(path: &str, authority: &str, p: &HttpGetProbe) -> Result<Request<Empt
     }
     let mut req = Request::get(path);
     for (n, v) in headers {
-        let name =
-            HeaderName::from_bytes(n.as_bytes()).map_err(|e| format!("header {n:?}: {e}"))?;
-        let value = HeaderValue::from_str(&v).map_err(|e| format!("header {n:?}: {e}"))?;
+        let name = HeaderName::from_bytes(n.as_bytes()).map_err(|e| bad(&n, &e))?;
+        let value = HeaderValue::from_str(&v).map_err(|e| bad(&n, &e))?;
         req = req.header(name, value);
     }
     // No `Connection: close`: the server would then close first and keep the socket in
     // TIME-WAIT. Each probe opens its own connection and resets it when done, so nothing is
     // reused between probes and nothing lingers on either side.
-    req.body(Empty::new()).map_err(|e| e.to_string())
+    req.body(Empty::new())
+        .map_err(|e| ProbeError::Target(e.to_string()))
 }
 
-async fn exchange<T>(io: T, req: Request<Empty<Bytes>>, read_body: bool) -> Result<Response, String>
+async fn exchange<T>(
+    io: T,
+    req: Request<Empty<Bytes>>,
+    read_body: bool,
+) -> Result<Response, ProbeError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ProbeError::Exchange(e.to_string()))?;
     let driver = tokio::spawn(conn);
     let result = async {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| hyper_reason(&e))?;
+            .map_err(|e| ProbeError::Exchange(hyper_reason(&e)))?;
         let status = resp.status();
         let location = resp
             .headers()
@@ -237,7 +256,10 @@ where
                             body.extend_from_slice(&data[..data.len().min(room)]);
                         }
                     }
-                    Some(Err(e)) => return Err(format!("reading the body: {}", hyper_reason(&e))),
+                    Some(Err(e)) => {
+                        let why = format!("reading the body: {}", hyper_reason(&e));
+                        return Err(ProbeError::Exchange(why));
+                    }
                     None => break,
                 }
             }
@@ -283,7 +305,7 @@ pub fn insecure() -> Arc<rustls::ClientConfig> {
 }
 
 /// The TLS settings of a probe: None for the unverified default; built once per CA file.
-fn tls_config(p: &HttpGetProbe) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+fn tls_config(p: &HttpGetProbe) -> Result<Option<Arc<rustls::ClientConfig>>, ProbeError> {
     let verify = p.verify_tls.unwrap_or(false) || p.ca_file.is_some();
     if !verify {
         return Ok(None);
@@ -295,16 +317,19 @@ fn tls_config(p: &HttpGetProbe) -> Result<Option<Arc<rustls::ClientConfig>>, Str
         return Ok(Some(c.clone()));
     }
     let config = match &p.ca_file {
-        None => verifying(None)?,
+        None => verifying(None).map_err(|e| ProbeError::Tls(e.to_string()))?,
         Some(path) => {
             use rustls::pki_types::pem::PemObject;
+            let bad =
+                |e: &dyn std::fmt::Display| ProbeError::Target(format!("caFile {path:?}: {e}"));
             let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("caFile {path:?}: {e}"))?;
+                .map_err(|e| bad(&e))?;
             if certs.is_empty() {
-                return Err(format!("caFile {path:?} has no certificates"));
+                let none = format!("caFile {path:?} has no certificates");
+                return Err(ProbeError::Target(none));
             }
-            verifying(Some(certs)).map_err(|e| format!("caFile {path:?}: {e}"))?
+            verifying(Some(certs)).map_err(|e| bad(&e))?
         }
     };
     cache
@@ -318,20 +343,19 @@ fn tls_config(p: &HttpGetProbe) -> Result<Option<Arc<rustls::ClientConfig>>, Str
 /// probity when None.
 pub fn verifying(
     roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
-) -> Result<Arc<rustls::ClientConfig>, String> {
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let mut store = rustls::RootCertStore::empty();
     match roots {
         None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Some(certs) => {
             for cert in certs {
-                store.add(cert).map_err(|e| e.to_string())?;
+                store.add(cert)?;
             }
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(store)
         .with_no_client_auth();
     Ok(Arc::new(config))

@@ -20,6 +20,33 @@ pub use crate::api::RunResult;
 use crate::api::{CheckKey, HealthCheck, Probe, RunId};
 use crate::engine::{EngineHandle, RunEnd, StartRun, StopReason};
 
+/// Why a probe got no answer to judge. Each reads as one line of the run's errors, naming what
+/// was asked: `connect 10.0.0.5:5432: connection refused`, `dns: no such host "x"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// What the probe names is not something to ask: a URL, a header, a pattern.
+    #[error("{0}")]
+    Target(String),
+    #[error("dns: no such host {0:?}")]
+    NoSuchHost(String),
+    #[error("dns: no address for {0:?}")]
+    NoAddress(String),
+    #[error("dns: {host:?}: {reason}")]
+    Dns { host: String, reason: String },
+    #[error("connect {addr}: {reason}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+    #[error("TLS name {host:?}: {reason}")]
+    TlsName { host: String, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The exchange after connecting (HTTP, HTTP/2, gRPC) failed, as the protocol says.
+    #[error("{0}")]
+    Exchange(String),
+}
+
 /// `after 3ms`, `after 1.2s`: how long a failed attempt took, for messages.
 pub(crate) fn after(start: Instant) -> String {
     let took = start.elapsed();

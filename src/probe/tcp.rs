@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{after, RunResult};
+use super::{after, ProbeError, RunResult};
 use crate::api::probe::TcpSocketProbe;
 
 pub async fn probe(p: &TcpSocketProbe) -> RunResult {
@@ -18,12 +18,12 @@ pub async fn probe(p: &TcpSocketProbe) -> RunResult {
 /// reset, not left in TIME-WAIT, when dropped: at hundreds of probes a second TIME-WAIT sockets
 /// would use up the ephemeral ports. Errors read `connect 10.0.0.5:5432: connection refused` or
 /// `dns: no such host "x"`.
-pub async fn connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
+pub async fn connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, ProbeError> {
     let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((host, port)).await {
         Ok(a) => a.collect(),
         Err(e) => return Err(dns_error(host, &e)),
     };
-    let mut last = format!("dns: no address for {host:?}");
+    let mut last = ProbeError::NoAddress(host.to_string());
     for addr in addrs {
         match tokio::net::TcpStream::connect(addr).await {
             Ok(s) => {
@@ -31,18 +31,26 @@ pub async fn connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, Str
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
-            Err(e) => last = format!("connect {addr}: {}", io_reason(&e)),
+            Err(e) => {
+                last = ProbeError::Connect {
+                    addr,
+                    reason: io_reason(&e),
+                }
+            }
         }
     }
     Err(last)
 }
 
-fn dns_error(host: &str, e: &std::io::Error) -> String {
+fn dns_error(host: &str, e: &std::io::Error) -> ProbeError {
     let text = e.to_string();
     if text.contains("not known") || text.contains("No address") || text.contains("no such host") {
-        format!("dns: no such host {host:?}")
+        ProbeError::NoSuchHost(host.to_string())
     } else {
-        format!("dns: {host:?}: {text}")
+        ProbeError::Dns {
+            host: host.to_string(),
+            reason: text,
+        }
     }
 }
 

@@ -13,7 +13,23 @@ use serde::Serialize;
 use super::AppState;
 use crate::api::{CheckKey, RunLog};
 
-pub type LogsFuture = Pin<Box<dyn Future<Output = Result<Vec<RunLog>, String>> + Send>>;
+pub type LogsFuture = Pin<Box<dyn Future<Output = Result<Vec<RunLog>, LogsError>> + Send>>;
+
+/// The kept output could not be read; answered 502 with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct LogsError {
+    pub what: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl IntoResponse for LogsError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+    }
+}
 
 /// Where a backend keeps the output of runs; newest first.
 pub trait CheckLogs: Send + Sync + std::fmt::Debug + 'static {
@@ -42,10 +58,6 @@ pub async fn logs(
     };
     match backend.logs(key).await {
         Ok(logs) => axum::Json(Logs { logs }).into_response(),
-        Err(e) => (
-            StatusCode::BAD_GATEWAY,
-            axum::Json(serde_json::json!({ "error": e })),
-        )
-            .into_response(),
+        Err(e) => e.into_response(),
     }
 }
