@@ -226,7 +226,7 @@ impl AlertingConfig {
             ];
             if kinds.iter().filter(|k| **k).count() != 1 {
                 return Err(ConfigError::at(
-                    format!("{at}"),
+                    at.clone(),
                     "give exactly one of webhook, slack, pagerduty, alertmanager",
                 ));
             }

@@ -26,7 +26,7 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
         let tolerance =
-            super::duration(&env, "TOLERANCE", Duration::from_secs(60)).map_err(|e| vec![e])?;
+            super::duration(&env, "TOLERANCE", Duration::from_secs(60)).map_err(|e| vec![e.0])?;
         Ok(Config {
             namespace: env("NAMESPACE")
                 .map(|v| v.trim().to_string())

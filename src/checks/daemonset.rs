@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::deployment::tolerations;
 use super::pairs;
 use super::workload::{self, api_error, OWNER_LABEL, RUN_LABEL};
+use crate::checks::Problem;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -46,7 +47,7 @@ pub struct TaintMatch {
 }
 
 impl TaintMatch {
-    pub fn parse(item: &str) -> Result<Self, String> {
+    pub fn parse(item: &str) -> Result<Self, Problem> {
         let (rest, effect) = match item.rsplit_once(':') {
             Some((r, e)) => (r, Some(e.to_string())),
             None => (item, None),
@@ -56,7 +57,7 @@ impl TaintMatch {
             None => (rest, None),
         };
         if key.is_empty() {
-            return Err(format!("ALLOWED_TAINTS: {item:?} has no key"));
+            return Err(Problem(format!("ALLOWED_TAINTS: {item:?} has no key")));
         }
         Ok(TaintMatch {
             key: key.to_string(),
@@ -77,10 +78,10 @@ impl TaintMatch {
 
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
-        Self::parse(&env).map_err(|e| vec![e])
+        Self::parse(&env).map_err(|e| vec![e.0])
     }
 
-    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, Problem> {
         let text = |var: &str| {
             env(var)
                 .map(|v| v.trim().to_string())
@@ -250,6 +251,7 @@ impl Config {
                     .await
                     .err()
                     .into_iter()
+                    .map(|p| p.0)
                     .collect()
             },
         )
@@ -267,7 +269,7 @@ impl Config {
     ) -> Result<(), Vec<String>> {
         for left in workload::remove_leftovers(daemonsets, &self.name)
             .await
-            .map_err(|e| vec![e])?
+            .map_err(|e| vec![e.0])?
         {
             tracing::info!("removed daemonset {ns}/{left}, left by an earlier run");
         }

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::workload::{self, api_error, OWNER_LABEL, RUN_LABEL};
 use super::{flag, number, pairs};
+use crate::checks::Problem;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -54,13 +55,13 @@ pub const DEFAULT_IMAGE: &str = "nginxinc/nginx-unprivileged:1.17.8";
 pub const DEFAULT_ROLL_TO: &str = "nginxinc/nginx-unprivileged:1.17.9";
 
 /// A `TOLERATIONS` item: `key=value:Effect`, `key:Effect`, `key=value` or `key`.
-pub fn toleration(item: &str) -> Result<Value, String> {
+pub fn toleration(item: &str) -> Result<Value, Problem> {
     let (rest, effect) = match item.rsplit_once(':') {
         Some((r, e)) => {
             if !matches!(e, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-                return Err(format!(
+                return Err(Problem(format!(
                     "TOLERATIONS: {item:?} has effect {e:?}, not NoSchedule, PreferNoSchedule or NoExecute"
-                ));
+                )));
             }
             (r, Some(e))
         }
@@ -71,7 +72,7 @@ pub fn toleration(item: &str) -> Result<Value, String> {
         None => json!({"key": rest, "operator": "Exists"}),
     };
     if t["key"].as_str().is_some_and(str::is_empty) {
-        return Err(format!("TOLERATIONS: {item:?} has no key"));
+        return Err(Problem(format!("TOLERATIONS: {item:?} has no key")));
     }
     if let Some(e) = effect {
         t["effect"] = json!(e);
@@ -79,7 +80,7 @@ pub fn toleration(item: &str) -> Result<Value, String> {
     Ok(t)
 }
 
-pub fn tolerations(env: &impl Fn(&str) -> Option<String>) -> Result<Vec<Value>, String> {
+pub fn tolerations(env: &impl Fn(&str) -> Option<String>) -> Result<Vec<Value>, Problem> {
     env("TOLERATIONS")
         .unwrap_or_default()
         .split(',')
@@ -91,10 +92,10 @@ pub fn tolerations(env: &impl Fn(&str) -> Option<String>) -> Result<Vec<Value>, 
 
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
-        Self::parse(&env).map_err(|e| vec![e])
+        Self::parse(&env).map_err(|e| vec![e.0])
     }
 
-    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, Problem> {
         let text = |var: &str, default: &str| {
             env(var)
                 .map(|v| v.trim().to_string())
@@ -107,9 +108,9 @@ impl Config {
         if rolling && roll_to == image {
             // Kuberhealthy silently fell back to its default images here; a roll to the same
             // image proves nothing, so say so.
-            return Err(format!(
+            return Err(Problem(format!(
                 "CHECK_IMAGE_ROLL_TO={roll_to:?} is CHECK_IMAGE: a rolling update needs a second image"
-            ));
+            )));
         }
         let deployment = text("CHECK_DEPLOYMENT_NAME", "deployment-deployment");
         workload::check_base_name("CHECK_DEPLOYMENT_NAME", &deployment)?;
@@ -117,13 +118,13 @@ impl Config {
         workload::check_base_name("CHECK_SERVICE_NAME", &service)?;
         let replicas = number(env, "CHECK_DEPLOYMENT_REPLICAS", 2i32)?;
         if replicas < 1 {
-            return Err(format!(
+            return Err(Problem(format!(
                 "CHECK_DEPLOYMENT_REPLICAS={replicas}: at least 1 replica"
-            ));
+            )));
         }
-        let port = |var: &str, default: u16| -> Result<u16, String> {
+        let port = |var: &str, default: u16| -> Result<u16, Problem> {
             match number(env, var, default)? {
-                0 => Err(format!("{var}=0 is not a port")),
+                0 => Err(Problem(format!("{var}=0 is not a port"))),
                 p => Ok(p),
             }
         };
@@ -251,6 +252,7 @@ impl Config {
                 ]
                 .into_iter()
                 .filter_map(Result::err)
+                .map(|p| p.0)
                 .collect()
             },
         )
@@ -275,7 +277,7 @@ impl Config {
                 workload::remove_leftovers(&k.services, &self.deployment).await,
             ),
         ] {
-            for name in r.map_err(|e| vec![e])? {
+            for name in r.map_err(|e| vec![e.0])? {
                 tracing::info!("removed {kind} {ns}/{name}, left by an earlier run");
             }
         }

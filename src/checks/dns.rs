@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::workload::api_error;
+use crate::checks::Problem;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -86,10 +87,10 @@ impl Resolver {
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
         let own = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        Self::parse(&env, own.trim()).map_err(|e| vec![e])
+        Self::parse(&env, own.trim()).map_err(|e| vec![e.0])
     }
 
-    fn parse(env: &impl Fn(&str) -> Option<String>, own_hostname: &str) -> Result<Self, String> {
+    fn parse(env: &impl Fn(&str) -> Option<String>, own_hostname: &str) -> Result<Self, Problem> {
         let given = env("HOSTNAME").filter(|h| h.trim() != own_hostname || own_hostname.is_empty());
         let names: Vec<String> = given
             .unwrap_or_else(|| "kubernetes.default".into())
@@ -102,7 +103,7 @@ impl Config {
         }
         for n in &names {
             if encode_name(n.trim_end_matches('.')).is_none() {
-                return Err(format!("HOSTNAME: {n:?} is not a DNS name"));
+                return Err(Problem(format!("HOSTNAME: {n:?} is not a DNS name")));
             }
         }
         let selector = env("DNS_POD_SELECTOR")
@@ -132,7 +133,7 @@ impl Config {
                 }
                 for name in &self.names {
                     if let Err(e) = self.resolve_any(&resolver, name, until).await {
-                        errors.push(e);
+                        errors.push(e.0);
                     }
                 }
             }
@@ -180,16 +181,16 @@ impl Config {
 
     /// Passes when one of the resolver's servers answers with an address (a server that says
     /// NXDOMAIN is believed; one that does not answer is skipped, as the C library does).
-    async fn resolve_any(&self, r: &Resolver, name: &str, until: Instant) -> Result<(), String> {
+    async fn resolve_any(&self, r: &Resolver, name: &str, until: Instant) -> Result<(), Problem> {
         let mut why = Vec::new();
         for server in &r.nameservers {
             match self.resolve_at(r, name, *server, until).await {
                 Ok(()) => return Ok(()),
-                Err(e) if e.contains("NXDOMAIN") => return Err(e),
-                Err(e) => why.push(e),
+                Err(e) if e.0.contains("NXDOMAIN") => return Err(e),
+                Err(e) => why.push(e.0),
             }
         }
-        Err(why.join("; "))
+        Err(Problem(why.join("; ")))
     }
 
     /// Resolves `name` at `server`, trying the search domains as the resolver would.
@@ -199,7 +200,7 @@ impl Config {
         name: &str,
         server: SocketAddr,
         until: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), Problem> {
         let tried = r.candidates(name);
         // What the server said for each name tried, when none had an address.
         let mut said: Vec<String> = Vec::new();
@@ -208,9 +209,9 @@ impl Config {
             for qtype in [QTYPE_A, QTYPE_AAAA] {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(format!(
+                    return Err(Problem(format!(
                         "{name}: the run's time ran out before {server} answered"
-                    ));
+                    )));
                 }
                 match query(server, candidate, qtype, self.query_timeout.min(left)).await {
                     Ok(Answer {
@@ -231,27 +232,27 @@ impl Config {
                         answer = rcode_name(rcode);
                         break;
                     }
-                    Err(e) => return Err(format!("{name}: {e} from {server}")),
+                    Err(e) => return Err(Problem(format!("{name}: {e} from {server}"))),
                 }
             }
             said.push(answer);
         }
         if said.iter().all(|a| *a == said[0]) {
-            return Err(format!(
+            return Err(Problem(format!(
                 "{name}: {} from {server} (tried {})",
                 said[0],
                 tried.join(", ")
-            ));
+            )));
         }
         let each: Vec<String> = tried
             .iter()
             .zip(&said)
             .map(|(t, a)| format!("{t}: {a}"))
             .collect();
-        Err(format!(
+        Err(Problem(format!(
             "{name}: no address from {server} (tried {})",
             each.join(", ")
-        ))
+        )))
     }
 }
 
@@ -343,7 +344,7 @@ fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
 
 /// The answer to query `id`: its rcode and the A/AAAA addresses in it. Err when it is not an
 /// answer to that query.
-pub fn decode_answer(id: u16, msg: &[u8]) -> Result<Answer, String> {
+pub fn decode_answer(id: u16, msg: &[u8]) -> Result<Answer, Problem> {
     let bad = || "a malformed answer".to_string();
     if msg.len() < 12 || u16::from_be_bytes([msg[0], msg[1]]) != id || msg[2] & 0x80 == 0 {
         return Err("an answer to another query".into());
@@ -378,9 +379,10 @@ pub async fn query(
     name: &str,
     qtype: u16,
     limit: Duration,
-) -> Result<Answer, String> {
+) -> Result<Answer, Problem> {
     let id: u16 = rand_id();
-    let msg = encode_query(id, name, qtype).ok_or_else(|| format!("{name:?} is not a DNS name"))?;
+    let msg = encode_query(id, name, qtype)
+        .ok_or_else(|| Problem(format!("{name:?} is not a DNS name")))?;
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -390,16 +392,16 @@ pub async fn query(
     .unwrap();
     let sock = UdpSocket::bind(bind)
         .await
-        .map_err(|e| format!("no UDP socket: {e}"))?;
+        .map_err(|e| Problem(format!("no UDP socket: {e}")))?;
     sock.connect(server)
         .await
-        .map_err(|e| format!("cannot send: {e}"))?;
+        .map_err(|e| Problem(format!("cannot send: {e}")))?;
     let end = Instant::now() + limit;
     let mut buf = vec![0u8; 4096];
     for attempt in 0..2 {
         sock.send(&msg)
             .await
-            .map_err(|e| format!("cannot send: {e}"))?;
+            .map_err(|e| Problem(format!("cannot send: {e}")))?;
         let wait = if attempt == 0 {
             limit / 2
         } else {
@@ -412,7 +414,7 @@ pub async fn query(
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     return Err("refused (nothing listens there)".into())
                 }
-                Ok(Err(e)) => return Err(format!("receiving: {e}")),
+                Ok(Err(e)) => return Err(Problem(format!("receiving: {e}"))),
                 Ok(Ok(n)) => match decode_answer(id, &buf[..n]) {
                     Ok(a) => return Ok(a),
                     Err(_) => continue,
@@ -420,7 +422,7 @@ pub async fn query(
             }
         }
     }
-    Err(format!("no answer in {}s", limit.as_secs_f32()))
+    Err(Problem(format!("no answer in {}s", limit.as_secs_f32())))
 }
 
 fn rand_id() -> u16 {

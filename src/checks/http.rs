@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::number;
+use crate::checks::Problem;
 
 /// The settings, from the environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,17 +69,20 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
-        Self::parse(&env).map_err(|e| vec![e])
+        Self::parse(&env).map_err(|e| vec![e.0])
     }
 
-    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, Problem> {
         let url = env("CHECK_URL").unwrap_or_default();
         if url.trim().is_empty() {
             return Err("CHECK_URL is not set: the URL to request".into());
         }
-        let parsed = url::Url::parse(url.trim()).map_err(|e| format!("CHECK_URL={url:?}: {e}"))?;
+        let parsed =
+            url::Url::parse(url.trim()).map_err(|e| Problem(format!("CHECK_URL={url:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("CHECK_URL={url:?}: only http and https URLs"));
+            return Err(Problem(format!(
+                "CHECK_URL={url:?}: only http and https URLs"
+            )));
         }
         let count = number(env, "COUNT", 1u32)?;
         if count == 0 {
@@ -88,27 +92,29 @@ impl Config {
         }
         let passing_percent = number(env, "PASSING_PERCENT", 100u32)?;
         if passing_percent == 0 || passing_percent > 100 {
-            return Err(format!(
+            return Err(Problem(format!(
                 "PASSING_PERCENT={passing_percent} is not a percentage from 1 to 100"
-            ));
+            )));
         }
         let method = env("REQUEST_TYPE")
             .filter(|m| !m.trim().is_empty())
             .unwrap_or_else(|| "GET".into());
         let method = reqwest::Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("REQUEST_TYPE={method:?} is not an HTTP method"))?;
+            .map_err(|_| Problem(format!("REQUEST_TYPE={method:?} is not an HTTP method")))?;
         let status = number(env, "EXPECTED_STATUS_CODE", 200u16)?;
         if !(100..=599).contains(&status) {
-            return Err(format!(
+            return Err(Problem(format!(
                 "EXPECTED_STATUS_CODE={status} is not an HTTP status"
-            ));
+            )));
         }
         let expect_body = match env("EXPECTED_BODY").filter(|b| !b.is_empty()) {
             None => None,
             Some(b) if b.len() > 2 && b.starts_with('/') && b.ends_with('/') => Some(
                 regex::Regex::new(&b[1..b.len() - 1])
                     .map(BodyMatch::Regex)
-                    .map_err(|e| format!("EXPECTED_BODY={b:?} is not a valid regex: {e}"))?,
+                    .map_err(|e| {
+                        Problem(format!("EXPECTED_BODY={b:?} is not a valid regex: {e}"))
+                    })?,
             ),
             Some(b) => Some(BodyMatch::Contains(b)),
         };
@@ -147,7 +153,7 @@ impl Config {
             }
             match self.one(&client, left).await {
                 Ok(()) => passed += 1,
-                Err(e) => failures.push(e),
+                Err(e) => failures.push(e.0),
             }
         }
         // Requests not made (out of time) count as failed.
@@ -169,7 +175,7 @@ impl Config {
         Err(errors)
     }
 
-    async fn one(&self, client: &reqwest::Client, left: Duration) -> Result<(), String> {
+    async fn one(&self, client: &reqwest::Client, left: Duration) -> Result<(), Problem> {
         let mut req = client
             .request(self.method.clone(), &self.url)
             .timeout(left.min(Duration::from_secs(30)));
@@ -178,7 +184,7 @@ impl Config {
                 .header("content-type", "application/json")
                 .body(self.body.clone());
         }
-        let mut resp = req.send().await.map_err(|e| describe(&e))?;
+        let mut resp = req.send().await.map_err(|e| Problem(describe(&e)))?;
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         while let Ok(Some(chunk)) = resp.chunk().await {
@@ -188,13 +194,16 @@ impl Config {
             }
         }
         if status != self.status {
-            return Err(format!("status {status}, expected {}", self.status));
+            return Err(Problem(format!(
+                "status {status}, expected {}",
+                self.status
+            )));
         }
         if let Some(want) = &self.expect_body {
             let text = String::from_utf8_lossy(&body);
             if !want.matches(&text) {
                 let quote: String = text.chars().take(100).collect();
-                return Err(format!("body does not match {want}: {quote:?}"));
+                return Err(Problem(format!("body does not match {want}: {quote:?}")));
             }
         }
         Ok(())

@@ -23,6 +23,44 @@ use crate::api::RunResult;
 use crate::client::{self, ReportTarget};
 use crate::Result;
 
+/// What keeps a bundled check from its verdict: a setting that cannot be used (naming the
+/// variable and its value) or a step that failed (naming what was asked and the answer). It is
+/// one line of the run's errors, and nothing decides on it but the reader.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Problem(pub String);
+
+/// Compared as the line it reads as (tests assert the words).
+impl PartialEq<String> for Problem {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Problem {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<String> for Problem {
+    fn from(s: String) -> Self {
+        Problem(s)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(s: &str) -> Self {
+        Problem(s.to_string())
+    }
+}
+
+impl From<Problem> for Vec<String> {
+    fn from(p: Problem) -> Self {
+        vec![p.0]
+    }
+}
+
 /// Kept free before the deadline for the report itself.
 pub const MARGIN: Duration = Duration::from_secs(5);
 
@@ -100,13 +138,13 @@ pub(crate) fn number<T: std::str::FromStr>(
     env: &impl Fn(&str) -> Option<String>,
     var: &str,
     default: T,
-) -> std::result::Result<T, String> {
+) -> std::result::Result<T, Problem> {
     match env(var).filter(|v| !v.trim().is_empty()) {
         None => Ok(default),
         Some(v) => v
             .trim()
             .parse()
-            .map_err(|_| format!("{var}={v:?} is not a whole number")),
+            .map_err(|_| Problem(format!("{var}={v:?} is not a whole number"))),
     }
 }
 
@@ -115,10 +153,12 @@ pub(crate) fn duration(
     env: &impl Fn(&str) -> Option<String>,
     var: &str,
     default: Duration,
-) -> std::result::Result<Duration, String> {
+) -> std::result::Result<Duration, Problem> {
     match env(var).filter(|v| !v.trim().is_empty()) {
         None => Ok(default),
-        Some(v) => crate::api::duration::parse(v.trim()).map_err(|e| format!("{var}={v:?}: {e}")),
+        Some(v) => {
+            crate::api::duration::parse(v.trim()).map_err(|e| Problem(format!("{var}={v:?}: {e}")))
+        }
     }
 }
 
@@ -128,12 +168,12 @@ pub(crate) fn flag(
     env: &impl Fn(&str) -> Option<String>,
     var: &str,
     default: bool,
-) -> std::result::Result<bool, String> {
+) -> std::result::Result<bool, Problem> {
     match env(var).as_deref().map(str::trim) {
         None | Some("") => Ok(default),
         Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
         Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
-        Some(v) => Err(format!("{var}={v:?} is not true or false")),
+        Some(v) => Err(Problem(format!("{var}={v:?} is not true or false"))),
     }
 }
 
@@ -141,7 +181,7 @@ pub(crate) fn flag(
 pub(crate) fn pairs(
     env: &impl Fn(&str) -> Option<String>,
     var: &str,
-) -> std::result::Result<Vec<(String, String)>, String> {
+) -> std::result::Result<Vec<(String, String)>, Problem> {
     let mut out = Vec::new();
     for item in env(var).unwrap_or_default().split(',') {
         let item = item.trim();
@@ -152,7 +192,7 @@ pub(crate) fn pairs(
             Some((k, v)) if !k.trim().is_empty() => {
                 out.push((k.trim().to_string(), v.trim().to_string()))
             }
-            _ => return Err(format!("{var}: {item:?} is not key=value")),
+            _ => return Err(Problem(format!("{var}: {item:?} is not key=value"))),
         }
     }
     Ok(out)

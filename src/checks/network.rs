@@ -8,6 +8,8 @@
 use std::io::ErrorKind;
 use std::time::Duration;
 
+use crate::checks::Problem;
+
 use tokio::net::{lookup_host, TcpStream, UdpSocket};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,10 +41,10 @@ enum Reach {
 
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
-        Self::parse(&env).map_err(|e| vec![e])
+        Self::parse(&env).map_err(|e| vec![e.0])
     }
 
-    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, Problem> {
         let target = env("CONNECTION_TARGET").unwrap_or_default();
         let target = target.trim();
         if target.is_empty() {
@@ -53,17 +55,17 @@ impl Config {
         } else if let Some(a) = target.strip_prefix("udp://") {
             (Proto::Udp, a)
         } else {
-            return Err(format!(
+            return Err(Problem(format!(
                 "CONNECTION_TARGET={target:?}: start it with tcp:// or udp://"
-            ));
+            )));
         };
         let port_ok = address
             .rsplit_once(':')
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !port_ok {
-            return Err(format!(
+            return Err(Problem(format!(
                 "CONNECTION_TARGET={target:?}: want host:port after the scheme"
-            ));
+            )));
         }
         let expect_unreachable = match env("CONNECTION_TARGET_UNREACHABLE")
             .map(|v| v.trim().to_ascii_lowercase())
@@ -72,9 +74,9 @@ impl Config {
             None | Some("") | Some("false") => false,
             Some("true") => true,
             Some(other) => {
-                return Err(format!(
+                return Err(Problem(format!(
                     "CONNECTION_TARGET_UNREACHABLE={other:?}: want true or false"
-                ))
+                )))
             }
         };
         let timeout = super::duration(env, "CONNECTION_TIMEOUT", Duration::from_secs(20))?;

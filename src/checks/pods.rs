@@ -105,8 +105,8 @@ pub struct Status {
 
 impl Status {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
-        let grace =
-            super::duration(&env, "GRACE_PERIOD", Duration::from_secs(600)).map_err(|e| vec![e])?;
+        let grace = super::duration(&env, "GRACE_PERIOD", Duration::from_secs(600))
+            .map_err(|e| vec![e.0])?;
         Ok(Status {
             namespace: namespace(&env, "TARGET_NAMESPACE"),
             grace,

@@ -13,6 +13,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::{flag, number};
 use crate::api::RunResult;
+use crate::checks::Problem;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -27,10 +28,10 @@ const SELF_SIGNED_BUNDLE: &str = "/etc/ssl/selfsign/certificate.crt";
 
 impl Config {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
-        Self::parse(&env).map_err(|e| vec![e])
+        Self::parse(&env).map_err(|e| vec![e.0])
     }
 
-    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Self, Problem> {
         let host = env("DOMAIN_NAME")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
@@ -39,14 +40,14 @@ impl Config {
         }
         if host.contains('/') || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err())
         {
-            return Err(format!(
+            return Err(Problem(format!(
                 "DOMAIN_NAME={host:?} is a host name or address, not a URL (PORT is separate)"
-            ));
+            )));
         }
         let port = number(env, "PORT", 443u16)?;
         let days = number(env, "DAYS", 60i64)?;
         if days < 0 {
-            return Err(format!("DAYS={days} is not a number of days"));
+            return Err(Problem(format!("DAYS={days} is not a number of days")));
         }
         let insecure = flag(env, "INSECURE", false)?;
         let self_signed = flag(env, "SELF_SIGNED", false)?;
@@ -77,7 +78,7 @@ impl Config {
     ) -> Result<Vec<(String, CertificateDer<'static>)>, Vec<String>> {
         // A custom bundle is read once: it is trusted for the handshake and judged for expiry.
         let bundle = match (self.verify, &self.ca_bundle) {
-            (true, Some(path)) => Some((path, read_bundle(path).map_err(|e| vec![e])?)),
+            (true, Some(path)) => Some((path, read_bundle(path).map_err(|e| vec![e.0])?)),
             _ => None,
         };
         let config = match &bundle {
@@ -92,11 +93,11 @@ impl Config {
         let handshake = async {
             let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
                 .await
-                .map_err(|e| format!("connecting to {target}: {e}"))?;
+                .map_err(|e| Problem(format!("connecting to {target}: {e}")))?;
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await
-                .map_err(|e| format!("TLS handshake with {target}: {e}"))?;
+                .map_err(|e| Problem(format!("TLS handshake with {target}: {e}")))?;
             let chain: Vec<CertificateDer<'static>> = tls
                 .get_ref()
                 .1
@@ -105,7 +106,7 @@ impl Config {
                 .iter()
                 .map(|c| c.clone().into_owned())
                 .collect();
-            Ok::<_, String>(chain)
+            Ok::<_, Problem>(chain)
         };
         let chain = tokio::time::timeout(budget, handshake)
             .await
@@ -115,7 +116,7 @@ impl Config {
                     budget.as_secs()
                 )]
             })?
-            .map_err(|e| vec![e])?;
+            .map_err(|e| vec![e.0])?;
         let mut certs: Vec<(String, CertificateDer<'static>)> = chain
             .into_iter()
             .map(|c| (format!("{target} presents"), c))
@@ -162,14 +163,14 @@ impl Config {
     }
 }
 
-fn read_bundle(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_bundle(path: &str) -> Result<Vec<CertificateDer<'static>>, Problem> {
     use rustls::pki_types::pem::PemObject;
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("CA_BUNDLE {path}: {e}"))?
+        .map_err(|e| Problem(format!("CA_BUNDLE {path}: {e}")))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("CA_BUNDLE {path}: {e}"))?;
+        .map_err(|e| Problem(format!("CA_BUNDLE {path}: {e}")))?;
     if certs.is_empty() {
-        return Err(format!("CA_BUNDLE {path} holds no certificate"));
+        return Err(Problem(format!("CA_BUNDLE {path} holds no certificate")));
     }
     Ok(certs)
 }

@@ -5,6 +5,8 @@
 
 use std::fmt::Debug;
 
+use crate::checks::Problem;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 use kube::runtime::wait::{await_condition, conditions};
@@ -35,7 +37,7 @@ pub fn run_suffix(uuid: &str) -> String {
 
 /// `base` is usable as the start of a name that gets `-<8 hex>` appended: a DNS label (it
 /// names Services too), at most 54 characters.
-pub fn check_base_name(var: &str, base: &str) -> Result<(), String> {
+pub fn check_base_name(var: &str, base: &str) -> Result<(), Problem> {
     let ok = !base.is_empty()
         && base.len() <= 54
         && base.starts_with(|c: char| c.is_ascii_lowercase())
@@ -46,10 +48,10 @@ pub fn check_base_name(var: &str, base: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(Problem(format!(
             "{var}={base:?} is not a name: lowercase letters, digits and '-', starting with a \
              letter, at most 54 characters (the run's id is appended)"
-        ))
+        )))
     }
 }
 
@@ -68,14 +70,19 @@ fn is_not_found(e: &kube::Error) -> bool {
 /// Deletes the objects labelled with `base` that an earlier run left behind (it crashed, or its
 /// node went away before it cleaned up). Returns their names. Not awaited: this run's names
 /// differ.
-pub async fn remove_leftovers<K>(api: &Api<K>, base: &str) -> Result<Vec<String>, String>
+pub async fn remove_leftovers<K>(api: &Api<K>, base: &str) -> Result<Vec<String>, Problem>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
     let list = api
         .list(&ListParams::default().labels(&format!("{OWNER_LABEL}={base}")))
         .await
-        .map_err(|e| format!("listing leftovers of earlier runs: {}", api_error(&e)))?;
+        .map_err(|e| {
+            Problem(format!(
+                "listing leftovers of earlier runs: {}",
+                api_error(&e)
+            ))
+        })?;
     let mut gone = Vec::new();
     for obj in list.items {
         let Some(name) = obj.meta().name.clone() else {
@@ -85,7 +92,12 @@ where
             match api.delete(&name, &background()).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(format!("deleting leftover {name}: {}", api_error(&e))),
+                Err(e) => {
+                    return Err(Problem(format!(
+                        "deleting leftover {name}: {}",
+                        api_error(&e)
+                    )))
+                }
             }
         }
         gone.push(name);
@@ -108,7 +120,7 @@ pub async fn delete_and_wait<K>(
     kind: &str,
     name: &str,
     until: Instant,
-) -> Result<(), String>
+) -> Result<(), Problem>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
@@ -126,7 +138,12 @@ where
             |status| status.details.map(|d| d.uid).filter(|u| !u.is_empty()),
         ),
         Err(e) if is_not_found(&e) => return Ok(()),
-        Err(e) => return Err(format!("deleting {kind} {ns}/{name}: {}", api_error(&e))),
+        Err(e) => {
+            return Err(Problem(format!(
+                "deleting {kind} {ns}/{name}: {}",
+                api_error(&e)
+            )))
+        }
     };
     let Some(uid) = uid else { return Ok(()) };
     let started = Instant::now();
@@ -137,11 +154,13 @@ where
     .await
     {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("waiting for {kind} {ns}/{name} to be deleted: {e}")),
-        Err(_) => Err(format!(
+        Ok(Err(e)) => Err(Problem(format!(
+            "waiting for {kind} {ns}/{name} to be deleted: {e}"
+        ))),
+        Err(_) => Err(Problem(format!(
             "{kind} {ns}/{name} was still there {}s after its deletion",
             started.elapsed().as_secs()
-        )),
+        ))),
     }
 }
 
@@ -333,7 +352,7 @@ mod tests {
         assert!(check_base_name("V", "deployment-deployment").is_ok());
         for bad in ["", "Web", "9web", "web-", "web_app", &"a".repeat(55)] {
             let e = check_base_name("V", bad).unwrap_err();
-            assert!(e.starts_with(&format!("V={bad:?} is not a name")), "{e}");
+            assert!(e.0.starts_with(&format!("V={bad:?} is not a name")), "{e}");
         }
     }
 
