@@ -332,3 +332,194 @@ async fn a_hostile_checks_directory_loads_what_it_can_and_names_the_rest() {
         "{errors}"
     );
 }
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &std::path::Path) {
+    let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a plain syscall on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
+}
+
+/// The entries of the checks folder no read may ever block on or read without end: a FIFO, a
+/// link to a device that never ends (/dev/zero), a file over the size cap, a link that loops.
+/// Each is named `NAME.yaml`, and each is listed in `/json`'s `Errors` with why.
+fn plant_hostile_entries(dir: &std::path::Path, prefix: &str) {
+    mkfifo(&dir.join(format!("{prefix}fifo.yaml")));
+    std::os::unix::fs::symlink("/dev/zero", dir.join(format!("{prefix}zero.yaml"))).unwrap();
+    let big = format!("# {}\n", "x".repeat(2 << 20));
+    write(dir, &format!("{prefix}big.yaml"), &big);
+    let looped = dir.join(format!("{prefix}loop.yaml"));
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+}
+
+fn hostile_errors(doc: &serde_json::Value, prefix: &str) -> Vec<(String, bool)> {
+    let errors: Vec<String> = doc["Errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str().map(String::from))
+        .collect();
+    [
+        ("fifo.yaml", "is a FIFO (named pipe), not a regular file"),
+        ("zero.yaml", "is a character device, not a regular file"),
+        ("big.yaml", "over the 1048576 byte limit"),
+        ("loop.yaml", "is a symlink that loops"),
+    ]
+    .iter()
+    .map(|(file, why)| {
+        let name = format!("{prefix}{file}");
+        let said = errors.iter().any(|e| e.contains(&name) && e.contains(why));
+        (name, said)
+    })
+    .collect()
+}
+
+/// Recipe: a FIFO, a symlink to /dev/zero, a 2 MiB file and a symlink loop in the checks folder,
+/// there at start and added while running. Before: no listening at all (the FIFO or /dev/zero
+/// read forever, past 1.5 GB), the folder watch stopped for good, and SIGTERM ignored. Now each
+/// is refused by type or size without blocking, named in `/json`, the valid check beside them
+/// runs, new files are still picked up, and SIGTERM ends probity at once.
+#[tokio::test]
+async fn fifos_devices_huge_files_and_link_loops_never_block_the_checks_folder() {
+    let (_tmp, checks, state) = dirs();
+    write(
+        &checks,
+        "good.yaml",
+        &shell_check("good", "  runInterval: 1h\n", "probity report --ok"),
+    );
+    plant_hostile_entries(&checks, "start-");
+    let quick = ["--shutdown-grace", "1s", "--first-run-window", "1s"];
+    let mut p = Probity::start(&checks, &state, &quick);
+    // Listening and ready: the first read of the folder did not block on any of them.
+    p.wait_ready().await;
+    let doc = p
+        .wait_for("the good check passed", |d| {
+            count(d, "it/good", "SuccessCount") == 1
+        })
+        .await;
+    for (name, said) in hostile_errors(&doc, "start-") {
+        assert!(
+            said,
+            "{name} is not named in /json Errors: {}",
+            doc["Errors"]
+        );
+    }
+    assert_eq!(
+        doc["OK"], false,
+        "problems with the folder make the status not OK"
+    );
+
+    // Added while running: the watch goes on, names them, and still sees a new check.
+    plant_hostile_entries(&checks, "later-");
+    write(
+        &checks,
+        "later.yaml",
+        &shell_check("later", "  runInterval: 1h\n", "probity report --ok"),
+    );
+    let doc = p
+        .wait_for("the later check and the new refusals", |d| {
+            count(d, "it/later", "SuccessCount") == 1
+                && hostile_errors(d, "later-").iter().all(|(_, said)| *said)
+        })
+        .await;
+    assert!(hostile_errors(&doc, "start-").iter().all(|(_, s)| *s));
+    // Memory stays that of a small server: nothing was read without bound.
+    let rss_mib = p.mem_kib("VmHWM") / 1024;
+    assert!(rss_mib < 200, "peak RSS {rss_mib} MiB");
+
+    let t = Instant::now();
+    let status = tokio::task::spawn_blocking(move || p.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
+}
+
+/// Every route answers with `nosniff`; every HTML page also with a content security policy that
+/// allows no inline script or style but its own (by hash), no framing, and a referrer policy.
+#[tokio::test]
+async fn every_answer_says_nosniff_and_html_pages_forbid_framing_and_foreign_script() {
+    let (_tmp, checks, state) = dirs();
+    write(
+        &checks,
+        "good.yaml",
+        &shell_check("good", "  runInterval: 1h\n", "probity report --ok"),
+    );
+    let quick = ["--run-token", "s3cret", "--first-run-window", "1s"];
+    let p = Probity::start(&checks, &state, &quick);
+    p.wait_ready().await;
+    p.wait_for("the good check ran", |d| {
+        count(d, "it/good", "SuccessCount") == 1
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let html = [("/", "text/html"), ("/checks/it/good", "text/html")];
+    let other = [
+        ("GET", "/json"),
+        ("GET", "/metrics"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/api/checks"),
+        ("GET", "/api/checks/it/good"),
+        ("GET", "/api/checks/it/good/logs"),
+        ("GET", "/api/checks/it/nope"),
+        ("GET", "/api/badges/it/good/status"),
+        ("GET", "/api/badges/it/good/uptime/24h"),
+        ("GET", "/no/such/route"),
+        ("POST", "/check"),
+        ("POST", "/api/run?namespace=it&healthcheck=good"),
+    ];
+    for (path, _) in html {
+        let r = client
+            .get(p.url(path))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        let h = r.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with("text/html"),
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert!(h.contains_key("referrer-policy"), "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for part in [
+            "default-src 'none'",
+            "frame-ancestors 'none'",
+            "script-src 'sha256-",
+            "style-src 'sha256-",
+        ] {
+            assert!(csp.contains(part), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+    }
+    for (method, path) in other {
+        let r = client
+            .request(method.parse().unwrap(), p.url(path))
+            .send()
+            .await
+            .unwrap();
+        let h = r.headers();
+        assert_eq!(
+            h.get("x-content-type-options").map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{method} {path} ({})",
+            r.status()
+        );
+    }
+    // Run now cannot be asked for cross-site: a form post carries no token header, and a
+    // cookie is never enough.
+    let forged = client
+        .post(p.url("/api/run?namespace=it&healthcheck=good"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "https://evil.example")
+        .header("cookie", "token=s3cret")
+        .body("token=s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+}

@@ -70,7 +70,8 @@ macro_rules! common_js {
 window.__errors=[];
 window.addEventListener('error',e=>{window.__errors.push(String(e.message||e));});
 window.addEventListener('unhandledrejection',e=>{window.__errors.push(String(e.reason));});
-function el(tag,attrs,...kids){const n=document.createElement(tag);for(const[k,v]of Object.entries(attrs||{})){if(v==null)continue;if(k==='class')n.className=v;else if(k==='text')n.textContent=v;else n.setAttribute(k,v)}for(const k of kids)if(k!=null)n.append(k);return n}
+document.addEventListener('securitypolicyviolation',e=>{window.__errors.push('blocked by the content security policy: '+e.violatedDirective+' '+(e.blockedURI||''));});
+function el(tag,attrs,...kids){const n=document.createElement(tag);for(const[k,v]of Object.entries(attrs||{})){if(v==null)continue;if(k==='class')n.className=v;else if(k==='text')n.textContent=v;else if(k==='style')n.style.cssText=v;else n.setAttribute(k,v)}for(const k of kids)if(k!=null)n.append(k);return n}
 function ago(unix){if(!unix)return 'never';const s=Math.round(Date.now()/1000-unix);return s<0?'in '+span(-s):span(s)+' ago'}
 function until(unix){if(!unix)return '—';const s=Math.round(unix-Date.now()/1000);return s<=0?'due':'in '+span(s)}
 function span(s){s=Math.max(0,Math.round(s));if(s<60)return s+'s';if(s<3600)return Math.floor(s/60)+'m';if(s<86400)return Math.floor(s/3600)+'h '+Math.floor(s%3600/60)+'m';return Math.floor(s/86400)+'d '+Math.floor(s%86400/3600)+'h'}
@@ -278,3 +279,72 @@ load();loadLogs();setInterval(load,5000);setInterval(loadLogs,30000);
 </script></body></html>
 "#
 );
+
+/// The `Content-Security-Policy` of both pages: nothing but their own inline script and style,
+/// allowed by hash (so an injected one is not), requests to this origin only, the inline
+/// favicon, and no framing (`frame-ancestors`), plugins, forms or base URL.
+pub fn content_security_policy() -> &'static str {
+    static POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let scripts = [PAGE, CHECK_PAGE].map(|p| hash_of(inline(p, "script")));
+        let styles = [PAGE, CHECK_PAGE].map(|p| hash_of(inline(p, "style")));
+        let list = |hashes: &[String]| {
+            let mut v: Vec<&str> = hashes.iter().map(String::as_str).collect();
+            v.dedup();
+            v.join(" ")
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; img-src data:; connect-src 'self'; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            list(&scripts),
+            list(&styles)
+        )
+    });
+    &POLICY
+}
+
+/// The text of a page's one inline `<tag>` element.
+fn inline<'a>(page: &'a str, tag: &str) -> &'a str {
+    let open = format!("<{tag}>");
+    let start = page.find(&open).expect("the page has the element") + open.len();
+    let end = start + page[start..].find(&format!("</{tag}>")).expect("closed");
+    &page[start..end]
+}
+
+/// A CSP source for `text`: `'sha256-BASE64'`.
+fn hash_of(text: &str) -> String {
+    use base64::Engine as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    )
+}
+
+#[cfg(test)]
+mod csp_tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_allows_exactly_each_pages_one_inline_script_and_style() {
+        let policy = content_security_policy();
+        for page in [PAGE, CHECK_PAGE] {
+            for tag in ["script", "style"] {
+                // One element each: the policy is made from the first.
+                assert_eq!(page.matches(&format!("<{tag}")).count(), 1, "{tag}");
+                let hash = hash_of(inline(page, tag));
+                assert!(policy.contains(&hash), "{tag} {hash} not in {policy}");
+            }
+            // Nothing the policy would refuse: no inline handlers, no javascript: URLs.
+            for bad in [" onclick=", " onload=", "javascript:", " style=\""] {
+                assert!(!page.contains(bad), "{bad}");
+            }
+        }
+        assert!(!policy.contains("unsafe"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"));
+        // A known digest: SHA-256 of the empty string.
+        assert_eq!(
+            hash_of(""),
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+        );
+    }
+}

@@ -108,7 +108,38 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limit_requests,
         ))
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// Every answer is `nosniff` (JSON, SVG, text are what they say); an HTML page also carries its
+/// content security policy, cannot be framed by another site (clickjacking the Run now button),
+/// and sends no referrer off this origin. Outermost, so refusals made by other layers carry them
+/// too.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::HeaderValue;
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html"));
+    if html {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(dashboard::content_security_policy()),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+    }
+    resp
 }
 
 /// Sheds requests beyond `Limits::max_requests` with a 503 (every client retries that) rather
