@@ -103,10 +103,10 @@ pub async fn run_file(
     let mut waiting = HashSet::new();
     for (_, d) in docs {
         let key = CheckKey::of(&d.check);
-        if let Err(e) = plans.plan(&d) {
+        if let Err(e) = &*plans.plan(&d) {
             verdicts.push(Verdict {
                 key,
-                outcome: Err(e.into()),
+                outcome: Err(e.clone().into()),
             });
             continue;
         }

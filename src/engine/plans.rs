@@ -13,6 +13,10 @@ use super::Desired;
 use crate::api::validate::{validate_with, Defaults, Invalid, Plan};
 use crate::api::{CheckKey, HealthCheck};
 
+/// A check's plan, or everything wrong with it; shared by the cache and the engine's entry, so
+/// each check's plan is held once.
+pub type Checked = Arc<Result<Plan, Invalid>>;
+
 /// The plans of every check, keyed by check, each kept with the spec it was made from.
 #[derive(Debug)]
 pub struct Plans {
@@ -24,7 +28,7 @@ pub struct Plans {
 struct Cached {
     check: Arc<HealthCheck>,
     load_error: Option<Invalid>,
-    plan: Result<Plan, Invalid>,
+    plan: Checked,
 }
 
 impl Cached {
@@ -49,7 +53,7 @@ impl Plans {
     }
 
     /// The plan kept for `d`'s spec, without validating.
-    pub fn cached(&self, d: &Desired) -> Option<Result<Plan, Invalid>> {
+    pub fn cached(&self, d: &Desired) -> Option<Checked> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let c = cache.get(&CheckKey::of(&d.check))?;
         c.fits(d).then(|| c.plan.clone())
@@ -57,17 +61,21 @@ impl Plans {
 
     /// What the engine schedules `d` by, or everything wrong with it: kept, or validated now
     /// (on the caller's thread) and kept.
-    pub fn plan(&self, d: &Desired) -> Result<Plan, Invalid> {
+    pub fn plan(&self, d: &Desired) -> Checked {
         if let Some(plan) = self.cached(d) {
             return plan;
         }
-        let plan = validate_with(&d.check, &self.defaults, d.load_error.as_ref());
+        let plan = Arc::new(validate_with(
+            &d.check,
+            &self.defaults,
+            d.load_error.as_ref(),
+        ));
         self.keep(d, plan.clone());
         plan
     }
 
     /// Keeps `plan` as `d`'s (tests mark a plan to see it used).
-    pub(crate) fn keep(&self, d: &Desired, plan: Result<Plan, Invalid>) {
+    pub(crate) fn keep(&self, d: &Desired, plan: Checked) {
         let cached = Cached {
             check: d.check.clone(),
             load_error: d.load_error.clone(),
@@ -107,6 +115,8 @@ mod tests {
         let d = desired("  runInterval: 1m\n");
         assert!(plans.cached(&d).is_none());
         assert!(plans.plan(&d).is_ok());
+        // The same plan, not a copy, for the same spec.
+        assert!(Arc::ptr_eq(&plans.plan(&d), &plans.cached(&d).unwrap()));
         // The same spec in another object (a status write echoed by the watch): kept.
         let echo = desired("  runInterval: 1m\n");
         assert!(plans.cached(&echo).is_some());

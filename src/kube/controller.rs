@@ -190,7 +190,7 @@ impl Controller {
                 }
             }
         };
-        let invalid = plan.err();
+        let invalid = (*plan).as_ref().err().cloned();
         if to_event {
             memory.evented.insert(key.clone(), generation);
             if let Some(invalid) = invalid {

@@ -76,8 +76,7 @@ impl Engine {
     pub(super) fn track(&mut self, key: &CheckKey, uuid: RunId) -> Option<Effect> {
         let entry = self.checks.get_mut(key).expect("present");
         let started = from_unix(entry.status.last_run_unix);
-        let timeout = entry
-            .plan
+        let timeout = (*entry.plan)
             .as_ref()
             .map_or(self.cfg.defaults.timeout, |p| p.timeout);
         let deadline = entry

@@ -15,9 +15,10 @@ mod verdict;
 
 use ended::{EndedBy, EndedRuns};
 
+use super::plans::Checked;
 use super::{CheckView, Desired, Effect, Plans, Rejection, RunEnd, StopReason};
 use crate::api::duration::human;
-use crate::api::validate::{Defaults, Invalid, Plan, Trigger};
+use crate::api::validate::{Defaults, Trigger};
 use crate::api::{CheckKey, HealthCheckStatus, RunId, RunRecord, RunResult};
 
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ struct Prior {
 #[derive(Debug)]
 struct Entry {
     desired: Desired,
-    plan: Result<Plan, Invalid>,
+    plan: Checked,
     /// Shared with the published view: one copy per check, cloned only when changed.
     status: Arc<HealthCheckStatus>,
     run: Option<Run>,
@@ -569,7 +570,7 @@ impl Engine {
         let e = &self.checks[key];
         let labels = e.desired.check.metadata.labels.as_ref();
         let label = |k: &str| labels.and_then(|l| l.get(k)).cloned();
-        let (run_interval, schedule, timeout, single_run, suspended) = match &e.plan {
+        let (run_interval, schedule, timeout, single_run, suspended) = match &*e.plan {
             Ok(p) => (
                 match &p.trigger {
                     Trigger::Interval(iv) => Some(*iv),
@@ -595,7 +596,7 @@ impl Engine {
             key: key.clone(),
             resource: e.desired.check.clone(),
             status: e.status.clone(),
-            invalid: e.plan.as_ref().err().map(|i| i.to_string()),
+            invalid: (*e.plan).as_ref().err().map(|i| i.to_string()),
             run_interval,
             schedule,
             timeout,

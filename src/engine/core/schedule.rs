@@ -42,7 +42,7 @@ impl Engine {
             .checks
             .get(key)
             .ok_or_else(|| RunRefused::NoCheck(key.clone()))?;
-        if let Err(invalid) = &entry.plan {
+        if let Err(invalid) = &*entry.plan {
             return Err(RunRefused::Invalid {
                 key: key.clone(),
                 invalid: invalid.clone(),
@@ -112,7 +112,7 @@ impl Engine {
             if entry.run.is_some() || entry.removed {
                 continue;
             }
-            let Ok(plan) = &entry.plan else { continue };
+            let Ok(plan) = &*entry.plan else { continue };
             let credential = RunCredential::new();
             let uuid = credential.run_id();
             let timeout = plan.timeout;
@@ -226,8 +226,8 @@ impl Engine {
         let entry = self.checks.get_mut(key).expect("present");
         entry.due = due;
         if entry.plan.is_ok() {
-            let single_done =
-                entry.plan.as_ref().is_ok_and(|p| p.single_run) && entry.status.last_run_unix > 0;
+            let single_done = (*entry.plan).as_ref().is_ok_and(|p| p.single_run)
+                && entry.status.last_run_unix > 0;
             let next = if single_done { None } else { due.map(unix) };
             if entry.status.next_run_unix != next {
                 Arc::make_mut(&mut entry.status).next_run_unix = next;
@@ -242,7 +242,7 @@ impl Engine {
 
     pub(super) fn compute_due(&self, key: &CheckKey, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let e = self.checks.get(key)?;
-        let plan = e.plan.as_ref().ok()?;
+        let plan = (*e.plan).as_ref().ok()?;
         if plan.suspend || self.draining || e.removed {
             return None;
         }

@@ -26,7 +26,7 @@ impl Engine {
         }
         let (now_unix, now) = (unix(now), &now.to_rfc3339());
         let st = Arc::make_mut(&mut entry.status);
-        match &entry.plan {
+        match &*entry.plan {
             Err(invalid) => {
                 let msg = invalid.to_string();
                 st.set_condition("Invalid", true, "InvalidSpec", &msg, now);
@@ -92,7 +92,7 @@ impl Engine {
         run.finished = true;
         let (uuid, started, deadline) = (run.uuid, run.started, run.deadline);
         let duration = (now - started).to_std().unwrap_or_default();
-        let (success_threshold, failure_threshold, single_run) = match &entry.plan {
+        let (success_threshold, failure_threshold, single_run) = match &*entry.plan {
             Ok(p) => (p.success_threshold, p.failure_threshold, p.single_run),
             Err(_) => (1, 1, false),
         };

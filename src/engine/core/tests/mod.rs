@@ -7,6 +7,7 @@ mod verdict;
 
 use super::*;
 use crate::api::load::parse_documents;
+use crate::api::validate::Invalid;
 use crate::api::{HealthCheck, Outcome, RunResult, HISTORY_LEN};
 
 /// The status a refusal is answered with (the server's mapping, `server::report::ReportError`):

@@ -90,7 +90,7 @@ fn an_invalid_check_is_reported_and_never_stops_the_others() {
 
 #[test]
 fn a_plan_the_backend_validated_off_the_engine_task_is_used_only_with_the_same_defaults() {
-    let wrong = Err(Invalid::one("spec.schedule", "marked by the backend"));
+    let wrong = Arc::new(Err(Invalid::one("spec.schedule", "marked by the backend")));
     let d = || check("a", "  runInterval: 1m\n");
     // Same defaults: the backend's result stands (the engine does not search again).
     let backend = Arc::new(Plans::new(Defaults::default()));
