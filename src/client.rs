@@ -34,6 +34,21 @@ pub struct ReportTarget {
     pub deadline: Option<i64>,
 }
 
+/// Why a check could not report: a variable of its run that is missing or malformed, or an
+/// answer (or none) from probity.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A variable a check run gets (`KH_*`) that is missing or malformed.
+    #[error("{var} {problem}")]
+    RunEnv { var: &'static str, problem: String },
+    /// The server answered a report with a refusal that a retry cannot change.
+    #[error("report refused: {status} {reason}")]
+    ReportRefused { status: u16, reason: String },
+    /// The report could not be delivered by the run's deadline.
+    #[error("report failed: {0}")]
+    ReportFailed(String),
+}
+
 /// How long to keep retrying when the run's deadline is unknown.
 const NO_DEADLINE_RETRY: Duration = Duration::from_secs(30);
 
@@ -43,7 +58,7 @@ impl ReportTarget {
         let need = |var: &'static str| {
             get(var)
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| Error::RunEnv {
+                .ok_or_else(|| ClientError::RunEnv {
                     var,
                     problem: "is not set: `probity report` runs inside a check run".into(),
                 })
@@ -52,7 +67,7 @@ impl ReportTarget {
         let uuid = need("KH_RUN_UUID")?;
         let deadline = match get("KH_CHECK_RUN_DEADLINE").filter(|v| !v.is_empty()) {
             None => None,
-            Some(v) => Some(v.trim().parse().map_err(|_| Error::RunEnv {
+            Some(v) => Some(v.trim().parse().map_err(|_| ClientError::RunEnv {
                 var: "KH_CHECK_RUN_DEADLINE",
                 problem: format!("{v:?} is not unix seconds"),
             })?),
@@ -143,19 +158,21 @@ pub async fn send(target: &ReportTarget, result: &RunResult) -> Result<()> {
                 let text = resp.text().await.unwrap_or_default();
                 let reason = text.trim().to_string();
                 if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
-                    return Err(Error::ReportRefused {
+                    return Err(ClientError::ReportRefused {
                         status: status.as_u16(),
                         reason,
-                    });
+                    }
+                    .into());
                 }
                 format!("{} {reason}", status.as_u16())
             }
             Err(e) => e.to_string(),
         };
         if tokio::time::Instant::now() + backoff > give_up {
-            return Err(Error::ReportFailed(format!(
+            return Err(ClientError::ReportFailed(format!(
                 "giving up at the run's deadline: {retryable}"
-            )));
+            ))
+            .into());
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));

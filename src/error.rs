@@ -1,12 +1,11 @@
-//! The crate's one error type. Every variant says what broke and carries its source, so a
-//! caller can tell a conflict from an outage without reading the message.
+//! The crate's error type, which the components' own error types (`kube::KubeError`,
+//! `client::ClientError`, and the handlers' and probes' errors) convert into where they meet.
+//! Every variant says what broke and carries its source, so a caller can tell a conflict from an
+//! outage without reading the message.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use crate::api::validate::Invalid;
-use crate::api::CheckKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,48 +39,14 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    /// A variable a check run gets (`KH_*`) that is missing or malformed.
-    #[error("{var} {problem}")]
-    RunEnv { var: &'static str, problem: String },
-    #[error(
-        "leader election timings must satisfy 0 < retry period ({retry:?}) < renew deadline ({renew:?}) < lease duration ({lease:?})"
-    )]
-    LeaseTimings {
-        retry: Duration,
-        renew: Duration,
-        lease: Duration,
-    },
-    /// The server answered a report with a refusal that a retry cannot change.
-    #[error("report refused: {status} {reason}")]
-    ReportRefused { status: u16, reason: String },
-    /// The report could not be delivered by the run's deadline.
-    #[error("report failed: {0}")]
-    ReportFailed(String),
+    /// A check's side of the report protocol (`probity report`, `probity check`).
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
     #[error("building the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
-    #[error("{what}: {source}")]
-    Kube {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
-    /// The check went from the API server while a write for it was pending.
-    #[error("{check} was deleted")]
-    CheckDeleted { check: CheckKey },
-    /// A write before the watch has shown the object: it could not be fenced.
-    #[error("{check} is not known yet")]
-    NotObserved { check: CheckKey },
-    /// Another writer changed the status this write was based on (a new leader, a report on
-    /// another replica): its state stands, ours is dropped.
-    #[error("the status of {check} was changed by another writer")]
-    Superseded { check: CheckKey },
-    #[error("the status of {check} keeps changing under this writer")]
-    Contended { check: CheckKey },
-    #[error("the status writer stopped")]
-    WriterStopped,
-    /// One failure handed to several waiters (coalesced writes).
+    /// The kubernetes backend: the API server, the status writer, leader election.
     #[error(transparent)]
-    Shared(Arc<Error>),
+    Kube(#[from] crate::kube::KubeError),
     #[error("the {task} task stopped: {source}")]
     Task {
         task: &'static str,
@@ -95,14 +60,6 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
-        }
-    }
-
-    /// The failure itself, through any sharing.
-    pub fn root(&self) -> &Error {
-        match self {
-            Error::Shared(e) => e.root(),
-            e => e,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// use the serve skeleton and the HTTP server's traits; see `WIRING`.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("api", &[]),
-    ("error", &["api"]),
+    ("error", &["api", "client", "kube"]),
     ("engine", &["api"]),
     ("probe", &["api", "engine"]),
     ("metrics", &["api", "engine"]),

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 use super::events::Events;
 use super::status::StatusWriter;
+use super::KubeError;
 use super::{cluster_problems, Namespaces};
 use crate::api::protocol::RUN_REQUESTED;
 use crate::api::validate::Invalid;
@@ -47,10 +48,10 @@ impl RunRequests for AnnotateRuns {
             {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(s)) if s.is_not_found() => Err(RunRefused::NoCheck(key)),
-                Err(source) => Err(RunRefused::NotRecorded(Error::Kube {
+                Err(source) => Err(RunRefused::NotRecorded(Error::Kube(KubeError::Api {
                     what: format!("recording the run request on {key}"),
                     source,
-                })),
+                }))),
             }
         })
     }

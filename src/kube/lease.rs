@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::KubeError;
 use crate::engine::ClaimWriter;
-use crate::Error;
 
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -33,12 +33,12 @@ pub struct LeaseConfig {
 
 impl LeaseConfig {
     /// The timings must nest: retry < renew deadline < lease duration.
-    pub fn check(&self) -> Result<(), Error> {
+    pub fn check(&self) -> Result<(), KubeError> {
         if self.retry_period.is_zero()
             || self.retry_period >= self.renew_deadline
             || self.renew_deadline >= self.lease_duration
         {
-            return Err(Error::LeaseTimings {
+            return Err(KubeError::LeaseTimings {
                 retry: self.retry_period,
                 renew: self.renew_deadline,
                 lease: self.lease_duration,

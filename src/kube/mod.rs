@@ -3,6 +3,7 @@
 //! Events on checks (`events`), one HTTP server per replica. This file wires them together.
 
 pub mod controller;
+mod error;
 pub mod events;
 pub mod lease;
 pub mod logs;
@@ -26,6 +27,7 @@ use crate::serve::{self, Leading, Parts, Settings};
 use crate::server;
 use crate::{Error, Result};
 use controller::{AnnotateRuns, Controller};
+pub use error::KubeError;
 use events::Events;
 pub use lease::{Elector, LeaseConfig};
 use pods::PodRunner;
@@ -103,7 +105,7 @@ pub fn default_report_url(namespace: &str, var: impl Fn(&str) -> Option<String>)
 async fn client() -> Result<Client> {
     use http::{header::USER_AGENT, HeaderValue};
     let what = || "connecting to the API server".to_string();
-    let mut config = kube::Config::infer().await.map_err(|e| Error::Kube {
+    let mut config = kube::Config::infer().await.map_err(|e| KubeError::Api {
         what: what(),
         source: kube::Error::InferConfig(e),
     })?;
@@ -111,9 +113,11 @@ async fn client() -> Result<Client> {
     config
         .headers
         .push((USER_AGENT, HeaderValue::from_static(agent)));
-    Client::try_from(config).map_err(|source| Error::Kube {
-        what: what(),
-        source,
+    Client::try_from(config).map_err(|source| {
+        Error::from(KubeError::Api {
+            what: what(),
+            source,
+        })
     })
 }
 

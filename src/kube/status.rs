@@ -19,6 +19,7 @@ use kube::Client;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::KubeError;
 use crate::api::{CheckKey, HealthCheck, HealthCheckStatus};
 use crate::engine::{SaveFuture, StatusStore};
 use crate::Error;
@@ -29,7 +30,7 @@ const WRITE_ATTEMPTS: u32 = 6;
 const CONFLICT_RETRIES: u32 = 3;
 
 /// One result for every save coalesced into a write.
-type Waiter = oneshot::Sender<Result<(), Arc<Error>>>;
+type Waiter = oneshot::Sender<Result<(), Arc<KubeError>>>;
 
 #[derive(Default)]
 struct Slot {
@@ -118,7 +119,9 @@ impl StatusWriter {
         if let Some(slot) = slots.remove(key) {
             if let Some((_, waiters)) = slot.pending {
                 for w in waiters {
-                    let _ = w.send(Err(Arc::new(Error::CheckDeleted { check: key.clone() })));
+                    let _ = w.send(Err(Arc::new(KubeError::CheckDeleted {
+                        check: key.clone(),
+                    })));
                 }
             }
         }
@@ -156,7 +159,11 @@ impl StatusWriter {
     /// One status write, based on the resourceVersion last seen; retried when the API server
     /// is unreachable, and after a conflict only when the status on the server is still the one
     /// this write was based on (the object changed elsewhere, its state did not).
-    async fn write(&self, key: &CheckKey, status: &Arc<HealthCheckStatus>) -> crate::Result<()> {
+    async fn write(
+        &self,
+        key: &CheckKey,
+        status: &Arc<HealthCheckStatus>,
+    ) -> Result<(), KubeError> {
         let api: Api<HealthCheck> = Api::namespaced(self.client.clone(), key.namespace());
         let mut conflicts = 0;
         let mut attempt = 0;
@@ -166,12 +173,12 @@ impl StatusWriter {
                 let slots = self.slots.lock().expect("store lock");
                 let slot = slots
                     .get(key)
-                    .ok_or_else(|| Error::CheckDeleted { check: key.clone() })?;
+                    .ok_or_else(|| KubeError::CheckDeleted { check: key.clone() })?;
                 // Without a resourceVersion the write would not be fenced.
                 let rv = slot
                     .rv
                     .clone()
-                    .ok_or_else(|| Error::NotObserved { check: key.clone() })?;
+                    .ok_or_else(|| KubeError::NotObserved { check: key.clone() })?;
                 // The status subresource ignores the spec, so none is sent (no copy of the
                 // pod spec per write).
                 let mut body = HealthCheck::new(key.name(), Default::default());
@@ -199,21 +206,21 @@ impl StatusWriter {
                     return Ok(());
                 }
                 Err(kube::Error::Api(s)) if s.is_not_found() => {
-                    return Err(Error::CheckDeleted { check: key.clone() });
+                    return Err(KubeError::CheckDeleted { check: key.clone() });
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() && conflicts < CONFLICT_RETRIES => {
                     conflicts += 1;
-                    let current = api.get(key.name()).await.map_err(|source| Error::Kube {
+                    let current = api.get(key.name()).await.map_err(|source| KubeError::Api {
                         what: format!("reading {key} after a conflict"),
                         source,
                     })?;
                     let mut slots = self.slots.lock().expect("store lock");
                     let Some(slot) = slots.get_mut(key) else {
-                        return Err(Error::CheckDeleted { check: key.clone() });
+                        return Err(KubeError::CheckDeleted { check: key.clone() });
                     };
                     let theirs = current.status.unwrap_or_default();
                     if slot.known.as_deref().is_some_and(|k| *k != theirs) {
-                        return Err(Error::Superseded { check: key.clone() });
+                        return Err(KubeError::Superseded { check: key.clone() });
                     }
                     debug!(check = %key, "retrying a status write after a spec change");
                     slot.rv = current.metadata.resource_version.clone();
@@ -222,7 +229,7 @@ impl StatusWriter {
                         .max(rv_num(current.metadata.resource_version.as_deref()));
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() => {
-                    return Err(Error::Contended { check: key.clone() });
+                    return Err(KubeError::Contended { check: key.clone() });
                 }
                 Err(source) if attempt < WRITE_ATTEMPTS && retryable(&source) => {
                     let wait = Duration::from_millis(250 << attempt.min(5));
@@ -230,7 +237,7 @@ impl StatusWriter {
                     tokio::time::sleep(wait).await;
                 }
                 Err(source) => {
-                    return Err(Error::Kube {
+                    return Err(KubeError::Api {
                         what: format!("writing the status of {key}"),
                         source,
                     })
@@ -272,8 +279,8 @@ impl StatusStore for StatusWriter {
         }
         Box::pin(async move {
             match rx.await {
-                Ok(r) => r.map_err(Error::Shared),
-                Err(_) => Err(Error::WriterStopped),
+                Ok(r) => r.map_err(|e| Error::Kube(KubeError::Shared(e))),
+                Err(_) => Err(Error::Kube(KubeError::WriterStopped)),
             }
         })
     }
@@ -286,6 +293,14 @@ impl StatusStore for StatusWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kubernetes backend's failure inside the crate's error.
+    fn kube_root(e: &Error) -> &KubeError {
+        match e {
+            Error::Kube(k) => k.root(),
+            other => panic!("not the kubernetes backend's error: {other}"),
+        }
+    }
     use crate::kube::standin::{status, Seen, StandIn};
 
     fn check(rv: u64, status: Option<HealthCheckStatus>) -> HealthCheck {
@@ -393,7 +408,7 @@ mod tests {
         });
         let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
         assert!(
-            matches!(err.root(), Error::Superseded { check } if *check == key),
+            matches!(kube_root(&err), KubeError::Superseded { check } if *check == key),
             "{err}"
         );
         assert_eq!(api.seen().len(), 2, "one PUT, one GET: {:?}", api.seen());
@@ -406,7 +421,10 @@ mod tests {
             _ => (200, object(11 + n as u64, &st(1))),
         });
         let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
-        assert!(matches!(err.root(), Error::Contended { .. }), "{err}");
+        assert!(
+            matches!(kube_root(&err), KubeError::Contended { .. }),
+            "{err}"
+        );
         let puts = api.seen().iter().filter(|s| s.method == "PUT").count();
         assert_eq!(puts, 4, "the first write and three retries");
     }
@@ -422,19 +440,22 @@ mod tests {
 
         let (api, w, key) = writer(|_, _| status(422, "Invalid"));
         let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
-        assert!(matches!(err.root(), Error::Kube { .. }), "{err}");
+        assert!(matches!(kube_root(&err), KubeError::Api { .. }), "{err}");
         assert_eq!(api.seen().len(), 1, "a refusal is final");
 
         let (_, w, key) = writer(|_, _| status(503, "ServiceUnavailable"));
         let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
-        assert!(matches!(err.root(), Error::Kube { .. }), "{err}");
+        assert!(matches!(kube_root(&err), KubeError::Api { .. }), "{err}");
     }
 
     #[tokio::test]
     async fn a_write_for_a_deleted_check_fails_naming_it() {
         let (_, w, key) = writer(|_, _| status(404, "NotFound"));
         let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
-        assert!(matches!(err.root(), Error::CheckDeleted { .. }), "{err}");
+        assert!(
+            matches!(kube_root(&err), KubeError::CheckDeleted { .. }),
+            "{err}"
+        );
         assert_eq!(err.to_string(), "ns/a was deleted");
     }
 
@@ -446,7 +467,10 @@ mod tests {
             .save(&CheckKey::new("ns", "a"), &Arc::new(st(2)))
             .await
             .unwrap_err();
-        assert!(matches!(err.root(), Error::NotObserved { .. }), "{err}");
+        assert!(
+            matches!(kube_root(&err), KubeError::NotObserved { .. }),
+            "{err}"
+        );
         assert!(api.seen().is_empty());
     }
 

@@ -4,6 +4,7 @@
 
 pub mod checkdir;
 pub mod journal;
+pub mod listing;
 pub mod logbook;
 pub mod process;
 pub mod runner;
