@@ -54,9 +54,18 @@ impl Plans {
 
     /// The plan kept for `d`'s spec, without validating.
     pub fn cached(&self, d: &Desired) -> Option<Checked> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let c = cache.get(&CheckKey::of(&d.check))?;
-        c.fits(d).then(|| c.plan.clone())
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let c = cache.get_mut(&CheckKey::of(&d.check))?;
+        if !c.fits(d) {
+            return None;
+        }
+        // Hold the object the caller holds, not the one the plan was made from: in a cluster
+        // every status write brings a new one, and the old one (status and all) would stay
+        // in memory for each check.
+        if !Arc::ptr_eq(&c.check, &d.check) {
+            c.check = d.check.clone();
+        }
+        Some(c.plan.clone())
     }
 
     /// What the engine schedules `d` by, or everything wrong with it: kept, or validated now
@@ -117,9 +126,15 @@ mod tests {
         assert!(plans.plan(&d).is_ok());
         // The same plan, not a copy, for the same spec.
         assert!(Arc::ptr_eq(&plans.plan(&d), &plans.cached(&d).unwrap()));
-        // The same spec in another object (a status write echoed by the watch): kept.
+        // The same spec in another object (a status write echoed by the watch): kept, and the
+        // older object let go.
         let echo = desired("  runInterval: 1m\n");
         assert!(plans.cached(&echo).is_some());
+        assert_eq!(
+            Arc::strong_count(&d.check),
+            1,
+            "the first object is no longer held"
+        );
         // A changed spec is not the kept one.
         let changed = desired("  runInterval: nope\n");
         assert!(plans.cached(&changed).is_none());

@@ -108,7 +108,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limit_requests,
         ))
-        .layer(axum::middleware::from_fn(security_headers))
+        // A plain map of the response: no boxed future per request on the report path.
+        .layer(tower::util::MapResponseLayer::new(security_headers))
         .with_state(state)
 }
 
@@ -116,9 +117,8 @@ pub fn router(state: AppState) -> Router {
 /// content security policy, cannot be framed by another site (clickjacking the Run now button),
 /// and sends no referrer off this origin. Outermost, so refusals made by other layers carry them
 /// too.
-async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+fn security_headers(mut resp: Response) -> Response {
     use axum::http::HeaderValue;
-    let mut resp = next.run(req).await;
     let headers = resp.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
