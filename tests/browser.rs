@@ -41,6 +41,14 @@ async fn rows_become(b: &Browser, what: &str, want: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_filters_and_runs_checks_as_a_person_sees_them() {
+    let how = "apt-get install chromium chromium-driver";
+    if !common::available(
+        common::webdriver::installed(),
+        "chromium and chromedriver",
+        how,
+    ) {
+        return;
+    }
     let (tmp, checks, state) = dirs();
     let hourly = "  runInterval: 1h\n  timeout: 10s\n";
     write(

@@ -340,11 +340,27 @@ fn mkfifo(path: &std::path::Path) {
     assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
 }
 
+/// Whether this process can make device nodes (root, as under `.ci/run`).
+fn can_mknod() -> bool {
+    // SAFETY: a plain syscall with no arguments.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// The entries of the checks folder no read may ever block on or read without end: a FIFO, a
-/// link to a device that never ends (/dev/zero), a file over the size cap, a link that loops.
-/// Each is named `NAME.yaml`, and each is listed in `/json`'s `Errors` with why.
+/// link to a device that never ends (/dev/zero), a device node of its own (as root), a file over
+/// the size cap, a link that loops. Each is named `NAME.yaml`, and each is listed in `/json`'s
+/// `Errors` with why.
 fn plant_hostile_entries(dir: &std::path::Path, prefix: &str) {
     mkfifo(&dir.join(format!("{prefix}fifo.yaml")));
+    if can_mknod() {
+        // /dev/zero's numbers: 1, 5.
+        let node = dir.join(format!("{prefix}node.yaml"));
+        let name = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+        // SAFETY: a plain syscall on a path we own.
+        let made =
+            unsafe { libc::mknod(name.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) };
+        assert_eq!(made, 0, "mknod {}", node.display());
+    }
     std::os::unix::fs::symlink("/dev/zero", dir.join(format!("{prefix}zero.yaml"))).unwrap();
     let big = format!("# {}\n", "x".repeat(2 << 20));
     write(dir, &format!("{prefix}big.yaml"), &big);
@@ -359,19 +375,23 @@ fn hostile_errors(doc: &serde_json::Value, prefix: &str) -> Vec<(String, bool)> 
         .flatten()
         .filter_map(|e| e.as_str().map(String::from))
         .collect();
-    [
+    let mut refused = vec![
         ("fifo.yaml", "is a FIFO (named pipe), not a regular file"),
         ("zero.yaml", "is a character device, not a regular file"),
         ("big.yaml", "over the 1048576 byte limit"),
         ("loop.yaml", "is a symlink that loops"),
-    ]
-    .iter()
-    .map(|(file, why)| {
-        let name = format!("{prefix}{file}");
-        let said = errors.iter().any(|e| e.contains(&name) && e.contains(why));
-        (name, said)
-    })
-    .collect()
+    ];
+    if can_mknod() {
+        refused.push(("node.yaml", "is a character device, not a regular file"));
+    }
+    refused
+        .iter()
+        .map(|(file, why)| {
+            let name = format!("{prefix}{file}");
+            let said = errors.iter().any(|e| e.contains(&name) && e.contains(why));
+            (name, said)
+        })
+        .collect()
 }
 
 /// Recipe: a FIFO, a symlink to /dev/zero, a 2 MiB file and a symlink loop in the checks folder,

@@ -257,17 +257,18 @@ pub fn parse_file(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::path::Path;
 
-    fn check(name: &str, interval: &str) -> String {
+    /// A probe check named `name` running every `interval`, as a checks file holds it.
+    pub(in crate::local) fn check(name: &str, interval: &str) -> String {
         format!(
             "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}}}\nspec:\n  runInterval: {interval}\n  probe: {{tcpSocket: {{host: localhost, port: 1}}}}\n"
         )
     }
 
-    fn no_backend_problems(_: &HealthCheck) -> Vec<Problem> {
+    pub(in crate::local) fn no_backend_problems(_: &HealthCheck) -> Vec<Problem> {
         Vec::new()
     }
 

@@ -143,19 +143,9 @@ fn list_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::validate::Problem;
-    use crate::api::{CheckKey, HealthCheck};
+    use crate::api::CheckKey;
+    use crate::local::checkdir::tests::{check, no_backend_problems};
     use crate::local::checkdir::{Changes, CheckDir};
-
-    fn check(name: &str, interval: &str) -> String {
-        format!(
-            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}}}\nspec:\n  runInterval: {interval}\n  probe: {{tcpSocket: {{host: localhost, port: 1}}}}\n"
-        )
-    }
-
-    fn no_backend_problems(_: &HealthCheck) -> Vec<Problem> {
-        Vec::new()
-    }
 
     /// The error a scan gave for the entry whose path ends with `end`.
     fn error_of<'a>(c: &'a Changes, end: &str) -> Option<&'a str> {

@@ -2,7 +2,11 @@
 #![allow(dead_code)]
 
 pub mod capture;
+pub mod need;
 pub mod webdriver;
+
+#[allow(unused_imports)]
+pub use need::{available, has_tool, need_root, need_tool};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

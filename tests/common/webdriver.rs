@@ -3,6 +3,7 @@
 //! size, errors and screenshots. Self-contained so benches can include it by path.
 
 use std::path::Path;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -30,25 +31,43 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// Ends the browser with its driver: chromedriver runs in a process group of its own, and the
+/// whole group goes (killing chromedriver alone orphaned the browser it started), whether the
+/// test passed or panicked.
 impl Drop for Browser {
     fn drop(&mut self) {
+        // SAFETY: signals our own child's process group, made for it at spawn.
+        unsafe {
+            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
 }
 
+const CHROMEDRIVER: [&str; 2] = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"];
+
 fn chromedriver() -> &'static str {
-    ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+    CHROMEDRIVER
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("chromedriver (Debian package chromium-driver; .ci/run installs it)")
 }
 
+/// Whether chromedriver and chromium are installed.
+pub fn installed() -> bool {
+    let chromium = ["/usr/bin/chromium", "/usr/lib/chromium/chromium"];
+    CHROMEDRIVER.iter().any(|p| Path::new(p).exists())
+        && chromium.iter().any(|p| Path::new(p).exists())
+}
+
 impl Browser {
     pub async fn start() -> Browser {
         let port = free_port();
+        use std::os::unix::process::CommandExt as _;
         let driver = std::process::Command::new(chromedriver())
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
