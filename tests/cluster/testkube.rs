@@ -23,7 +23,8 @@ pub fn kubeconfig() -> Option<String> {
             std::env::var_os("PROBITY_REQUIRE_TOOLS").is_none(),
             "a test cluster is missing ({how}); PROBITY_REQUIRE_TOOLS is set, so this fails instead of skipping"
         );
-        eprintln!("SKIPPED: needs a test cluster ({how})");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: needs a test cluster ({how})");
         return None;
     };
     Some(path)
