@@ -146,7 +146,7 @@ impl CheckDir {
                 Ok(Ok(t)) => t,
                 Ok(Err(refusal)) => {
                     // Keep what this file defined before; say why it was not read.
-                    changes.file_errors.push((name, Some(refusal)));
+                    changes.file_errors.push((name, Some(refusal.to_string())));
                     self.seen_unread(path, signature);
                     continue;
                 }

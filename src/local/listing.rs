@@ -14,11 +14,26 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// How deep directories under the checks directory are read.
 pub const MAX_DEPTH: usize = 16;
 
+/// Why a checks file that opened was not read; each says so as the rest of a line that starts
+/// with the file's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unread {
+    /// It is not a regular file (any more): what it is, by type.
+    #[error("{0}")]
+    NotRegular(String),
+    #[error(
+        "is over the {MAX_FILE_BYTES} byte limit for a checks file; it was not read (split it)"
+    )]
+    TooLarge,
+    #[error("is not UTF-8 text (byte {0}); it was not read")]
+    NotUtf8(usize),
+}
+
 /// Reads a checks file that was listed as a regular file, without trusting that it still is
 /// one or that it is as small as it said: opened without blocking (a FIFO swapped in since would
 /// otherwise wait for a writer), checked to be a regular file, and read up to
 /// `MAX_FILE_BYTES`. `Ok(Err(why))` is a file refused, `Err` one that could not be read.
-pub(super) fn read_capped(path: &Path) -> std::io::Result<std::result::Result<String, String>> {
+pub(super) fn read_capped(path: &Path) -> std::io::Result<Result<String, Unread>> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = std::fs::File::options()
@@ -27,21 +42,14 @@ pub(super) fn read_capped(path: &Path) -> std::io::Result<std::result::Result<St
         .open(path)?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
-        return Ok(Err(not_regular(&kind)));
+        return Ok(Err(Unread::NotRegular(not_regular(&kind))));
     }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Ok(Err(format!(
-            "is over the {MAX_FILE_BYTES} byte limit for a checks file; it was not read (split it)"
-        )));
+        return Ok(Err(Unread::TooLarge));
     }
-    Ok(String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "is not UTF-8 text (byte {}); it was not read",
-            e.utf8_error().valid_up_to()
-        )
-    }))
+    Ok(String::from_utf8(bytes).map_err(|e| Unread::NotUtf8(e.utf8_error().valid_up_to())))
 }
 
 /// Why an entry named like a checks file is not read, by its type.
@@ -206,23 +214,20 @@ mod tests {
         let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
         // A FIFO swapped in after the listing: opened without blocking, refused by its type.
-        let refused = read_capped(&fifo).unwrap().unwrap_err();
+        let refused = read_capped(&fifo).unwrap().unwrap_err().to_string();
         assert!(refused.contains("FIFO"), "{refused}");
         // A file whose size said little (procfs says 0) is read only up to the cap.
-        let zero = read_capped(Path::new("/dev/zero")).unwrap().unwrap_err();
+        let zero = read_capped(Path::new("/dev/zero"))
+            .unwrap()
+            .unwrap_err()
+            .to_string();
         assert!(zero.contains("character device"), "{zero}");
         let big = dir.path().join("big.yaml");
         std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
-        assert!(read_capped(&big)
-            .unwrap()
-            .unwrap_err()
-            .contains("byte limit"));
+        assert_eq!(read_capped(&big).unwrap(), Err(Unread::TooLarge));
         let bad = dir.path().join("bad.yaml");
         std::fs::write(&bad, [b'a', 0xff]).unwrap();
-        assert!(read_capped(&bad)
-            .unwrap()
-            .unwrap_err()
-            .contains("not UTF-8"));
+        assert_eq!(read_capped(&bad).unwrap(), Err(Unread::NotUtf8(1)));
     }
 
     #[test]
