@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::validate::{validate_with, Defaults, Invalid};
 use crate::api::{duration, CheckKey, RunResult};
-use crate::engine::{Desired, MemoryStore, Plans, RunRefused};
+use crate::engine::{Desired, Finished, MemoryStore, Plans, RunRefused};
 use crate::local::{local_problems, parse_file, report_base, LocalRunner};
 use crate::serve::{self, Leading, Parts, Settings};
 use crate::server;
@@ -67,14 +67,14 @@ pub async fn run_file(
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let plans = Arc::new(Plans::new(defaults.clone()));
-    let (docs, file_errors) = parse_file(&name, &text, local_problems, Some(&plans))?;
+    let (docs, file_errors) = parse_file(&name, &text, local_problems, None)?;
     let file_errors: Vec<String> = file_errors
         .into_iter()
         .map(|e| format!("{name}: {e}"))
         .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (observer, mut obs_rx) = serve::finished_channel();
+    let (observer, mut obs_rx) = mpsc::unbounded_channel::<Finished>();
     let settings = Settings {
         listen_address: "127.0.0.1:0".into(),
         identity: identity.to_string(),
@@ -91,7 +91,7 @@ pub async fn run_file(
         let runner = LocalRunner::new(shared.engine.clone(), base);
         let mut parts = Parts::new(Arc::new(runner), Arc::new(MemoryStore));
         parts.grace = Duration::from_secs(5);
-        parts.observers.push(observer);
+        parts.observers.push(Arc::new(observer));
         parts.plans = Some(plans.clone());
         Ok(parts)
     })
@@ -103,17 +103,18 @@ pub async fn run_file(
     let mut waiting = HashSet::new();
     for (_, d) in docs {
         let key = CheckKey::of(&d.check);
-        if let Err(e) = &*plans.plan(&d) {
+        // Suspended: the scheduler leaves it alone and only the manual run below starts it.
+        // Validated as it is run, once: the engine finds this plan kept.
+        let mut check = (*d.check).clone();
+        check.spec.suspend = Some(true);
+        let d = Desired::new(Arc::new(check), d.load_error);
+        if let Err(e) = &*plans.plan(&key, &d) {
             verdicts.push(Verdict {
                 key,
                 outcome: Err(e.clone().into()),
             });
             continue;
         }
-        // Suspended: the scheduler leaves it alone and only the manual run below starts it.
-        let mut check = (*d.check).clone();
-        check.spec.suspend = Some(true);
-        let d = Desired::new(Arc::new(check), d.load_error);
         handle.upsert(d, None).await;
         match handle.run_now(key.clone()).await {
             Ok(()) => {

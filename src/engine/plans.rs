@@ -52,10 +52,11 @@ impl Plans {
         &self.defaults
     }
 
-    /// The plan kept for `d`'s spec, without validating.
-    pub fn cached(&self, d: &Desired) -> Option<Checked> {
+    /// The plan kept for `d` (check `key`: callers have it already, and making one allocates),
+    /// without validating.
+    pub fn cached(&self, key: &CheckKey, d: &Desired) -> Option<Checked> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let c = cache.get_mut(&CheckKey::of(&d.check))?;
+        let c = cache.get_mut(key)?;
         if !c.fits(d) {
             return None;
         }
@@ -70,8 +71,8 @@ impl Plans {
 
     /// What the engine schedules `d` by, or everything wrong with it: kept, or validated now
     /// (on the caller's thread) and kept.
-    pub fn plan(&self, d: &Desired) -> Checked {
-        if let Some(plan) = self.cached(d) {
+    pub fn plan(&self, key: &CheckKey, d: &Desired) -> Checked {
+        if let Some(plan) = self.cached(key, d) {
             return plan;
         }
         let plan = Arc::new(validate_with(
@@ -79,12 +80,12 @@ impl Plans {
             &self.defaults,
             d.load_error.as_ref(),
         ));
-        self.keep(d, plan.clone());
+        self.keep(key, d, plan.clone());
         plan
     }
 
     /// Keeps `plan` as `d`'s (tests mark a plan to see it used).
-    pub(crate) fn keep(&self, d: &Desired, plan: Checked) {
+    pub(crate) fn keep(&self, key: &CheckKey, d: &Desired, plan: Checked) {
         let cached = Cached {
             check: d.check.clone(),
             load_error: d.load_error.clone(),
@@ -93,7 +94,7 @@ impl Plans {
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(CheckKey::of(&d.check), cached);
+            .insert(key.clone(), cached);
     }
 
     /// The check is gone.
@@ -121,15 +122,19 @@ mod tests {
     #[test]
     fn a_spec_is_validated_once_and_again_only_when_it_changes() {
         let plans = Plans::new(Defaults::default());
+        let key = CheckKey::new("ns", "a");
         let d = desired("  runInterval: 1m\n");
-        assert!(plans.cached(&d).is_none());
-        assert!(plans.plan(&d).is_ok());
+        assert!(plans.cached(&key, &d).is_none());
+        assert!(plans.plan(&key, &d).is_ok());
         // The same plan, not a copy, for the same spec.
-        assert!(Arc::ptr_eq(&plans.plan(&d), &plans.cached(&d).unwrap()));
+        assert!(Arc::ptr_eq(
+            &plans.plan(&key, &d),
+            &plans.cached(&key, &d).unwrap()
+        ));
         // The same spec in another object (a status write echoed by the watch): kept, and the
         // older object let go.
         let echo = desired("  runInterval: 1m\n");
-        assert!(plans.cached(&echo).is_some());
+        assert!(plans.cached(&key, &echo).is_some());
         assert_eq!(
             Arc::strong_count(&d.check),
             1,
@@ -137,17 +142,17 @@ mod tests {
         );
         // A changed spec is not the kept one.
         let changed = desired("  runInterval: nope\n");
-        assert!(plans.cached(&changed).is_none());
-        assert!(plans.plan(&changed).is_err());
+        assert!(plans.cached(&key, &changed).is_none());
+        assert!(plans.plan(&key, &changed).is_err());
         assert!(
-            plans.cached(&echo).is_none(),
+            plans.cached(&key, &echo).is_none(),
             "one plan a check: the newest"
         );
         // What the backend found is part of what a plan is made from.
         let mut found = desired("  runInterval: nope\n");
         found.load_error = Some(Invalid::one("spec.x", "unknown field"));
-        assert!(plans.cached(&found).is_none());
-        plans.forget(&CheckKey::new("ns", "a"));
-        assert!(plans.cached(&changed).is_none());
+        assert!(plans.cached(&key, &found).is_none());
+        plans.forget(&key);
+        assert!(plans.cached(&key, &changed).is_none());
     }
 }

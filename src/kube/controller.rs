@@ -178,11 +178,11 @@ impl Controller {
         let to_event = leading && memory.evented.get(&key) != Some(&generation);
         // Each spec is validated once, on a blocking thread (it may search a cron schedule),
         // not on every status write that comes back; the engine finds the plan kept.
-        let plan = match self.plans.cached(&desired) {
+        let plan = match self.plans.cached(&key, &desired) {
             Some(plan) => plan,
             None => {
-                let (plans, d) = (self.plans.clone(), desired.clone());
-                match tokio::task::spawn_blocking(move || plans.plan(&d)).await {
+                let (plans, k, d) = (self.plans.clone(), key.clone(), desired.clone());
+                match tokio::task::spawn_blocking(move || plans.plan(&k, &d)).await {
                     Ok(plan) => plan,
                     Err(e) => {
                         error!(check = %key, "validating: {e}");

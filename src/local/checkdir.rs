@@ -249,7 +249,7 @@ pub fn parse_file(
             .insert(SOURCE_ANNOTATION.into(), name.to_string());
         let desired = Desired::new(Arc::new(check), load_error);
         if let Some(plans) = plans {
-            let _ = plans.plan(&desired);
+            let _ = plans.plan(&key, &desired);
         }
         out.push((doc.index, desired));
     }

@@ -244,7 +244,7 @@ impl Engine {
         let key = CheckKey::of(&desired.check);
         // Kept per spec: the same spec again (in a cluster, every status write comes back on
         // the watch) is not validated again.
-        let plan = self.plans.plan(&desired);
+        let plan = self.plans.plan(&key, &desired);
         let mut effects = Vec::new();
         let generation = desired.check.metadata.generation;
         if let Some(entry) = self.checks.get_mut(&key) {

@@ -94,7 +94,7 @@ fn a_plan_the_backend_validated_off_the_engine_task_is_used_only_with_the_same_d
     let d = || check("a", "  runInterval: 1m\n");
     // Same defaults: the backend's result stands (the engine does not search again).
     let backend = Arc::new(Plans::new(Defaults::default()));
-    backend.keep(&d(), wrong.clone());
+    backend.keep(&key("a"), &d(), wrong.clone());
     let mut e = engine(0).sharing_plans(backend);
     e.upsert(t0(), d(), None);
     let v = e.view(&key("a"));
@@ -108,7 +108,7 @@ fn a_plan_the_backend_validated_off_the_engine_task_is_used_only_with_the_same_d
         ..Defaults::default()
     };
     let backend = Arc::new(Plans::new(other));
-    backend.keep(&d(), wrong);
+    backend.keep(&key("a"), &d(), wrong);
     let mut e = engine(0).sharing_plans(backend);
     e.upsert(t0(), d(), None);
     assert_eq!(e.view(&key("a")).invalid, None);
