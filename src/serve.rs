@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::alert::{self, Alerting};
 use crate::api::validate::Defaults;
 use crate::engine::clock::SystemClock;
 use crate::engine::{
-    Board, Driver, Engine, EngineConfig, EngineHandle, EngineRuns, Finished, Leadership, Observer,
-    Plans, RunRequests, Runner, StatusStore,
+    Board, Driver, Engine, EngineConfig, EngineHandle, EngineRuns, Leadership, Observer, Plans,
+    RunRequests, Runner, StatusStore,
 };
 use crate::metrics::{Metrics, MetricsConfig};
 use crate::server::admin::ManualRuns;
@@ -113,11 +113,9 @@ impl<R, S> Parts<R, S> {
     }
 }
 
-/// A served engine: its handle, its board, and the task that ends when it has shut down.
+/// A served engine: its handle, and the task that ends when it has shut down.
 pub struct Running {
     pub engine: EngineHandle,
-    pub board: Arc<Board>,
-    pub local_addr: SocketAddr,
     done: JoinHandle<Result<()>>,
 }
 
@@ -257,14 +255,6 @@ pub async fn start<R: Runner, S: StatusStore>(
     });
     Ok(Running {
         engine: handle,
-        board,
-        local_addr,
         done,
     })
-}
-
-/// An observer that hands each finished run to a channel (`probity run` waits on it).
-pub fn finished_channel() -> (Arc<dyn Observer>, mpsc::UnboundedReceiver<Finished>) {
-    let (tx, rx) = mpsc::unbounded_channel::<Finished>();
-    (Arc::new(tx), rx)
 }
