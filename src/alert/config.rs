@@ -47,8 +47,9 @@ pub struct Webhook {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// A template: `{{check}}`, `{{namespace}}`, `{{state}}`, `{{since}}`, `{{errors}}`,
-    /// `{{link}}`, `{{summary}}`, `{{id}}`, each replaced by its JSON value (strings quoted,
-    /// errors an array), so the result is JSON whatever the values hold.
+    /// `{{link}}`, `{{summary}}` (one line, no errors), `{{text}}` (the summary and the errors,
+    /// one a line), `{{id}}`, each replaced by its JSON value (strings quoted, errors an
+    /// array), so the result is JSON whatever the values hold.
     #[serde(default)]
     pub body: Option<String>,
 }
@@ -387,6 +388,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "errors",
     "link",
     "summary",
+    "text",
     "id",
 ];
 

@@ -46,13 +46,22 @@ impl Message {
         )
     }
 
-    /// One line a person reads first.
+    /// One line a person reads first: what happened, without the errors (every body carries
+    /// those once, in a field of their own).
     pub fn summary(&self) -> String {
-        let head = self.headline(self.key.as_str());
-        match (self.notice, self.errors.first()) {
-            (Notice::Firing, Some(e)) => format!("{head}: {e}"),
-            _ => head,
+        self.headline(self.key.as_str())
+    }
+
+    /// The summary and then the errors, one a line: for receivers that show one text.
+    pub fn text(&self) -> String {
+        let mut t = self.summary();
+        if self.notice.is_firing() {
+            for e in &self.errors {
+                t.push('\n');
+                t.push_str(e);
+            }
         }
+        t
     }
 
     /// What happened to `check` (the check as the receiver shows it), without the errors.
@@ -86,6 +95,7 @@ impl Message {
             "errors": self.errors,
             "link": self.link,
             "summary": self.summary(),
+            "text": self.text(),
             "id": self.id(),
         })
     }
@@ -128,6 +138,10 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
             let body = match body {
                 None => {
                     let mut doc = doc;
+                    // `text` is for templates; the document has the errors in `errors`.
+                    if let Some(o) = doc.as_object_mut() {
+                        o.remove("text");
+                    }
                     doc["version"] = json!("1");
                     doc
                 }
@@ -150,14 +164,27 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
                 Notice::Resolved => ":large_green_circle:",
                 _ => ":red_circle:",
             };
-            let mut text = format!("{emoji} {}", m.headline(&format!("*{}*", m.key.as_str())));
-            if m.notice != Notice::Resolved {
-                for e in m.errors.iter().take(5) {
+            // Everything from a check is text, never markup: a check named `<!channel>` must
+            // not ping a channel. Slack refuses a text above 40,000 characters; this one stays
+            // under 6,000 whatever the check holds.
+            let name = slack_escape(&cut(m.key.as_str(), SLACK_NAME_CHARS));
+            let mut text = format!("{emoji} {}", m.headline(&format!("*{name}*")));
+            if m.notice.is_firing() {
+                for e in m.errors.iter().take(SLACK_ERRORS) {
                     text.push_str("\n> ");
                     text.push_str(&slack_escape(e));
                 }
+                if m.errors.len() > SLACK_ERRORS {
+                    text.push_str(&format!(
+                        "\n> _and {} more errors_",
+                        m.errors.len() - SLACK_ERRORS
+                    ));
+                }
             }
             if let Some(link) = &m.link {
+                // The link is percent-encoded where it is made; `|` and `>` end it in Slack's
+                // syntax, so they are encoded here too should a base URL carry them.
+                let link = link.replace('|', "%7C").replace('>', "%3E");
                 text.push_str(&format!("\n<{link}|status page>"));
             }
             let mut body = json!({ "text": text });
@@ -187,11 +214,11 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
             } else {
                 let mut summary = m.summary();
                 if summary.len() > 1024 {
-                    let mut cut = 1021;
-                    while !summary.is_char_boundary(cut) {
-                        cut -= 1;
+                    let mut end = 1021;
+                    while !summary.is_char_boundary(end) {
+                        end -= 1;
                     }
-                    summary.truncate(cut);
+                    summary.truncate(end);
                     summary.push_str("...");
                 }
                 let mut b = json!({
@@ -254,6 +281,58 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
             }
         }
     }
+}
+
+/// The check's page under the status page's `base` URL, each part of its name percent-encoded
+/// (a local check's name is its file's, which may hold anything).
+pub fn check_link(base: &str, key: &CheckKey) -> String {
+    match url::Url::parse(base) {
+        Ok(mut u) => {
+            if let Ok(mut path) = u.path_segments_mut() {
+                path.pop_if_empty()
+                    .extend(["checks", key.namespace(), key.name()]);
+            }
+            u.to_string()
+        }
+        Err(_) => format!("{base}/checks/{}", key.as_str()),
+    }
+}
+
+/// A Slack message shows at most this many errors...
+const SLACK_ERRORS: usize = 5;
+/// (each cut at `MAX_ERROR_CHARS` where the message is made) under a check name cut at this
+/// many.
+const SLACK_NAME_CHARS: usize = 300;
+/// A notice carries at most this many of a check's errors...
+pub const MAX_ERRORS: usize = 20;
+/// ...each cut at this many characters (receivers refuse large bodies: Slack at 40,000
+/// characters, Teams at 28 KB, PagerDuty at 512 KB).
+pub const MAX_ERROR_CHARS: usize = 1_000;
+
+/// `s` cut to `max` characters, saying how many were cut.
+pub fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((at, _)) => format!(
+            "{}… ({} more characters)",
+            &s[..at],
+            s[at..].chars().count()
+        ),
+    }
+}
+
+/// A check's errors as a notice carries them: at most `MAX_ERRORS`, each cut at
+/// `MAX_ERROR_CHARS`, with a last line saying how many were left out.
+pub fn capped_errors(errors: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = errors
+        .iter()
+        .take(MAX_ERRORS)
+        .map(|e| cut(e, MAX_ERROR_CHARS))
+        .collect();
+    if errors.len() > MAX_ERRORS {
+        out.push(format!("… and {} more errors", errors.len() - MAX_ERRORS));
+    }
+    out
 }
 
 /// Slack reads `&`, `<` and `>` as markup.
@@ -372,7 +451,7 @@ receivers:
   - name: tpl
     webhook:
       url: http://127.0.0.1:9/hook
-      body: '{"text": {{summary}}, "errs": {{errors}}, "n": {{namespace}}}'
+      body: '{"text": {{summary}}, "errs": {{errors}}, "n": {{namespace}}, "all": {{text}}}'
   - name: chat
     slack: {url: "https://hooks.slack.com/services/T/B/X", channel: "#ops"}
   - name: pager
@@ -403,7 +482,7 @@ receivers:
                 "since": "2023-11-14T22:13:20Z",
                 "errors": ["connect 10.0.0.5:5432: refused <x>", "second"],
                 "link": "http://probity.example/checks/prod/db",
-                "summary": "prod/db is failing: connect 10.0.0.5:5432: refused <x>",
+                "summary": "prod/db is failing",
             })
         );
         let names: Vec<_> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
@@ -424,9 +503,10 @@ receivers:
         assert_eq!(
             r.body,
             json!({
-                "text": "prod/db is failing: quote \" and\nnewline",
+                "text": "prod/db is failing",
                 "errs": ["quote \" and\nnewline"],
                 "n": "prod",
+                "all": "prod/db is failing\nquote \" and\nnewline",
             })
         );
     }
@@ -475,7 +555,7 @@ receivers:
         m.severity = Some("sev1".into());
         assert_eq!(request(k, &m).body["payload"]["severity"], "warning");
         // A long summary is cut to PagerDuty's 1024 characters.
-        m.errors = vec!["é".repeat(2000)];
+        m.key = CheckKey::new("prod", &"é".repeat(2000));
         let s = request(k, &m).body["payload"]["summary"]
             .as_str()
             .unwrap()
@@ -499,6 +579,60 @@ receivers:
         let r = request(k, &message(Notice::Resolved));
         assert_eq!(r.body[0]["labels"], a["labels"], "the same alert");
         assert_eq!(r.body[0]["endsAt"], "2023-11-14T23:15:00Z");
+    }
+
+    #[test]
+    fn slack_shows_what_a_check_holds_as_text_and_within_its_limits() {
+        let mut m = message(Notice::Firing);
+        m.key = CheckKey::new("it", "<!channel> & <http://evil|click>");
+        m.link = Some(check_link("http://probity.example/base", &m.key));
+        m.errors = capped_errors(&["x".repeat(60_000), "<!here>".into()]);
+        let text = request(&kinds()[2], &m).body["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.starts_with(":red_circle: *it/&lt;!channel&gt; &amp; &lt;http://evil|click&gt;* is failing\n> xxx"),
+            "{text}"
+        );
+        assert!(text.contains("\n> &lt;!here&gt;\n"), "{text}");
+        // The only markup left is the link probity made, its parts encoded.
+        assert!(text.ends_with("\n<http://probity.example/base/checks/it/%3C!channel%3E%20&%20%3Chttp:%2F%2Fevil%7Cclick%3E|status page>"), "{text}");
+        assert_eq!(text.matches('<').count(), 1, "{text}");
+        assert!(text.chars().count() < 6_000, "{}", text.chars().count());
+        assert!(
+            text.contains("x… (59000 more characters)"),
+            "the cut is said"
+        );
+        // More errors than shown are counted.
+        m.errors = (0..9).map(|i| format!("e{i}")).collect();
+        let text = request(&kinds()[2], &m).body["text"].to_string();
+        assert!(text.contains("> e4\\n> _and 4 more errors_"), "{text}");
+    }
+
+    #[test]
+    fn a_notice_carries_a_bounded_list_of_errors() {
+        let many: Vec<String> = (0..30)
+            .map(|i| format!("{i}{}", "é".repeat(5000)))
+            .collect();
+        let capped = capped_errors(&many);
+        assert_eq!(capped.len(), MAX_ERRORS + 1);
+        assert_eq!(capped[MAX_ERRORS], "… and 10 more errors");
+        assert!(capped[0].starts_with('0') && capped[0].ends_with("… (4001 more characters)"));
+        assert_eq!(cut("short", 10), "short");
+    }
+
+    #[test]
+    fn every_body_states_the_errors_once() {
+        let m = message(Notice::Firing);
+        // (A template says what its author wrote.)
+        for k in kinds()
+            .into_iter()
+            .filter(|k| !matches!(k, Kind::Webhook { body: Some(_), .. }))
+        {
+            let body = request(&k, &m).body.to_string();
+            assert_eq!(body.matches("refused").count(), 1, "{}: {body}", k.name());
+        }
     }
 
     #[test]

@@ -251,12 +251,12 @@ impl Notifier {
             notice,
             since,
             now: now.timestamp(),
-            errors: view.effective_errors(),
+            errors: deliver::capped_errors(&view.effective_errors()),
             link: self
                 .cfg
                 .external_url
                 .as_ref()
-                .map(|base| format!("{base}/checks/{}", view.key.as_str())),
+                .map(|base| deliver::check_link(base, &view.key)),
             severity: view.severity.clone(),
         }
     }
