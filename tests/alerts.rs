@@ -346,3 +346,116 @@ async fn alertmanager_lists_the_alert_while_failing_and_not_once_resolved() {
     assert_eq!(s["alerts"][0]["receiver"], "am");
     assert_eq!(s["alerts"][0]["firing"], false);
 }
+
+/// A receiver that accepts connections and never answers; the sockets stay open until the test
+/// ends.
+async fn hanging_receiver() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    base
+}
+
+fn metric(m: &str, line_start: &str) -> f64 {
+    m.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_hangs_delays_only_itself() {
+    const N: usize = 100;
+    let (tmp, checks, state) = dirs();
+    let target = common::capture::Toggle::start("127.0.0.1:0", false).await;
+    let port = target
+        .url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let (cap, base) = Capture::start(0).await;
+    let stuck = hanging_receiver().await;
+    for i in 0..N {
+        write(
+            &checks,
+            &format!("c{i}.yaml"),
+            &format!(
+                "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: c{i}, namespace: it}}\nspec:\n  runInterval: 1s\n  timeout: 2s\n  failureThreshold: 1\n  probe: {{httpGet: {{host: 127.0.0.1, port: {port}, path: /}}}}\n"
+            ),
+        );
+    }
+    // The stuck receiver is routed first, so its notices come first in any shared order.
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!(
+            "receivers:\n  - name: stuck\n    webhook: {{url: \"{stuck}/hook\"}}\n  - name: ok\n    webhook: {{url: \"{base}/ok\"}}\nroutes:\n  - receiver: stuck\n  - receiver: ok\n"
+        ),
+    );
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    // Every firing reaches the healthy receiver within less than one delivery timeout (10 s)
+    // of the first: none waited behind the stuck receiver's deliveries.
+    cap.wait("the first firing", |c| !c.at("ok").is_empty())
+        .await;
+    let first = Instant::now();
+    cap.wait("every firing", |c| c.at("ok").len() == N).await;
+    let took = first.elapsed();
+    assert!(took < Duration::from_secs(8), "{N} firings took {took:?}");
+    // The stuck receiver's backlog is visible: in metrics and on the page.
+    let doc = p
+        .wait_for("the backlog on the page", |d| {
+            d["Warnings"]
+                .to_string()
+                .contains("notifications to stuck: slow: 8 in flight")
+        })
+        .await;
+    assert!(
+        !doc["Warnings"].to_string().contains("notifications to ok"),
+        "{doc}"
+    );
+    let m = p.metrics().await;
+    assert!(
+        metric(&m, "probity_notifications_queued{receiver=\"stuck\"}") > 0.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "probity_notifications_queued{receiver=\"ok\"}"),
+        0.0,
+        "{m}"
+    );
+    // Recovery: every resolve on time too; the stuck receiver's firings still queued are
+    // superseded (counted), not sent late.
+    target.set(true);
+    cap.wait("the first resolve", |c| {
+        c.at("ok").iter().any(|r| r.body["state"] == "resolved")
+    })
+    .await;
+    let first = Instant::now();
+    cap.wait("every resolve", |c| c.at("ok").len() == 2 * N)
+        .await;
+    let took = first.elapsed();
+    assert!(took < Duration::from_secs(8), "{N} resolves took {took:?}");
+    let m = p.metrics().await;
+    let superseded = metric(
+        &m,
+        "probity_notifications_dropped_total{receiver=\"stuck\",reason=\"superseded\"}",
+    );
+    assert!(superseded >= (N - 3 * 8) as f64, "{superseded}\n{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "probity_notifications_dropped_total{receiver=\"ok\",reason=\"superseded\"}"
+        ),
+        0.0
+    );
+    // Exactly once each.
+    let ids: std::collections::HashSet<_> = cap.at("ok").into_iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 2 * N);
+}

@@ -12,7 +12,10 @@
 //! Alertmanager's labels) by which a receiver drops it.
 //!
 //! Deliveries run beside the engine, never in its way: a receiver that is down is retried with
-//! backoff, shown on the status page and in metrics, and holds up nothing else.
+//! backoff, shown on the status page and in metrics. Each receiver has its own queue and its
+//! own delivery slots, so one that hangs delays only itself; its queue is rebuilt from the
+//! statuses each scan and capped, so a backlog costs bounded memory and a notice the check has
+//! moved past is superseded rather than sent late.
 
 pub mod config;
 pub mod decide;
@@ -31,7 +34,7 @@ use crate::api::protocol::NOTIFY_ANNOTATION;
 use crate::api::{AlertRecord, CheckKey};
 use crate::engine::clock::Clock;
 use crate::engine::{Board, CheckView, EngineHandle};
-use crate::metrics::Metrics;
+use crate::metrics::{Dropped, Metrics};
 pub use config::Alerting;
 use config::Kind;
 use decide::{Notice, Policy};
@@ -39,8 +42,11 @@ use deliver::Message;
 
 /// How often the published state is read for notices due.
 const SCAN: Duration = Duration::from_secs(1);
-/// Deliveries in flight at once.
-const CONCURRENCY: usize = 64;
+/// Deliveries in flight at once, per receiver: one that hangs holds only its own slots.
+const PER_RECEIVER: usize = 8;
+/// Notices held in memory per receiver, most urgent first; the rest wait in the checks'
+/// statuses, where the next scan finds them again.
+const QUEUE_CAP: usize = 1_000;
 /// Alertmanager forgets an alert not posted again within its resolve timeout (5 m by default),
 /// as Prometheus re-posts every evaluation: a firing alert is posted again this often.
 const ALERTMANAGER_REFRESH: i64 = 60;
@@ -84,6 +90,14 @@ pub struct Notifier {
     refreshed: HashMap<Slot, i64>,
     /// Each receiver's last failure, while it has notices waiting for a retry.
     failing: Vec<Option<String>>,
+    /// Each receiver's notices due, most urgent first, rebuilt by every scan.
+    queues: Vec<VecDeque<Job>>,
+    /// Each receiver's deliveries in flight.
+    running: Vec<usize>,
+    /// Each receiver's notices due but beyond `QUEUE_CAP`, at the last scan.
+    overflow: Vec<usize>,
+    /// Each receiver's notices superseded since start, for the page.
+    superseded: Vec<u64>,
 }
 
 impl Notifier {
@@ -102,8 +116,13 @@ impl Notifier {
             metrics.notifications_pending(name, 0);
             info!(receiver = %name, kind = kind.name(), "notifications configured");
         }
+        let n = cfg.receivers.len();
         Ok(Notifier {
-            failing: vec![None; cfg.receivers.len()],
+            failing: vec![None; n],
+            queues: vec![VecDeque::new(); n],
+            running: vec![0; n],
+            overflow: vec![0; n],
+            superseded: vec![0; n],
             cfg,
             board,
             engine,
@@ -121,29 +140,36 @@ impl Notifier {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(SCAN);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut queue: VecDeque<Job> = VecDeque::new();
         let mut tasks: JoinSet<Done> = JoinSet::new();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = tick.tick() => queue = self.scan(),
+                _ = tick.tick() => {
+                    let due = self.scan();
+                    self.requeue(due);
+                }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Ok(done) = done {
                         self.finished(done).await;
                     }
                 }
             }
-            while tasks.len() < CONCURRENCY {
-                let Some(job) = queue.pop_front() else { break };
-                if !self.in_flight.insert(job.slot.clone()) {
-                    continue;
+            for receiver in 0..self.queues.len() {
+                while self.running[receiver] < PER_RECEIVER {
+                    let Some(job) = self.queues[receiver].pop_front() else {
+                        break;
+                    };
+                    if !self.in_flight.insert(job.slot.clone()) {
+                        continue;
+                    }
+                    self.running[receiver] += 1;
+                    let request = deliver::request(&self.cfg.receivers[receiver].1, &job.message);
+                    let client = self.client.clone();
+                    tasks.spawn(async move {
+                        let result = deliver::send(&client, &request).await;
+                        Done { job, result }
+                    });
                 }
-                let request = deliver::request(&self.cfg.receivers[job.slot.1].1, &job.message);
-                let client = self.client.clone();
-                tasks.spawn(async move {
-                    let result = deliver::send(&client, &request).await;
-                    Done { job, result }
-                });
             }
         }
         let drain = async {
@@ -156,9 +182,77 @@ impl Notifier {
         let _ = tokio::time::timeout(deliver::TIMEOUT, drain).await;
     }
 
+    /// Replaces each receiver's queue by what is due now, most urgent first (a firing or a
+    /// resolve before a reminder, a reminder before Alertmanager's re-post). A notice queued
+    /// before but due no more was superseded: the check moved on while its receiver was slow.
+    fn requeue(&mut self, due: Vec<Job>) {
+        let n = self.queues.len();
+        let mut fresh: Vec<Vec<Job>> = (0..n).map(|_| Vec::new()).collect();
+        for job in due {
+            fresh[job.slot.1].push(job);
+        }
+        let leading = self.board.is_leader();
+        for (receiver, mut jobs) in fresh.into_iter().enumerate() {
+            jobs.sort_by_key(|j| match (j.refresh, j.message.notice) {
+                (true, _) => 2,
+                (false, Notice::Reminder) => 1,
+                _ => 0,
+            });
+            let old = std::mem::take(&mut self.queues[receiver]);
+            if leading && !old.is_empty() {
+                let now: HashSet<&Slot> = jobs.iter().map(|j| &j.slot).collect();
+                let gone = old
+                    .iter()
+                    .filter(|j| !j.refresh && j.message.notice != Notice::Reminder)
+                    .filter(|j| !now.contains(&j.slot) && !self.in_flight.contains(&j.slot))
+                    .count() as u64;
+                if gone > 0 {
+                    let name = &self.cfg.receivers[receiver].0;
+                    self.superseded[receiver] += gone;
+                    self.metrics
+                        .notifications_dropped(name, Dropped::Superseded, gone);
+                }
+            }
+            self.overflow[receiver] = jobs.len().saturating_sub(QUEUE_CAP);
+            jobs.truncate(QUEUE_CAP);
+            let name = &self.cfg.receivers[receiver].0;
+            self.metrics
+                .notifications_queued(name, (jobs.len() + self.overflow[receiver]) as i64);
+            self.queues[receiver] = jobs.into();
+            self.show(receiver);
+        }
+    }
+
+    /// The receiver's line on the status page: failing deliveries, or a backlog.
+    fn show(&self, receiver: usize) {
+        let name = &self.cfg.receivers[receiver].0;
+        let waiting = self.retries.keys().filter(|(_, r)| *r == receiver).count();
+        let queued = self.queues[receiver].len() + self.overflow[receiver];
+        let mut parts = Vec::new();
+        if let Some(e) = &self.failing[receiver] {
+            parts.push(format!("{e} ({waiting} waiting to be retried)"));
+        }
+        if queued > 0 && self.running[receiver] >= PER_RECEIVER {
+            parts.push(format!(
+                "slow: {} in flight, {queued} queued",
+                self.running[receiver]
+            ));
+        }
+        if !parts.is_empty() && self.superseded[receiver] > 0 {
+            parts.push(format!(
+                "{} notices superseded before they could be sent",
+                self.superseded[receiver]
+            ));
+        }
+        self.board.set_warning(
+            &format!("notifications to {name}"),
+            (!parts.is_empty()).then(|| parts.join("; ")),
+        );
+    }
+
     /// Every notice due now, given what was told and what waits for a retry.
-    fn scan(&mut self) -> VecDeque<Job> {
-        let mut jobs = VecDeque::new();
+    fn scan(&mut self) -> Vec<Job> {
+        let mut jobs = Vec::new();
         if !self.board.is_leader() {
             // The next leader decides from the statuses; nothing here is its business.
             self.told.clear();
@@ -226,7 +320,7 @@ impl Notifier {
                     },
                     None => continue,
                 };
-                jobs.push_back(Job {
+                jobs.push(Job {
                     message: self.message(&view, notice, since, now),
                     slot,
                     refresh,
@@ -265,6 +359,7 @@ impl Notifier {
         let Done { job, result } = done;
         self.in_flight.remove(&job.slot);
         let receiver = job.slot.1;
+        self.running[receiver] -= 1;
         let name = self.cfg.receivers[receiver].0.clone();
         let kind = if job.refresh {
             "refresh"
@@ -309,12 +404,7 @@ impl Notifier {
         if waiting == 0 {
             self.failing[receiver] = None;
         }
-        self.board.set_warning(
-            &format!("notifications to {name}"),
-            self.failing[receiver]
-                .as_ref()
-                .map(|e| format!("{e} ({waiting} waiting to be retried)")),
-        );
+        self.show(receiver);
     }
 }
 

@@ -22,8 +22,8 @@ use prometheus_client::registry::Registry;
 mod own;
 mod text;
 
-pub use own::ConnectionEnd;
 use own::OwnMetrics;
+pub use own::{ConnectionEnd, Dropped};
 
 use text::TextFormat;
 

@@ -77,6 +77,31 @@ pub(super) struct OwnMetrics {
     state_failing: Gauge,
     notifications: Family<NotificationLabels, Counter>,
     notifications_pending: Family<ReceiverLabels, Gauge>,
+    notifications_queued: Family<ReceiverLabels, Gauge>,
+    notifications_dropped: Family<DroppedLabels, Counter>,
+}
+
+/// Why a notice was never sent. Bounded: receivers from the configuration, the reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct DroppedLabels {
+    pub receiver: String,
+    pub reason: Dropped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dropped {
+    /// The check's state moved on before its notice could be sent (the receiver was slow or
+    /// down): the newer notice replaces it.
+    Superseded,
+}
+
+impl EncodeLabelValue for Dropped {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(match self {
+            Dropped::Superseded => "superseded",
+        })
+    }
 }
 
 impl OwnMetrics {
@@ -121,6 +146,16 @@ impl OwnMetrics {
             "probity_notifications_pending",
             "Notifications whose delivery failed and waits for a retry, by receiver",
             own.notifications_pending.clone(),
+        );
+        registry.register(
+            "probity_notifications_queued",
+            "Notices due and waiting for a free delivery slot of their receiver (each receiver has its own queue and 8 slots; beyond 1000, they wait in the checks' statuses, not in memory)",
+            own.notifications_queued.clone(),
+        );
+        registry.register(
+            "probity_notifications_dropped",
+            "Notices never sent, by receiver and reason: superseded (the check changed again before a slow receiver could be told; the newer notice is sent instead)",
+            own.notifications_dropped.clone(),
         );
         own
     }
@@ -171,6 +206,25 @@ impl Metrics {
                 },
             })
             .inc();
+    }
+
+    pub fn notifications_queued(&self, receiver: &str, n: i64) {
+        self.own
+            .notifications_queued
+            .get_or_create(&ReceiverLabels {
+                receiver: receiver.to_string(),
+            })
+            .set(n);
+    }
+
+    pub fn notifications_dropped(&self, receiver: &str, reason: Dropped, n: u64) {
+        self.own
+            .notifications_dropped
+            .get_or_create(&DroppedLabels {
+                receiver: receiver.to_string(),
+                reason,
+            })
+            .inc_by(n);
     }
 
     pub fn notifications_pending(&self, receiver: &str, n: i64) {
