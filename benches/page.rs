@@ -320,6 +320,7 @@ async fn main() {
             since_unix: st.failing_since_unix.unwrap_or(now - 600),
             firing: failing,
             sent_unix: now - 60,
+            flapping: false,
         }];
         steady.put(Arc::new(v));
     }

@@ -459,3 +459,147 @@ async fn a_receiver_that_hangs_delays_only_itself() {
     let ids: std::collections::HashSet<_> = cap.at("ok").into_iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 2 * N);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_check_says_so_once_and_then_its_state_once_stable() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(0).await;
+    let flag = tmp.path().join("flag");
+    let stop = tmp.path().join("stop");
+    // Fails and passes by turns, every second, until `stop` exists; then fails for good.
+    let script = format!(
+        "if [ -e {stop} ]; then probity report --error \"db down\"; elif [ -e {flag} ]; then rm {flag}; probity report --error \"db down\"; else touch {flag}; probity report --ok; fi",
+        stop = stop.display(),
+        flag = flag.display()
+    );
+    write(
+        &checks,
+        "flap.yaml",
+        &shell_check("flap", "  runInterval: 1s\n  timeout: 10s\n", &script),
+    );
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!("receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n    flapping: {{window: 10s, changes: 5}}\n"),
+    );
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    cap.wait("the flapping notice", |c| {
+        c.at("hook").iter().any(|r| r.body["state"] == "flapping")
+    })
+    .await;
+    let got = cap.at("hook");
+    let states: Vec<&str> = got
+        .iter()
+        .map(|r| r.body["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.len() <= 5 && states.last() == Some(&"flapping"),
+        "{states:?}"
+    );
+    let flapping = got.last().unwrap();
+    assert!(
+        flapping.body["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("it/flap is flapping: its state changed 5 times within 10s"),
+        "{}",
+        flapping.body
+    );
+    // The page, /json and the metrics say so (by the default thresholds: 5 changes in 10m).
+    let doc = p
+        .wait_for("Flapping in /json", |d| {
+            common::detail(d, "it/flap")["Flapping"] == true
+        })
+        .await;
+    assert_eq!(common::detail(&doc, "it/flap")["Flapping"], true);
+    let list = p.get_json("/api/checks").await;
+    assert_eq!(list["checks"][0]["held"], "flapping", "{list}");
+    let m = p.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("probity_check_notifications_held{")
+                && l.contains("check=\"flap\"")
+                && l.contains("reason=\"flapping\"")
+                && l.ends_with(" 1")),
+        "{m}"
+    );
+    // Still alternating: quiet.
+    let before = cap.at("hook").len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(cap.at("hook").len(), before, "quiet while flapping");
+    // Failing for good: once it is stable (no 5 changes within the route's 10 s), one notice
+    // says so, and nothing more.
+    std::fs::write(&stop, "").unwrap();
+    cap.wait("the state once stable", |c| {
+        c.at("hook").len() == before + 1
+    })
+    .await;
+    let last = cap.at("hook").pop().unwrap();
+    assert_eq!(last.body["state"], "failing", "{}", last.body);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cap.at("hook").len(), before + 1);
+    assert!(before < 6, "at most six notices");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_a_check_or_turning_it_off_resolves_what_was_told() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(0).await;
+    let flag = tmp.path().join("failing");
+    std::fs::write(&flag, "").unwrap();
+    write(&checks, "a.yaml", &flapping("a", &flag, ""));
+    write(&checks, "b.yaml", &flapping("b", &flag, ""));
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!("receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"),
+    );
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    cap.wait("both firing", |c| c.at("hook").len() == 2).await;
+    write(
+        &checks,
+        "a.yaml",
+        &flapping("a", &flag, "").replace(
+            "  runInterval: 1s\n",
+            "  runInterval: 1s\n  suspend: true\n",
+        ),
+    );
+    write(
+        &checks,
+        "b.yaml",
+        &flapping(
+            "b",
+            &flag,
+            "  annotations: {probity.dev/notify: \"false\"}\n",
+        ),
+    );
+    cap.wait("both resolved", |c| c.at("hook").len() == 4).await;
+    let got = cap.at("hook");
+    for (check, why) in [
+        ("a", "the check is suspended"),
+        (
+            "b",
+            "its notifications are turned off (probity.dev/notify: \"false\")",
+        ),
+    ] {
+        let r = got
+            .iter()
+            .find(|r| r.body["check"] == check && r.body["state"] == "resolved")
+            .unwrap_or_else(|| panic!("{check}: {got:#?}"));
+        assert_eq!(r.body["reason"], why);
+        assert_eq!(
+            r.body["summary"],
+            format!("it/{check} no longer alerts: {why}")
+        );
+    }
+    // Still failing, still suspended or off: nothing more, across a restart.
+    let before = count(&p.json().await, "it/b", "FailureCount");
+    drop(p);
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    p.wait_for("b's runs recorded after the restart", |d| {
+        count(d, "it/b", "FailureCount") >= before + 2
+    })
+    .await;
+    assert_eq!(cap.at("hook").len(), 4);
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{duration, HealthCheck};
+use crate::api::{duration, Flap, HealthCheck, TRANSITIONS_LEN};
 use crate::{Error, Result};
 
 /// The file as written.
@@ -109,6 +109,20 @@ pub struct Route {
     /// Remind while a check stays failing, this often; unset: no reminders.
     #[serde(default)]
     pub repeat_interval: Option<String>,
+    /// When a check counts as flapping (one notice, then quiet until it is stable).
+    #[serde(default)]
+    pub flapping: Option<Flapping>,
+}
+
+/// Flap detection for a route: `changes` verdict changes within `window` (default 5 in 10m);
+/// `changes: 0` turns it off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Flapping {
+    #[serde(default)]
+    pub window: Option<String>,
+    #[serde(default)]
+    pub changes: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -156,6 +170,7 @@ pub struct Rule {
     pub match_labels: BTreeMap<String, String>,
     pub send_resolved: bool,
     pub repeat: Option<Duration>,
+    pub flap: Flap,
 }
 
 impl Rule {
@@ -312,12 +327,37 @@ impl AlertingConfig {
                     Some(d)
                 }
             };
+            let mut flap = Flap::DEFAULT;
+            if let Some(f) = &r.flapping {
+                if let Some(w) = &f.window {
+                    let d = duration::parse(w)
+                        .map_err(|e| ConfigError::at(format!("{at}.flapping.window"), e))?;
+                    if d < Duration::from_secs(10) {
+                        return Err(ConfigError::at(
+                            format!("{at}.flapping.window"),
+                            format!("{w} is under 10s"),
+                        ));
+                    }
+                    flap.window_secs = d.as_secs() as i64;
+                }
+                if let Some(c) = f.changes {
+                    // A status keeps its last TRANSITIONS_LEN changes: more cannot be counted.
+                    if c == 1 || c > TRANSITIONS_LEN {
+                        return Err(ConfigError::at(
+                            format!("{at}.flapping.changes"),
+                            format!("{c} is not 0 (off) or 2 to {TRANSITIONS_LEN}"),
+                        ));
+                    }
+                    flap.changes = c;
+                }
+            }
             rules.push(Rule {
                 receiver,
                 namespaces: r.namespaces,
                 match_labels: r.match_labels,
                 send_resolved: r.send_resolved,
                 repeat,
+                flap,
             });
         }
         let external_url = match self.external_url {
@@ -390,6 +430,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "summary",
     "text",
     "id",
+    "reason",
 ];
 
 /// What is wrong with a webhook body template.
@@ -443,6 +484,7 @@ routes:
     repeatInterval: 4h
   - receiver: chat
     sendResolved: false
+    flapping: {window: 30m, changes: 8}
 "#;
 
     #[test]
@@ -480,6 +522,14 @@ routes:
             "resolved notifications by default"
         );
         assert!(!a.rules[1].send_resolved);
+        assert_eq!(a.rules[0].flap, Flap::DEFAULT);
+        assert_eq!(
+            a.rules[1].flap,
+            Flap {
+                window_secs: 1800,
+                changes: 8
+            }
+        );
         assert!(a.rules[1].namespaces.is_empty());
     }
 
@@ -519,6 +569,9 @@ routes:
                 "routes[0].repeatInterval: ",
             ),
             ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    sendResolved: yes\n", "routes[0].sendResolved: "),
+            ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    flapping: {changes: 50}\n", "routes[0].flapping.changes: 50 is not 0 (off) or 2 to 20"),
+            ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    flapping: {window: 1s}\n", "routes[0].flapping.window: 1s is under 10s"),
+            ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    flapping: {often: 3}\n", "routes[0].flapping.often: unknown field"),
         ] {
             let e = Alerting::parse(text).unwrap_err().to_string();
             assert!(e.starts_with(want), "{text}\n  gave: {e}\n  want: {want}");

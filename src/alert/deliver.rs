@@ -26,6 +26,9 @@ pub struct Message {
     pub link: Option<String>,
     /// The check's `kuberhealthy.io/severity` label.
     pub severity: Option<String>,
+    /// Why, where the notice is not the plain news of a verdict: why it is flapping, or why an
+    /// alert is resolved while the check did not pass (deleted, suspended, turned off).
+    pub reason: Option<String>,
 }
 
 impl Message {
@@ -72,16 +75,24 @@ impl Message {
                 "{check} is still failing, for {}",
                 spell(self.now - self.since)
             ),
-            Notice::Resolved => format!(
-                "{check} recovered after failing for {}",
-                spell(self.now - self.since)
-            ),
+            Notice::Resolved => match &self.reason {
+                Some(why) => format!("{check} no longer alerts: {why}"),
+                None => format!(
+                    "{check} recovered after failing for {}",
+                    spell(self.now - self.since)
+                ),
+            },
+            Notice::Flapping => match &self.reason {
+                Some(why) => format!("{check} is flapping: {why}"),
+                None => format!("{check} is flapping"),
+            },
         }
     }
 
     fn state(&self) -> &'static str {
         match self.notice {
             Notice::Resolved => "resolved",
+            Notice::Flapping => "flapping",
             _ => "failing",
         }
     }
@@ -97,6 +108,7 @@ impl Message {
             "summary": self.summary(),
             "text": self.text(),
             "id": self.id(),
+            "reason": self.reason,
         })
     }
 }
@@ -141,6 +153,9 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
                     // `text` is for templates; the document has the errors in `errors`.
                     if let Some(o) = doc.as_object_mut() {
                         o.remove("text");
+                        if o.get("reason").is_some_and(Value::is_null) {
+                            o.remove("reason");
+                        }
                     }
                     doc["version"] = json!("1");
                     doc
@@ -162,6 +177,7 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
         Kind::Slack { url, channel } => {
             let emoji = match m.notice {
                 Notice::Resolved => ":large_green_circle:",
+                Notice::Flapping => ":large_orange_circle:",
                 _ => ":red_circle:",
             };
             // Everything from a check is text, never markup: a check named `<!channel>` must
@@ -437,6 +453,7 @@ mod tests {
             errors: vec!["connect 10.0.0.5:5432: refused <x>".into(), "second".into()],
             link: Some("http://probity.example/checks/prod/db".into()),
             severity: None,
+            reason: None,
         }
     }
 

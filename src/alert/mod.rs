@@ -37,7 +37,7 @@ use crate::engine::{Board, CheckView, EngineHandle};
 use crate::metrics::{Dropped, Metrics};
 pub use config::Alerting;
 use config::Kind;
-use decide::{Notice, Policy};
+use decide::{Notice, Policy, Situation};
 use deliver::Message;
 
 /// How often the published state is read for notices due.
@@ -267,7 +267,15 @@ impl Notifier {
         let mut routed = vec![false; cfg.receivers.len()];
         let mut caught_up = Vec::new();
         for view in self.board.snapshot() {
-            if opted_out(&view) {
+            // What no longer concerns any receiver: what was told is resolved, saying why.
+            let departed = if opted_out(&view) {
+                Some("its notifications are turned off (probity.dev/notify: \"false\")")
+            } else if view.suspended {
+                Some("the check is suspended")
+            } else {
+                None
+            };
+            if departed.is_some() && view.status.alerts.iter().all(|a| !a.firing) {
                 continue;
             }
             routed.fill(false);
@@ -304,24 +312,43 @@ impl Notifier {
                     send_resolved: rule.send_resolved || alertmanager,
                     repeat_secs: rule.repeat.map(|d| d.as_secs() as i64),
                 };
-                let due = decide::due(&view.status, told, policy, now_unix);
+                let situation = Situation {
+                    flapping: view.status.flapping(now_unix, rule.flap),
+                    departed: departed.is_some(),
+                    ..Situation::at(now_unix)
+                };
+                let due = decide::due(&view.status, told, policy, situation);
                 let (notice, since, refresh) = match due {
                     Some((notice, since)) => (notice, since, false),
-                    None if alertmanager => match (view.status.failing_since(), told) {
-                        (Some(since), Some(t))
-                            if t.firing
-                                && t.since_unix == since
-                                && now_unix - self.refreshed.get(&slot).copied().unwrap_or(0)
-                                    >= ALERTMANAGER_REFRESH =>
-                        {
-                            (Notice::Reminder, since, true)
+                    None if alertmanager && departed.is_none() => {
+                        match (view.status.failing_since(), told) {
+                            (Some(since), Some(t))
+                                if t.firing
+                                    && t.since_unix == since
+                                    && now_unix
+                                        - self.refreshed.get(&slot).copied().unwrap_or(0)
+                                        >= ALERTMANAGER_REFRESH =>
+                            {
+                                (Notice::Reminder, since, true)
+                            }
+                            _ => continue,
                         }
-                        _ => continue,
-                    },
+                    }
                     None => continue,
                 };
+                let reason = match notice {
+                    Notice::Resolved => departed.map(str::to_string),
+                    Notice::Flapping => Some(format!(
+                        "its state changed {} times within {}; notices are held until it is stable",
+                        view.status.changes_within(now_unix, rule.flap.window_secs),
+                        crate::api::duration::human(Duration::from_secs(
+                            rule.flap.window_secs as u64
+                        ))
+                    )),
+                    _ => None,
+                };
                 jobs.push(Job {
-                    message: self.message(&view, notice, since, now),
+                    message: self.message(&view, notice, since, now, reason),
                     slot,
                     refresh,
                 });
@@ -339,7 +366,14 @@ impl Notifier {
         jobs
     }
 
-    fn message(&self, view: &CheckView, notice: Notice, since: i64, now: DateTime<Utc>) -> Message {
+    fn message(
+        &self,
+        view: &CheckView,
+        notice: Notice,
+        since: i64,
+        now: DateTime<Utc>,
+        reason: Option<String>,
+    ) -> Message {
         Message {
             key: view.key.clone(),
             notice,
@@ -352,6 +386,7 @@ impl Notifier {
                 .as_ref()
                 .map(|base| deliver::check_link(base, &view.key)),
             severity: view.severity.clone(),
+            reason,
         }
     }
 

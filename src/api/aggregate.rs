@@ -229,6 +229,9 @@ fn ratio(runs: i64, successes: i64) -> Option<f64> {
 /// check against the same windows, without formatting dates per check.
 #[derive(Debug, Clone)]
 pub struct Windows {
+    /// The instant the windows end, unix seconds: what else a document shows as of now
+    /// (flapping) is read at the same instant.
+    pub now_unix: i64,
     since_hour: i64,
     since_week: String,
     since_month: String,
@@ -239,6 +242,7 @@ impl Windows {
     /// (whole UTC days, today included).
     pub fn at(now: DateTime<Utc>) -> Self {
         Windows {
+            now_unix: now.timestamp(),
             since_hour: hour_start(now) - 23 * 3600,
             since_week: day_key(now - Duration::days(6)),
             since_month: day_key(now - Duration::days(29)),

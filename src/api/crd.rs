@@ -178,6 +178,7 @@ mod tests {
                 since_unix: 4,
                 firing: true,
                 sent_unix: 5,
+                flapping: true,
             }],
             transitions: vec![crate::api::Transition {
                 at_unix: 4,

@@ -286,6 +286,36 @@ pub struct AlertRecord {
     pub firing: bool,
     /// When it was delivered, unix seconds.
     pub sent_unix: i64,
+    /// The last notification said the check is flapping (and notices are held until it is
+    /// stable).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flapping: bool,
+}
+
+/// When a check counts as flapping: its verdict changed at least `changes` times within the
+/// last `window_secs` (Nagios' flap detection, counted in time rather than in runs). It is
+/// stable again once the changes within the window fall below `changes`, which for a check
+/// that stops changing is about one window after its last change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flap {
+    pub window_secs: i64,
+    /// 0 turns flap detection off.
+    pub changes: usize,
+}
+
+impl Flap {
+    /// 5 changes in 10 minutes: a check that alternates every run sends at most four notices
+    /// before the one that says it is flapping, and one when it is stable again.
+    pub const DEFAULT: Flap = Flap {
+        window_secs: 600,
+        changes: 5,
+    };
+}
+
+impl Default for Flap {
+    fn default() -> Self {
+        Flap::DEFAULT
+    }
 }
 
 impl HealthCheckStatus {
@@ -298,6 +328,20 @@ impl HealthCheckStatus {
 
     pub fn failing_since(&self) -> Option<i64> {
         (!self.ok).then(|| self.failing_since_unix.unwrap_or(self.last_failure_unix))
+    }
+
+    /// Whether the verdict changes too often to notify on each change (see `Flap`). Counted
+    /// from `transitions`, so every replica and every restart sees the same.
+    pub fn flapping(&self, now_unix: i64, flap: Flap) -> bool {
+        flap.changes > 0 && self.changes_within(now_unix, flap.window_secs) >= flap.changes
+    }
+
+    /// Verdict changes within the last `window_secs` (at most `TRANSITIONS_LEN`).
+    pub fn changes_within(&self, now_unix: i64, window_secs: i64) -> usize {
+        self.transitions
+            .iter()
+            .take_while(|t| t.at_unix > now_unix - window_secs)
+            .count()
     }
 
     /// What `receiver` was last told.

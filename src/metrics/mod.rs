@@ -163,6 +163,21 @@ impl EncodeLabelSet for UptimeLabels {
     }
 }
 
+/// `probity_check_notifications_held`'s labels: the check's, and why its notices are held
+/// (`flapping`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HeldLabels {
+    pub check: CheckLabels,
+    pub reason: &'static str,
+}
+
+impl EncodeLabelSet for HeldLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.check.encode(encoder)?;
+        EncodeLabel::encode(&("reason", self.reason), encoder.encode_label())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct MasterLabels {
     current_master: Escaped,
@@ -453,6 +468,23 @@ impl Collector for BoardCollector {
                     };
                     ConstGauge::new(value).encode(e.encode_family(&ul)?)?;
                 }
+            }
+        }
+
+        // Present only while held: no series per check in the common case.
+        let mut e = encoder.encode_descriptor(
+            "probity_check_notifications_held",
+            "1 while a check's notifications are held, by reason: flapping (its verdict changed 5 times within 10m)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (v, l) in views.iter().zip(&labels) {
+            if v.status.flapping(now, crate::api::Flap::DEFAULT) {
+                let hl = HeldLabels {
+                    check: l.clone(),
+                    reason: "flapping",
+                };
+                ConstGauge::new(1i64).encode(e.encode_family(&hl)?)?;
             }
         }
 

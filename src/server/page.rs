@@ -67,6 +67,8 @@ struct Row {
     state: &'static str,
     running: bool,
     suspended: bool,
+    /// Why its notifications are held (flapping), if they are.
+    held: Option<String>,
     last_run: Option<i64>,
     next_run: Option<i64>,
     every: Option<String>,
@@ -132,6 +134,9 @@ fn row(v: &CheckView, windows: &aggregate::Windows) -> Row {
         state: state(v),
         running: !st.current_uuid.is_empty(),
         suspended: v.suspended,
+        held: st
+            .flapping(windows.now_unix, crate::api::Flap::DEFAULT)
+            .then(|| "flapping".to_string()),
         last_run: (st.last_run_unix > 0).then_some(st.last_run_unix),
         next_run: st.next_run_unix,
         every: v

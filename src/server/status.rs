@@ -54,6 +54,10 @@ pub struct CheckDetail {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub timeout: Option<String>,
     pub suspended: bool,
+    /// The verdict changed too often lately (5 times within 10 minutes): notifications about
+    /// it are held until it is stable.
+    #[serde(default)]
+    pub flapping: bool,
     pub consecutive_failures: i64,
     pub success_count: i64,
     pub failure_count: i64,
@@ -107,6 +111,7 @@ impl CheckDetail {
             schedule: v.schedule.clone(),
             timeout: v.timeout.map(duration::human),
             suspended: v.suspended,
+            flapping: st.flapping(windows.now_unix, crate::api::Flap::DEFAULT),
             consecutive_failures: st.consecutive_failures,
             success_count: st.success_count,
             failure_count: st.failure_count,

@@ -75,6 +75,7 @@ fn full_status() -> HealthCheckStatus {
             since_unix: 1_794_999_900,
             firing: true,
             sent_unix: 1_794_999_902,
+            flapping: true,
         }],
         transitions: vec![Transition {
             at_unix: 1_794_999_900,
