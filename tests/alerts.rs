@@ -603,3 +603,63 @@ async fn suspending_a_check_or_turning_it_off_resolves_what_was_told() {
     .await;
     assert_eq!(cap.at("hook").len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_routed_by_cause() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(0).await;
+    let spec = "  runInterval: 1s\n  timeout: 10s\n";
+    // The check reports its target broken.
+    write(
+        &checks,
+        "target.yaml",
+        &shell_check("target", spec, "probity report --error \"db down\""),
+    );
+    // The check itself dies without a word: a runner failure.
+    write(
+        &checks,
+        "runner.yaml",
+        &shell_check("runner", spec, "exit 3"),
+    );
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!(
+            "receivers:\n  - name: owners\n    webhook: {{url: \"{base}/owners\"}}\n  - name: platform\n    webhook: {{url: \"{base}/platform\"}}\n  - name: all\n    webhook: {{url: \"{base}/all\"}}\nroutes:\n  - receiver: owners\n    causes: [target]\n  - receiver: platform\n    causes: [runner]\n  - receiver: all\n"
+        ),
+    );
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    cap.wait("both told to the default route", |c| c.at("all").len() == 2)
+        .await;
+    cap.wait("each cause to its route", |c| {
+        c.at("owners").len() == 1 && c.at("platform").len() == 1
+    })
+    .await;
+    let doc = p.json().await;
+    for (route, check, cause) in [
+        ("owners", "target", "target"),
+        ("platform", "runner", "runner"),
+    ] {
+        let got = cap.at(route);
+        assert_eq!(got[0].body["check"], check, "{route}: {got:#?}");
+        assert_eq!(got[0].body["cause"], cause);
+        assert_eq!(common::detail(&doc, &format!("it/{check}"))["Cause"], cause);
+    }
+    // The run history says it, run by run.
+    let st = status(&p, "runner").await;
+    assert_eq!(st["history"][0]["cause"], "runner", "{st}");
+    assert_eq!(st["history"][0]["outcome"], "Crash");
+    let m = p.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("probity_check_failure_cause{")
+                && l.contains("check=\"runner\"")
+                && l.contains("cause=\"runner\"")),
+        "{m}"
+    );
+    // Nothing crosses over while they keep failing.
+    p.wait_for("more runs", |d| count(d, "it/runner", "FailureCount") >= 4)
+        .await;
+    assert_eq!(cap.at("owners").len(), 1);
+    assert_eq!(cap.at("platform").len(), 1);
+}

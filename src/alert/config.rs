@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{duration, Flap, HealthCheck, TRANSITIONS_LEN};
+use crate::api::{duration, Cause, Flap, HealthCheck, TRANSITIONS_LEN};
 use crate::{Error, Result};
 
 /// The file as written.
@@ -112,6 +112,10 @@ pub struct Route {
     /// When a check counts as flapping (one notice, then quiet until it is stable).
     #[serde(default)]
     pub flapping: Option<Flapping>,
+    /// The causes of failure this route is told of: `target` (the check found a fault in
+    /// what it checks), `runner` (its pod could not run or never reported). Default: both.
+    #[serde(default)]
+    pub causes: Option<Vec<Cause>>,
 }
 
 /// Flap detection for a route: `changes` verdict changes within `window` (default 5 in 10m);
@@ -171,6 +175,7 @@ pub struct Rule {
     pub send_resolved: bool,
     pub repeat: Option<Duration>,
     pub flap: Flap,
+    pub causes: Vec<Cause>,
 }
 
 impl Rule {
@@ -351,8 +356,19 @@ impl AlertingConfig {
                     flap.changes = c;
                 }
             }
+            let causes = match r.causes {
+                None => vec![Cause::Target, Cause::Runner],
+                Some(c) if c.is_empty() => {
+                    return Err(ConfigError::at(
+                        format!("{at}.causes"),
+                        "is empty: give target, runner or both (or leave it out for both)",
+                    ))
+                }
+                Some(c) => c,
+            };
             rules.push(Rule {
                 receiver,
+                causes,
                 namespaces: r.namespaces,
                 match_labels: r.match_labels,
                 send_resolved: r.send_resolved,
@@ -431,6 +447,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "text",
     "id",
     "reason",
+    "cause",
 ];
 
 /// What is wrong with a webhook body template.
@@ -482,6 +499,7 @@ routes:
     namespaces: [prod]
     matchLabels: {team: db}
     repeatInterval: 4h
+    causes: [target]
   - receiver: chat
     sendResolved: false
     flapping: {window: 30m, changes: 8}
@@ -523,6 +541,8 @@ routes:
         );
         assert!(!a.rules[1].send_resolved);
         assert_eq!(a.rules[0].flap, Flap::DEFAULT);
+        assert_eq!(a.rules[0].causes, [Cause::Target]);
+        assert_eq!(a.rules[1].causes, [Cause::Target, Cause::Runner]);
         assert_eq!(
             a.rules[1].flap,
             Flap {
@@ -572,6 +592,8 @@ routes:
             ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    flapping: {changes: 50}\n", "routes[0].flapping.changes: 50 is not 0 (off) or 2 to 20"),
             ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    flapping: {window: 1s}\n", "routes[0].flapping.window: 1s is under 10s"),
             ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    flapping: {often: 3}\n", "routes[0].flapping.often: unknown field"),
+            ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    causes: [node]\n", "routes[0].causes[0]: unknown variant `node`, expected `target` or `runner`"),
+            ("receivers:\n  - name: a\n    slack: {url: 'http://x'}\nroutes:\n  - receiver: a\n    causes: []\n", "routes[0].causes: is empty"),
         ] {
             let e = Alerting::parse(text).unwrap_err().to_string();
             assert!(e.starts_with(want), "{text}\n  gave: {e}\n  want: {want}");

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::config::Kind;
 use super::decide::Notice;
-use crate::api::CheckKey;
+use crate::api::{Cause, CheckKey};
 
 /// How long one delivery may take before it counts as failed (and is retried).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +29,8 @@ pub struct Message {
     /// Why, where the notice is not the plain news of a verdict: why it is flapping, or why an
     /// alert is resolved while the check did not pass (deleted, suspended, turned off).
     pub reason: Option<String>,
+    /// While failing, whose problem it is (`target` or `runner`).
+    pub cause: Option<Cause>,
 }
 
 impl Message {
@@ -109,6 +111,7 @@ impl Message {
             "text": self.text(),
             "id": self.id(),
             "reason": self.reason,
+            "cause": self.cause.filter(|_| self.notice != Notice::Resolved).map(Cause::as_str),
         })
     }
 }
@@ -153,8 +156,10 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
                     // `text` is for templates; the document has the errors in `errors`.
                     if let Some(o) = doc.as_object_mut() {
                         o.remove("text");
-                        if o.get("reason").is_some_and(Value::is_null) {
-                            o.remove("reason");
+                        for k in ["reason", "cause"] {
+                            if o.get(k).is_some_and(Value::is_null) {
+                                o.remove(k);
+                            }
                         }
                     }
                     doc["version"] = json!("1");
@@ -186,6 +191,11 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
             let name = slack_escape(&cut(m.key.as_str(), SLACK_NAME_CHARS));
             let mut text = format!("{emoji} {}", m.headline(&format!("*{name}*")));
             if m.notice.is_firing() {
+                if m.cause == Some(Cause::Runner) {
+                    text.push_str(
+                        "\n_cause: runner (the check could not run or never reported; what it checks may be fine)_",
+                    );
+                }
                 for e in m.errors.iter().take(SLACK_ERRORS) {
                     text.push_str("\n> ");
                     text.push_str(&slack_escape(e));
@@ -248,7 +258,11 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
                         "timestamp": m.since_rfc3339(),
                         "component": m.key.name(),
                         "group": m.key.namespace(),
-                        "custom_details": { "errors": m.errors, "since": m.since_rfc3339() },
+                        "custom_details": {
+                            "errors": m.errors,
+                            "since": m.since_rfc3339(),
+                            "cause": m.cause.map(Cause::as_str),
+                        },
                     },
                 });
                 if let Some(link) = &m.link {
@@ -279,6 +293,10 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
                 },
                 "startsAt": m.since_rfc3339(),
             });
+            // An annotation, not a label: a spell's cause may change, its alert may not.
+            if let (Some(c), true) = (m.cause, m.notice.is_firing()) {
+                alert["annotations"]["cause"] = json!(c.as_str());
+            }
             if m.notice == Notice::Resolved {
                 alert["endsAt"] = json!(rfc3339(m.now));
             }
@@ -454,6 +472,7 @@ mod tests {
             link: Some("http://probity.example/checks/prod/db".into()),
             severity: None,
             reason: None,
+            cause: Some(Cause::Target),
         }
     }
 
@@ -500,12 +519,14 @@ receivers:
                 "errors": ["connect 10.0.0.5:5432: refused <x>", "second"],
                 "link": "http://probity.example/checks/prod/db",
                 "summary": "prod/db is failing",
+                "cause": "target",
             })
         );
         let names: Vec<_> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["authorization", "x-probity-notification-id"]);
         let r = request(k, &message(Notice::Resolved));
         assert_eq!(r.body["state"], "resolved");
+        assert!(r.body.get("cause").is_none(), "a resolve has no cause");
         assert_eq!(
             r.body["summary"],
             "prod/db recovered after failing for 1h 1m"

@@ -37,7 +37,7 @@ use crate::engine::{Board, CheckView, EngineHandle};
 use crate::metrics::{Dropped, Metrics};
 pub use config::Alerting;
 use config::Kind;
-use decide::{Notice, Policy, Situation};
+use decide::{Hold, Notice, Policy, Situation};
 use deliver::Message;
 
 /// How often the published state is read for notices due.
@@ -312,9 +312,15 @@ impl Notifier {
                     send_resolved: rule.send_resolved || alertmanager,
                     repeat_secs: rule.repeat.map(|d| d.as_secs() as i64),
                 };
+                // A failure whose cause the route does not take is not its news.
+                let hold = match view.status.cause() {
+                    Some(c) if !rule.causes.contains(&c) => Hold::Quiet,
+                    _ => Hold::None,
+                };
                 let situation = Situation {
                     flapping: view.status.flapping(now_unix, rule.flap),
                     departed: departed.is_some(),
+                    hold,
                     ..Situation::at(now_unix)
                 };
                 let due = decide::due(&view.status, told, policy, situation);
@@ -387,6 +393,7 @@ impl Notifier {
                 .map(|base| deliver::check_link(base, &view.key)),
             severity: view.severity.clone(),
             reason,
+            cause: view.status.cause(),
         }
     }
 

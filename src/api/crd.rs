@@ -150,7 +150,8 @@ mod tests {
                 uuid: "u".into(),
                 start_unix: 1,
                 run_duration: 2,
-                outcome: Some(Outcome::Success),
+                outcome: Some(Outcome::Failure),
+                cause: Some(crate::api::Cause::Target),
                 errors: vec!["x".into()],
             }],
             days: vec![aggregate::DayStats {

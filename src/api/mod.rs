@@ -344,6 +344,18 @@ impl HealthCheckStatus {
             .count()
     }
 
+    /// While failing, the cause of the newest failed run (a check invalid before any run
+    /// failed: its owner's, `target`).
+    pub fn cause(&self) -> Option<Cause> {
+        if self.ok {
+            return None;
+        }
+        self.history
+            .iter()
+            .find_map(|h| h.outcome.and_then(Outcome::cause))
+            .or(Some(Cause::Target))
+    }
+
     /// What `receiver` was last told.
     pub fn alert(&self, receiver: &str) -> Option<&AlertRecord> {
         self.alerts.iter().find(|a| a.receiver == receiver)
@@ -404,6 +416,36 @@ impl Outcome {
             Outcome::Crash => "Crash",
         }
     }
+
+    /// Whose problem a run that ended this way is: a check that reported errors (or a probe
+    /// that failed) found a fault in what it checks; a run that could not start, crashed, was
+    /// evicted or OOM-killed, or ended without a report, found one in what runs it.
+    pub fn cause(self) -> Option<Cause> {
+        match self {
+            Outcome::Success => None,
+            Outcome::Failure => Some(Cause::Target),
+            Outcome::Timeout | Outcome::StartFailure | Outcome::Crash => Some(Cause::Runner),
+        }
+    }
+}
+
+/// Why a run failed, for routing its notices: `target` is news for whoever owns what is
+/// checked, `runner` for whoever runs the cluster (scheduling, image pulls, evictions, a check
+/// pod that never reported).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    Target,
+    Runner,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Target => "target",
+            Cause::Runner => "runner",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -416,6 +458,9 @@ pub struct RunRecord {
     pub run_duration: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// A failed run's cause (from its outcome).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     pub errors: Vec<String>,
 }
 

@@ -178,6 +178,20 @@ impl EncodeLabelSet for HeldLabels {
     }
 }
 
+/// `probity_check_failure_cause`'s labels: the check's, and `target` or `runner`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CauseLabels {
+    pub check: CheckLabels,
+    pub cause: &'static str,
+}
+
+impl EncodeLabelSet for CauseLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.check.encode(encoder)?;
+        EncodeLabel::encode(&("cause", self.cause), encoder.encode_label())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct MasterLabels {
     current_master: Escaped,
@@ -488,6 +502,22 @@ impl Collector for BoardCollector {
             }
         }
 
+        let mut e = encoder.encode_descriptor(
+            "probity_check_failure_cause",
+            "1 while a check is failing, labelled with the cause of its newest failed run: target (the check found a fault) or runner (its pod or process could not run or never reported); absent while it passes",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (v, l) in views.iter().zip(&labels) {
+            if let Some(c) = v.status.cause() {
+                let cl = CauseLabels {
+                    check: l.clone(),
+                    cause: c.as_str(),
+                };
+                ConstGauge::new(1i64).encode(e.encode_family(&cl)?)?;
+            }
+        }
+
         let mut counter =
             |name: &str, help: &str, value: &dyn Fn(&crate::engine::CheckView) -> u64| {
                 let mut e = encoder.encode_descriptor(
@@ -606,6 +636,45 @@ mod tests {
             (Some(0.0), Some(1.0), Some(1.0))
         );
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+        // Present only for what is failing or held.
+        assert_eq!(
+            get("probity_check_failure_cause{check=\"deploy\",namespace=\"kh\",severity=\"critical\",cause=\"target\"}"),
+            Some(1.0)
+        );
+        assert!(!text.contains("probity_check_failure_cause{check=\"dns\""));
+        assert!(!text.contains("probity_check_notifications_held{"));
+    }
+
+    #[test]
+    fn a_check_failing_for_its_runner_and_flapping_says_so() {
+        let board = Arc::new(Board::new("probity-0"));
+        let mut v = (*view("kh", "pod", false, vec!["pod evicted"])).clone();
+        let st = Arc::make_mut(&mut v.status);
+        st.history = vec![crate::api::RunRecord {
+            outcome: Some(Outcome::Crash),
+            cause: Some(crate::api::Cause::Runner),
+            ..Default::default()
+        }];
+        let now = chrono::Utc::now().timestamp();
+        // Failing, passing by turns, ending failing.
+        for i in 0..7 {
+            st.ok = i % 2 == 1;
+            st.track_failing_since(now - 60 + i);
+        }
+        board.put(Arc::new(v));
+        let text = Metrics::new(MetricsConfig::default(), board).encode_text();
+        let s = samples(&text);
+        let get = |series: &str| s.iter().find(|(k, _)| k == series).map(|(_, v)| *v);
+        assert_eq!(
+            get("probity_check_failure_cause{check=\"pod\",namespace=\"kh\",severity=\"critical\",cause=\"runner\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            get("probity_check_notifications_held{check=\"pod\",namespace=\"kh\",severity=\"critical\",reason=\"flapping\"}"),
+            Some(1.0),
+            "{text}"
+        );
     }
 
     #[test]

@@ -140,7 +140,7 @@ function render(d){
     const label=k.state==='ok'?'passing':k.state;
     row.append(
       el('a',{class:'name',href:'checks/'+encodeURIComponent(k.namespace)+'/'+encodeURIComponent(k.name),text:k.name}),
-      el('span',{class:'state s-'+k.state+(k.running?' running':''),text:label+(k.suspended?' · suspended':'')+(k.held?' · '+k.held:'')}),
+      el('span',{class:'state s-'+k.state+(k.running?' running':''),text:label+(k.cause==='runner'?' (runner)':'')+(k.suspended?' · suspended':'')+(k.held?' · '+k.held:'')}),
       strip(k.runs),
       el('span',{class:'up',title:'share of runs that passed'},'24h ',el('b',{text:pct(k.uptime['24h'])}),' · 7d ',el('b',{text:pct(k.uptime['7d'])}),' · 30d ',el('b',{text:pct(k.uptime['30d'])})),
       el('span',{class:'when'},'last '+ago(k.lastRun),el('br'),k.suspended?'suspended':'next '+until(k.nextRun)+(k.every?' · every '+k.every:'')));
@@ -220,6 +220,7 @@ function render(c){
   kv(dl,'Thresholds',(b.failureThreshold||b.successThreshold)?'fails after '+(b.failureThreshold||1)+', passes after '+(b.successThreshold||1):null);
   kv(dl,'Single run',b.singleRunOnly?'yes':null);
   kv(dl,'Suspended',d.Suspended?'yes':null);
+  kv(dl,'Cause',d.Cause==='runner'?'runner: the check could not run or ended without a report; what it checks may be fine':d.Cause==='target'?'target: the check found a fault in what it checks':null);
   kv(dl,'Flapping',d.Flapping?'yes: its verdict changed 5 times within 10 minutes; notifications are held until it is stable':null);
   kv(dl,'Uptime','24h '+pct(d.Uptime['24h'])+' · 7d '+pct(d.Uptime['7d'])+' · 30d '+pct(d.Uptime['30d']));
   kv(dl,'Runs so far',d.SuccessCount+' passed, '+d.FailureCount+' failed');

@@ -69,6 +69,8 @@ struct Row {
     suspended: bool,
     /// Why its notifications are held (flapping), if they are.
     held: Option<String>,
+    /// While failing: target or runner.
+    cause: Option<&'static str>,
     last_run: Option<i64>,
     next_run: Option<i64>,
     every: Option<String>,
@@ -137,6 +139,7 @@ fn row(v: &CheckView, windows: &aggregate::Windows) -> Row {
         held: st
             .flapping(windows.now_unix, crate::api::Flap::DEFAULT)
             .then(|| "flapping".to_string()),
+        cause: st.cause().map(|c| c.as_str()),
         last_run: (st.last_run_unix > 0).then_some(st.last_run_unix),
         next_run: st.next_run_unix,
         every: v
@@ -274,6 +277,7 @@ mod tests {
                     start_unix: 100,
                     run_duration: 2_000_000,
                     outcome: Some(Outcome::Success),
+                    cause: None,
                     errors: vec![],
                 }],
                 ..Default::default()
@@ -343,6 +347,7 @@ mod tests {
                     start_unix: 110,
                     run_duration: 5_000_000,
                     outcome: Some(Outcome::Failure),
+                    cause: Some(crate::api::Cause::Target),
                     errors: vec!["db down".into()],
                 },
             );

@@ -58,6 +58,10 @@ pub struct CheckDetail {
     /// it are held until it is stable.
     #[serde(default)]
     pub flapping: bool,
+    /// While failing: `target` (the check found a fault in what it checks) or `runner` (its
+    /// pod or process could not run, or ended without a report).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cause: Option<String>,
     pub consecutive_failures: i64,
     pub success_count: i64,
     pub failure_count: i64,
@@ -112,6 +116,7 @@ impl CheckDetail {
             timeout: v.timeout.map(duration::human),
             suspended: v.suspended,
             flapping: st.flapping(windows.now_unix, crate::api::Flap::DEFAULT),
+            cause: st.cause().map(|c| c.as_str().to_string()),
             consecutive_failures: st.consecutive_failures,
             success_count: st.success_count,
             failure_count: st.failure_count,

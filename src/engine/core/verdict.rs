@@ -139,6 +139,7 @@ impl Engine {
                 start_unix: unix(started),
                 run_duration: st.run_duration,
                 outcome: Some(outcome),
+                cause: outcome.cause(),
                 errors: history_errors(&result.errors),
             },
         );
