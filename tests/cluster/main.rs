@@ -49,6 +49,7 @@ fn full_status() -> HealthCheckStatus {
             start_unix: 1_795_000_000,
             run_duration: 120_000_000_000,
             outcome: Some(Outcome::Timeout),
+            cause: Some(probity::api::Cause::Runner),
             errors: vec!["timeout after 2m".into()],
         }],
         days: vec![DayStats {
