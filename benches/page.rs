@@ -69,6 +69,7 @@ fn thirty_days() -> HealthCheckStatus {
             } else {
                 Outcome::Success
             }),
+            cause: (i == 7).then_some(probity::api::Cause::Target),
             errors: if i == 7 {
                 vec!["GET http://web.default.svc:8080/healthz: 503 Service Unavailable".into()]
             } else {
