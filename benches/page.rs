@@ -108,6 +108,7 @@ fn view(i: usize, template: &HealthCheckStatus, failing: bool) -> CheckView {
         suspended: false,
         severity: None,
         category: None,
+        depends_on: Vec::new(),
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::validate::{validate_with, Defaults, Invalid};
 use crate::api::{duration, CheckKey, RunResult};
-use crate::engine::{Desired, Finished, MemoryStore, Plans, RunRefused};
+use crate::engine::{Desired, Engine, EngineConfig, Finished, MemoryStore, Plans, RunRefused};
 use crate::local::{local_problems, parse_file, report_base, LocalRunner};
 use crate::serve::{self, Leading, Parts, Settings};
 use crate::server;
@@ -149,6 +149,12 @@ pub fn validate_files(
 ) -> Result<bool> {
     let mut all_ok = true;
     let mut seen: std::collections::HashMap<CheckKey, String> = Default::default();
+    let mut checks = Vec::new();
+    let mut everything = Engine::new(EngineConfig {
+        defaults: defaults.clone(),
+        ..EngineConfig::new("validate")
+    });
+    let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
     let mut say = |line: String| {
         let _ = writeln!(out, "{line}");
     };
@@ -183,12 +189,25 @@ pub fn validate_files(
                 ));
                 all_ok = false;
             }
-            match result {
-                Ok(()) => say(format!("{name}: document {index}: {key}: valid")),
-                Err(e) => {
-                    all_ok = false;
-                    say(format!("{name}: document {index}: {key}: {e}"));
-                }
+            checks.push((name.clone(), index, key, result));
+            everything.upsert(now, Desired::new(d.check, None), None);
+        }
+    }
+    // What only the whole set shows (`spec.dependsOn` naming no check, or a cycle), by the
+    // engine's own rules.
+    for (name, index, key, result) in checks {
+        let result =
+            result
+                .map_err(|e| e.to_string())
+                .and_then(|()| match everything.view(&key).invalid {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                });
+        match result {
+            Ok(()) => say(format!("{name}: document {index}: {key}: valid")),
+            Err(e) => {
+                all_ok = false;
+                say(format!("{name}: document {index}: {key}: {e}"));
             }
         }
     }

@@ -663,3 +663,67 @@ async fn failures_are_routed_by_cause() {
     assert_eq!(cap.at("owners").len(), 1);
     assert_eq!(cap.at("platform").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_a_failing_dependency_explains_notifies_no_one_until_it_recovers() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(0).await;
+    let db_down = tmp.path().join("db-down");
+    let web_down = tmp.path().join("web-down");
+    std::fs::write(&db_down, "").unwrap();
+    write(&checks, "db.yaml", &flapping("db", &db_down, ""));
+    write(
+        &checks,
+        "web.yaml",
+        &flapping("web", &web_down, "").replace(
+            "  runInterval: 1s\n",
+            "  runInterval: 1s\n  dependsOn: [db]\n",
+        ),
+    );
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!("receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"),
+    );
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    cap.wait("db's firing", |c| !c.at("hook").is_empty()).await;
+    // web fails once db is failing (so no race decides which came first).
+    std::fs::write(&web_down, "").unwrap();
+    let doc = p
+        .wait_for("web failing too", |d| {
+            count(d, "it/web", "FailureCount") >= 3
+        })
+        .await;
+    let web = common::detail(&doc, "it/web");
+    assert_eq!(web["OK"], false, "the Kuberhealthy verdict is unchanged");
+    assert_eq!(web["BlockedBy"], serde_json::json!(["it/db"]), "{web}");
+    let m = p.metrics().await;
+    assert!(
+        m.lines().any(|l| l.starts_with("probity_check_blocked_by{")
+            && l.contains("check=\"web\"")
+            && l.contains("by=\"it/db\"")),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l.starts_with("kuberhealthy_check{")
+            && l.contains("check=\"web\"")
+            && l.ends_with(" 0")),
+        "{m}"
+    );
+    let list = p.get_json("/api/checks?q=web").await;
+    assert_eq!(list["checks"][0]["held"], "blocked by it/db", "{list}");
+    let got = cap.at("hook");
+    assert_eq!(got.len(), 1, "only db: {got:#?}");
+    assert_eq!(got[0].body["check"], "db");
+    // db recovers, web still fails: now web's failure is news.
+    std::fs::remove_file(&db_down).unwrap();
+    cap.wait("db resolved and web firing", |c| {
+        let got = c.at("hook");
+        got.iter()
+            .any(|r| r.body["check"] == "db" && r.body["state"] == "resolved")
+            && got
+                .iter()
+                .any(|r| r.body["check"] == "web" && r.body["state"] == "failing")
+    })
+    .await;
+}

@@ -65,6 +65,36 @@ fn validate_names_file_document_field_and_value() {
 }
 
 #[test]
+fn validate_sees_dependencies_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, deps: &str| {
+        format!("apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}, namespace: it}}\nspec:\n  dependsOn: [{deps}]\n  probe: {{tcpSocket: {{host: h, port: 1}}}}\n")
+    };
+    let a = dir.path().join("a.yaml");
+    let b = dir.path().join("b.yaml");
+    std::fs::write(&a, check("a", "b, ghost")).unwrap();
+    std::fs::write(&b, check("b", "it/a")).unwrap();
+    let o = probity(&["validate", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    assert!(
+        out.contains("a.yaml: document 1: it/a: spec.dependsOn[0]: it/b depends back on this check: it/a → it/b → it/a; spec.dependsOn[1]: no check is named it/ghost"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "b.yaml: document 1: it/b: spec.dependsOn[0]: it/a depends back on this check"
+        ),
+        "{out}"
+    );
+    // Mended: valid.
+    std::fs::write(&b, check("b", "")).unwrap();
+    std::fs::write(&a, check("a", "b")).unwrap();
+    let o = probity(&["validate", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
 fn unreadable_files_and_bad_flags_are_one_line_errors() {
     let o = probity(&["validate", "/nonexistent/checks.yaml"]);
     assert_eq!(o.status.code(), Some(1));

@@ -278,6 +278,7 @@ impl Notifier {
             if departed.is_some() && view.status.alerts.iter().all(|a| !a.firing) {
                 continue;
             }
+            let blocked = !self.board.blocked_by(&view).is_empty();
             routed.fill(false);
             for rule in cfg.rules.iter() {
                 // The first route to a receiver that matches sets how it is told.
@@ -312,9 +313,11 @@ impl Notifier {
                     send_resolved: rule.send_resolved || alertmanager,
                     repeat_secs: rule.repeat.map(|d| d.as_secs() as i64),
                 };
-                // A failure whose cause the route does not take is not its news.
+                // A failure whose cause the route does not take, or that a failing dependency
+                // explains, is not its news.
                 let hold = match view.status.cause() {
                     Some(c) if !rule.causes.contains(&c) => Hold::Quiet,
+                    _ if blocked => Hold::Quiet,
                     _ => Hold::None,
                 };
                 let situation = Situation {

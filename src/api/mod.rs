@@ -123,6 +123,11 @@ pub struct HealthCheckSpec {
     /// A built-in probe run by probity itself, instead of `podSpec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
+    /// Checks this one depends on, `NAME` (in this check's namespace) or `NAMESPACE/NAME`
+    /// (a probity extension). While one of them fails, this check's failure is "blocked": it
+    /// is recorded as always but notifies no one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

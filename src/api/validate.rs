@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 
-use super::{duration, HealthCheck, HealthCheckSpec, ProbeKind};
+use super::{duration, CheckKey, HealthCheck, HealthCheckSpec, ProbeKind};
 
 /// One problem with a check: the field's path, and what is wrong with its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +157,8 @@ pub struct Plan {
     pub success_threshold: u32,
     pub failure_threshold: u32,
     pub initial_delay: Duration,
+    /// `spec.dependsOn`, each resolved against the check's namespace.
+    pub depends_on: Vec<CheckKey>,
 }
 
 /// Validates a check as a backend runs it: the problems found while loading it or that the
@@ -306,6 +308,28 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
         if is_probe { PROBE_FAILURE_THRESHOLD } else { 1 },
     );
 
+    let own_ns = hc.metadata.namespace.as_deref().unwrap_or("default");
+    let mut depends_on: Vec<CheckKey> = Vec::new();
+    for (i, d) in spec.depends_on.iter().flatten().enumerate() {
+        let field = format!("spec.dependsOn[{i}]");
+        let (ns, name) = d.split_once('/').unwrap_or((own_ns, d.as_str()));
+        if !is_dns_label(ns) || !is_dns_subdomain(name) {
+            bad(
+                &field,
+                format!("{d:?} is not NAME or NAMESPACE/NAME of a check"),
+            );
+            continue;
+        }
+        let key = CheckKey::new(ns, name);
+        if Some(name) == hc.metadata.name.as_deref() && ns == own_ns {
+            bad(&field, format!("{d:?} is this check itself"));
+        } else if depends_on.contains(&key) {
+            bad(&field, format!("{d:?} is listed twice"));
+        } else {
+            depends_on.push(key);
+        }
+    }
+
     if !problems.is_empty() {
         return Err(Invalid { problems });
     }
@@ -329,6 +353,7 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
         success_threshold,
         failure_threshold,
         initial_delay: initial_delay.unwrap_or_default(),
+        depends_on,
     })
 }
 

@@ -29,6 +29,8 @@ pub struct CheckView {
     /// From the check's labels `kuberhealthy.io/severity` and `kuberhealthy.io/category`.
     pub severity: Option<String>,
     pub category: Option<String>,
+    /// `spec.dependsOn`, resolved.
+    pub depends_on: Vec<CheckKey>,
 }
 
 impl CheckView {
@@ -115,6 +117,20 @@ impl Board {
     }
 
     /// A consistent copy of every view, sorted by key; cheap (one `Arc` clone each).
+    /// While `view` fails, the checks it depends on that fail too: its failure is blocked by
+    /// theirs and tells no one (see `spec.dependsOn`).
+    pub fn blocked_by(&self, view: &CheckView) -> Vec<CheckKey> {
+        if view.depends_on.is_empty() || view.effective_ok() {
+            return Vec::new();
+        }
+        let checks = self.checks.read().unwrap_or_else(|e| e.into_inner());
+        view.depends_on
+            .iter()
+            .filter(|d| checks.get(*d).is_some_and(|v| !v.effective_ok()))
+            .cloned()
+            .collect()
+    }
+
     pub fn snapshot(&self) -> Vec<Arc<CheckView>> {
         self.checks
             .read()

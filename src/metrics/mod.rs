@@ -178,6 +178,20 @@ impl EncodeLabelSet for HeldLabels {
     }
 }
 
+/// `probity_check_blocked_by`'s labels: the check's, and the check that blocks it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlockedLabels {
+    pub check: CheckLabels,
+    pub by: Escaped,
+}
+
+impl EncodeLabelSet for BlockedLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.check.encode(encoder)?;
+        EncodeLabel::encode(&("by", &self.by), encoder.encode_label())
+    }
+}
+
 /// `probity_check_failure_cause`'s labels: the check's, and `target` or `runner`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CauseLabels {
@@ -518,6 +532,22 @@ impl Collector for BoardCollector {
             }
         }
 
+        let mut e = encoder.encode_descriptor(
+            "probity_check_blocked_by",
+            "1 while a failing check's failure is blocked by a check it depends on (spec.dependsOn) that fails too, labelled by that check (by=\"namespace/name\"); such a failure notifies no one",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (v, l) in views.iter().zip(&labels) {
+            for by in self.board.blocked_by(v) {
+                let bl = BlockedLabels {
+                    check: l.clone(),
+                    by: Escaped(by.as_str().to_string()),
+                };
+                ConstGauge::new(1i64).encode(e.encode_family(&bl)?)?;
+            }
+        }
+
         let mut counter =
             |name: &str, help: &str, value: &dyn Fn(&crate::engine::CheckView) -> u64| {
                 let mut e = encoder.encode_descriptor(
@@ -576,6 +606,7 @@ mod tests {
             suspended: false,
             severity: Some("critical".into()),
             category: None,
+            depends_on: Vec::new(),
         })
     }
 

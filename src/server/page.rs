@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use crate::api::aggregate::{self, Uptime};
 use crate::api::{duration, truncate, CheckKey, Outcome};
-use crate::engine::CheckView;
+use crate::engine::{Board, CheckView};
 
 /// Checks per page unless asked otherwise, and at most.
 const PAGE: usize = 100;
@@ -128,7 +128,19 @@ fn letter(o: Option<Outcome>) -> &'static str {
     }
 }
 
-fn row(v: &CheckView, windows: &aggregate::Windows) -> Row {
+/// Why a check's notifications are held, as the list shows it: blocked by what, or flapping.
+fn held(v: &CheckView, windows: &aggregate::Windows, board: &Board) -> Option<String> {
+    let blocked = board.blocked_by(v);
+    if !blocked.is_empty() {
+        let names: Vec<&str> = blocked.iter().map(CheckKey::as_str).collect();
+        return Some(format!("blocked by {}", names.join(", ")));
+    }
+    v.status
+        .flapping(windows.now_unix, crate::api::Flap::DEFAULT)
+        .then(|| "flapping".to_string())
+}
+
+fn row(v: &CheckView, windows: &aggregate::Windows, board: &Board) -> Row {
     let st = &v.status;
     Row {
         namespace: v.key.namespace().to_string(),
@@ -136,9 +148,7 @@ fn row(v: &CheckView, windows: &aggregate::Windows) -> Row {
         state: state(v),
         running: !st.current_uuid.is_empty(),
         suspended: v.suspended,
-        held: st
-            .flapping(windows.now_unix, crate::api::Flap::DEFAULT)
-            .then(|| "flapping".to_string()),
+        held: held(v, windows, board),
         cause: st.cause().map(|c| c.as_str()),
         last_run: (st.last_run_unix > 0).then_some(st.last_run_unix),
         next_run: st.next_run_unix,
@@ -206,7 +216,7 @@ pub async fn list(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Res
             continue;
         }
         if matched >= q.offset && rows.len() < limit {
-            rows.push(row(v, &windows));
+            rows.push(row(v, &windows, &st.board));
         }
         matched += 1;
     }
@@ -290,6 +300,7 @@ mod tests {
             suspended: false,
             severity: None,
             category: None,
+            depends_on: Vec::new(),
         };
         f(&mut v);
         Arc::new(v)

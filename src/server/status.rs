@@ -15,7 +15,7 @@ use super::AppState;
 use crate::api::aggregate::{self, Uptime};
 use crate::api::duration;
 use crate::api::protocol::namespace_list;
-use crate::engine::CheckView;
+use crate::engine::{Board, CheckView};
 
 /// What Go prints for a zero `time.Time`; v2 clients parse it where a check never ran.
 const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -62,6 +62,10 @@ pub struct CheckDetail {
     /// pod or process could not run, or ended without a report).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cause: Option<String>,
+    /// While failing: the checks it depends on (`spec.dependsOn`) that fail too. Its failure
+    /// is blocked by theirs and notifies no one.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub blocked_by: Vec<String>,
     pub consecutive_failures: i64,
     pub success_count: i64,
     pub failure_count: i64,
@@ -77,12 +81,12 @@ fn rfc3339(unix: i64) -> Option<String> {
 }
 
 impl CheckDetail {
-    pub fn of(v: &CheckView) -> Self {
-        Self::within(v, &aggregate::Windows::at(Utc::now()))
+    pub fn of(v: &CheckView, board: &Board) -> Self {
+        Self::within(v, &aggregate::Windows::at(Utc::now()), board)
     }
 
     /// The entry, its uptime over `windows` (one set for a whole document).
-    pub fn within(v: &CheckView, windows: &aggregate::Windows) -> Self {
+    pub fn within(v: &CheckView, windows: &aggregate::Windows, board: &Board) -> Self {
         let st = &v.status;
         let uuid = if st.current_uuid.is_empty() {
             st.history
@@ -117,6 +121,11 @@ impl CheckDetail {
             suspended: v.suspended,
             flapping: st.flapping(windows.now_unix, crate::api::Flap::DEFAULT),
             cause: st.cause().map(|c| c.as_str().to_string()),
+            blocked_by: board
+                .blocked_by(v)
+                .iter()
+                .map(|k| k.as_str().to_string())
+                .collect(),
             consecutive_failures: st.consecutive_failures,
             success_count: st.success_count,
             failure_count: st.failure_count,
@@ -134,6 +143,7 @@ pub struct Document<'a> {
     /// probity's own troubles (a receiver that is down); the checks' verdict stays `ok`.
     warnings: Vec<String>,
     leader: String,
+    board: Arc<Board>,
 }
 
 impl<'a> Document<'a> {
@@ -164,17 +174,18 @@ impl<'a> Document<'a> {
             errors,
             warnings: st.board.warnings(),
             leader: st.board.leader(),
+            board: st.board.clone(),
         }
     }
 }
 
-struct Details<'a, 'b>(&'b [&'a CheckView], bool, &'b aggregate::Windows);
+struct Details<'a, 'b>(&'b [&'a CheckView], bool, &'b aggregate::Windows, &'b Board);
 
 impl Serialize for Details<'_, '_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
         for v in self.0.iter().filter(|v| v.single_run == self.1) {
-            map.serialize_entry(v.key.as_str(), &CheckDetail::within(v, self.2))?;
+            map.serialize_entry(v.key.as_str(), &CheckDetail::within(v, self.2, self.3))?;
         }
         map.end()
     }
@@ -186,8 +197,14 @@ impl Serialize for Document<'_> {
         map.serialize_entry("OK", &self.ok)?;
         map.serialize_entry("Errors", &self.errors)?;
         let windows = aggregate::Windows::at(Utc::now());
-        map.serialize_entry("CheckDetails", &Details(&self.views, false, &windows))?;
-        map.serialize_entry("JobDetails", &Details(&self.views, true, &windows))?;
+        map.serialize_entry(
+            "CheckDetails",
+            &Details(&self.views, false, &windows, &self.board),
+        )?;
+        map.serialize_entry(
+            "JobDetails",
+            &Details(&self.views, true, &windows, &self.board),
+        )?;
         map.serialize_entry("CurrentMaster", &self.leader)?;
         if !self.warnings.is_empty() {
             map.serialize_entry("Warnings", &self.warnings)?;
@@ -277,7 +294,7 @@ pub async fn check(
     axum::Json(Check {
         namespace: &namespace,
         name: &name,
-        detail: CheckDetail::of(&v),
+        detail: CheckDetail::of(&v, &st.board),
         brief: Brief::of(&v.resource.spec),
         pods,
         status: &v.status,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+mod depends;
 mod ended;
 mod leader;
 mod schedule;
@@ -87,6 +88,10 @@ struct Entry {
     removed: bool,
     /// A manual run was asked for while a run that started before the request was in flight.
     rerun: bool,
+    /// `spec.dependsOn`, resolved (empty while the check is invalid on its own).
+    deps: Vec<CheckKey>,
+    /// Its plan is an error for what the other checks say of its dependencies.
+    dependency_invalid: bool,
 }
 
 #[derive(Debug)]
@@ -248,11 +253,15 @@ impl Engine {
         let mut effects = Vec::new();
         let generation = desired.check.metadata.generation;
         if let Some(entry) = self.checks.get_mut(&key) {
+            let reach = entry.removed || depends::deps_changed(entry, &plan);
+            entry.deps = depends::deps_of(&plan);
             if let Some(observed) = saved {
                 entry.removed = false;
                 entry.desired = desired;
                 entry.plan = plan;
-                return self.observe(now, &key, observed);
+                let mut effects = self.observe(now, &key, observed);
+                effects.extend(self.settle_dependencies(now, &key, reach));
+                return effects;
             }
             let before = entry.status.clone();
             // The same spec again (a watch echo of a status write, a label change): the check
@@ -272,6 +281,7 @@ impl Engine {
             }
             let persist = *self.checks[&key].status != *before;
             effects.push(self.save(&key, persist));
+            effects.extend(self.settle_dependencies(now, &key, reach));
         } else {
             let creation = desired
                 .check
@@ -288,6 +298,8 @@ impl Engine {
             status.observed_generation = generation.or(status.observed_generation);
             let mut entry = Entry {
                 desired,
+                deps: depends::deps_of(&plan),
+                dependency_invalid: false,
                 plan,
                 status: Arc::new(status),
                 run: None,
@@ -316,13 +328,14 @@ impl Engine {
                 }
             }
             effects.insert(0, self.save(&key, persist));
+            effects.extend(self.settle_dependencies(now, &key, true));
         }
         effects.extend(self.fill(now));
         effects
     }
 
     /// Deletes a check. A run in flight is stopped; its slot is held until the runner lets go.
-    pub fn remove(&mut self, _now: DateTime<Utc>, key: &CheckKey) -> Vec<Effect> {
+    pub fn remove(&mut self, now: DateTime<Utc>, key: &CheckKey) -> Vec<Effect> {
         if !self.checks.contains_key(key) {
             return Vec::new();
         }
@@ -351,6 +364,7 @@ impl Engine {
                 effects.push(Effect::Forget { key: key.clone() });
             }
         }
+        effects.extend(self.settle_dependencies(now, key, true));
         effects
     }
 
@@ -604,6 +618,7 @@ impl Engine {
             suspended,
             severity: label("kuberhealthy.io/severity"),
             category: label("kuberhealthy.io/category"),
+            depends_on: e.deps.clone(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The engine's rules, tested by calling it with the times that matter; helpers shared here.
 
+mod depends;
 mod leader;
 mod runs;
 mod schedule;
