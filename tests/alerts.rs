@@ -727,3 +727,94 @@ async fn a_failure_a_failing_dependency_explains_notifies_no_one_until_it_recove
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_holds_notices_and_its_end_tells_what_still_fails_once() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(0).await;
+    let down = tmp.path().join("down");
+    let blip = tmp.path().join("blip");
+    std::fs::write(&down, "").unwrap();
+    std::fs::write(&blip, "").unwrap();
+    let t = |secs: i64| {
+        (chrono::Utc::now() + chrono::Duration::seconds(secs))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let until = t(15);
+    let annotated = |name: &str, flag: &Path| {
+        flapping(
+            name,
+            flag,
+            &format!("  annotations: {{probity.dev/maintenance-until: \"{until}\"}}\n"),
+        )
+    };
+    write(&checks, "own.yaml", &annotated("own", &down));
+    write(&checks, "blip.yaml", &annotated("blip", &blip));
+    write(
+        &checks,
+        "db.yaml",
+        &flapping("db", &down, "  labels: {team: db}\n"),
+    );
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!(
+            "receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\nmaintenance:\n  - name: db-upgrade\n    start: \"{}\"\n    end: \"{until}\"\n    matchLabels: {{team: db}}\n",
+            t(-60)
+        ),
+    );
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    let doc = p
+        .wait_for("all three failing, in maintenance", |d| {
+            ["own", "db", "blip"].iter().all(|n| {
+                let c = common::detail(d, &format!("it/{n}"));
+                c["OK"] == false && c["Maintenance"].is_string()
+            })
+        })
+        .await;
+    assert_eq!(
+        common::detail(&doc, "it/db")["Maintenance"],
+        format!("db-upgrade until {until}")
+    );
+    assert_eq!(
+        common::detail(&doc, "it/own")["Maintenance"],
+        format!("probity.dev/maintenance-until until {until}")
+    );
+    let m = p.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("probity_check_notifications_held{")
+                && l.contains("check=\"db\"")
+                && l.contains("reason=\"maintenance\"")),
+        "{m}"
+    );
+    // blip fails and recovers inside the window: never told.
+    std::fs::remove_file(&blip).unwrap();
+    p.wait_for("blip recovered", |d| {
+        common::detail(d, "it/blip")["OK"] == true
+    })
+    .await;
+    assert!(cap.at("hook").is_empty(), "{:#?}", cap.at("hook"));
+    // At the end, what still fails is told, once each.
+    cap.wait("own and db told", |c| c.at("hook").len() >= 2)
+        .await;
+    let doc = p
+        .wait_for("the window over", |d| {
+            common::detail(d, "it/db")["Maintenance"].is_null()
+        })
+        .await;
+    assert!(common::detail(&doc, "it/own")["Maintenance"].is_null());
+    let before = count(&doc, "it/db", "FailureCount");
+    p.wait_for("more runs", |d| {
+        count(d, "it/db", "FailureCount") >= before + 2
+    })
+    .await;
+    let got = cap.at("hook");
+    let mut told: Vec<&str> = got
+        .iter()
+        .map(|r| r.body["check"].as_str().unwrap())
+        .collect();
+    told.sort();
+    assert_eq!(told, ["db", "own"], "{got:#?}");
+    assert!(got.iter().all(|r| r.body["state"] == "failing"));
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::maintenance::{MaintenanceConfig, Window};
 use crate::api::{duration, Cause, Flap, HealthCheck, TRANSITIONS_LEN};
 use crate::{Error, Result};
 
@@ -22,6 +23,9 @@ pub struct AlertingConfig {
     pub receivers: Vec<Receiver>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// When checks notify no one (they still run and are recorded).
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,19 +170,15 @@ impl Kind {
     }
 }
 
-/// A route, checked: what it matches and how it notifies.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    pub receiver: usize,
+/// Which checks a route or a maintenance window applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selector {
+    /// Empty for all.
     pub namespaces: Vec<String>,
     pub match_labels: BTreeMap<String, String>,
-    pub send_resolved: bool,
-    pub repeat: Option<Duration>,
-    pub flap: Flap,
-    pub causes: Vec<Cause>,
 }
 
-impl Rule {
+impl Selector {
     pub fn matches(&self, check: &HealthCheck) -> bool {
         let ns = check.metadata.namespace.as_deref().unwrap_or_default();
         if !self.namespaces.is_empty() && !self.namespaces.iter().any(|n| n == ns) {
@@ -191,6 +191,23 @@ impl Rule {
     }
 }
 
+/// A route, checked: what it matches and how it notifies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub receiver: usize,
+    pub selector: Selector,
+    pub send_resolved: bool,
+    pub repeat: Option<Duration>,
+    pub flap: Flap,
+    pub causes: Vec<Cause>,
+}
+
+impl Rule {
+    pub fn matches(&self, check: &HealthCheck) -> bool {
+        self.selector.matches(check)
+    }
+}
+
 /// The configuration, checked and ready to use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alerting {
@@ -198,6 +215,7 @@ pub struct Alerting {
     /// Receivers by index; names are unique.
     pub receivers: Vec<(String, Kind)>,
     pub rules: Vec<Rule>,
+    pub maintenance: Vec<Window>,
 }
 
 impl Alerting {
@@ -369,8 +387,10 @@ impl AlertingConfig {
             rules.push(Rule {
                 receiver,
                 causes,
-                namespaces: r.namespaces,
-                match_labels: r.match_labels,
+                selector: Selector {
+                    namespaces: r.namespaces,
+                    match_labels: r.match_labels,
+                },
                 send_resolved: r.send_resolved,
                 repeat,
                 flap,
@@ -386,10 +406,15 @@ impl AlertingConfig {
             ),
             None => None,
         };
+        let mut maintenance = Vec::new();
+        for (i, m) in self.maintenance.into_iter().enumerate() {
+            maintenance.push(m.check(&format!("maintenance[{i}]"))?);
+        }
         Ok(Alerting {
             external_url,
             receivers,
             rules,
+            maintenance,
         })
     }
 }
@@ -404,7 +429,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn at(field: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+    pub(super) fn at(field: impl Into<String>, problem: impl std::fmt::Display) -> Self {
         ConfigError::Field {
             field: field.into(),
             problem: problem.to_string(),
@@ -550,7 +575,7 @@ routes:
                 changes: 8
             }
         );
-        assert!(a.rules[1].namespaces.is_empty());
+        assert!(a.rules[1].selector.namespaces.is_empty());
     }
 
     #[test]

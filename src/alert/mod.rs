@@ -20,6 +20,7 @@
 pub mod config;
 pub mod decide;
 pub mod deliver;
+pub mod maintenance;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -98,6 +99,9 @@ pub struct Notifier {
     overflow: Vec<usize>,
     /// Each receiver's notices superseded since start, for the page.
     superseded: Vec<u64>,
+    /// Checks whose maintenance annotation is not a time (a warning each).
+    bad_annotations: HashSet<CheckKey>,
+    published_maintenance: HashMap<CheckKey, String>,
 }
 
 impl Notifier {
@@ -123,6 +127,8 @@ impl Notifier {
             running: vec![0; n],
             overflow: vec![0; n],
             superseded: vec![0; n],
+            bad_annotations: HashSet::new(),
+            published_maintenance: HashMap::new(),
             cfg,
             board,
             engine,
@@ -180,6 +186,36 @@ impl Notifier {
             }
         };
         let _ = tokio::time::timeout(deliver::TIMEOUT, drain).await;
+    }
+
+    /// Which checks are in a maintenance window now, published on the board for the page,
+    /// `/json` and the metrics; an annotation that is not a time is a warning naming it.
+    fn maintenance(&mut self, views: &[Arc<CheckView>]) -> HashMap<CheckKey, String> {
+        let now = self.clock.now();
+        let open = maintenance::open(&self.cfg.maintenance, now);
+        let mut held = HashMap::new();
+        let mut bad = HashSet::new();
+        for view in views {
+            let (m, problem) = maintenance::of(&view.resource, &open, now);
+            if let Some(m) = m {
+                held.insert(view.key.clone(), m.to_string());
+            }
+            if let Some(p) = problem {
+                self.board
+                    .set_warning(&format!("maintenance of {}", view.key), Some(p));
+                bad.insert(view.key.clone());
+            }
+        }
+        for gone in self.bad_annotations.difference(&bad) {
+            self.board
+                .set_warning(&format!("maintenance of {gone}"), None);
+        }
+        self.bad_annotations = bad;
+        if self.published_maintenance != held {
+            self.board.set_maintenance(held.clone());
+            self.published_maintenance = held.clone();
+        }
+        held
     }
 
     /// Replaces each receiver's queue by what is due now, most urgent first (a firing or a
@@ -253,6 +289,9 @@ impl Notifier {
     /// Every notice due now, given what was told and what waits for a retry.
     fn scan(&mut self) -> Vec<Job> {
         let mut jobs = Vec::new();
+        let views = self.board.snapshot();
+        // Every replica shows the maintenance windows; only the leader acts on them.
+        let maintenance = self.maintenance(&views);
         if !self.board.is_leader() {
             // The next leader decides from the statuses; nothing here is its business.
             self.told.clear();
@@ -266,7 +305,7 @@ impl Notifier {
         // Allocated once a scan, not per check: this runs over every check every second.
         let mut routed = vec![false; cfg.receivers.len()];
         let mut caught_up = Vec::new();
-        for view in self.board.snapshot() {
+        for view in views {
             // What no longer concerns any receiver: what was told is resolved, saying why.
             let departed = if opted_out(&view) {
                 Some("its notifications are turned off (probity.dev/notify: \"false\")")
@@ -279,6 +318,7 @@ impl Notifier {
                 continue;
             }
             let blocked = !self.board.blocked_by(&view).is_empty();
+            let held = maintenance.contains_key(&view.key);
             routed.fill(false);
             for rule in cfg.rules.iter() {
                 // The first route to a receiver that matches sets how it is told.
@@ -316,6 +356,7 @@ impl Notifier {
                 // A failure whose cause the route does not take, or that a failing dependency
                 // explains, is not its news.
                 let hold = match view.status.cause() {
+                    _ if held => Hold::Maintenance,
                     Some(c) if !rule.causes.contains(&c) => Hold::Quiet,
                     _ if blocked => Hold::Quiet,
                     _ => Hold::None,
@@ -329,7 +370,7 @@ impl Notifier {
                 let due = decide::due(&view.status, told, policy, situation);
                 let (notice, since, refresh) = match due {
                     Some((notice, since)) => (notice, since, false),
-                    None if alertmanager && departed.is_none() => {
+                    None if alertmanager && departed.is_none() && !held => {
                         match (view.status.failing_since(), told) {
                             (Some(since), Some(t))
                                 if t.firing

@@ -19,6 +19,10 @@ pub const RUN_REQUESTED: &str = "probity.dev/run-requested";
 /// A check with this annotation set to `"false"` sends no notifications.
 pub const NOTIFY_ANNOTATION: &str = "probity.dev/notify";
 
+/// A check with this annotation (an RFC 3339 time) is in maintenance until then: it runs and
+/// is recorded, and notifies no one (`kubectl annotate hc NAME probity.dev/maintenance-until=...`).
+pub const MAINTENANCE_ANNOTATION: &str = "probity.dev/maintenance-until";
+
 /// The pod name of a run, Kuberhealthy v3 style: `<check>-<5 chars>`, here taken from the run's
 /// UUID so the name is known before the pod exists and the start is one status write.
 pub fn pod_name(key: &CheckKey, run: RunId) -> String {

@@ -1,7 +1,7 @@
 //! The published state every reader sees: `/json`, `/metrics`, report validation on other
 //! replicas. Written by the driver on each state change, read without touching the engine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -59,6 +59,9 @@ pub struct Board {
     started: Instant,
     last_tick_ms: AtomicU64,
     ready: AtomicBool,
+    /// The checks in a maintenance window now, and which ("nightly until 2026-12-07T03:00:00Z"),
+    /// as the notifier last worked out.
+    maintenance: RwLock<HashMap<CheckKey, String>>,
 }
 
 impl Board {
@@ -77,6 +80,7 @@ impl Board {
             started: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            maintenance: RwLock::default(),
         }
     }
 
@@ -92,6 +96,20 @@ impl Board {
     /// Whether this replica may act as leader now.
     pub fn is_leader(&self) -> bool {
         self.leadership.is_current()
+    }
+
+    /// Replaces which checks are in maintenance (the notifier, once a scan, when it changed).
+    pub fn set_maintenance(&self, now: HashMap<CheckKey, String>) {
+        *self.maintenance.write().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    /// The maintenance window `key` is in, if any.
+    pub fn maintenance(&self, key: &CheckKey) -> Option<String> {
+        self.maintenance
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     pub fn put(&self, view: Arc<CheckView>) {

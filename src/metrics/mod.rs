@@ -164,7 +164,7 @@ impl EncodeLabelSet for UptimeLabels {
 }
 
 /// `probity_check_notifications_held`'s labels: the check's, and why its notices are held
-/// (`flapping`).
+/// (`maintenance`, `flapping`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HeldLabels {
     pub check: CheckLabels,
@@ -502,17 +502,21 @@ impl Collector for BoardCollector {
         // Present only while held: no series per check in the common case.
         let mut e = encoder.encode_descriptor(
             "probity_check_notifications_held",
-            "1 while a check's notifications are held, by reason: flapping (its verdict changed 5 times within 10m)",
+            "1 while a check's notifications are held, by reason: maintenance (a window of the alerting configuration, or its probity.dev/maintenance-until annotation), flapping (its verdict changed 5 times within 10m)",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for (v, l) in views.iter().zip(&labels) {
-            if v.status.flapping(now, crate::api::Flap::DEFAULT) {
-                let hl = HeldLabels {
-                    check: l.clone(),
-                    reason: "flapping",
-                };
-                ConstGauge::new(1i64).encode(e.encode_family(&hl)?)?;
+            let maintenance = self.board.maintenance(&v.key).is_some();
+            let flapping = v.status.flapping(now, crate::api::Flap::DEFAULT);
+            for (held, reason) in [(maintenance, "maintenance"), (flapping, "flapping")] {
+                if held {
+                    let hl = HeldLabels {
+                        check: l.clone(),
+                        reason,
+                    };
+                    ConstGauge::new(1i64).encode(e.encode_family(&hl)?)?;
+                }
             }
         }
 

@@ -220,6 +220,7 @@ function render(c){
   kv(dl,'Thresholds',(b.failureThreshold||b.successThreshold)?'fails after '+(b.failureThreshold||1)+', passes after '+(b.successThreshold||1):null);
   kv(dl,'Single run',b.singleRunOnly?'yes':null);
   kv(dl,'Suspended',d.Suspended?'yes':null);
+  kv(dl,'Maintenance',d.Maintenance?d.Maintenance+': it runs and is recorded; notifications are held':null);
   kv(dl,'Blocked by',d.BlockedBy&&d.BlockedBy.length?d.BlockedBy.join(', ')+': a check it depends on fails too; its failure notifies no one':null);
   kv(dl,'Cause',d.Cause==='runner'?'runner: the check could not run or ended without a report; what it checks may be fine':d.Cause==='target'?'target: the check found a fault in what it checks':null);
   kv(dl,'Flapping',d.Flapping?'yes: its verdict changed 5 times within 10 minutes; notifications are held until it is stable':null);

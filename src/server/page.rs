@@ -128,8 +128,12 @@ fn letter(o: Option<Outcome>) -> &'static str {
     }
 }
 
-/// Why a check's notifications are held, as the list shows it: blocked by what, or flapping.
+/// Why a check's notifications are held, as the list shows it: a maintenance window, blocked
+/// by what, or flapping.
 fn held(v: &CheckView, windows: &aggregate::Windows, board: &Board) -> Option<String> {
+    if let Some(m) = board.maintenance(&v.key) {
+        return Some(format!("maintenance: {m}"));
+    }
     let blocked = board.blocked_by(v);
     if !blocked.is_empty() {
         let names: Vec<&str> = blocked.iter().map(CheckKey::as_str).collect();

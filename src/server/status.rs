@@ -66,6 +66,10 @@ pub struct CheckDetail {
     /// is blocked by theirs and notifies no one.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub blocked_by: Vec<String>,
+    /// The maintenance window it is in ("nightly until 2026-12-07T03:00:00Z"): it runs and is
+    /// recorded, and notifies no one until then.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub maintenance: Option<String>,
     pub consecutive_failures: i64,
     pub success_count: i64,
     pub failure_count: i64,
@@ -126,6 +130,7 @@ impl CheckDetail {
                 .iter()
                 .map(|k| k.as_str().to_string())
                 .collect(),
+            maintenance: board.maintenance(&v.key),
             consecutive_failures: st.consecutive_failures,
             success_count: st.success_count,
             failure_count: st.failure_count,
