@@ -124,7 +124,7 @@ struct ServeArgs {
         hide_env_values = true
     )]
     run_token: String,
-    /// Notification receivers and routes (YAML; see README "Alerts"); unset: no notifications.
+    /// Notification receivers, routes and maintenance windows (YAML; see README "Alerts"); unset: no notifications. Read again when the file changes and on SIGHUP; a bad edit keeps the last good one.
     #[arg(long, env = "PROBITY_ALERTING_CONFIG")]
     alerting_config: Option<PathBuf>,
     /// This replica's name, shown as AuthoritativePod and CurrentMaster; default: POD_NAME, else the host name.
@@ -355,9 +355,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // A mistake in the file stops the start, naming the field: a configuration that
             // silently sends nothing is found at the first outage.
             let alerting = match &a.alerting_config {
-                Some(p) => Some(std::sync::Arc::new(
-                    probity::alert::Alerting::load(p).context("--alerting-config")?,
-                )),
+                Some(p) => Some(
+                    probity::alert::reload::Source::load(p.clone()).context("--alerting-config")?,
+                ),
                 None => None,
             };
             let settings = Settings {

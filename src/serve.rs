@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::alert::{self, Alerting};
+use crate::alert;
 use crate::api::validate::Defaults;
 use crate::engine::clock::SystemClock;
 use crate::engine::{
@@ -41,7 +41,7 @@ pub struct Settings {
     pub run_token: Option<String>,
     pub http: server::Limits,
     /// Receivers and routes of notifications; None sends none. Only the leader sends.
-    pub alerting: Option<Arc<Alerting>>,
+    pub alerting: Option<alert::reload::Source>,
 }
 
 /// Who leads: this process alone, or whoever an elector says.

@@ -818,3 +818,72 @@ async fn maintenance_holds_notices_and_its_end_tells_what_still_fails_once() {
     assert_eq!(told, ["db", "own"], "{got:#?}");
     assert!(got.iter().all(|r| r.body["state"] == "failing"));
 }
+
+/// Replaces the file at once, as a ConfigMap's mounted file changes (a symlink swap).
+fn replace(path: &str, yaml: &str) {
+    let tmp = format!("{path}.new");
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerting_configuration_follows_its_file_and_a_bad_edit_keeps_the_last_good_one() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(0).await;
+    let flag = tmp.path().join("failing");
+    std::fs::write(&flag, "").unwrap();
+    write(&checks, "db.yaml", &flapping("db", &flag, ""));
+    let to = |receiver: &str| {
+        format!("receivers:\n  - name: {receiver}\n    webhook: {{url: \"{base}/{receiver}\"}}\nroutes:\n  - receiver: {receiver}\n")
+    };
+    let cfg = alerting_config(tmp.path(), &to("first"));
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    cap.wait("first told", |c| c.at("first").len() == 1).await;
+    // A changed file: the new receiver is told what it was never told.
+    replace(&cfg, &to("second"));
+    cap.wait("second told", |c| c.at("second").len() == 1).await;
+    let m = p.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l == "probity_alerting_config_last_reload_successful 1"),
+        "{m}"
+    );
+    // A bad edit: said on the page and in the metrics; the last good configuration goes on.
+    replace(&cfg, "receivers:\n  - name: second\n    webhok: {}\n");
+    let doc = p
+        .wait_for("the bad edit on the page", |d| {
+            d["Warnings"].to_string().contains("not reloaded")
+        })
+        .await;
+    let warning = doc["Warnings"].to_string();
+    assert!(
+        warning.contains("receivers[0].webhok: unknown field")
+            && warning.contains("the last good configuration stays in use"),
+        "{warning}"
+    );
+    let m = p.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l == "probity_alerting_config_last_reload_successful 0"),
+        "{m}"
+    );
+    std::fs::remove_file(&flag).unwrap();
+    cap.wait("second told of the recovery", |c| c.at("second").len() == 2)
+        .await;
+    assert_eq!(cap.at("second")[1].body["state"], "resolved");
+    assert_eq!(cap.at("first").len(), 1, "the first receiver is gone");
+    // Mended, and SIGHUP reads it at once.
+    std::fs::write(&cfg, to("second")).unwrap();
+    p.signal(libc::SIGHUP);
+    p.wait_for("the warning cleared", |d| {
+        !d["Warnings"].to_string().contains("not reloaded")
+    })
+    .await;
+    let m = p.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l == "probity_alerting_config_last_reload_successful 1"),
+        "{m}"
+    );
+}

@@ -1,6 +1,7 @@
-//! The alerting configuration file (`--alerting-config`): receivers, and routes from checks to
-//! them by namespace and labels. Read once at start-up; a mistake is an error naming the file
-//! and the field, and probity does not start with it.
+//! The alerting configuration file (`--alerting-config`): receivers, routes from checks to
+//! them by namespace, labels and cause, and maintenance windows. A mistake is an error naming
+//! the file and the field: at start-up probity does not start with it; later (`reload`) the
+//! last good configuration stays in use.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -21,6 +21,7 @@ pub mod config;
 pub mod decide;
 pub mod deliver;
 pub mod maintenance;
+pub mod reload;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -102,6 +103,8 @@ pub struct Notifier {
     /// Checks whose maintenance annotation is not a time (a warning each).
     bad_annotations: HashSet<CheckKey>,
     published_maintenance: HashMap<CheckKey, String>,
+    /// Newer configurations, as the file changes.
+    updates: Option<watch::Receiver<Arc<Alerting>>>,
 }
 
 impl Notifier {
@@ -129,6 +132,7 @@ impl Notifier {
             superseded: vec![0; n],
             bad_annotations: HashSet::new(),
             published_maintenance: HashMap::new(),
+            updates: None,
             cfg,
             board,
             engine,
@@ -142,14 +146,31 @@ impl Notifier {
         })
     }
 
+    /// Takes each configuration `updates` sends from then on.
+    pub fn following(mut self, updates: watch::Receiver<Arc<Alerting>>) -> Self {
+        self.updates = Some(updates);
+        self
+    }
+
     /// Runs until `shutdown`; deliveries in flight then get their own timeout to finish.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(SCAN);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut updates = self.updates.take();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
+                new = next_config(&mut updates) => {
+                    // Deliveries in flight finish under the configuration they began with
+                    // (each within its timeout); then the new one takes over.
+                    while let Some(done) = tasks.join_next().await {
+                        if let Ok(done) = done {
+                            self.finished(done).await;
+                        }
+                    }
+                    self.reconfigure(new);
+                }
                 _ = tick.tick() => {
                     let due = self.scan();
                     self.requeue(due);
@@ -186,6 +207,64 @@ impl Notifier {
             }
         };
         let _ = tokio::time::timeout(deliver::TIMEOUT, drain).await;
+    }
+
+    /// Takes `new` in place of the configuration in use, with nothing in flight. What is kept
+    /// per receiver (retries, deliveries not yet on the board) follows it by name; a receiver
+    /// no longer configured is forgotten.
+    fn reconfigure(&mut self, new: Arc<Alerting>) {
+        let old = std::mem::replace(&mut self.cfg, new);
+        let cfg = self.cfg.clone();
+        let index: HashMap<&str, usize> = cfg
+            .receivers
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.as_str(), i))
+            .collect();
+        let moved = |slot: &Slot| -> Option<Slot> {
+            let name = old.receivers.get(slot.1)?.0.as_str();
+            index.get(name).map(|i| (slot.0.clone(), *i))
+        };
+        self.retries = std::mem::take(&mut self.retries)
+            .into_iter()
+            .filter_map(|(s, r)| moved(&s).map(|s| (s, r)))
+            .collect();
+        self.told = std::mem::take(&mut self.told)
+            .into_iter()
+            .filter_map(|(s, r)| moved(&s).map(|s| (s, r)))
+            .collect();
+        self.refreshed = std::mem::take(&mut self.refreshed)
+            .into_iter()
+            .filter_map(|(s, r)| moved(&s).map(|s| (s, r)))
+            .collect();
+        let n = cfg.receivers.len();
+        let mut failing = vec![None; n];
+        let mut superseded = vec![0; n];
+        for (i, (name, _)) in old.receivers.iter().enumerate() {
+            match index.get(name.as_str()) {
+                Some(&j) => {
+                    failing[j] = self.failing[i].take();
+                    superseded[j] = self.superseded[i];
+                }
+                None => {
+                    self.board
+                        .set_warning(&format!("notifications to {name}"), None);
+                    self.metrics.notifications_pending(name, 0);
+                    self.metrics.notifications_queued(name, 0);
+                }
+            }
+        }
+        self.failing = failing;
+        self.superseded = superseded;
+        self.queues = vec![VecDeque::new(); n];
+        self.running = vec![0; n];
+        self.overflow = vec![0; n];
+        for (name, kind) in &cfg.receivers {
+            if !old.receivers.iter().any(|(n, _)| n == name) {
+                self.metrics.notifications_pending(name, 0);
+                info!(receiver = %name, kind = kind.name(), "notifications configured");
+            }
+        }
     }
 
     /// Which checks are in a maintenance window now, published on the board for the page,
@@ -494,24 +573,39 @@ impl Notifier {
     }
 }
 
-/// Starts the notifier when alerting is configured (both backends wire it the same way).
+/// The next configuration `updates` sends; never, without one.
+async fn next_config(updates: &mut Option<watch::Receiver<Arc<Alerting>>>) -> Arc<Alerting> {
+    match updates {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => rx.borrow_and_update().clone(),
+            // The file follower is gone (shutting down): no more updates.
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts the notifier when alerting is configured, following its file (both backends wire
+/// it the same way).
 pub fn spawn(
-    cfg: Option<&Arc<Alerting>>,
+    source: Option<&reload::Source>,
     board: &Arc<Board>,
     engine: &EngineHandle,
     metrics: &Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> crate::Result<Option<tokio::task::JoinHandle<()>>> {
-    let Some(cfg) = cfg else {
+    let Some(source) = source else {
         return Ok(None);
     };
+    let updates = reload::follow(source, board.clone(), metrics.clone(), shutdown.clone());
     let notifier = Notifier::new(
-        cfg.clone(),
+        source.loaded.clone(),
         board.clone(),
         engine.clone(),
         Arc::new(crate::engine::clock::SystemClock),
         metrics.clone(),
-    )?;
+    )?
+    .following(updates);
     Ok(Some(tokio::spawn(notifier.run(shutdown))))
 }
 

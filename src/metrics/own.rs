@@ -79,6 +79,8 @@ pub(super) struct OwnMetrics {
     notifications_pending: Family<ReceiverLabels, Gauge>,
     notifications_queued: Family<ReceiverLabels, Gauge>,
     notifications_dropped: Family<DroppedLabels, Counter>,
+    alerting_reload_ok: Gauge,
+    alerting_reload_at: Gauge,
 }
 
 /// Why a notice was never sent. Bounded: receivers from the configuration, the reasons.
@@ -157,6 +159,16 @@ impl OwnMetrics {
             "Notices never sent, by receiver and reason: superseded (the check changed again before a slow receiver could be told; the newer notice is sent instead)",
             own.notifications_dropped.clone(),
         );
+        registry.register(
+            "probity_alerting_config_last_reload_successful",
+            "1 when the last read of the alerting configuration file succeeded; 0 when it failed and the last good configuration stays in use",
+            own.alerting_reload_ok.clone(),
+        );
+        registry.register(
+            "probity_alerting_config_last_reload_success_timestamp_seconds",
+            "When the alerting configuration was last read successfully (unix seconds)",
+            own.alerting_reload_at.clone(),
+        );
         own
     }
 }
@@ -206,6 +218,17 @@ impl Metrics {
                 },
             })
             .inc();
+    }
+
+    /// The alerting configuration file was read (`ok`), or reading it failed.
+    pub fn alerting_reload(&self, ok: bool) {
+        self.own.alerting_reload_ok.set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            self.own.alerting_reload_at.set(now);
+        }
     }
 
     pub fn notifications_queued(&self, receiver: &str, n: i64) {

@@ -1,0 +1,104 @@
+//! The alerting configuration follows its file without a restart: a changed file (as a mounted
+//! ConfigMap changes) is read again within `POLL`, and SIGHUP reads it at once. A bad edit
+//! keeps the last good configuration running and says why: in the log, on the status page and
+//! in `probity_alerting_config_last_reload_successful` (as Alertmanager does).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::config::Alerting;
+use crate::engine::Board;
+use crate::metrics::Metrics;
+
+/// How often the file is looked at.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// The configuration in use and the file it came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub loaded: Arc<Alerting>,
+}
+
+impl Source {
+    /// Reads `path`; a mistake is an error naming the file and the field, and probity does not
+    /// start with it (a configuration that silently sends nothing is found at the first
+    /// outage).
+    pub fn load(path: PathBuf) -> crate::Result<Self> {
+        let loaded = Arc::new(Alerting::load(&path)?);
+        Ok(Source { path, loaded })
+    }
+}
+
+/// The warning's source on the board.
+fn source_name(path: &std::path::Path) -> String {
+    format!("alerting configuration {}", path.display())
+}
+
+/// Follows the file until `shutdown`; each good configuration that differs from the one in use
+/// is sent on the returned channel.
+pub fn follow(
+    source: &Source,
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> watch::Receiver<Arc<Alerting>> {
+    let (tx, rx) = watch::channel(source.loaded.clone());
+    let path = source.path.clone();
+    let mut last_text = std::fs::read(&path).ok();
+    metrics.alerting_reload(true);
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!("SIGHUP will not reload the alerting configuration: {e}");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_error: Option<String> = None;
+        loop {
+            let forced = tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            let text = std::fs::read(&path).ok();
+            if !forced && text == last_text {
+                continue;
+            }
+            last_text = text;
+            match Alerting::load(&path) {
+                Ok(new) => {
+                    metrics.alerting_reload(true);
+                    board.set_warning(&source_name(&path), None);
+                    last_error = None;
+                    if new != **tx.borrow() {
+                        info!(file = %path.display(), receivers = new.receivers.len(), routes = new.rules.len(), "alerting configuration reloaded");
+                        let _ = tx.send(Arc::new(new));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    metrics.alerting_reload(false);
+                    if last_error.as_deref() != Some(e.as_str()) {
+                        warn!("alerting configuration not reloaded, the last good one stays in use: {e}");
+                    }
+                    board.set_warning(
+                        &source_name(&path),
+                        Some(format!(
+                            "not reloaded, the last good configuration stays in use: {e}"
+                        )),
+                    );
+                    last_error = Some(e);
+                }
+            }
+        }
+    });
+    rx
+}
