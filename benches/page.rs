@@ -109,6 +109,7 @@ fn view(i: usize, template: &HealthCheckStatus, failing: bool) -> CheckView {
         severity: None,
         category: None,
         depends_on: Vec::new(),
+        departed: None,
     }
 }
 

@@ -91,6 +91,10 @@ pub struct Parts<R, S> {
     /// The backend's own tasks (watches), aborted once the scheduler has stopped.
     pub tasks: Vec<JoinHandle<()>>,
     pub finish: Option<Finish>,
+    /// The engine keeps a deleted check with open alerts until they are resolved, and then
+    /// removes it (see `EngineConfig::keep_departed`): the local backend, when notifications
+    /// are configured.
+    pub keep_departed: bool,
 }
 
 impl<R, S> Parts<R, S> {
@@ -109,6 +113,7 @@ impl<R, S> Parts<R, S> {
             fds_per_run: 0,
             tasks: Vec::new(),
             finish: None,
+            keep_departed: false,
         }
     }
 }
@@ -184,6 +189,7 @@ pub async fn start<R: Runner, S: StatusStore>(
         max_concurrent_runs: settings.max_concurrent_runs,
         defaults: settings.defaults.clone(),
         first_run_window: settings.first_run_window,
+        keep_departed: parts.keep_departed,
     });
     if let Some(plans) = parts.plans {
         engine = engine.sharing_plans(plans);

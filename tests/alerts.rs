@@ -887,3 +887,90 @@ async fn the_alerting_configuration_follows_its_file_and_a_bad_edit_keeps_the_la
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_failing_check_resolves_its_alert_once_across_restarts() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(0).await;
+    let flag = tmp.path().join("failing");
+    std::fs::write(&flag, "").unwrap();
+    write(
+        &checks,
+        "db.yaml",
+        &flapping("db", &flag, "  labels: {team: db}\n"),
+    );
+    write(
+        &checks,
+        "tick.yaml",
+        &shell_check(
+            "tick",
+            "  runInterval: 1s\n  timeout: 10s\n",
+            "probity report --ok",
+        ),
+    );
+    // Routed by label: the resolve after the file is gone still finds its route.
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!("receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n    matchLabels: {{team: db}}\n"),
+    );
+    let args = ["--alerting-config", cfg.as_str()];
+    let mut p = Probity::start(&checks, &state, &args);
+    p.wait_ready().await;
+    cap.wait("the firing", |c| c.at("hook").len() == 1).await;
+    // The receiver is down when the check is deleted: the resolve waits, and probity dies.
+    cap.fail_next(usize::MAX);
+    std::fs::remove_file(checks.join("db.yaml")).unwrap();
+    let doc = p
+        .wait_for("db gone from /json", |d| {
+            d["CheckDetails"].get("it/db").is_none()
+        })
+        .await;
+    assert!(doc["CheckDetails"].get("it/tick").is_some());
+    wait_up_to(PATIENCE, "a failed resolve", async || {
+        p.metrics()
+            .await
+            .lines()
+            .any(|l| {
+                l.starts_with(
+                    "probity_notifications_total{receiver=\"hook\",kind=\"resolved\",result=\"failed\"}",
+                )
+            })
+            .then_some(())
+    })
+    .await;
+    p.kill9();
+    // A new process carries on from the journal, and the resolve lands once.
+    let mut p = Probity::start(&checks, &state, &args);
+    p.wait_ready().await;
+    assert!(p.json().await["CheckDetails"].get("it/db").is_none());
+    cap.fail_next(0);
+    cap.wait("the resolve", |c| c.at("hook").len() == 2).await;
+    let resolved = &cap.at("hook")[1];
+    assert_eq!(resolved.body["state"], "resolved", "{:#?}", resolved.body);
+    assert_eq!(resolved.body["reason"], "the check was deleted");
+    assert_eq!(
+        resolved.body["summary"],
+        "it/db no longer alerts: the check was deleted"
+    );
+    // Once: another restart tells nothing more, and the journal forgot the check.
+    let before = count(&p.json().await, "it/tick", "SuccessCount");
+    p.wait_for("the record written", |d| {
+        count(d, "it/tick", "SuccessCount") >= before + 2
+    })
+    .await;
+    p.terminate();
+    let p = Probity::start(&checks, &state, &args);
+    p.wait_ready().await;
+    let before = count(&p.json().await, "it/tick", "SuccessCount");
+    p.wait_for("runs after the restart", |d| {
+        count(d, "it/tick", "SuccessCount") >= before + 3
+    })
+    .await;
+    assert_eq!(cap.at("hook").len(), 2, "{:#?}", cap.at("hook"));
+    let journal = std::fs::read_to_string(state.join("state.jsonl")).unwrap();
+    let last_db = journal.lines().filter(|l| l.contains("\"it/db\"")).last();
+    assert!(
+        last_db.is_none_or(|l| !l.contains("departed")),
+        "forgotten, not kept: {last_db:?}"
+    );
+}

@@ -172,8 +172,11 @@ impl Notifier {
                     self.reconfigure(new);
                 }
                 _ = tick.tick() => {
-                    let due = self.scan();
+                    let (due, clears) = self.scan();
                     self.requeue(due);
+                    for (key, record) in clears {
+                        self.engine.notified(key, record).await;
+                    }
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Ok(done) = done {
@@ -366,8 +369,9 @@ impl Notifier {
     }
 
     /// Every notice due now, given what was told and what waits for a retry.
-    fn scan(&mut self) -> Vec<Job> {
+    fn scan(&mut self) -> (Vec<Job>, Vec<(CheckKey, AlertRecord)>) {
         let mut jobs = Vec::new();
+        let mut clears = Vec::new();
         let views = self.board.snapshot();
         // Every replica shows the maintenance windows; only the leader acts on them.
         let maintenance = self.maintenance(&views);
@@ -376,7 +380,7 @@ impl Notifier {
             self.told.clear();
             self.retries.clear();
             self.refreshed.clear();
-            return jobs;
+            return (jobs, clears);
         }
         let now = self.clock.now();
         let now_unix = now.timestamp();
@@ -384,16 +388,19 @@ impl Notifier {
         // Allocated once a scan, not per check: this runs over every check every second.
         let mut routed = vec![false; cfg.receivers.len()];
         let mut caught_up = Vec::new();
-        for view in views {
+        let gone = self.board.departed();
+        for view in views.iter().chain(gone.iter()) {
             // What no longer concerns any receiver: what was told is resolved, saying why.
-            let departed = if opted_out(&view) {
+            let departed = if let Some(why) = &view.departed {
+                Some(why.as_str())
+            } else if opted_out(view) {
                 Some("its notifications are turned off (probity.dev/notify: \"false\")")
             } else if view.suspended {
                 Some("the check is suspended")
             } else {
                 None
             };
-            if departed.is_some() && view.status.alerts.iter().all(|a| !a.firing) {
+            if departed.is_some() && !view.status.alerts_open() {
                 continue;
             }
             let blocked = !self.board.blocked_by(&view).is_empty();
@@ -477,10 +484,30 @@ impl Notifier {
                     _ => None,
                 };
                 jobs.push(Job {
-                    message: self.message(&view, notice, since, now, reason),
+                    message: self.message(view, notice, since, now, reason),
                     slot,
                     refresh,
                 });
+            }
+            if view.departed.is_some() {
+                // An open alert no route will resolve (its receiver is gone from the
+                // configuration, no route takes the check, or it sends no resolves) is closed
+                // here, unsent: the check must not wait for it forever.
+                for a in view.status.alerts.iter().filter(|a| a.firing) {
+                    let resolves = cfg.rules.iter().any(|r| {
+                        cfg.receivers[r.receiver].0 == a.receiver
+                            && r.matches(&view.resource)
+                            && (r.send_resolved
+                                || matches!(cfg.receivers[r.receiver].1, Kind::Alertmanager { .. }))
+                    });
+                    if !resolves {
+                        let mut closed = a.clone();
+                        closed.firing = false;
+                        closed.flapping = false;
+                        closed.sent_unix = now_unix;
+                        clears.push((view.key.clone(), closed));
+                    }
+                }
             }
         }
         for slot in &caught_up {
@@ -489,10 +516,10 @@ impl Notifier {
         // What is kept of checks that are gone goes with them (these maps are small: notices in
         // flight, waiting for a retry or for the board).
         let board = &self.board;
-        self.told.retain(|(k, _), _| board.get(k).is_some());
-        self.retries.retain(|(k, _), _| board.get(k).is_some());
-        self.refreshed.retain(|(k, _), _| board.get(k).is_some());
-        jobs
+        self.told.retain(|(k, _), _| board.knows(k));
+        self.retries.retain(|(k, _), _| board.knows(k));
+        self.refreshed.retain(|(k, _), _| board.knows(k));
+        (jobs, clears)
     }
 
     fn message(

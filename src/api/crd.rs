@@ -185,13 +185,18 @@ mod tests {
                 at_unix: 4,
                 ok: false,
             }],
+            departed: Some(crate::api::Departure {
+                reason: "the check was deleted".into(),
+                at_unix: 6,
+                labels: [("team".to_string(), "db".to_string())].into(),
+            }),
         };
         let crd = serde_json::to_value(crd()).unwrap();
         let schema =
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
         let value = serde_json::to_value(&status).unwrap();
         // Every field is present in the serialized value, so a new field must be declared too.
-        assert_eq!(value.as_object().unwrap().len(), 27);
+        assert_eq!(value.as_object().unwrap().len(), 28);
         assert_declared(schema, &value, "status");
         // Kuberhealthy v3's exact names.
         for k in [
@@ -223,6 +228,7 @@ spec:
   initialDelay: 1s
   extraAnnotations: {a: b}
   extraLabels: {c: d}
+  dependsOn: [x, other/y]
   podSpec:
     metadata: {labels: {x: y}, annotations: {z: w}}
     spec: {containers: [{name: c, image: i}]}

@@ -266,6 +266,21 @@ pub struct HealthCheckStatus {
     /// When the verdict last changed, newest first (the last 20): the check page's events.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<Transition>,
+    /// The check is gone (deleted) but receivers were told it fails: kept until each is told
+    /// it is resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub departed: Option<Departure>,
+}
+
+/// Why and when a check left while receivers had open alerts about it, and the labels that
+/// route those alerts' resolves.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Departure {
+    pub reason: String,
+    pub at_unix: i64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The verdict changed at `atUnix`, to `ok`.
@@ -359,6 +374,11 @@ impl HealthCheckStatus {
             .iter()
             .find_map(|h| h.outcome.and_then(Outcome::cause))
             .or(Some(Cause::Target))
+    }
+
+    /// Whether some receiver was last told the check fails.
+    pub fn alerts_open(&self) -> bool {
+        self.alerts.iter().any(|a| a.firing)
     }
 
     /// What `receiver` was last told.

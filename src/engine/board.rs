@@ -31,6 +31,9 @@ pub struct CheckView {
     pub category: Option<String>,
     /// `spec.dependsOn`, resolved.
     pub depends_on: Vec<CheckKey>,
+    /// The check left (why), and is kept until its receivers are told its alerts are
+    /// resolved; shown nowhere but to the notifier.
+    pub departed: Option<String>,
 }
 
 impl CheckView {
@@ -62,6 +65,8 @@ pub struct Board {
     /// The checks in a maintenance window now, and which ("nightly until 2026-12-07T03:00:00Z"),
     /// as the notifier last worked out.
     maintenance: RwLock<HashMap<CheckKey, String>>,
+    /// Checks that left with open alerts, apart: only the notifier sees them.
+    departed: RwLock<HashMap<CheckKey, Arc<CheckView>>>,
 }
 
 impl Board {
@@ -81,6 +86,7 @@ impl Board {
             last_tick_ms: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             maintenance: RwLock::default(),
+            departed: RwLock::default(),
         }
     }
 
@@ -112,11 +118,29 @@ impl Board {
             .cloned()
     }
 
+    /// Publishes a check's state; a departed check is kept apart, out of every listing.
     pub fn put(&self, view: Arc<CheckView>) {
+        let key = view.key.clone();
+        if view.departed.is_some() {
+            self.checks
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            self.departed
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, view);
+            return;
+        }
+        let mut departed = self.departed.write().unwrap_or_else(|e| e.into_inner());
+        if !departed.is_empty() {
+            departed.remove(&key);
+        }
+        drop(departed);
         self.checks
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(view.key.clone(), view);
+            .insert(key, view);
     }
 
     pub fn remove(&self, key: &CheckKey) {
@@ -124,6 +148,30 @@ impl Board {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+        self.departed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// The checks that left with open alerts (for the notifier).
+    pub fn departed(&self) -> Vec<Arc<CheckView>> {
+        self.departed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `key` is published, listed or departed.
+    pub fn knows(&self, key: &CheckKey) -> bool {
+        self.get(key).is_some()
+            || self
+                .departed
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(key)
     }
 
     pub fn get(&self, key: &CheckKey) -> Option<Arc<CheckView>> {

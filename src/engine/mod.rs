@@ -46,13 +46,33 @@ pub use refusal::{Rejection, RunRefused};
 pub struct Desired {
     pub check: Arc<HealthCheck>,
     pub load_error: Option<Invalid>,
+    /// The check is leaving (a HealthCheck being deleted, held by probity's finalizer; a
+    /// deleted file whose state says receivers have open alerts): why. It runs no more; it is
+    /// kept until its receivers are told it is resolved.
+    pub departed: Option<String>,
 }
 
 impl Desired {
     pub fn new(check: Arc<HealthCheck>, load_error: Option<Invalid>) -> Self {
-        Desired { check, load_error }
+        Desired {
+            check,
+            load_error,
+            departed: None,
+        }
+    }
+
+    /// A check that is leaving, for `reason`.
+    pub fn departing(check: Arc<HealthCheck>, reason: impl Into<String>) -> Self {
+        Desired {
+            check,
+            load_error: None,
+            departed: Some(reason.into()),
+        }
     }
 }
+
+/// Why a check left, as notices say it.
+pub const DELETED: &str = "the check was deleted";
 
 /// Everything a runner needs to start one run.
 #[derive(Debug, Clone)]

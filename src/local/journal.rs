@@ -174,6 +174,26 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// The checks whose files are gone but whose receivers still have open alerts about them
+    /// (their saved state says why they left), taken from what was read at opening.
+    pub fn departed(&self) -> Vec<(CheckKey, HealthCheckStatus)> {
+        let mut initial = self.initial.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<String> = initial
+            .iter()
+            .filter(|(_, st)| st.departed.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let st = initial.remove(&k)?;
+                let (ns, name) = k.split_once('/')?;
+                Some((CheckKey::new(ns, name), st))
+            })
+            .collect()
+    }
+}
+
 /// Reads the journal. A torn last line (the process died mid-write) is dropped: it was never
 /// acknowledged. Any other unreadable line, or one naming a time outside 1970..9999, is kept in
 /// a copy of the journal set aside.

@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::api::CheckKey;
-use crate::engine::{Board, EngineHandle, Plans};
+use crate::api::{CheckKey, HealthCheck};
+use crate::engine::{Board, Desired, EngineHandle, Plans};
 use crate::serve::{self, Leading, Parts, Settings};
 use crate::server;
 use crate::{Error, Result};
@@ -74,6 +74,7 @@ pub async fn serve(
         source: Box::new(e),
     })?;
     let store = Arc::new(FileStore::open(&cfg.state_dir)?);
+    let alerting = settings.alerting.is_some();
     serve::serve(settings, Leading::Solo, shutdown, move |shared| {
         let base = cfg
             .report_url
@@ -104,6 +105,9 @@ pub async fn serve(
             shared.shutdown.clone(),
         ));
         let mut parts = Parts::new(Arc::new(runner), store.clone());
+        // A deleted check file with open alerts is kept (in the journal) until they are
+        // resolved.
+        parts.keep_departed = alerting;
         parts.grace = cfg.shutdown_grace;
         parts.plans = Some(plans);
         parts.logs = Some(Arc::new(logbook));
@@ -156,6 +160,26 @@ async fn watch_checks(
                         None
                     };
                     engine.upsert(d, saved).await;
+                }
+                if !loaded {
+                    // Deleted before a restart with alerts still open: carried on until their
+                    // receivers are told.
+                    for (key, saved) in store.departed() {
+                        if known.contains(&key) {
+                            continue;
+                        }
+                        let departure = saved.departed.clone().unwrap_or_default();
+                        let mut check = HealthCheck::default();
+                        check.metadata.namespace = Some(key.namespace().to_string());
+                        check.metadata.name = Some(key.name().to_string());
+                        check.metadata.labels = Some(departure.labels);
+                        engine
+                            .upsert(
+                                Desired::departing(Arc::new(check), departure.reason),
+                                Some(saved),
+                            )
+                            .await;
+                    }
                 }
             }
             Err(e) => {

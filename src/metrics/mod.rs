@@ -611,6 +611,7 @@ mod tests {
             severity: Some("critical".into()),
             category: None,
             depends_on: Vec::new(),
+            departed: None,
         })
     }
 

@@ -305,6 +305,7 @@ mod tests {
             severity: None,
             category: None,
             depends_on: Vec::new(),
+            departed: None,
         };
         f(&mut v);
         Arc::new(v)

@@ -82,6 +82,11 @@ fn full_status() -> HealthCheckStatus {
             at_unix: 1_794_999_900,
             ok: false,
         }],
+        departed: Some(probity::api::Departure {
+            reason: "the check was deleted".into(),
+            at_unix: 1_795_000_200,
+            labels: [("team".to_string(), "db".to_string())].into(),
+        }),
     }
 }
 

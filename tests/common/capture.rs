@@ -64,6 +64,11 @@ impl Capture {
         (cap, base)
     }
 
+    /// Answers 503 to the next `n` POSTs (0: accept again).
+    pub fn fail_next(&self, n: usize) {
+        *self.fail.lock().unwrap() = n;
+    }
+
     pub fn all(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }

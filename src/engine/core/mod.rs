@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+mod depart;
 mod depends;
 mod ended;
 mod leader;
@@ -32,6 +33,10 @@ pub struct EngineConfig {
     /// A check that has never run, loaded at start-up, starts within this window (spread over
     /// it), not over its interval: first results come at once after an install.
     pub first_run_window: Duration,
+    /// A check deleted while a receiver has an open alert about it is kept until the alert is
+    /// resolved, then removed here (locally). Off in a cluster, where probity's finalizer keeps
+    /// the HealthCheck and the watch says when it is gone.
+    pub keep_departed: bool,
 }
 
 /// The default `first_run_window`.
@@ -45,6 +50,7 @@ impl EngineConfig {
             max_concurrent_runs: 0,
             defaults: Defaults::default(),
             first_run_window: FIRST_RUN_WINDOW,
+            keep_departed: false,
         }
     }
 }
@@ -90,6 +96,8 @@ struct Entry {
     rerun: bool,
     /// `spec.dependsOn`, resolved (empty while the check is invalid on its own).
     deps: Vec<CheckKey>,
+    /// Leaving: runs no more, kept until its receivers are told (`depart.rs`).
+    departed: bool,
     /// Its plan is an error for what the other checks say of its dependencies.
     dependency_invalid: bool,
 }
@@ -247,6 +255,43 @@ impl Engine {
         saved: Option<HealthCheckStatus>,
     ) -> Vec<Effect> {
         let key = CheckKey::of(&desired.check);
+        let departing = desired.departed.clone();
+        let back = departing.is_none() && self.checks.get(&key).is_some_and(|e| e.departed);
+        if back {
+            self.checks.get_mut(&key).expect("present").departed = false;
+        }
+        let mut effects = self.upsert_desired(now, desired, saved, &key);
+        match departing {
+            Some(reason) => effects.extend(self.depart(now, &key, &reason)),
+            None => {
+                // Back before its alerts were resolved (a file restored, a HealthCheck created
+                // again), or a saved state from when it had left: a check like any other;
+                // what was told stands.
+                let e = self.checks.get_mut(&key).expect("upserted");
+                let had = e.status.departed.is_some();
+                if had {
+                    Arc::make_mut(&mut e.status).departed = None;
+                }
+                if back && e.run.is_none() {
+                    self.unschedule(&key);
+                    self.schedule(&key, now);
+                }
+                if back || had {
+                    effects.push(self.save(&key, true));
+                }
+            }
+        }
+        effects
+    }
+
+    fn upsert_desired(
+        &mut self,
+        now: DateTime<Utc>,
+        desired: Desired,
+        saved: Option<HealthCheckStatus>,
+        key: &CheckKey,
+    ) -> Vec<Effect> {
+        let key = key.clone();
         // Kept per spec: the same spec again (in a cluster, every status write comes back on
         // the watch) is not validated again.
         let plan = self.plans.plan(&key, &desired);
@@ -300,6 +345,7 @@ impl Engine {
                 desired,
                 deps: depends::deps_of(&plan),
                 dependency_invalid: false,
+                departed: false,
                 plan,
                 status: Arc::new(status),
                 run: None,
@@ -336,8 +382,14 @@ impl Engine {
 
     /// Deletes a check. A run in flight is stopped; its slot is held until the runner lets go.
     pub fn remove(&mut self, now: DateTime<Utc>, key: &CheckKey) -> Vec<Effect> {
-        if !self.checks.contains_key(key) {
+        let Some(entry) = self.checks.get(key) else {
             return Vec::new();
+        };
+        if self.cfg.keep_departed && self.leader && entry.status.alerts_open() {
+            if entry.departed {
+                return Vec::new();
+            }
+            return self.depart(now, key, super::DELETED);
         }
         self.plans.forget(key);
         let mut effects = Vec::new();
@@ -619,6 +671,10 @@ impl Engine {
             severity: label("kuberhealthy.io/severity"),
             category: label("kuberhealthy.io/category"),
             depends_on: e.deps.clone(),
+            departed: e
+                .departed
+                .then(|| e.status.departed.as_ref().map(|d| d.reason.clone()))
+                .flatten(),
         }
     }
 }

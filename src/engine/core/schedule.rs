@@ -243,7 +243,7 @@ impl Engine {
     pub(super) fn compute_due(&self, key: &CheckKey, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let e = self.checks.get(key)?;
         let plan = (*e.plan).as_ref().ok()?;
-        if plan.suspend || self.draining || e.removed {
+        if plan.suspend || self.draining || e.removed || e.departed {
             return None;
         }
         let has_run = e.status.last_run_unix > 0;

@@ -71,7 +71,9 @@ impl Engine {
             Some(a) => *a = record,
             None => st.alerts.push(record),
         }
-        vec![self.save(key, true)]
+        let mut effects = vec![self.save(key, true)];
+        effects.extend(self.finish_departure(key));
+        effects
     }
 
     /// Records the one outcome of the run in flight of `key`.

@@ -1,5 +1,6 @@
 //! The engine's rules, tested by calling it with the times that matter; helpers shared here.
 
+mod depart;
 mod depends;
 mod leader;
 mod runs;
@@ -38,6 +39,7 @@ pub(super) fn engine(cap: usize) -> Engine {
         max_concurrent_runs: cap,
         defaults: Defaults::default(),
         first_run_window: FIRST_RUN_WINDOW,
+        keep_departed: false,
     })
 }
 

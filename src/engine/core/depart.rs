@@ -1,0 +1,87 @@
+//! Checks that leave while receivers have open alerts about them. The alert must be resolved
+//! ("deleted" is news too), so the check is kept, running no more, until its receivers are
+//! told; its status keeps why (`departed`), so a restart or a new leader carries on. In a
+//! cluster the HealthCheck itself is kept for this by probity's finalizer and removed by the
+//! watch once it goes; locally the engine removes it when nothing is left to resolve
+//! (`EngineConfig::keep_departed`).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::ended::EndedBy;
+use super::{unix, Engine};
+use crate::api::{CheckKey, Departure};
+use crate::engine::{Effect, StopReason};
+
+impl Engine {
+    /// `key` leaves for `reason`: its run in flight is stopped, nothing more is scheduled, and
+    /// the status says why, with the labels its alerts are routed by.
+    pub(super) fn depart(
+        &mut self,
+        now: DateTime<Utc>,
+        key: &CheckKey,
+        reason: &str,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.unschedule(key);
+        let Some(entry) = self.checks.get_mut(key) else {
+            return effects;
+        };
+        entry.departed = true;
+        if let Some(run) = entry.run.as_mut().filter(|r| !r.finished) {
+            run.finished = true;
+            let (uuid, deadline) = (run.uuid, run.deadline);
+            self.ended
+                .remember(uuid, key.clone(), EndedBy::Deleted, deadline);
+            effects.push(Effect::Stop {
+                key: key.clone(),
+                uuid,
+                reason: StopReason::Removed,
+            });
+        }
+        let entry = self.checks.get_mut(key).expect("present");
+        let st = Arc::make_mut(&mut entry.status);
+        if st.departed.as_ref().is_none_or(|d| d.reason != reason) {
+            st.departed = Some(Departure {
+                reason: reason.to_string(),
+                at_unix: unix(now),
+                labels: entry
+                    .desired
+                    .check
+                    .metadata
+                    .labels
+                    .clone()
+                    .unwrap_or_default(),
+            });
+        }
+        if st.next_run_unix.is_some() {
+            st.next_run_unix = None;
+        }
+        effects.push(self.save(key, true));
+        effects.extend(self.finish_departure(key));
+        effects
+    }
+
+    /// Removes a departed check once no receiver has an open alert about it (when this engine
+    /// is the one that removes them).
+    pub(super) fn finish_departure(&mut self, key: &CheckKey) -> Vec<Effect> {
+        let done = self.cfg.keep_departed
+            && self
+                .checks
+                .get(key)
+                .is_some_and(|e| e.departed && !e.status.alerts_open());
+        if !done {
+            return Vec::new();
+        }
+        self.plans.forget(key);
+        let entry = self.checks.get_mut(key).expect("checked");
+        if entry.run.is_some() {
+            // Dropped when the run lets go of its slot.
+            entry.removed = true;
+            return Vec::new();
+        }
+        self.checks.remove(key);
+        vec![Effect::Forget { key: key.clone() }]
+    }
+}
