@@ -403,7 +403,7 @@ impl Notifier {
             if departed.is_some() && !view.status.alerts_open() {
                 continue;
             }
-            let blocked = !self.board.blocked_by(&view).is_empty();
+            let blocked = !self.board.blocked_by(view).is_empty();
             let held = maintenance.contains_key(&view.key);
             routed.fill(false);
             for rule in cfg.rules.iter() {
