@@ -968,7 +968,7 @@ async fn deleting_a_failing_check_resolves_its_alert_once_across_restarts() {
     .await;
     assert_eq!(cap.at("hook").len(), 2, "{:#?}", cap.at("hook"));
     let journal = std::fs::read_to_string(state.join("state.jsonl")).unwrap();
-    let last_db = journal.lines().filter(|l| l.contains("\"it/db\"")).last();
+    let last_db = journal.lines().rfind(|l| l.contains("\"it/db\""));
     assert!(
         last_db.is_none_or(|l| !l.contains("departed")),
         "forgotten, not kept: {last_db:?}"
