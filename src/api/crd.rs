@@ -211,6 +211,27 @@ mod tests {
     }
 
     #[test]
+    fn no_enum_lists_null_as_a_value() {
+        // Kubernetes 1.20 refuses such a schema (a 422 that speaks of per-version schemas);
+        // schemars writes one for an optional enum whose variants have no doc comments.
+        fn walk(v: &serde_json::Value, at: &str) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(serde_json::Value::Array(e)) = m.get("enum") {
+                        assert!(!e.iter().any(|x| x.is_null()), "{at}: enum with null");
+                    }
+                    for (k, v) in m {
+                        walk(v, &format!("{at}.{k}"));
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, at)),
+                _ => {}
+            }
+        }
+        walk(&serde_json::to_value(crd()).unwrap(), "crd");
+    }
+
+    #[test]
     fn schema_keeps_every_spec_field() {
         let yaml = r#"
 apiVersion: kuberhealthy.github.io/v2

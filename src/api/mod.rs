@@ -460,7 +460,9 @@ impl Outcome {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Cause {
+    /// What the check checks is at fault.
     Target,
+    /// What runs the check is at fault.
     Runner,
 }
 

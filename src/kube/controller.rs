@@ -68,6 +68,32 @@ pub struct Controller {
     pub plans: Arc<Plans>,
     pub events: Events,
     pub leadership: Leadership,
+    /// Notifications are configured: HealthChecks with open alerts carry `FINALIZER`.
+    pub notifies: bool,
+}
+
+/// Held on a HealthCheck while a receiver has an open alert about it, so that deleting it
+/// waits until the alert is resolved; the record that says what was told lives in its status,
+/// and the finalizer keeps that status readable, by any replica, until it is done with.
+pub const FINALIZER: &str = "probity.dev/resolve-alerts";
+
+/// The finalizers `hc` should carry, when they are not what it carries: ours while an alert
+/// is open (none can be added once deletion began; without notifications, none).
+fn finalizers_wanted(hc: &HealthCheck, notifies: bool) -> Option<Vec<String>> {
+    let have = hc.metadata.finalizers.clone().unwrap_or_default();
+    let has = have.iter().any(|f| f == FINALIZER);
+    let open = notifies && hc.status.as_ref().is_some_and(|s| s.alerts_open());
+    let deleting = hc.metadata.deletion_timestamp.is_some();
+    let want = open && (has || !deleting);
+    match (want, has) {
+        (true, false) => {
+            let mut f = have;
+            f.push(FINALIZER.to_string());
+            Some(f)
+        }
+        (false, true) => Some(have.into_iter().filter(|f| f != FINALIZER).collect()),
+        _ => None,
+    }
 }
 
 /// What the loop remembers between events.
@@ -154,6 +180,29 @@ impl Controller {
         }
     }
 
+    /// Puts `FINALIZER` on a HealthCheck with an open alert, and takes it off once none is
+    /// open (then a deletion completes). Fenced by the resourceVersion seen: a conflict means a
+    /// newer version is on its way to this loop, which looks again.
+    async fn mind_finalizer(&self, hc: &HealthCheck) {
+        let Some(finalizers) = finalizers_wanted(hc, self.notifies) else {
+            return;
+        };
+        let key = CheckKey::of(hc);
+        let api: Api<HealthCheck> = Api::namespaced(self.client.clone(), key.namespace());
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": hc.metadata.resource_version,
+        }});
+        match api
+            .patch(key.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => info!(check = %key, finalizers = ?finalizers, "finalizers set"),
+            Err(kube::Error::Api(s)) if s.code == 409 || s.is_not_found() => {}
+            Err(e) => warn!(check = %key, "setting the finalizer {FINALIZER}: {e}"),
+        }
+    }
+
     /// A check created or changed (or our own status write coming back).
     async fn applied(&self, hc: Arc<HealthCheck>, memory: &mut Memory) {
         let key = CheckKey::of(&hc);
@@ -173,8 +222,18 @@ impl Controller {
         let load_error = (!problems.is_empty()).then_some(Invalid { problems });
         let generation = hc.metadata.generation;
         let request = run_request(&hc);
-        let desired = Desired::new(hc.clone(), load_error);
         let leading = self.leadership.is_current();
+        if leading {
+            self.mind_finalizer(&hc).await;
+        }
+        let deleting = hc.metadata.deletion_timestamp.is_some();
+        let desired = if hc.metadata.deletion_timestamp.is_some() {
+            // Being deleted, held by a finalizer (ours while an alert is open): it runs no
+            // more, and its alerts are resolved.
+            Desired::departing(hc.clone(), crate::engine::DELETED)
+        } else {
+            Desired::new(hc.clone(), load_error)
+        };
         let to_event = leading && memory.evented.get(&key) != Some(&generation);
         // Each spec is validated once, on a blocking thread (it may search a cron schedule),
         // not on every status write that comes back; the engine finds the plan kept.
@@ -202,7 +261,7 @@ impl Controller {
             }
         }
         self.engine.upsert(desired, saved).await;
-        let Some(at) = request.filter(|_| self.leadership.is_current()) else {
+        let Some(at) = request.filter(|_| self.leadership.is_current() && !deleting) else {
             return;
         };
         if memory.requested.get(&key) == Some(&at) {
@@ -215,5 +274,62 @@ impl Controller {
             }
             Err(e) => info!(check = %key, "manual run refused: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AlertRecord, HealthCheckStatus};
+
+    fn hc(firing: bool, finalizers: &[&str], deleting: bool) -> HealthCheck {
+        let mut hc = HealthCheck::default();
+        hc.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+        if deleting {
+            hc.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+        }
+        hc.status = Some(HealthCheckStatus {
+            alerts: vec![AlertRecord {
+                receiver: "hook".into(),
+                firing,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        hc
+    }
+
+    #[test]
+    fn the_finalizer_is_held_exactly_while_an_alert_is_open() {
+        // Open: added, keeping others'.
+        assert_eq!(
+            finalizers_wanted(&hc(true, &["x"], false), true),
+            Some(vec!["x".into(), FINALIZER.into()])
+        );
+        assert_eq!(
+            finalizers_wanted(&hc(true, &[FINALIZER], false), true),
+            None
+        );
+        // Resolved: taken off, others' kept; being deleted too (that completes the deletion).
+        assert_eq!(
+            finalizers_wanted(&hc(false, &["x", FINALIZER], false), true),
+            Some(vec!["x".to_string()])
+        );
+        assert_eq!(
+            finalizers_wanted(&hc(false, &[FINALIZER], true), true),
+            Some(vec![])
+        );
+        // Being deleted with the alert open: held; none can be added once deletion began.
+        assert_eq!(finalizers_wanted(&hc(true, &[FINALIZER], true), true), None);
+        assert_eq!(finalizers_wanted(&hc(true, &[], true), true), None);
+        // Notifications turned off: never held.
+        assert_eq!(
+            finalizers_wanted(&hc(true, &[FINALIZER], false), false),
+            Some(vec![])
+        );
+        assert_eq!(finalizers_wanted(&hc(false, &[], false), true), None);
     }
 }

@@ -134,6 +134,7 @@ pub async fn serve(
     let (claim, leadership) = Leadership::elected(&settings.identity);
     let identity = settings.identity.clone();
     let plans = Arc::new(Plans::new(settings.defaults.clone()));
+    let notifies = settings.alerting.is_some();
     let leading = Leading::Elected(leadership);
     serve::serve(settings, leading, shutdown, move |shared| {
         info!(
@@ -160,6 +161,7 @@ pub async fn serve(
             plans: plans.clone(),
             events: kube_events.clone(),
             leadership: shared.leadership.clone(),
+            notifies,
         };
         let shutdown = shared.shutdown.clone();
         let pods = tokio::spawn(

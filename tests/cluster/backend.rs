@@ -904,3 +904,72 @@ fn run_id(credential: uuid::Uuid) -> probity::api::RunId {
     let credential: probity::api::RunCredential = credential.to_string().parse().unwrap();
     credential.run_id()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_failing_check_resolves_its_alert_once_across_a_failover() {
+    use crate::common::capture::{Capture, Toggle};
+    let Some(s) = setup("probity-resolve-delete").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let (cap, base) = Capture::start(0).await;
+    let target = Toggle::start("127.0.0.1:0", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::common::alerting_config(
+        dir.path(),
+        &format!(
+            "receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"
+        ),
+    );
+    let alerting = ["--alerting-config", cfg.as_str()];
+    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
+    let mut a = replica_with(ns, "replica-a", &a_addr, &a_addr, &alerting);
+    leader_is(&a, "replica-a").await;
+    let b = replica_with(ns, "replica-b", &b_addr, &b_addr, &alerting);
+    leader_is(&b, "replica-a").await;
+    let spec = format!(
+        "  runInterval: 1s\n  timeout: 5s\n  failureThreshold: 1\n  probe:\n    httpGet: {{url: \"{}\"}}\n",
+        target.url
+    );
+    create(c, &check(ns, "db", &spec)).await;
+    cap.wait("the failure told", |c| c.at("hook").len() == 1)
+        .await;
+    let api: Api<HealthCheck> = Api::namespaced(c.clone(), ns);
+    // The open alert holds the HealthCheck.
+    wait("the finalizer", async || {
+        let hc = api.get("db").await.unwrap();
+        hc.metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == "probity.dev/resolve-alerts")
+            .then_some(())
+    })
+    .await;
+    // The leader dies; the check is deleted while no one leads.
+    a.kill9();
+    api.delete("db", &Default::default()).await.unwrap();
+    let held = api.get("db").await.unwrap();
+    assert!(
+        held.metadata.deletion_timestamp.is_some(),
+        "kept for its alert"
+    );
+    // The next leader resolves it, once, saying why, and lets the deletion complete.
+    leader_is(&b, "replica-b").await;
+    cap.wait("the resolve", |c| c.at("hook").len() == 2).await;
+    let got = cap.at("hook");
+    assert_eq!(got[1].body["state"], "resolved", "{got:#?}");
+    assert_eq!(got[1].body["reason"], "the check was deleted");
+    assert_eq!(got[0].body["since"], got[1].body["since"], "the same spell");
+    wait("the HealthCheck gone", async || {
+        matches!(api.get("db").await, Err(kube::Error::Api(e)) if e.code == 404).then_some(())
+    })
+    .await;
+    // Not listed, and nothing more was sent.
+    let doc: serde_json::Value = b.json().await;
+    assert!(
+        doc["CheckDetails"].get(format!("{ns}/db")).is_none(),
+        "{doc}"
+    );
+    assert_eq!(cap.at("hook").len(), 2, "{:#?}", cap.all());
+}
