@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod probe;
 pub mod serve;
 pub mod server;
+pub mod tls;
 
 pub use error::{Error, Result};
 

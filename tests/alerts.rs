@@ -974,3 +974,212 @@ async fn deleting_a_failing_check_resolves_its_alert_once_across_restarts() {
         "forgotten, not kept: {last_db:?}"
     );
 }
+
+/// Debian's or PyPI's aiosmtpd on loopback, with STARTTLS and AUTH required; None (a skip
+/// line) when it is missing (`.ci/run` installs it).
+struct Smtp {
+    child: std::process::Child,
+    port: u16,
+    out: tempfile::TempDir,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smtp(certs: &Path) -> Option<Smtp> {
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !common::available(
+        have,
+        "python3 with aiosmtpd",
+        "python3 -m pip install aiosmtpd",
+    ) {
+        return None;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let port: u16 = common::free_addr()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut child = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/smtp_server.py"
+        ))
+        .arg(port.to_string())
+        .arg(out.path())
+        .arg(certs.join("server.pem"))
+        .arg(certs.join("server.key"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    Some(Smtp { child, port, out })
+}
+
+impl Smtp {
+    /// The messages received so far: (envelope, message), oldest first.
+    fn received(&self) -> Vec<(Value, String)> {
+        let mut names: Vec<_> = std::fs::read_dir(self.out.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|p| {
+                let meta = std::fs::read_to_string(p.with_extension("json")).unwrap();
+                (
+                    serde_json::from_str(&meta).unwrap(),
+                    std::fs::read_to_string(p).unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The text of a base64 body of one of probity's messages.
+fn mail_text(message: &str) -> String {
+    use base64::Engine as _;
+    let body = message
+        .replace("\r\n", "\n")
+        .split("\n\n")
+        .nth(1)
+        .unwrap()
+        .replace('\n', "");
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_over_starttls_teams_and_opsgenie_are_told_and_resolved() {
+    if !common::need_tool("openssl", "apt-get install openssl") {
+        return;
+    }
+    let (tmp, checks, state) = dirs();
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    common::make_certs(&certs);
+    let Some(smtp) = smtp(&certs) else { return };
+    let (cap, base) = Capture::start(0).await;
+    let flag = tmp.path().join("failing");
+    std::fs::write(&flag, "").unwrap();
+    write(&checks, "db.yaml", &flapping("db", &flag, ""));
+    std::fs::write(tmp.path().join("smtp-password"), "s3cret\n").unwrap();
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!(
+            r#"
+externalURL: http://probity.test
+receivers:
+  - name: mail
+    email:
+      smarthost: "127.0.0.1:{port}"
+      from: probity@example.com
+      to: [oncall@example.com, db@example.com]
+      username: probity
+      passwordFile: {pw}
+      caFile: {ca}
+  - name: teams
+    teams: {{url: "{base}/teams"}}
+  - name: genie
+    opsgenie: {{apiKey: k3y, url: "{base}", priority: P2}}
+routes:
+  - receiver: mail
+  - receiver: teams
+  - receiver: genie
+"#,
+            port = smtp.port,
+            pw = tmp.path().join("smtp-password").display(),
+            ca = certs.join("ca.pem").display(),
+        ),
+    );
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    wait_up_to(PATIENCE, "the mail", async || {
+        (smtp.received().len() == 1).then_some(())
+    })
+    .await;
+    let (envelope, message) = &smtp.received()[0];
+    assert_eq!(envelope["tls"], true, "sent only after STARTTLS");
+    assert_eq!(envelope["authenticated"], true);
+    assert_eq!(envelope["from"], "probity@example.com");
+    assert_eq!(
+        envelope["to"],
+        serde_json::json!(["oncall@example.com", "db@example.com"])
+    );
+    assert!(
+        message.contains("Subject: [probity] it/db is failing\r\n"),
+        "{message}"
+    );
+    let text = mail_text(message);
+    assert!(text.starts_with("it/db is failing\ndb down\n"), "{text}");
+    assert!(
+        text.contains("Status page: http://probity.test/checks/it/db"),
+        "{text}"
+    );
+    // Teams: an Adaptive Card.
+    cap.wait("teams and opsgenie", |c| {
+        c.at("teams").len() == 1 && c.at("v2/alerts").len() == 1
+    })
+    .await;
+    let card = &cap.at("teams")[0].body;
+    assert_eq!(card["type"], "message");
+    let content = &card["attachments"][0]["content"];
+    assert_eq!(
+        card["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(content["type"], "AdaptiveCard");
+    assert_eq!(content["body"][0]["text"], "it/db is failing");
+    assert_eq!(content["body"][0]["color"], "Attention");
+    assert!(content["body"].to_string().contains("db down"));
+    assert_eq!(
+        content["actions"][0]["url"],
+        "http://probity.test/checks/it/db"
+    );
+    // Opsgenie: one alert per check, by alias.
+    let created = &cap.at("v2/alerts")[0];
+    assert_eq!(created.authorization, "GenieKey k3y");
+    let alert = &created.body;
+    assert_eq!(alert["alias"], "probity/it/db");
+    assert_eq!(alert["message"], "it/db is failing");
+    assert_eq!(alert["description"], "db down");
+    assert_eq!(alert["priority"], "P2");
+    // Recovery: a mail, a green card, and the Opsgenie alert closed by its alias.
+    std::fs::remove_file(&flag).unwrap();
+    wait_up_to(PATIENCE, "the recovery mail", async || {
+        (smtp.received().len() == 2).then_some(())
+    })
+    .await;
+    assert!(smtp.received()[1]
+        .1
+        .contains("Subject: [probity] it/db recovered after failing for"));
+    cap.wait("the close", |c| {
+        c.at("v2/alerts/probity/it/db/close").len() == 1 && c.at("teams").len() == 2
+    })
+    .await;
+    assert_eq!(
+        cap.at("teams")[1].body["attachments"][0]["content"]["body"][0]["color"],
+        "Good"
+    );
+}

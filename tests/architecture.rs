@@ -11,19 +11,20 @@ use std::path::{Path, PathBuf};
 /// use the serve skeleton and the HTTP server's traits; see `WIRING`.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("api", &[]),
+    ("tls", &[]),
     ("error", &["api", "client", "kube"]),
     ("engine", &["api"]),
-    ("probe", &["api", "engine"]),
+    ("probe", &["api", "engine", "tls"]),
     ("metrics", &["api", "engine"]),
     ("client", &["api"]),
     ("server", &["api", "engine", "metrics"]),
-    ("alert", &["api", "engine", "metrics"]),
+    ("alert", &["api", "engine", "metrics", "tls"]),
     ("local", &["api", "engine", "probe", "metrics", "alert"]),
     ("kube", &["api", "engine", "probe", "metrics", "alert"]),
     ("serve", &["api", "engine", "metrics", "server", "alert"]),
     ("cli", &["api", "engine", "local", "serve", "server"]),
     ("migrate", &["api"]),
-    ("checks", &["api", "client", "probe"]),
+    ("checks", &["api", "client", "probe", "tls"]),
 ];
 
 /// Files that wire a backend together: they hand their parts to the serve skeleton (`serve`)

@@ -460,26 +460,6 @@ async fn grpc_serving_and_not_serving() {
     );
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI.
-fn make_certs(dir: &std::path::Path) {
-    let run = |args: &str| {
-        let ok = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("cd {} && openssl {args}", dir.display()))
-            .output()
-            .unwrap();
-        assert!(
-            ok.status.success(),
-            "openssl {args}: {}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
-    };
-    run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=probity-test-ca");
-    run("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1");
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext");
-}
-
 async fn tls_server(dir: &std::path::Path) -> String {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -527,7 +507,7 @@ async fn https_is_unverified_unless_asked_and_verifies_against_a_ca_file() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    common::make_certs(dir.path());
     let base = tls_server(dir.path()).await;
     let mut p = url(&base);
     p.expect_body = Some("secure ok".into());

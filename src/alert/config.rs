@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::maintenance::{MaintenanceConfig, Window};
+use super::receivers::{http_url, Receiver};
+pub use super::receivers::{BadUrl, Kind};
 use crate::api::{duration, Cause, Flap, HealthCheck, TRANSITIONS_LEN};
 use crate::{Error, Result};
 
@@ -27,74 +29,6 @@ pub struct AlertingConfig {
     /// When checks notify no one (they still run and are recorded).
     #[serde(default)]
     pub maintenance: Vec<MaintenanceConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Receiver {
-    pub name: String,
-    #[serde(default)]
-    pub webhook: Option<Webhook>,
-    #[serde(default)]
-    pub slack: Option<Slack>,
-    #[serde(default)]
-    pub pagerduty: Option<PagerDuty>,
-    #[serde(default)]
-    pub alertmanager: Option<Alertmanager>,
-}
-
-/// A POST of a JSON body, by default probity's own document, or `body` with its placeholders
-/// filled in.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Webhook {
-    pub url: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// A template: `{{check}}`, `{{namespace}}`, `{{state}}`, `{{since}}`, `{{errors}}`,
-    /// `{{link}}`, `{{summary}}` (one line, no errors), `{{text}}` (the summary and the errors,
-    /// one a line), `{{id}}`, each replaced by its JSON value (strings quoted, errors an
-    /// array), so the result is JSON whatever the values hold.
-    #[serde(default)]
-    pub body: Option<String>,
-}
-
-/// A Slack incoming webhook.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Slack {
-    pub url: String,
-    /// Overrides the webhook's channel (legacy webhooks only honour it).
-    #[serde(default)]
-    pub channel: Option<String>,
-}
-
-/// PagerDuty Events API v2.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PagerDuty {
-    pub routing_key: String,
-    #[serde(default = "PagerDuty::default_url")]
-    pub url: String,
-    /// critical, error, warning or info.
-    #[serde(default = "PagerDuty::default_severity")]
-    pub severity: String,
-}
-
-impl PagerDuty {
-    fn default_url() -> String {
-        "https://events.pagerduty.com/v2/enqueue".into()
-    }
-    fn default_severity() -> String {
-        "critical".into()
-    }
-}
-
-/// Prometheus Alertmanager's v2 API, at its base URL (`http://alertmanager:9093`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Alertmanager {
-    pub url: String,
 }
 
 /// Which checks notify a receiver. Every route that matches a check notifies its receiver.
@@ -136,39 +70,6 @@ pub struct Flapping {
 
 fn yes() -> bool {
     true
-}
-
-/// What a receiver is, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
-    Webhook {
-        url: url::Url,
-        headers: Vec<(http::HeaderName, http::HeaderValue)>,
-        body: Option<String>,
-    },
-    Slack {
-        url: url::Url,
-        channel: Option<String>,
-    },
-    PagerDuty {
-        url: url::Url,
-        routing_key: String,
-        severity: String,
-    },
-    Alertmanager {
-        url: url::Url,
-    },
-}
-
-impl Kind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Kind::Webhook { .. } => "webhook",
-            Kind::Slack { .. } => "slack",
-            Kind::PagerDuty { .. } => "pagerduty",
-            Kind::Alertmanager { .. } => "alertmanager",
-        }
-    }
 }
 
 /// Which checks a route or a maintenance window applies to.
@@ -249,81 +150,13 @@ impl AlertingConfig {
         let mut receivers: Vec<(String, Kind)> = Vec::new();
         for (i, r) in self.receivers.into_iter().enumerate() {
             let at = format!("receivers[{i}]");
-            if r.name.trim().is_empty() {
-                return Err(ConfigError::at(format!("{at}.name"), "must not be empty"));
-            }
             if receivers.iter().any(|(n, _)| *n == r.name) {
                 return Err(ConfigError::at(
                     format!("{at}.name"),
                     format!("{:?} names two receivers", r.name),
                 ));
             }
-            let kinds = [
-                r.webhook.is_some(),
-                r.slack.is_some(),
-                r.pagerduty.is_some(),
-                r.alertmanager.is_some(),
-            ];
-            if kinds.iter().filter(|k| **k).count() != 1 {
-                return Err(ConfigError::at(
-                    at.clone(),
-                    "give exactly one of webhook, slack, pagerduty, alertmanager",
-                ));
-            }
-            let kind = if let Some(w) = r.webhook {
-                let mut headers = Vec::new();
-                for (k, v) in w.headers {
-                    let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
-                        ConfigError::at(format!("{at}.webhook.headers"), format!("{k:?}: {e}"))
-                    })?;
-                    let value = http::HeaderValue::from_str(&v)
-                        .map_err(|e| ConfigError::at(format!("{at}.webhook.headers.{k}"), e))?;
-                    headers.push((name, value));
-                }
-                if let Some(body) = &w.body {
-                    check_template(body)
-                        .map_err(|e| ConfigError::at(format!("{at}.webhook.body"), e))?;
-                }
-                Kind::Webhook {
-                    url: http_url(&w.url)
-                        .map_err(|e| ConfigError::at(format!("{at}.webhook.url"), e))?,
-                    headers,
-                    body: w.body,
-                }
-            } else if let Some(s) = r.slack {
-                Kind::Slack {
-                    url: http_url(&s.url)
-                        .map_err(|e| ConfigError::at(format!("{at}.slack.url"), e))?,
-                    channel: s.channel,
-                }
-            } else if let Some(p) = r.pagerduty {
-                if p.routing_key.trim().is_empty() {
-                    return Err(ConfigError::at(
-                        format!("{at}.pagerduty.routingKey"),
-                        "must not be empty",
-                    ));
-                }
-                if !["critical", "error", "warning", "info"].contains(&p.severity.as_str()) {
-                    return Err(ConfigError::at(
-                        format!("{at}.pagerduty.severity"),
-                        format!("{:?} is not critical, error, warning or info", p.severity),
-                    ));
-                }
-                Kind::PagerDuty {
-                    url: http_url(&p.url)
-                        .map_err(|e| ConfigError::at(format!("{at}.pagerduty.url"), e))?,
-                    routing_key: p.routing_key,
-                    severity: p.severity,
-                }
-            } else if let Some(a) = r.alertmanager {
-                Kind::Alertmanager {
-                    url: http_url(&a.url)
-                        .map_err(|e| ConfigError::at(format!("{at}.alertmanager.url"), e))?,
-                }
-            } else {
-                unreachable!("exactly one kind, checked above")
-            };
-            receivers.push((r.name, kind));
+            receivers.push(r.check(&at)?);
         }
         let mut rules = Vec::new();
         for (i, r) in self.routes.into_iter().enumerate() {
@@ -436,70 +269,6 @@ impl ConfigError {
             problem: problem.to_string(),
         }
     }
-}
-
-/// A receiver's URL that is not one to POST to.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadUrl {
-    #[error("{text:?}: {reason}")]
-    Parse {
-        text: String,
-        reason: url::ParseError,
-    },
-    #[error("{0:?} is not an http(s) URL")]
-    NotHttp(String),
-}
-
-fn http_url(s: &str) -> std::result::Result<url::Url, BadUrl> {
-    let u = url::Url::parse(s).map_err(|reason| BadUrl::Parse {
-        text: s.to_string(),
-        reason,
-    })?;
-    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
-        return Err(BadUrl::NotHttp(s.to_string()));
-    }
-    Ok(u)
-}
-
-/// The placeholders a webhook body may use.
-pub const PLACEHOLDERS: &[&str] = &[
-    "check",
-    "namespace",
-    "state",
-    "since",
-    "errors",
-    "link",
-    "summary",
-    "text",
-    "id",
-    "reason",
-    "cause",
-];
-
-/// What is wrong with a webhook body template.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadTemplate {
-    #[error("a {{{{ at byte {0} is never closed")]
-    Unclosed(usize),
-    #[error("unknown placeholder {{{{{0}}}}} (known: {known})", known = PLACEHOLDERS.join(", "))]
-    Unknown(String),
-}
-
-/// A template uses only known placeholders and every `{{` is closed.
-fn check_template(t: &str) -> std::result::Result<(), BadTemplate> {
-    let mut rest = t;
-    while let Some(i) = rest.find("{{") {
-        let after = &rest[i + 2..];
-        let end = after
-            .find("}}")
-            .ok_or(BadTemplate::Unclosed(t.len() - rest.len() + i))?;
-        let name = after[..end].trim();
-        if !PLACEHOLDERS.contains(&name) {
-            return Err(BadTemplate::Unknown(name.to_string()));
-        }
-        rest = &after[end + 2..];
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -20,8 +20,12 @@
 pub mod config;
 pub mod decide;
 pub mod deliver;
+pub mod mail;
 pub mod maintenance;
+pub mod message;
+pub mod receivers;
 pub mod reload;
+pub mod template;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -40,7 +44,7 @@ use crate::metrics::{Dropped, Metrics};
 pub use config::Alerting;
 use config::Kind;
 use decide::{Hold, Notice, Policy, Situation};
-use deliver::Message;
+use message::Message;
 
 /// How often the published state is read for notices due.
 const SCAN: Duration = Duration::from_secs(1);
@@ -193,10 +197,10 @@ impl Notifier {
                         continue;
                     }
                     self.running[receiver] += 1;
-                    let request = deliver::request(&self.cfg.receivers[receiver].1, &job.message);
+                    let request = deliver::delivery(&self.cfg.receivers[receiver].1, &job.message);
                     let client = self.client.clone();
                     tasks.spawn(async move {
-                        let result = deliver::send(&client, &request).await;
+                        let result = deliver::deliver(&client, &request).await;
                         Done { job, result }
                     });
                 }
@@ -535,12 +539,12 @@ impl Notifier {
             notice,
             since,
             now: now.timestamp(),
-            errors: deliver::capped_errors(&view.effective_errors()),
+            errors: message::capped_errors(&view.effective_errors()),
             link: self
                 .cfg
                 .external_url
                 .as_ref()
-                .map(|base| deliver::check_link(base, &view.key)),
+                .map(|base| message::check_link(base, &view.key)),
             severity: view.severity.clone(),
             reason,
             cause: view.status.cause(),

@@ -82,9 +82,9 @@ impl Config {
             _ => None,
         };
         let config = match &bundle {
-            _ if !self.verify => crate::probe::http::insecure(),
-            None => crate::probe::http::verifying(None).map_err(|e| vec![e.to_string()])?,
-            Some((path, certs)) => crate::probe::http::verifying(Some(certs.clone()))
+            _ if !self.verify => crate::tls::insecure(),
+            None => crate::tls::verifying(None).map_err(|e| vec![e.to_string()])?,
+            Some((path, certs)) => crate::tls::verifying(Some(certs.clone()))
                 .map_err(|e| vec![format!("CA_BUNDLE {path}: {e}")])?,
         };
         let target = format!("{}:{}", self.host, self.port);

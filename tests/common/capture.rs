@@ -15,8 +15,10 @@ use super::PATIENCE;
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The request's path without its leading slash, percent-decoded.
     pub path: String,
     pub id: String,
+    pub authorization: String,
     pub body: Value,
 }
 
@@ -51,12 +53,17 @@ impl Capture {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_string(),
+                authorization: headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
                 body: serde_json::from_str(&body).expect("a JSON body"),
             });
             StatusCode::ACCEPTED
         }
         let app = Router::new()
-            .route("/{path}", post(take))
+            .route("/{*path}", post(take))
             .with_state(cap.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

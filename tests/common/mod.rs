@@ -299,3 +299,23 @@ pub fn alerting_config(dir: &Path, yaml: &str) -> String {
     std::fs::write(&path, yaml).unwrap();
     path.display().to_string()
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI.
+pub fn make_certs(dir: &std::path::Path) {
+    let run = |args: &str| {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && openssl {args}", dir.display()))
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=probity-test-ca");
+    run("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1");
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext");
+}

@@ -1,4 +1,5 @@
-//! Checks that leave while receivers have open alerts about them. The alert must be resolved
+//! Adding or updating a check (`upsert`, whether it stays or leaves), and checks that leave
+//! while receivers have open alerts about them. The alert must be resolved
 //! ("deleted" is news too), so the check is kept, running no more, until its receivers are
 //! told; its status keeps why (`departed`), so a restart or a new leader carries on. In a
 //! cluster the HealthCheck itself is kept for this by probity's finalizer and removed by the
@@ -11,10 +12,47 @@ use chrono::{DateTime, Utc};
 
 use super::ended::EndedBy;
 use super::{unix, Engine};
-use crate::api::{CheckKey, Departure};
-use crate::engine::{Effect, StopReason};
+use crate::api::{CheckKey, Departure, HealthCheckStatus};
+use crate::engine::{Desired, Effect, StopReason};
 
 impl Engine {
+    /// Adds or updates a check. `saved` is its stored state, used the first time it is seen.
+    pub fn upsert(
+        &mut self,
+        now: DateTime<Utc>,
+        desired: Desired,
+        saved: Option<HealthCheckStatus>,
+    ) -> Vec<Effect> {
+        let key = CheckKey::of(&desired.check);
+        let departing = desired.departed.clone();
+        let back = departing.is_none() && self.checks.get(&key).is_some_and(|e| e.departed);
+        if back {
+            self.checks.get_mut(&key).expect("present").departed = false;
+        }
+        let mut effects = self.upsert_desired(now, desired, saved, &key);
+        match departing {
+            Some(reason) => effects.extend(self.depart(now, &key, &reason)),
+            None => {
+                // Back before its alerts were resolved (a file restored, a HealthCheck created
+                // again), or a saved state from when it had left: a check like any other;
+                // what was told stands.
+                let e = self.checks.get_mut(&key).expect("upserted");
+                let had = e.status.departed.is_some();
+                if had {
+                    Arc::make_mut(&mut e.status).departed = None;
+                }
+                if back && e.run.is_none() {
+                    self.unschedule(&key);
+                    self.schedule(&key, now);
+                }
+                if back || had {
+                    effects.push(self.save(&key, true));
+                }
+            }
+        }
+        effects
+    }
+
     /// `key` leaves for `reason`: its run in flight is stopped, nothing more is scheduled, and
     /// the status says why, with the labels its alerts are routed by.
     pub(super) fn depart(

@@ -247,44 +247,7 @@ impl Engine {
         self.checks.get(key)?.due
     }
 
-    /// Adds or updates a check. `saved` is its stored state, used the first time it is seen.
-    pub fn upsert(
-        &mut self,
-        now: DateTime<Utc>,
-        desired: Desired,
-        saved: Option<HealthCheckStatus>,
-    ) -> Vec<Effect> {
-        let key = CheckKey::of(&desired.check);
-        let departing = desired.departed.clone();
-        let back = departing.is_none() && self.checks.get(&key).is_some_and(|e| e.departed);
-        if back {
-            self.checks.get_mut(&key).expect("present").departed = false;
-        }
-        let mut effects = self.upsert_desired(now, desired, saved, &key);
-        match departing {
-            Some(reason) => effects.extend(self.depart(now, &key, &reason)),
-            None => {
-                // Back before its alerts were resolved (a file restored, a HealthCheck created
-                // again), or a saved state from when it had left: a check like any other;
-                // what was told stands.
-                let e = self.checks.get_mut(&key).expect("upserted");
-                let had = e.status.departed.is_some();
-                if had {
-                    Arc::make_mut(&mut e.status).departed = None;
-                }
-                if back && e.run.is_none() {
-                    self.unschedule(&key);
-                    self.schedule(&key, now);
-                }
-                if back || had {
-                    effects.push(self.save(&key, true));
-                }
-            }
-        }
-        effects
-    }
-
-    fn upsert_desired(
+    pub(super) fn upsert_desired(
         &mut self,
         now: DateTime<Utc>,
         desired: Desired,
