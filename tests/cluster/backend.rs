@@ -973,3 +973,69 @@ async fn deleting_a_failing_check_resolves_its_alert_once_across_a_failover() {
     );
     assert_eq!(cap.at("hook").len(), 2, "{:#?}", cap.all());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_ends_with_one_notice_across_a_failover() {
+    use crate::common::capture::{Capture, Toggle};
+    let Some(s) = setup("probity-maintenance").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let (cap, base) = Capture::start(0).await;
+    let target = Toggle::start("127.0.0.1:0", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::common::alerting_config(
+        dir.path(),
+        &format!(
+            "receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"
+        ),
+    );
+    let alerting = ["--alerting-config", cfg.as_str()];
+    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
+    let mut a = replica_with(ns, "replica-a", &a_addr, &a_addr, &alerting);
+    leader_is(&a, "replica-a").await;
+    let b = replica_with(ns, "replica-b", &b_addr, &b_addr, &alerting);
+    leader_is(&b, "replica-a").await;
+    let until = (chrono::Utc::now() + chrono::Duration::seconds(25))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let spec = format!(
+        "  runInterval: 1s\n  timeout: 5s\n  failureThreshold: 1\n  probe:\n    httpGet: {{url: \"{}\"}}\n",
+        target.url
+    );
+    let mut hc = check(ns, "db", &spec);
+    hc.metadata.annotations = Some(
+        [("probity.dev/maintenance-until".to_string(), until.clone())]
+            .into_iter()
+            .collect(),
+    );
+    create(c, &hc).await;
+    // Failing, in maintenance: recorded, not told.
+    wait("failing runs", async || {
+        let st = status(c, ns, "db").await;
+        (!st.ok && st.failure_count >= 3).then_some(())
+    })
+    .await;
+    let doc: Value = a.json().await;
+    assert_eq!(
+        doc["CheckDetails"][format!("{ns}/db")]["Maintenance"],
+        format!("probity.dev/maintenance-until until {until}"),
+        "{doc}"
+    );
+    assert!(cap.all().is_empty(), "{:#?}", cap.all());
+    // The leader dies inside the window; the next one tells the failure once, at its end.
+    a.kill9();
+    leader_is(&b, "replica-b").await;
+    cap.wait("the notice at the window's end", |c| {
+        c.at("hook").len() == 1
+    })
+    .await;
+    let got = cap.at("hook");
+    assert_eq!(got[0].body["state"], "failing");
+    assert!(chrono::Utc::now() >= chrono::DateTime::parse_from_rfc3339(&until).unwrap());
+    let seen = status(c, ns, "db").await.failure_count;
+    wait("more failing runs", async || {
+        (status(c, ns, "db").await.failure_count >= seen + 3).then_some(())
+    })
+    .await;
+    assert_eq!(cap.at("hook").len(), 1, "{:#?}", cap.all());
+}
