@@ -132,11 +132,18 @@ impl Board {
                 .insert(key, view);
             return;
         }
-        let mut departed = self.departed.write().unwrap_or_else(|e| e.into_inner());
-        if !departed.is_empty() {
-            departed.remove(&key);
+        // A read first: this runs on every status change, and departures are rare.
+        let any = !self
+            .departed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if any {
+            self.departed
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
         }
-        drop(departed);
         self.checks
             .write()
             .unwrap_or_else(|e| e.into_inner())

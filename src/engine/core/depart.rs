@@ -79,6 +79,7 @@ impl Engine {
             });
         }
         let entry = self.checks.get_mut(key).expect("present");
+        let before = entry.status.clone();
         let st = Arc::make_mut(&mut entry.status);
         if st.departed.as_ref().is_none_or(|d| d.reason != reason) {
             st.departed = Some(Departure {
@@ -96,7 +97,9 @@ impl Engine {
         if st.next_run_unix.is_some() {
             st.next_run_unix = None;
         }
-        effects.push(self.save(key, true));
+        // In a cluster every status write comes back as the same departure: written once.
+        let persist = *entry.status != *before;
+        effects.push(self.save(key, persist));
         effects.extend(self.finish_departure(key));
         effects
     }

@@ -74,6 +74,9 @@ fn in_a_cluster_the_engine_only_departs_as_told_and_the_watch_removes() {
     // Being deleted (held by the finalizer): departed, not removed, whatever it is told.
     let being_deleted = Desired::departing(check("db", "").check, crate::engine::DELETED);
     e.upsert(t0(), being_deleted, None);
+    // Every status write comes back on the watch as the same departure: not written again.
+    let again = Desired::departing(check("db", "").check, crate::engine::DELETED);
+    assert_eq!(persisted(&e.upsert(t0() + secs(1), again, None)), 0);
     let mut told = open("hook");
     told.firing = false;
     assert!(!forgotten(&e.notified(&key("db"), told)));
