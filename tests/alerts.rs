@@ -1183,3 +1183,38 @@ routes:
         "Good"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_flapping_for_its_runner_pages_no_owner() {
+    let (tmp, checks, state) = dirs();
+    let (cap, base) = Capture::start(0).await;
+    let flag = tmp.path().join("flag");
+    // Passes, then dies without a word (a runner failure), by turns, every second.
+    let script = format!(
+        "if [ -e {f} ]; then rm {f}; exit 3; else touch {f}; probity report --ok; fi",
+        f = flag.display()
+    );
+    write(
+        &checks,
+        "pod.yaml",
+        &shell_check("pod", "  runInterval: 1s\n  timeout: 10s\n", &script),
+    );
+    let cfg = alerting_config(
+        tmp.path(),
+        &format!("receivers:\n  - name: owners\n    webhook: {{url: \"{base}/owners\"}}\n  - name: platform\n    webhook: {{url: \"{base}/platform\"}}\nroutes:\n  - receiver: owners\n    causes: [target]\n    flapping: {{window: 10s, changes: 5}}\n  - receiver: platform\n    causes: [runner]\n    flapping: {{window: 10s, changes: 5}}\n"),
+    );
+    let p = Probity::start(&checks, &state, &["--alerting-config", cfg.as_str()]);
+    p.wait_ready().await;
+    cap.wait("platform told it flaps", |c| {
+        c.at("platform")
+            .iter()
+            .any(|r| r.body["state"] == "flapping")
+    })
+    .await;
+    let before = count(&p.json().await, "it/pod", "FailureCount");
+    p.wait_for("more flapping", |d| {
+        count(d, "it/pod", "FailureCount") >= before + 3
+    })
+    .await;
+    assert!(cap.at("owners").is_empty(), "{:#?}", cap.at("owners"));
+}

@@ -216,64 +216,6 @@ impl Notifier {
         let _ = tokio::time::timeout(deliver::TIMEOUT, drain).await;
     }
 
-    /// Takes `new` in place of the configuration in use, with nothing in flight. What is kept
-    /// per receiver (retries, deliveries not yet on the board) follows it by name; a receiver
-    /// no longer configured is forgotten.
-    fn reconfigure(&mut self, new: Arc<Alerting>) {
-        let old = std::mem::replace(&mut self.cfg, new);
-        let cfg = self.cfg.clone();
-        let index: HashMap<&str, usize> = cfg
-            .receivers
-            .iter()
-            .enumerate()
-            .map(|(i, (n, _))| (n.as_str(), i))
-            .collect();
-        let moved = |slot: &Slot| -> Option<Slot> {
-            let name = old.receivers.get(slot.1)?.0.as_str();
-            index.get(name).map(|i| (slot.0.clone(), *i))
-        };
-        self.retries = std::mem::take(&mut self.retries)
-            .into_iter()
-            .filter_map(|(s, r)| moved(&s).map(|s| (s, r)))
-            .collect();
-        self.told = std::mem::take(&mut self.told)
-            .into_iter()
-            .filter_map(|(s, r)| moved(&s).map(|s| (s, r)))
-            .collect();
-        self.refreshed = std::mem::take(&mut self.refreshed)
-            .into_iter()
-            .filter_map(|(s, r)| moved(&s).map(|s| (s, r)))
-            .collect();
-        let n = cfg.receivers.len();
-        let mut failing = vec![None; n];
-        let mut superseded = vec![0; n];
-        for (i, (name, _)) in old.receivers.iter().enumerate() {
-            match index.get(name.as_str()) {
-                Some(&j) => {
-                    failing[j] = self.failing[i].take();
-                    superseded[j] = self.superseded[i];
-                }
-                None => {
-                    self.board
-                        .set_warning(&format!("notifications to {name}"), None);
-                    self.metrics.notifications_pending(name, 0);
-                    self.metrics.notifications_queued(name, 0);
-                }
-            }
-        }
-        self.failing = failing;
-        self.superseded = superseded;
-        self.queues = vec![VecDeque::new(); n];
-        self.running = vec![0; n];
-        self.overflow = vec![0; n];
-        for (name, kind) in &cfg.receivers {
-            if !old.receivers.iter().any(|(n, _)| n == name) {
-                self.metrics.notifications_pending(name, 0);
-                info!(receiver = %name, kind = kind.name(), "notifications configured");
-            }
-        }
-    }
-
     /// Which checks are in a maintenance window now, published on the board for the page,
     /// `/json` and the metrics; an annotation that is not a time is a warning naming it.
     fn maintenance(&mut self, views: &[Arc<CheckView>]) -> HashMap<CheckKey, String> {
@@ -445,14 +387,22 @@ impl Notifier {
                 };
                 // A failure whose cause the route does not take, or that a failing dependency
                 // explains, is not its news.
-                let hold = match view.status.cause() {
+                let flapping = view.status.flapping(now_unix, rule.flap);
+                // A flapping check is about its failures even while it passes: a route that
+                // does not take their cause hears nothing of its flapping either.
+                let cause = if flapping {
+                    view.status.recent_cause()
+                } else {
+                    view.status.cause()
+                };
+                let hold = match cause {
                     _ if held => Hold::Maintenance,
                     Some(c) if !rule.causes.contains(&c) => Hold::Quiet,
                     _ if blocked => Hold::Quiet,
                     _ => Hold::None,
                 };
                 let situation = Situation {
-                    flapping: view.status.flapping(now_unix, rule.flap),
+                    flapping,
                     departed: departed.is_some(),
                     hold,
                     ..Situation::at(now_unix)

@@ -1,8 +1,10 @@
 //! The alerting configuration follows its file without a restart: a changed file (as a mounted
 //! ConfigMap changes) is read again within `POLL`, and SIGHUP reads it at once. A bad edit
 //! keeps the last good configuration running and says why: in the log, on the status page and
-//! in `probity_alerting_config_last_reload_successful` (as Alertmanager does).
+//! in `probity_alerting_config_last_reload_successful` (as Alertmanager does). The notifier
+//! takes a new configuration with nothing in flight (`Notifier::reconfigure`).
 
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::config::Alerting;
+use super::{Notifier, Slot};
 use crate::engine::Board;
 use crate::metrics::Metrics;
 
@@ -101,4 +104,64 @@ pub fn follow(
         }
     });
     rx
+}
+
+impl Notifier {
+    /// Takes `new` in place of the configuration in use, with nothing in flight. What is kept
+    /// per receiver (retries, deliveries not yet on the board) follows it by name; a receiver
+    /// no longer configured is forgotten.
+    pub(super) fn reconfigure(&mut self, new: Arc<Alerting>) {
+        let old = std::mem::replace(&mut self.cfg, new);
+        let cfg = self.cfg.clone();
+        let index: HashMap<&str, usize> = cfg
+            .receivers
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.as_str(), i))
+            .collect();
+        let moved = |slot: &Slot| -> Option<Slot> {
+            let name = old.receivers.get(slot.1)?.0.as_str();
+            index.get(name).map(|i| (slot.0.clone(), *i))
+        };
+        self.retries = std::mem::take(&mut self.retries)
+            .into_iter()
+            .filter_map(|(s, r)| moved(&s).map(|s| (s, r)))
+            .collect();
+        self.told = std::mem::take(&mut self.told)
+            .into_iter()
+            .filter_map(|(s, r)| moved(&s).map(|s| (s, r)))
+            .collect();
+        self.refreshed = std::mem::take(&mut self.refreshed)
+            .into_iter()
+            .filter_map(|(s, r)| moved(&s).map(|s| (s, r)))
+            .collect();
+        let n = cfg.receivers.len();
+        let mut failing = vec![None; n];
+        let mut superseded = vec![0; n];
+        for (i, (name, _)) in old.receivers.iter().enumerate() {
+            match index.get(name.as_str()) {
+                Some(&j) => {
+                    failing[j] = self.failing[i].take();
+                    superseded[j] = self.superseded[i];
+                }
+                None => {
+                    self.board
+                        .set_warning(&format!("notifications to {name}"), None);
+                    self.metrics.notifications_pending(name, 0);
+                    self.metrics.notifications_queued(name, 0);
+                }
+            }
+        }
+        self.failing = failing;
+        self.superseded = superseded;
+        self.queues = vec![VecDeque::new(); n];
+        self.running = vec![0; n];
+        self.overflow = vec![0; n];
+        for (name, kind) in &cfg.receivers {
+            if !old.receivers.iter().any(|(n, _)| n == name) {
+                self.metrics.notifications_pending(name, 0);
+                info!(receiver = %name, kind = kind.name(), "notifications configured");
+            }
+        }
+    }
 }

@@ -381,6 +381,14 @@ impl HealthCheckStatus {
         self.alerts.iter().any(|a| a.firing)
     }
 
+    /// The cause of the newest failed run, whatever the verdict now: what a flapping check's
+    /// failures are about, when it happens to pass.
+    pub fn recent_cause(&self) -> Option<Cause> {
+        self.history
+            .iter()
+            .find_map(|h| h.outcome.and_then(Outcome::cause))
+    }
+
     /// What `receiver` was last told.
     pub fn alert(&self, receiver: &str) -> Option<&AlertRecord> {
         self.alerts.iter().find(|a| a.receiver == receiver)
