@@ -818,3 +818,34 @@ fn run_id(credential: uuid::Uuid) -> probity::api::RunId {
     let credential: probity::api::RunCredential = credential.to_string().parse().unwrap();
     credential.run_id()
 }
+
+#[tokio::test]
+async fn a_test_that_kills_probity_leaves_no_check_process_behind() {
+    let (tmp, checks, state) = dirs();
+    let pidfile = tmp.path().join("pid");
+    // A run that would outlive probity (by design: a restarted probity adopts it).
+    common::write(
+        &checks,
+        "slow.yaml",
+        &common::shell_check(
+            "slow",
+            "  runInterval: 1h\n  timeout: 10m\n",
+            &format!("echo $$ > {}; sleep 600", pidfile.display()),
+        ),
+    );
+    let mut p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    let pid: i32 = wait_file(&pidfile).await.trim().parse().unwrap();
+    assert!(pid_alive(pid));
+    p.kill9();
+    assert!(
+        pid_alive(pid),
+        "the run outlives probity's death, as designed"
+    );
+    drop(p);
+    let start = std::time::Instant::now();
+    while pid_alive(pid) {
+        assert!(start.elapsed() < PATIENCE, "run {pid} left behind");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -239,6 +239,39 @@ impl Drop for Probity {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Check processes outlive probity by design (a restarted probity adopts them), each in
+        // a process group of its own; the test's end is theirs.
+        end_runs_reporting_to(&self.base);
+    }
+}
+
+/// Kills the process group of every process whose `KH_REPORTING_URL` is at `base`: the runs of
+/// one probity, whatever became of it.
+pub fn end_runs_reporting_to(base: &str) {
+    let want = format!("KH_REPORTING_URL={base}/");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    // SAFETY: plain syscalls on process ids read from /proc; a stale id fails harmlessly.
+    let own = unsafe { libc::getpgrp() };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let ours = env
+            .split(|b| *b == 0)
+            .any(|kv| kv.starts_with(want.as_bytes()));
+        if ours {
+            let pgid = unsafe { libc::getpgid(pid) };
+            if pgid > 0 && pgid != own {
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            } else {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 
