@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::ended::EndedBy;
 use super::{unix, Engine};
 use crate::api::{CheckKey, Departure, HealthCheckStatus};
 use crate::engine::{Desired, Effect, StopReason};
@@ -67,11 +66,9 @@ impl Engine {
             return effects;
         };
         entry.departed = true;
-        if let Some(run) = entry.run.as_mut().filter(|r| !r.finished) {
-            run.finished = true;
-            let (uuid, deadline) = (run.uuid, run.deadline);
-            self.ended
-                .remember(uuid, key.clone(), EndedBy::Deleted, deadline);
+        let in_flight = entry.run.as_ref().map(|r| r.uuid);
+        let ended = self.end_run_as_deleted(key);
+        if let Some(uuid) = in_flight.filter(|_| ended) {
             effects.push(Effect::Stop {
                 key: key.clone(),
                 uuid,

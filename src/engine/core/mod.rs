@@ -358,16 +358,10 @@ impl Engine {
         let mut effects = Vec::new();
         self.unschedule(key);
         let entry = self.checks.get_mut(key).expect("present");
-        match &mut entry.run {
-            Some(run) => {
+        match entry.run.as_ref().map(|r| r.uuid) {
+            Some(uuid) => {
                 entry.removed = true;
-                let uuid = run.uuid;
-                if !run.finished {
-                    run.finished = true;
-                    let deadline = run.deadline;
-                    self.ended
-                        .remember(uuid, key.clone(), EndedBy::Deleted, deadline);
-                }
+                self.end_run_as_deleted(key);
                 effects.push(Effect::Stop {
                     key: key.clone(),
                     uuid,
@@ -381,6 +375,24 @@ impl Engine {
         }
         effects.extend(self.settle_dependencies(now, key, true));
         effects
+    }
+
+    /// Ends `key`'s run in flight, if its outcome is not recorded yet, as ended by the check's
+    /// deletion (a report that comes later is refused as such); whether there was one.
+    pub(super) fn end_run_as_deleted(&mut self, key: &CheckKey) -> bool {
+        let Some(run) = self
+            .checks
+            .get_mut(key)
+            .and_then(|e| e.run.as_mut())
+            .filter(|r| !r.finished)
+        else {
+            return false;
+        };
+        run.finished = true;
+        let (uuid, deadline) = (run.uuid, run.deadline);
+        self.ended
+            .remember(uuid, key.clone(), EndedBy::Deleted, deadline);
+        true
     }
 
     /// Acts on everything due by `now`: deadlines first, then due runs.
