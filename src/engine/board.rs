@@ -109,6 +109,14 @@ impl Board {
         *self.maintenance.write().unwrap_or_else(|e| e.into_inner()) = now;
     }
 
+    /// Whether `key` is in a maintenance window (without copying which).
+    pub fn in_maintenance(&self, key: &CheckKey) -> bool {
+        self.maintenance
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
     /// The maintenance window `key` is in, if any.
     pub fn maintenance(&self, key: &CheckKey) -> Option<String> {
         self.maintenance

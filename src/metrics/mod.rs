@@ -507,7 +507,7 @@ impl Collector for BoardCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for (v, l) in views.iter().zip(&labels) {
-            let maintenance = self.board.maintenance(&v.key).is_some();
+            let maintenance = self.board.in_maintenance(&v.key);
             let flapping = v.status.flapping(now, crate::api::Flap::DEFAULT);
             for (held, reason) in [(maintenance, "maintenance"), (flapping, "flapping")] {
                 if held {

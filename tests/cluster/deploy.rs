@@ -63,9 +63,14 @@ fn deploy_image() -> String {
     line.trim().trim_start_matches("image:").trim().to_string()
 }
 
-/// The replicas of the Deployment that are Running and Ready, by name.
+/// The replicas of deploy/'s Deployment that are Running and Ready, by name.
 async fn ready_replicas(c: &Client) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(c.clone(), "probity");
+    ready_in(c, "probity").await
+}
+
+/// The replicas of probity's Deployment in `ns` that are Running and Ready.
+async fn ready_in(c: &Client, ns: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(c.clone(), ns);
     let lp = ListParams::default().labels("app.kubernetes.io/name=probity");
     let list = api.list(&lp).await.unwrap().items;
     list.into_iter()
@@ -355,26 +360,6 @@ async fn deploy_installs_probity_as_two_ready_replicas_that_fail_over_cleanly() 
 fn since_unix(at: Instant) -> i64 {
     let ago = at.elapsed();
     (chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap()).timestamp()
-}
-
-/// The replicas of the chart's Deployment in `ns` that are Running and Ready.
-async fn ready_in(c: &Client, ns: &str) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(c.clone(), ns);
-    let lp = ListParams::default().labels("app.kubernetes.io/name=probity");
-    api.list(&lp)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            let conds = p.status.as_ref().and_then(|s| s.conditions.clone());
-            conds
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-        .collect()
 }
 
 fn helm(args: &[&str]) -> String {
