@@ -834,6 +834,32 @@ async fn pods_are_kept_as_retention_says_and_go_with_their_check() {
     .await;
 }
 
+/// Two replicas of namespace `ns`, replica-a leading, that notify a webhook at `base`/hook; the
+/// directory of their alerting configuration goes with the last.
+async fn notifying_pair(ns: &str, base: &str) -> (Probity, Probity, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::common::alerting_config(
+        dir.path(),
+        &format!(
+            "receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"
+        ),
+    );
+    let alerting = ["--alerting-config", cfg.as_str()];
+    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
+    let a = replica_with(ns, "replica-a", &a_addr, &a_addr, &alerting);
+    leader_is(&a, "replica-a").await;
+    let b = replica_with(ns, "replica-b", &b_addr, &b_addr, &alerting);
+    leader_is(&b, "replica-a").await;
+    (a, b, dir)
+}
+
+/// A probe check's spec: every second, failing at once when `url` does.
+fn failing_probe(url: &str) -> String {
+    format!(
+        "  runInterval: 1s\n  timeout: 5s\n  failureThreshold: 1\n  probe:\n    httpGet: {{url: \"{url}\"}}\n"
+    )
+}
+
 /// Notifications across a failover: the leader tells a webhook that a check became failing and
 /// dies; the next leader, reading what was told from the status, neither tells it again nor
 /// misses the recovery. One notification per transition.
@@ -847,23 +873,8 @@ async fn one_notification_per_transition_across_a_failover() {
     let (cap, base) = Capture::start(0).await;
     // Probe checks run in probity itself, so a target on loopback will do.
     let target = Toggle::start("127.0.0.1:0", false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = crate::common::alerting_config(
-        dir.path(),
-        &format!(
-            "receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"
-        ),
-    );
-    let alerting = ["--alerting-config", cfg.as_str()];
-    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
-    let mut a = replica_with(ns, "replica-a", &a_addr, &a_addr, &alerting);
-    leader_is(&a, "replica-a").await;
-    let b = replica_with(ns, "replica-b", &b_addr, &b_addr, &alerting);
-    leader_is(&b, "replica-a").await;
-    let spec = format!(
-        "  runInterval: 1s\n  timeout: 5s\n  failureThreshold: 1\n  probe:\n    httpGet: {{url: \"{}\"}}\n",
-        target.url
-    );
+    let (mut a, b, _cfg) = notifying_pair(ns, &base).await;
+    let spec = failing_probe(&target.url);
     create(c, &check(ns, "flap", &spec)).await;
     cap.wait("the failure told", |c| c.at("hook").len() == 1)
         .await;
@@ -914,23 +925,8 @@ async fn deleting_a_failing_check_resolves_its_alert_once_across_a_failover() {
     let (c, ns) = (&s.client, s.ns.as_str());
     let (cap, base) = Capture::start(0).await;
     let target = Toggle::start("127.0.0.1:0", false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = crate::common::alerting_config(
-        dir.path(),
-        &format!(
-            "receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"
-        ),
-    );
-    let alerting = ["--alerting-config", cfg.as_str()];
-    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
-    let mut a = replica_with(ns, "replica-a", &a_addr, &a_addr, &alerting);
-    leader_is(&a, "replica-a").await;
-    let b = replica_with(ns, "replica-b", &b_addr, &b_addr, &alerting);
-    leader_is(&b, "replica-a").await;
-    let spec = format!(
-        "  runInterval: 1s\n  timeout: 5s\n  failureThreshold: 1\n  probe:\n    httpGet: {{url: \"{}\"}}\n",
-        target.url
-    );
+    let (mut a, b, _cfg) = notifying_pair(ns, &base).await;
+    let spec = failing_probe(&target.url);
     create(c, &check(ns, "db", &spec)).await;
     cap.wait("the failure told", |c| c.at("hook").len() == 1)
         .await;
@@ -983,25 +979,10 @@ async fn a_maintenance_window_ends_with_one_notice_across_a_failover() {
     let (c, ns) = (&s.client, s.ns.as_str());
     let (cap, base) = Capture::start(0).await;
     let target = Toggle::start("127.0.0.1:0", false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = crate::common::alerting_config(
-        dir.path(),
-        &format!(
-            "receivers:\n  - name: hook\n    webhook: {{url: \"{base}/hook\"}}\nroutes:\n  - receiver: hook\n"
-        ),
-    );
-    let alerting = ["--alerting-config", cfg.as_str()];
-    let (a_addr, b_addr) = (pod_reachable_addr(), pod_reachable_addr());
-    let mut a = replica_with(ns, "replica-a", &a_addr, &a_addr, &alerting);
-    leader_is(&a, "replica-a").await;
-    let b = replica_with(ns, "replica-b", &b_addr, &b_addr, &alerting);
-    leader_is(&b, "replica-a").await;
+    let (mut a, b, _cfg) = notifying_pair(ns, &base).await;
     let until = (chrono::Utc::now() + chrono::Duration::seconds(25))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let spec = format!(
-        "  runInterval: 1s\n  timeout: 5s\n  failureThreshold: 1\n  probe:\n    httpGet: {{url: \"{}\"}}\n",
-        target.url
-    );
+    let spec = failing_probe(&target.url);
     let mut hc = check(ns, "db", &spec);
     hc.metadata.annotations = Some(
         [("probity.dev/maintenance-until".to_string(), until.clone())]
