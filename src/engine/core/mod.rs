@@ -14,14 +14,15 @@ mod ended;
 mod leader;
 mod schedule;
 mod verdict;
+mod view;
 
 use ended::{EndedBy, EndedRuns};
 
 use super::plans::Checked;
-use super::{CheckView, Desired, Effect, Plans, Rejection, RunEnd, StopReason};
+use super::{Desired, Effect, Plans, Rejection, RunEnd, StopReason};
 use crate::api::duration::human;
-use crate::api::validate::{Defaults, Trigger};
-use crate::api::{CheckKey, HealthCheckStatus, RunId, RunRecord, RunResult};
+use crate::api::validate::Defaults;
+use crate::api::{CheckKey, HealthCheckStatus, RunId, RunResult};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -524,33 +525,6 @@ impl Engine {
         (effects, Ok(()))
     }
 
-    /// The runs the state of `key` shows: the one in flight and those in its history.
-    pub fn runs_shown(&self, key: &CheckKey) -> Vec<RunId> {
-        let Some(e) = self.checks.get(key) else {
-            return Vec::new();
-        };
-        let current = e.status.current_run();
-        let past = e.status.history.iter().filter_map(RunRecord::run_id);
-        current.into_iter().chain(past).collect()
-    }
-
-    /// Stores a check's state again for a run whose report was answered "not stored" and is
-    /// now retried with the same verdict: the outcome is already recorded in memory. None when
-    /// the recorded outcome is not this verdict (or the check's latest run is another one).
-    pub fn persist_again(&self, uuid: RunId, result: &RunResult) -> Option<Effect> {
-        let key = self.ended.key_of(&uuid)?;
-        let e = self.checks.get(key)?;
-        let latest = e.status.history.first()?;
-        let same = latest.run_id() == Some(uuid)
-            && latest.outcome == Some(result.outcome)
-            && latest.errors == verdict::history_errors(&result.errors);
-        same.then(|| Effect::Save {
-            key: key.clone(),
-            view: Arc::new(self.view(key)),
-            persist: true,
-        })
-    }
-
     /// The runner says the pod/process of run `uuid` is gone.
     pub fn release(&mut self, now: DateTime<Utc>, uuid: RunId, end: RunEnd) -> Vec<Effect> {
         let Some(key) = self.runs.remove(&uuid) else {
@@ -595,62 +569,6 @@ impl Engine {
         }
         effects.extend(self.fill(now));
         effects
-    }
-
-    /// Publishes the state of `key`, and persists it when it changed and this is the leader
-    /// (a follower persists only the outcomes of reports, in `finish`).
-    fn save(&self, key: &CheckKey, persist: bool) -> Effect {
-        Effect::Save {
-            key: key.clone(),
-            view: Arc::new(self.view(key)),
-            persist: persist && self.leader,
-        }
-    }
-
-    pub fn view(&self, key: &CheckKey) -> CheckView {
-        let e = &self.checks[key];
-        let labels = e.desired.check.metadata.labels.as_ref();
-        let label = |k: &str| labels.and_then(|l| l.get(k)).cloned();
-        let (run_interval, schedule, timeout, single_run, suspended) = match &*e.plan {
-            Ok(p) => (
-                match &p.trigger {
-                    Trigger::Interval(iv) => Some(*iv),
-                    Trigger::Cron(_) => None,
-                },
-                match &p.trigger {
-                    Trigger::Cron(c) => Some(c.expr.clone()),
-                    Trigger::Interval(_) => None,
-                },
-                Some(p.timeout),
-                p.single_run,
-                p.suspend,
-            ),
-            Err(_) => (
-                None,
-                e.desired.check.spec.schedule.clone(),
-                None,
-                false,
-                false,
-            ),
-        };
-        CheckView {
-            key: key.clone(),
-            resource: e.desired.check.clone(),
-            status: e.status.clone(),
-            invalid: (*e.plan).as_ref().err().map(|i| i.to_string()),
-            run_interval,
-            schedule,
-            timeout,
-            single_run,
-            suspended,
-            severity: label("kuberhealthy.io/severity"),
-            category: label("kuberhealthy.io/category"),
-            depends_on: e.deps.clone(),
-            departed: e
-                .departed
-                .then(|| e.status.departed.as_ref().map(|d| d.reason.clone()))
-                .flatten(),
-        }
     }
 }
 
