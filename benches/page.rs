@@ -75,6 +75,7 @@ fn thirty_days() -> HealthCheckStatus {
             } else {
                 vec![]
             },
+            ..Default::default()
         })
         .collect();
     st

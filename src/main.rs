@@ -80,6 +80,7 @@ impl DefaultArgs {
         Defaults {
             run_interval: self.default_run_interval,
             timeout: self.default_timeout,
+            ..Defaults::default()
         }
     }
 }
@@ -116,6 +117,9 @@ struct ServeArgs {
     /// How often the checks directory is re-read.
     #[arg(long, env = "PROBITY_WATCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     watch_interval: Duration,
+    /// Local backend: the kubeconfig resource and Knative probes read (default: KUBECONFIG, then ~/.kube/config), connected when the first one runs.
+    #[arg(long, env = "PROBITY_KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
     /// Bearer token that POST /api/run?namespace=&healthcheck= (run a check now) requires; empty: that API is off.
     #[arg(
         long,
@@ -421,6 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report_url: a.report_url,
                 shutdown_grace: a.shutdown_grace,
                 poll_interval: a.watch_interval,
+                kubeconfig: a.kubeconfig,
             };
             local::serve(settings, cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -146,6 +146,7 @@ mod tests {
                 last_transition_time: "t".into(),
             }],
             observed_generation: Some(4),
+            standing: Some(crate::api::Standing::Idle),
             history: vec![RunRecord {
                 uuid: "u".into(),
                 start_unix: 1,
@@ -153,6 +154,11 @@ mod tests {
                 outcome: Some(Outcome::Failure),
                 cause: Some(crate::api::Cause::Target),
                 errors: vec!["x".into()],
+                standing: Some(crate::api::Standing::Idle),
+                timings: vec![crate::api::Timing {
+                    name: crate::api::TimingName::ColdStartFirstByte,
+                    ms: 1200,
+                }],
             }],
             days: vec![aggregate::DayStats {
                 day: "2026-12-03".into(),
@@ -196,7 +202,7 @@ mod tests {
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
         let value = serde_json::to_value(&status).unwrap();
         // Every field is present in the serialized value, so a new field must be declared too.
-        assert_eq!(value.as_object().unwrap().len(), 28);
+        assert_eq!(value.as_object().unwrap().len(), 29);
         assert_declared(schema, &value, "status");
         // Kuberhealthy v3's exact names.
         for k in [

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod load;
 pub mod probe;
 pub mod protocol;
+pub mod resource_probe;
 pub mod run;
 pub mod validate;
 
@@ -18,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use probe::{Probe, ProbeKind};
-pub use run::{RunCredential, RunId, RunResult};
+pub use run::{RunCredential, RunId, RunRecord, RunResult, Standing, Timing, TimingName};
 
 pub const GROUP: &str = "kuberhealthy.github.io";
 pub const VERSION: &str = "v2";
@@ -270,6 +271,9 @@ pub struct HealthCheckStatus {
     /// it is resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub departed: Option<Departure>,
+    /// What the last run found besides passing (the target idle); none while failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standing: Option<Standing>,
 }
 
 /// Why and when a check left while receivers had open alerts about it, and the labels that
@@ -480,29 +484,6 @@ impl Cause {
             Cause::Target => "target",
             Cause::Runner => "runner",
         }
-    }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
-pub struct RunRecord {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub uuid: String,
-    pub start_unix: i64,
-    /// Nanoseconds.
-    pub run_duration: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Outcome>,
-    /// A failed run's cause (from its outcome).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<Cause>,
-    pub errors: Vec<String>,
-}
-
-impl RunRecord {
-    /// Which run this was, read from the saved `uuid`.
-    pub fn run_id(&self) -> Option<RunId> {
-        run::parse_saved(&self.uuid)
     }
 }
 

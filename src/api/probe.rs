@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::resource_probe::{Autoscaler, KnativeProbe, ResourceProbe};
+
 /// Exactly one method must be set.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -17,6 +19,12 @@ pub struct Probe {
     pub exec: Option<ExecProbe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcProbe>,
+    /// Any resource's status conditions, read from the API server (no pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<ResourceProbe>,
+    /// A Knative Service and its revision, read from the API server: idle is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knative: Option<KnativeProbe>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -93,14 +101,18 @@ pub enum ProbeKind {
     TcpSocket,
     Exec,
     Grpc,
+    Resource,
+    Knative,
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 4] = [
+    pub const ALL: [ProbeKind; 6] = [
         ProbeKind::HttpGet,
         ProbeKind::TcpSocket,
         ProbeKind::Exec,
         ProbeKind::Grpc,
+        ProbeKind::Resource,
+        ProbeKind::Knative,
     ];
 
     /// The field name, as Kubernetes spells it.
@@ -110,6 +122,8 @@ impl ProbeKind {
             ProbeKind::TcpSocket => "tcpSocket",
             ProbeKind::Exec => "exec",
             ProbeKind::Grpc => "grpc",
+            ProbeKind::Resource => "resource",
+            ProbeKind::Knative => "knative",
         }
     }
 }
@@ -122,6 +136,8 @@ impl Probe {
             self.tcp_socket.is_some(),
             self.exec.is_some(),
             self.grpc.is_some(),
+            self.resource.is_some(),
+            self.knative.is_some(),
         ];
         ProbeKind::ALL
             .into_iter()
@@ -141,6 +157,10 @@ impl Probe {
             Some(ProbeKind::Exec)
         } else if self.grpc.is_some() {
             Some(ProbeKind::Grpc)
+        } else if self.resource.is_some() {
+            Some(ProbeKind::Resource)
+        } else if self.knative.is_some() {
+            Some(ProbeKind::Knative)
         } else {
             None
         }
@@ -167,8 +187,20 @@ fn host_problem(field: &str, host: &Option<String>) -> Option<Problem> {
 }
 
 impl Probe {
-    /// Problems with the one method that is set (the caller checks that exactly one is).
-    pub fn problems(&self) -> Vec<Problem> {
+    /// How long a run may take when the check does not say: Kubernetes' probe timeout, or
+    /// longer for probes that read the API server or wait for a cold start.
+    pub fn default_timeout(&self) -> std::time::Duration {
+        use super::resource_probe::{LATENCY_TIMEOUT, RESOURCE_TIMEOUT};
+        match (&self.resource, &self.knative) {
+            (_, Some(k)) if k.latency().is_some() => LATENCY_TIMEOUT,
+            (Some(_), _) | (_, Some(_)) => RESOURCE_TIMEOUT,
+            _ => super::validate::PROBE_TIMEOUT,
+        }
+    }
+
+    /// Problems with the one method that is set (the caller checks that exactly one is);
+    /// `knative` is the autoscaler a cold start's frequency is checked against.
+    pub fn problems(&self, knative: &Autoscaler) -> Vec<Problem> {
         let mut out = Vec::new();
         if let Some(h) = &self.http_get {
             let f = "spec.probe.httpGet";
@@ -265,6 +297,12 @@ impl Probe {
         if let Some(g) = &self.grpc {
             out.extend(host_problem("spec.probe.grpc.host", &g.host));
             out.extend(port_problem("spec.probe.grpc.port", g.port));
+        }
+        if let Some(r) = &self.resource {
+            out.extend(r.problems());
+        }
+        if let Some(k) = &self.knative {
+            out.extend(k.problems(knative));
         }
         out
     }

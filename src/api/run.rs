@@ -12,22 +12,79 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::Outcome;
+use super::{Cause, Outcome};
 
 /// How a run ended.
 ///
 /// `outcome` is what is recorded and counted (Kuberhealthy's states plus timeouts, start
 /// failures and crashes); `errors` say why a run did not pass (empty on a pass); `warnings` are
-/// said about a pass that deserves a look. New states (degraded, idle, blocked, a failure's
+/// said about a pass that deserves a look; `standing` what a pass found besides passing (the
+/// target idle); `timings` what the run measured. New states (degraded, blocked, a failure's
 /// cause) are added here once and read everywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunResult {
     pub outcome: Outcome,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    pub standing: Option<Standing>,
+    pub timings: Vec<Timing>,
+}
+
+/// What a passing run found besides passing.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Standing {
+    /// The target is healthy and serving nothing right now (a Knative revision scaled to
+    /// zero): not failing, and not woken by the check.
+    Idle,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Idle => "Idle",
+        }
+    }
+}
+
+/// One figure a run measured.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub struct Timing {
+    pub name: TimingName,
+    /// Milliseconds.
+    pub ms: u64,
+}
+
+/// What was timed: a bounded set, so each is a metric label.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TimingName {
+    /// A request to a revision at zero: until the first byte of the answer.
+    ColdStartFirstByte,
+    /// A request to a revision at zero: until the revision is Active again.
+    ColdStartActive,
+    /// A request to an active revision: until the first byte of the answer.
+    WarmFirstByte,
+}
+
+impl TimingName {
+    pub const ALL: [TimingName; 3] = [
+        TimingName::ColdStartFirstByte,
+        TimingName::ColdStartActive,
+        TimingName::WarmFirstByte,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimingName::ColdStartFirstByte => "cold_start_first_byte",
+            TimingName::ColdStartActive => "cold_start_active",
+            TimingName::WarmFirstByte => "warm_first_byte",
+        }
+    }
 }
 
 impl RunResult {
@@ -36,6 +93,8 @@ impl RunResult {
             outcome,
             errors,
             warnings: Vec::new(),
+            standing: None,
+            timings: Vec::new(),
         }
     }
 
@@ -91,6 +150,20 @@ impl RunResult {
         self
     }
 
+    /// A pass that found its target idle.
+    pub fn idle() -> Self {
+        RunResult {
+            standing: Some(Standing::Idle),
+            ..Self::passed()
+        }
+    }
+
+    pub fn with_timing(mut self, name: TimingName, took: std::time::Duration) -> Self {
+        let ms = took.as_millis().min(u64::MAX as u128) as u64;
+        self.timings.push(Timing { name, ms });
+        self
+    }
+
     pub fn passed_ok(&self) -> bool {
         self.outcome.is_success()
     }
@@ -113,6 +186,34 @@ impl From<Result<(), Vec<String>>> for RunResult {
             Ok(()) => RunResult::passed(),
             Err(errors) => RunResult::failed(errors),
         }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RunRecord {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uuid: String,
+    pub start_unix: i64,
+    /// Nanoseconds.
+    pub run_duration: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// A failed run's cause (from its outcome).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    pub errors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standing: Option<Standing>,
+    /// What the run measured (a cold start's time to first byte, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<Timing>,
+}
+
+impl RunRecord {
+    /// Which run this was, read from the saved `uuid`.
+    pub fn run_id(&self) -> Option<RunId> {
+        parse_saved(&self.uuid)
     }
 }
 

@@ -52,6 +52,8 @@ impl Invalid {
 pub struct Defaults {
     pub run_interval: Duration,
     pub timeout: Duration,
+    /// Knative's autoscaler settings, as the backend read them (Knative's defaults otherwise).
+    pub knative: super::probe::Autoscaler,
 }
 
 impl Default for Defaults {
@@ -59,6 +61,7 @@ impl Default for Defaults {
         Defaults {
             run_interval: Duration::from_secs(600),
             timeout: Duration::from_secs(30),
+            knative: super::probe::Autoscaler::default(),
         }
     }
 }
@@ -243,7 +246,7 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
                     ),
                 );
             } else {
-                for p in probe.problems() {
+                for p in probe.problems(&defaults.knative) {
                     problems_push(&mut bad, p);
                 }
             }
@@ -343,10 +346,9 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
     };
     Ok(Plan {
         trigger,
-        timeout: timeout.unwrap_or(if is_probe {
-            PROBE_TIMEOUT
-        } else {
-            defaults.timeout
+        timeout: timeout.unwrap_or(match &spec.probe {
+            Some(p) => p.default_timeout(),
+            None => defaults.timeout,
         }),
         single_run: spec.single_run_only.unwrap_or(false),
         suspend: spec.suspend.unwrap_or(false),
@@ -412,6 +414,7 @@ mod tests {
         let flags = Defaults {
             run_interval: Duration::from_secs(120),
             timeout: Duration::from_secs(5),
+            ..Defaults::default()
         };
         let p = validate(&check(POD), &flags).unwrap();
         assert!(matches!(p.trigger, Trigger::Interval(d) if d == Duration::from_secs(120)));
@@ -438,11 +441,11 @@ mod tests {
         );
         assert_eq!(
             problems("  probe: {}\n"),
-            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc (found none)"
+            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc, resource, knative (found none)"
         );
         assert_eq!(
             problems("  probe: {tcpSocket: {host: h, port: 1}, grpc: {host: h, port: 2}}\n"),
-            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc (found tcpSocket, grpc)"
+            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc, resource, knative (found tcpSocket, grpc)"
         );
         assert_eq!(
             problems("  probe: {tcpSocket: {port: 70000}}\n"),

@@ -133,7 +133,11 @@ pub async fn serve(
     // The one leadership handle: the elector writes it, everyone else reads it when acting.
     let (claim, leadership) = Leadership::elected(&settings.identity);
     let identity = settings.identity.clone();
-    let plans = Arc::new(Plans::new(settings.defaults.clone()));
+    // A cold start's frequency is checked against the cluster's autoscaler when it can be
+    // read (once, here: the probe checks again with the revision's own settings).
+    let mut defaults = settings.defaults.clone();
+    defaults.knative = crate::probe::resource::read_autoscaler(&client).await;
+    let plans = Arc::new(Plans::new(defaults));
     let notifies = settings.alerting.is_some();
     let leading = Leading::Elected(leadership);
     serve::serve(settings, leading, shutdown, move |shared| {

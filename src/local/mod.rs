@@ -39,6 +39,8 @@ pub struct LocalConfig {
     /// After a stop signal, how long runs in flight may finish.
     pub shutdown_grace: Duration,
     pub poll_interval: Duration,
+    /// What resource probes read (None: KUBECONFIG, then ~/.kube/config).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Where checks on this machine reach the server: the bound address, with a wildcard host
@@ -94,7 +96,9 @@ pub async fn serve(
             });
         }
         let logbook = LogBook::new(&cfg.state_dir);
-        let runner = LocalRunner::new(shared.engine.clone(), base).keeping_logs(logbook.clone());
+        let runner = LocalRunner::new(shared.engine.clone(), base)
+            .keeping_logs(logbook.clone())
+            .reading_cluster(cfg.kubeconfig.clone());
         let watcher = tokio::spawn(watch_checks(
             dir,
             first,

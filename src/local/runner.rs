@@ -25,6 +25,12 @@ impl LocalRunner {
         }
     }
 
+    /// Resource probes read the cluster of this kubeconfig (None: as kubectl finds it).
+    pub fn reading_cluster(mut self, kubeconfig: Option<std::path::PathBuf>) -> Self {
+        self.probes = self.probes.with_kubeconfig(kubeconfig);
+        self
+    }
+
     /// Keeps each process run's output in `book`.
     pub fn keeping_logs(mut self, book: LogBook) -> Self {
         self.processes = self.processes.keeping_logs(book);

@@ -27,7 +27,7 @@ pub use own::{ConnectionEnd, Dropped};
 
 use text::TextFormat;
 
-use crate::api::{CheckKey, ProbeKind};
+use crate::api::{CheckKey, ProbeKind, TimingName};
 use crate::engine::{Board, Finished, Observer};
 
 /// Kuberhealthy v3's run-duration buckets, in seconds.
@@ -35,6 +35,8 @@ const RUN_BUCKETS: [f64; 7] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 const PROBE_BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
+/// A warm request takes milliseconds; a cold start, seconds to minutes (image pulls).
+const LATENCY_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
 const LAG_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 #[derive(Debug, Clone)]
@@ -149,6 +151,21 @@ impl EncodeLabelSet for ProbeLabels {
     }
 }
 
+/// `probity_knative_latency_seconds`' labels: the check and what was timed (three at most,
+/// only for checks that measure).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TimingLabels {
+    pub check: CheckLabels,
+    pub timing: &'static str,
+}
+
+impl EncodeLabelSet for TimingLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.check.encode(encoder)?;
+        EncodeLabel::encode(&("timing", self.timing), encoder.encode_label())
+    }
+}
+
 /// `probity_check_uptime_ratio`'s labels: the check's, and the window (three per check).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UptimeLabels {
@@ -230,6 +247,7 @@ pub struct Metrics {
     last_size: AtomicUsize,
     run_duration: Family<CheckLabels, Histogram>,
     probe_duration: Family<ProbeLabels, Histogram>,
+    timings: Family<TimingLabels, Histogram>,
     lag: Histogram,
     reports: Family<ReportLabels, Counter>,
     own: OwnMetrics,
@@ -259,6 +277,14 @@ impl Metrics {
             "Duration of each built-in probe, by method",
             probe_duration.clone(),
         );
+        let timings = Family::<TimingLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
+        registry.register(
+            "probity_knative_latency_seconds",
+            "Requests a Knative probe timed: a cold start to its first byte and until the revision is Active, or a warm request",
+            timings.clone(),
+        );
         let lag = Histogram::new(LAG_BUCKETS);
         registry.register(
             "probity_scheduler_lag_seconds",
@@ -278,6 +304,7 @@ impl Metrics {
             last_size: AtomicUsize::new(0),
             run_duration,
             probe_duration,
+            timings,
             lag,
             reports,
             own,
@@ -299,6 +326,15 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
+    pub fn observe_timing(&self, key: &CheckKey, name: TimingName, took: Duration) {
+        self.timings
+            .get_or_create(&TimingLabels {
+                check: CheckLabels::of(key),
+                timing: name.as_str(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
     pub fn observe_lag(&self, lag: Duration) {
         self.lag.observe(lag.as_secs_f64());
     }
@@ -314,6 +350,12 @@ impl Metrics {
             self.probe_duration.remove(&ProbeLabels {
                 check: CheckLabels::of(key),
                 probe: kind.as_str(),
+            });
+        }
+        for name in TimingName::ALL {
+            self.timings.remove(&TimingLabels {
+                check: CheckLabels::of(key),
+                timing: name.as_str(),
             });
         }
     }
@@ -348,6 +390,9 @@ impl Observer for Metrics {
         self.observe_run(&run.key, run.duration);
         if let Some(kind) = run.probe {
             self.observe_probe(&run.key, kind, run.duration);
+        }
+        for t in &run.result.timings {
+            self.observe_timing(&run.key, t.name, Duration::from_millis(t.ms));
         }
     }
 

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod grpc;
 pub mod http;
 pub mod podexec;
+pub mod resource;
 pub mod tcp;
 
 use std::collections::HashMap;
@@ -69,6 +70,8 @@ pub async fn probe(p: &Probe) -> RunResult {
         exec::probe(e).await
     } else if let Some(g) = &p.grpc {
         grpc::probe(g).await
+    } else if p.resource.is_some() || p.knative.is_some() {
+        RunResult::failure("resource probes are run by a ProbeRunner, which knows the cluster")
     } else {
         RunResult::failure("the probe has no method")
     }
@@ -82,6 +85,8 @@ pub struct ProbeRunner {
     tasks: Arc<Mutex<HashMap<RunId, AbortHandle>>>,
     /// Set in a cluster: exec probes run in pods through pods/exec.
     cluster: Option<kube::Client>,
+    /// What resource and Knative probes read: the backend's cluster, or a kubeconfig.
+    resources: Arc<resource::Cluster>,
 }
 
 impl std::fmt::Debug for ProbeRunner {
@@ -98,12 +103,22 @@ impl ProbeRunner {
             engine,
             tasks: Arc::default(),
             cluster: None,
+            resources: resource::Cluster::from_kubeconfig(None),
         }
     }
 
-    /// Run exec probes in pods of the cluster (through pods/exec), not as local processes.
+    /// Run exec probes in pods of the cluster (through pods/exec), not as local processes,
+    /// and read resources there.
     pub fn in_cluster(mut self, client: kube::Client) -> Self {
+        self.resources = resource::Cluster::of(client.clone());
         self.cluster = Some(client);
+        self
+    }
+
+    /// Locally: resource probes read the cluster of this kubeconfig (else KUBECONFIG or
+    /// ~/.kube/config), connected when the first one runs.
+    pub fn with_kubeconfig(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.resources = resource::Cluster::from_kubeconfig(path);
         self
     }
 
@@ -114,12 +129,33 @@ impl ProbeRunner {
         // Registered before the task can finish, so its own removal always finds it.
         let mut guard = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let cluster = self.cluster.clone();
+        let resources = self.resources.clone();
         let handle = tokio::spawn(async move {
             let Some(p) = run.check.spec.probe.as_ref() else {
                 return;
             };
-            let result = match (&cluster, &p.exec) {
-                (Some(client), Some(e)) => podexec::probe(client, run.key.namespace(), e).await,
+            let result = match (&cluster, p) {
+                (Some(client), Probe { exec: Some(e), .. }) => {
+                    podexec::probe(client, run.key.namespace(), e).await
+                }
+                (
+                    _,
+                    Probe {
+                        resource: Some(r), ..
+                    },
+                ) => resources.probe_resource(&run.key, r).await,
+                (
+                    _,
+                    Probe {
+                        knative: Some(k), ..
+                    },
+                ) => {
+                    // Leave a moment of the run to report a request that took all it had.
+                    let budget = run
+                        .timeout
+                        .saturating_sub(std::time::Duration::from_millis(500));
+                    resources.probe_knative(&run.key, k, budget).await
+                }
                 _ => probe(p).await,
             };
             for w in &result.warnings {

@@ -140,7 +140,7 @@ function render(d){
     const label=k.state==='ok'?'passing':k.state;
     row.append(
       el('a',{class:'name',href:'checks/'+encodeURIComponent(k.namespace)+'/'+encodeURIComponent(k.name),text:k.name}),
-      el('span',{class:'state s-'+k.state+(k.running?' running':''),text:label+(k.cause==='runner'?' (runner)':'')+(k.suspended?' · suspended':'')+(k.held?' · '+k.held:'')}),
+      el('span',{class:'state s-'+k.state+(k.running?' running':''),text:label+(k.idle?' · idle':'')+(k.cause==='runner'?' (runner)':'')+(k.suspended?' · suspended':'')+(k.held?' · '+k.held:'')}),
       strip(k.runs),
       el('span',{class:'up',title:'share of runs that passed'},'24h ',el('b',{text:pct(k.uptime['24h'])}),' · 7d ',el('b',{text:pct(k.uptime['7d'])}),' · 30d ',el('b',{text:pct(k.uptime['30d'])})),
       el('span',{class:'when'},'last '+ago(k.lastRun),el('br'),k.suspended?'suspended':'next '+until(k.nextRun)+(k.every?' · every '+k.every:'')));
@@ -223,6 +223,7 @@ function render(c){
   kv(dl,'Maintenance',d.Maintenance?d.Maintenance+': it runs and is recorded; notifications are held':null);
   kv(dl,'Blocked by',d.BlockedBy&&d.BlockedBy.length?d.BlockedBy.join(', ')+': a check it depends on fails too; its failure notifies no one':null);
   kv(dl,'Cause',d.Cause==='runner'?'runner: the check could not run or ended without a report; what it checks may be fine':d.Cause==='target'?'target: the check found a fault in what it checks':null);
+  kv(dl,'Idle',d.Standing==='Idle'?'yes: healthy and scaled to zero; the check reads its status and sends it no traffic':null);
   kv(dl,'Flapping',d.Flapping?'yes: its verdict changed 5 times within 10 minutes; notifications are held until it is stable':null);
   kv(dl,'Uptime','24h '+pct(d.Uptime['24h'])+' · 7d '+pct(d.Uptime['7d'])+' · 30d '+pct(d.Uptime['30d']));
   kv(dl,'Runs so far',d.SuccessCount+' passed, '+d.FailureCount+' failed');
@@ -246,8 +247,9 @@ function render(c){
   if(!tr.length)ev.append(el('tr',{},el('td',{colspan:3,class:'empty',text:'The verdict has not changed yet.'})));
   const runs=document.getElementById('runs');runs.replaceChildren();
   (s.history||[]).forEach((h,i)=>{
-    const o=h.outcome||'—';
-    runs.append(el('tr',{'data-run':h.uuid},el('td',{text:when(h.startUnix)}),el('td',{class:o==='Success'?'s-ok':'s-failing',text:o}),el('td',{text:ms(Math.round(h.runDuration/1e6))}),el('td',{class:'err',text:(h.errors||[]).join('\n')}),el('td',{text:c.pods[i]||''})));
+    const o=(h.outcome||'—')+(h.standing==='Idle'?' · idle':'');
+    const timed=(h.timings||[]).map(x=>({coldStartFirstByte:'cold start: first byte ',coldStartActive:'cold start: Active after ',warmFirstByte:'warm: first byte '}[x.name]||x.name+' ')+ms(x.ms));
+    runs.append(el('tr',{'data-run':h.uuid},el('td',{text:when(h.startUnix)}),el('td',{class:h.outcome==='Success'?'s-ok':'s-failing',text:o}),el('td',{text:ms(Math.round(h.runDuration/1e6))}),el('td',{class:'err',text:(h.errors||[]).concat(timed).join('\n')}),el('td',{text:c.pods[i]||''})));
   });
   if(!(s.history||[]).length)runs.append(el('tr',{},el('td',{colspan:5,class:'empty',text:'No run has finished yet.'})));
 }

@@ -71,6 +71,8 @@ struct Row {
     held: Option<String>,
     /// While failing: target or runner.
     cause: Option<&'static str>,
+    /// Passing, and its target is idle (scaled to zero).
+    idle: bool,
     last_run: Option<i64>,
     next_run: Option<i64>,
     every: Option<String>,
@@ -154,6 +156,7 @@ fn row(v: &CheckView, windows: &aggregate::Windows, board: &Board) -> Row {
         suspended: v.suspended,
         held: held(v, windows, board),
         cause: st.cause().map(|c| c.as_str()),
+        idle: st.ok && st.standing == Some(crate::api::Standing::Idle),
         last_run: (st.last_run_unix > 0).then_some(st.last_run_unix),
         next_run: st.next_run_unix,
         every: v
@@ -293,6 +296,7 @@ mod tests {
                     outcome: Some(Outcome::Success),
                     cause: None,
                     errors: vec![],
+                    ..Default::default()
                 }],
                 ..Default::default()
             }),
@@ -365,6 +369,7 @@ mod tests {
                     outcome: Some(Outcome::Failure),
                     cause: Some(crate::api::Cause::Target),
                     errors: vec!["db down".into()],
+                    ..Default::default()
                 },
             );
         }));

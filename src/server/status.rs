@@ -70,6 +70,10 @@ pub struct CheckDetail {
     /// recorded, and notifies no one until then.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub maintenance: Option<String>,
+    /// What the last run found besides passing: `Idle` (healthy, scaled to zero, and not
+    /// woken by the check).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub standing: Option<String>,
     pub consecutive_failures: i64,
     pub success_count: i64,
     pub failure_count: i64,
@@ -131,6 +135,7 @@ impl CheckDetail {
                 .map(|k| k.as_str().to_string())
                 .collect(),
             maintenance: board.maintenance(&v.key),
+            standing: st.standing.map(|s| s.as_str().to_string()),
             consecutive_failures: st.consecutive_failures,
             success_count: st.success_count,
             failure_count: st.failure_count,

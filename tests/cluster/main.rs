@@ -51,6 +51,11 @@ fn full_status() -> HealthCheckStatus {
             outcome: Some(Outcome::Timeout),
             cause: Some(probity::api::Cause::Runner),
             errors: vec!["timeout after 2m".into()],
+            standing: None,
+            timings: vec![probity::api::Timing {
+                name: probity::api::TimingName::ColdStartActive,
+                ms: 4_200,
+            }],
         }],
         days: vec![DayStats {
             day: "2026-11-18".into(),
@@ -87,6 +92,7 @@ fn full_status() -> HealthCheckStatus {
             at_unix: 1_795_000_200,
             labels: [("team".to_string(), "db".to_string())].into(),
         }),
+        standing: Some(probity::api::Standing::Idle),
     }
 }
 

@@ -116,6 +116,7 @@ impl Engine {
             if st.ok {
                 st.errors.clear();
             }
+            st.standing = result.standing;
         } else {
             st.failure_count += 1;
             st.consecutive_failures += 1;
@@ -127,6 +128,7 @@ impl Engine {
             if !st.ok {
                 st.errors = result.errors.clone();
             }
+            st.standing = None;
         }
         if entry.plan.is_err() {
             // Still invalid (changed while running): keep saying so.
@@ -143,6 +145,8 @@ impl Engine {
                 outcome: Some(outcome),
                 cause: outcome.cause(),
                 errors: history_errors(&result.errors),
+                standing: result.standing,
+                timings: result.timings.clone(),
             },
         );
         st.history.truncate(HISTORY_LEN);

@@ -1,0 +1,557 @@
+//! Probes that read the API server: any resource's status (`resource`, kstatus rules, required
+//! conditions, a CEL expression) and a Knative Service (`knative`: idle is healthy; a cold start
+//! measured only when asked, and only from zero).
+//!
+//! Cost: a resource probe makes one request per run (a GET by name, or a LIST by selector);
+//! the kind's discovery is done once and kept. A Knative probe reads the Service, its latest
+//! ready revision and that revision's PodAutoscaler: three GETs.
+
+pub mod knative;
+pub mod kstatus;
+mod latency;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::discovery::{ApiCapabilities, Scope};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use crate::api::resource_probe::{selector_text, Autoscaler, KnativeProbe, ResourceProbe};
+use crate::api::{CheckKey, RunResult};
+use kstatus::Judgement;
+
+/// Where the client comes from: the backend's, or (local mode) a kubeconfig read when the
+/// first resource probe runs, so checks without one never need a cluster.
+enum Source {
+    Client(kube::Client),
+    Kubeconfig(Option<std::path::PathBuf>),
+}
+
+/// What the resource probes of one probity share: the client, the kinds discovered, and what
+/// each check's objects have been doing (how long in progress, when last measured).
+pub struct Cluster {
+    source: Source,
+    client: OnceCell<Result<kube::Client, String>>,
+    kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
+    /// Since when each (check, object) has been in progress.
+    progress: Mutex<HashMap<(CheckKey, String), Instant>>,
+    /// When each check last sent a request to its Service.
+    measured: Mutex<HashMap<CheckKey, Instant>>,
+    autoscaler: Mutex<Option<(Autoscaler, Instant)>>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").finish_non_exhaustive()
+    }
+}
+
+/// How long the autoscaler settings read from the cluster are trusted before reading again.
+const AUTOSCALER_TTL: Duration = Duration::from_secs(300);
+
+/// Where the RBAC for extra kinds is shown.
+const RBAC_HINT: &str = "see deploy/resource-probes-rbac.yaml";
+
+impl Cluster {
+    fn with(source: Source) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            // A cold start is a fresh connection, as a new client's would be.
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a TLS backend is compiled in");
+        Arc::new(Cluster {
+            source,
+            client: OnceCell::new(),
+            kinds: Mutex::default(),
+            progress: Mutex::default(),
+            measured: Mutex::default(),
+            autoscaler: Mutex::default(),
+            http,
+        })
+    }
+
+    /// In a cluster: the backend's client.
+    pub fn of(client: kube::Client) -> Arc<Self> {
+        Self::with(Source::Client(client))
+    }
+
+    /// Locally: the kubeconfig at `path` (or KUBECONFIG, or ~/.kube/config), read when first
+    /// needed.
+    pub fn from_kubeconfig(path: Option<std::path::PathBuf>) -> Arc<Self> {
+        Self::with(Source::Kubeconfig(path))
+    }
+
+    async fn client(&self) -> Result<kube::Client, String> {
+        self.client
+            .get_or_init(|| async {
+                match &self.source {
+                    Source::Client(c) => Ok(c.clone()),
+                    Source::Kubeconfig(path) => connect(path.as_deref()).await,
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// The kind's resource, from discovery once, then kept.
+    async fn resource(
+        &self,
+        client: &kube::Client,
+        group: &str,
+        version: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, ApiCapabilities), String> {
+        let key = (format!("{group}/{version}"), kind.to_string());
+        if let Some(found) = lock(&self.kinds).get(&key) {
+            return Ok(found.clone());
+        }
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let api_version = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        let found = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(ae) if ae.code == 404 => format!(
+                    "the API server does not serve {api_version} (is the CRD for {kind} installed?)"
+                ),
+                kube::Error::Discovery(_) => format!(
+                    "the API server has no kind {kind} in {api_version} (is its CRD installed?)"
+                ),
+                other => format!("discovering {kind} in {api_version}: {other}"),
+            })?;
+        lock(&self.kinds).insert(key, found.clone());
+        Ok(found)
+    }
+
+    fn forget_kind(&self, api_version: &str, kind: &str) {
+        lock(&self.kinds).remove(&(api_version.to_string(), kind.to_string()));
+    }
+
+    /// A resource probe's run.
+    pub async fn probe_resource(&self, key: &CheckKey, spec: &ResourceProbe) -> RunResult {
+        if let Some(k) = spec.as_knative() {
+            return self.probe_knative(key, &k, Duration::ZERO).await;
+        }
+        match self.read_resources(key, spec).await {
+            Err(e) => RunResult::failure(e),
+            Ok(objects) => {
+                let program = spec
+                    .expression
+                    .as_deref()
+                    .map(crate::api::resource_probe::compile_expression);
+                let mut judged = Vec::with_capacity(objects.len());
+                for obj in &objects {
+                    let verdict = match &program {
+                        None => None,
+                        Some(Ok(p)) => Some(kstatus::evaluate(p, obj)),
+                        Some(Err(e)) => Some(Err(e.clone())),
+                    };
+                    let required = spec.conditions.as_deref().unwrap_or_default();
+                    judged.push((uid(obj), kstatus::judge(obj, required, verdict)));
+                }
+                self.settle(key, judged, spec.grace())
+            }
+        }
+    }
+
+    /// The objects the probe names: one GET, or one LIST by selector.
+    async fn read_resources(
+        &self,
+        key: &CheckKey,
+        spec: &ResourceProbe,
+    ) -> Result<Vec<Value>, String> {
+        let client = self.client().await?;
+        let (group, version) = spec.group_version();
+        let (ar, caps) = self.resource(&client, group, version, &spec.kind).await?;
+        let ns = spec.namespace.as_deref().unwrap_or(key.namespace());
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(client, ns, &ar),
+            Scope::Cluster => Api::all_with(client, &ar),
+        };
+        let where_ = match caps.scope {
+            Scope::Namespaced => format!(" in namespace {ns}"),
+            Scope::Cluster => String::new(),
+        };
+        let denied = |verb: &str, e: kube::Error| {
+            refused(&e, verb, &ar, ns, caps.scope == Scope::Namespaced)
+                .unwrap_or_else(|| format!("{verb} {}{where_}: {e}", plural_group(&ar)))
+        };
+        let objects = match (&spec.name, &spec.label_selector) {
+            (Some(name), _) => match api.get(name).await {
+                Ok(o) => vec![o],
+                Err(kube::Error::Api(ae)) if ae.code == 404 => {
+                    if ae.details.as_ref().is_none_or(|d| d.name.is_empty()) {
+                        // The kind went away (its CRD was removed): discover it again next run.
+                        self.forget_kind(&spec.api_version, &spec.kind);
+                    }
+                    return Err(format!("{} {name} not found{where_}", spec.kind));
+                }
+                Err(e) => return Err(denied("get", e)),
+            },
+            (None, Some(sel)) => {
+                let selector = selector_text(sel)?;
+                let list = api
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| denied("list", e))?;
+                if list.items.is_empty() {
+                    return Err(format!(
+                        "no {} matches labelSelector {selector}{where_}",
+                        spec.kind
+                    ));
+                }
+                list.items
+            }
+            (None, None) => return Err("the probe names no object".into()),
+        };
+        Ok(objects
+            .into_iter()
+            .map(|mut o| {
+                // A GET by name or a LIST leaves apiVersion and kind out of each item.
+                o.types.get_or_insert_with(|| kube::api::TypeMeta {
+                    api_version: ar.api_version.clone(),
+                    kind: ar.kind.clone(),
+                });
+                serde_json::to_value(&o).unwrap_or(Value::Null)
+            })
+            .collect())
+    }
+
+    /// Turns each object's judgement into the run's result: in progress passes (with a
+    /// warning) until it has lasted the grace period.
+    fn settle(
+        &self,
+        key: &CheckKey,
+        judged: Vec<(String, Judgement)>,
+        grace: Duration,
+    ) -> RunResult {
+        let now = Instant::now();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut progress = lock(&self.progress);
+        for (uid, j) in judged {
+            let slot = (key.clone(), uid);
+            match j {
+                Judgement::Ready => {
+                    progress.remove(&slot);
+                }
+                Judgement::Failed(e) => {
+                    progress.remove(&slot);
+                    errors.extend(e);
+                }
+                Judgement::Progressing(why) => {
+                    let since = *progress.entry(slot).or_insert(now);
+                    let took = now - since;
+                    if took >= grace {
+                        errors.push(format!(
+                            "{why}, for {} (the grace period is {})",
+                            human(took),
+                            human(grace)
+                        ));
+                    } else {
+                        warnings.push(format!(
+                            "{why} (for {}; fails after {})",
+                            human(took),
+                            human(grace)
+                        ));
+                    }
+                }
+            }
+        }
+        let mut result = RunResult::judged(errors);
+        result.warnings = warnings;
+        result
+    }
+
+    /// A Knative probe's run; `budget` is how long a measured request may take.
+    pub async fn probe_knative(
+        &self,
+        key: &CheckKey,
+        spec: &KnativeProbe,
+        budget: Duration,
+    ) -> RunResult {
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => return RunResult::failure(e),
+        };
+        let ns = spec.namespace.as_deref().unwrap_or(key.namespace());
+        let kinds = KnativeKinds::new();
+        let get = |ar: &ApiResource, name: &str| {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
+            let ar = ar.clone();
+            let name = name.to_string();
+            async move {
+                match api.get_opt(&name).await {
+                    Ok(o) => Ok(o.map(|mut o| {
+                        o.types.get_or_insert_with(|| kube::api::TypeMeta {
+                            api_version: ar.api_version.clone(),
+                            kind: ar.kind.clone(),
+                        });
+                        serde_json::to_value(&o).unwrap_or(Value::Null)
+                    })),
+                    Err(e) => Err(
+                        refused(&e, "get", &ar, ns, true).unwrap_or_else(|| match &e {
+                            kube::Error::Api(ae) if ae.code == 404 => format!(
+                                "the API server does not serve {} (is Knative Serving installed?)",
+                                plural_group(&ar)
+                            ),
+                            _ => format!("get {} {ns}/{name}: {e}", plural_group(&ar)),
+                        }),
+                    ),
+                }
+            }
+        };
+        let ksvc = match get(&kinds.service, &spec.service).await {
+            Err(e) => return RunResult::failure(e),
+            Ok(None) => {
+                return RunResult::failure(format!(
+                    "Service {ns}/{} not found (serving.knative.dev/v1)",
+                    spec.service
+                ))
+            }
+            Ok(Some(o)) => o,
+        };
+        let revision_name = ksvc["status"]["latestReadyRevisionName"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(String::from);
+        let (revision, autoscaler) = match &revision_name {
+            None => (None, None),
+            Some(r) => {
+                let (rev, pa) = tokio::join!(get(&kinds.revision, r), get(&kinds.autoscaler, r));
+                match (rev, pa) {
+                    (Err(e), _) | (_, Err(e)) => return RunResult::failure(e),
+                    (Ok(rev), Ok(pa)) => (rev, pa),
+                }
+            }
+        };
+        let verdict = knative::judge(&ksvc, revision.as_ref(), autoscaler.as_ref());
+        let mut result = self.settle(
+            key,
+            vec![(uid(&ksvc), verdict.judgement.clone())],
+            spec.grace(),
+        );
+        if !result.passed_ok() {
+            return result;
+        }
+        if verdict.judgement == Judgement::Ready && verdict.scale == knative::Scale::AtZero {
+            result.standing = Some(crate::api::Standing::Idle);
+        }
+        if let (Some((cold, asked)), Some(rev), Some(rname)) =
+            (spec.latency(), &revision, &revision_name)
+        {
+            let settings = match self
+                .autoscaler(&client)
+                .await
+                .for_revision(&annotations(rev))
+            {
+                Ok(s) => s,
+                Err(e) => return RunResult::failure(format!("Revision {ns}/{rname}: {e}")),
+            };
+            let field = if cold { "coldStart" } else { "warmLatency" };
+            if let Some(why) = settings.refuses(asked.every()) {
+                return RunResult::failure(format!("spec.probe.knative.{field}.every: {why}"));
+            }
+            let due = lock(&self.measured)
+                .get(key)
+                .is_none_or(|last| last.elapsed() >= asked.every());
+            if !due {
+                return result;
+            }
+            let url = match asked.url.as_deref().or(knative::url(&ksvc)) {
+                Some(u) => format!(
+                    "{}{}",
+                    u.trim_end_matches('/'),
+                    asked.path.as_deref().unwrap_or("/")
+                ),
+                None => {
+                    return result.with_warning(format!(
+                        "{field} not measured: Service {ns}/{} has no status.url",
+                        spec.service
+                    ))
+                }
+            };
+            let pinned = knative::pinned(rev, settings.enable_scale_to_zero);
+            let ready = match (cold, verdict.scale, pinned) {
+                (true, _, Some(why)) => Err(format!(
+                    "cold start not measured: revision {rname} never scales to zero ({why})"
+                )),
+                (true, knative::Scale::AtZero, None) => Ok(()),
+                (true, _, None) => Err(format!(
+                    "cold start not measured: revision {rname} is not at zero"
+                )),
+                (false, knative::Scale::Active, _) => Ok(()),
+                (false, _, _) => Err(format!(
+                    "warm latency not measured: revision {rname} is not Active"
+                )),
+            };
+            if let Err(why) = ready {
+                return result.with_warning(why);
+            }
+            lock(&self.measured).insert(key.clone(), Instant::now());
+            let revisions: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), ns, &kinds.revision);
+            let measured = latency::measure(&self.http, &url, cold, revisions, rname, budget).await;
+            if !measured.passed_ok() {
+                return measured;
+            }
+            result.standing = None;
+            result.timings = measured.timings;
+            result.warnings.extend(measured.warnings);
+        }
+        result
+    }
+
+    /// config-autoscaler in knative-serving, read at most every five minutes; Knative's
+    /// defaults when it cannot be read (and why, in the source named in messages).
+    async fn autoscaler(&self, client: &kube::Client) -> Autoscaler {
+        if let Some((a, at)) = lock(&self.autoscaler).as_ref() {
+            if at.elapsed() < AUTOSCALER_TTL {
+                return a.clone();
+            }
+        }
+        let a = read_autoscaler(client).await;
+        *lock(&self.autoscaler) = Some((a.clone(), Instant::now()));
+        a
+    }
+}
+
+/// The Knative kinds a Knative probe reads (fixed: no discovery needed).
+struct KnativeKinds {
+    service: ApiResource,
+    revision: ApiResource,
+    autoscaler: ApiResource,
+}
+
+impl KnativeKinds {
+    fn new() -> Self {
+        let ar = |g: &str, v: &str, k: &str, plural: &str| {
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural)
+        };
+        KnativeKinds {
+            service: ar("serving.knative.dev", "v1", "Service", "services"),
+            revision: ar("serving.knative.dev", "v1", "Revision", "revisions"),
+            autoscaler: ar(
+                "autoscaling.internal.knative.dev",
+                "v1alpha1",
+                "PodAutoscaler",
+                "podautoscalers",
+            ),
+        }
+    }
+}
+
+/// Reads Knative's autoscaler settings from the cluster: config-autoscaler in knative-serving.
+pub async fn read_autoscaler(client: &kube::Client) -> Autoscaler {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "knative-serving");
+    let source = "config-autoscaler in knative-serving";
+    match api.get_opt("config-autoscaler").await {
+        Ok(Some(cm)) => Autoscaler::from_config_map(&cm.data.unwrap_or_default(), source)
+            .unwrap_or_else(|e| Autoscaler {
+                source: format!("Knative's defaults ({e})"),
+                ..Autoscaler::default()
+            }),
+        Ok(None) => Autoscaler::default(),
+        Err(e) => Autoscaler {
+            source: format!(
+                "Knative's defaults ({source} could not be read: {})",
+                short(&e)
+            ),
+            ..Autoscaler::default()
+        },
+    }
+}
+
+fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(ae) => ae.reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn annotations(obj: &Value) -> std::collections::BTreeMap<String, String> {
+    obj["metadata"]["annotations"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn uid(obj: &Value) -> String {
+    obj["metadata"]["uid"]
+        .as_str()
+        .or(obj["metadata"]["name"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `certificates.cert-manager.io` (`pods` for the core group), as RBAC names a resource.
+fn plural_group(ar: &ApiResource) -> String {
+    if ar.group.is_empty() {
+        ar.plural.clone()
+    } else {
+        format!("{}.{}", ar.plural, ar.group)
+    }
+}
+
+/// A 401 or 403, said as the RBAC rule that would allow it.
+fn refused(
+    e: &kube::Error,
+    verb: &str,
+    ar: &ApiResource,
+    ns: &str,
+    namespaced: bool,
+) -> Option<String> {
+    let kube::Error::Api(ae) = e else { return None };
+    match ae.code {
+        401 => Some(format!(
+            "{verb} {}: unauthorized: probity's credentials were refused",
+            plural_group(ar)
+        )),
+        403 => Some(format!(
+            "forbidden: probity may not {verb} {}{}: add the rule {{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"get\", \"list\", \"watch\"]}} to a ClusterRole labelled probity.dev/aggregate-to-probity: \"true\" ({RBAC_HINT})",
+            plural_group(ar),
+            if namespaced { format!(" in namespace {ns}") } else { String::new() },
+            ar.group,
+            ar.plural
+        )),
+        _ => None,
+    }
+}
+
+async fn connect(path: Option<&std::path::Path>) -> Result<kube::Client, String> {
+    let config = match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .map_err(|e| format!("kubeconfig {}: {e}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", p.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!("resource probes need a cluster: no kubeconfig found (give --kubeconfig or set KUBECONFIG): {e}")
+        })?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("connecting to the cluster: {e}"))
+}
+
+fn human(d: Duration) -> String {
+    crate::api::duration::human(Duration::from_secs(d.as_secs()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
