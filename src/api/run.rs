@@ -55,7 +55,7 @@ impl Standing {
 pub struct Timing {
     pub name: TimingName,
     /// Milliseconds.
-    pub ms: u64,
+    pub ms: i64,
 }
 
 /// What was timed: a bounded set, so each is a metric label.
@@ -159,7 +159,7 @@ impl RunResult {
     }
 
     pub fn with_timing(mut self, name: TimingName, took: std::time::Duration) -> Self {
-        let ms = took.as_millis().min(u64::MAX as u128) as u64;
+        let ms = took.as_millis().min(i64::MAX as u128) as i64;
         self.timings.push(Timing { name, ms });
         self
     }

@@ -392,7 +392,7 @@ impl Observer for Metrics {
             self.observe_probe(&run.key, kind, run.duration);
         }
         for t in &run.result.timings {
-            self.observe_timing(&run.key, t.name, Duration::from_millis(t.ms));
+            self.observe_timing(&run.key, t.name, Duration::from_millis(t.ms.max(0) as u64));
         }
     }
 

@@ -7,6 +7,7 @@ mod checks;
 #[path = "../common/mod.rs"]
 mod common;
 mod deploy;
+mod resources;
 mod testkube;
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
