@@ -148,9 +148,9 @@ async fn resource_probes_judge_any_kind_by_its_conditions_as_controllers_set_the
         &check(
             ns,
             "cert",
-            &every_second(&format!(
-                "    resource: {{apiVersion: cert-manager.io/v1, kind: Certificate, name: web-tls, gracePeriod: 3s}}\n"
-            )),
+            &every_second(
+                "    resource: {apiVersion: cert-manager.io/v1, kind: Certificate, name: web-tls, gracePeriod: 3s}\n",
+            ),
         ),
     )
     .await;
@@ -190,13 +190,10 @@ async fn resource_probes_judge_any_kind_by_its_conditions_as_controllers_set_the
         r.outcome.is_some_and(|o| o.is_success()),
         "within the grace period: {r:?}"
     );
-    let failed = wait(
-        &format!("the unobserved generation to fail after 3s"),
-        async || {
-            let st = status(c, ns, "cert").await;
-            (!st.ok).then_some(st)
-        },
-    )
+    let failed = wait("the unobserved generation to fail after 3s", async || {
+        let st = status(c, ns, "cert").await;
+        (!st.ok).then_some(st)
+    })
     .await;
     assert!(
         failed.errors[0].starts_with(&format!(
