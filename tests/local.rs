@@ -849,3 +849,36 @@ async fn a_test_that_kills_probity_leaves_no_check_process_behind() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Locally a resource probe reads the cluster of `--kubeconfig`: one that cannot be read fails
+/// the run saying which file and why, and the other checks run on.
+#[tokio::test]
+async fn a_resource_probe_without_a_usable_kubeconfig_says_which_and_why() {
+    let (_tmp, checks, state) = dirs();
+    write(
+        &checks,
+        "cert.yaml",
+        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {name: cert, namespace: it}\nspec:\n  runInterval: 1h\n  failureThreshold: 1\n  probe:\n    resource: {apiVersion: cert-manager.io/v1, kind: Certificate, name: web-tls}\n",
+    );
+    write(
+        &checks,
+        "ok.yaml",
+        &shell_check("ok", "  runInterval: 1h\n", "probity report --ok"),
+    );
+    let p = Probity::start(
+        &checks,
+        &state,
+        &["--kubeconfig", "/nonexistent/kubeconfig"],
+    );
+    let d = p
+        .wait_for("the resource probe's run", |d| {
+            d["CheckDetails"]["it/cert"]["Errors"][0].is_string()
+                && d["CheckDetails"]["it/ok"]["LastOutcome"] == "Success"
+        })
+        .await;
+    let error = d["CheckDetails"]["it/cert"]["Errors"][0].as_str().unwrap();
+    assert!(
+        error.starts_with("kubeconfig /nonexistent/kubeconfig: "),
+        "{error}"
+    );
+}

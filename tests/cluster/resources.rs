@@ -704,3 +704,177 @@ spec:
         .unwrap_or_else(|| panic!("no cold-start histogram in\n{metrics}"));
     assert!(count.ends_with(" 1"), "{count}");
 }
+
+/// The documents of a manifest in deploy/ whose text matches `pick`, as written there.
+fn deploy_docs(file: &str, pick: impl Fn(&str) -> bool) -> String {
+    let path = format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let docs: Vec<&str> = text.split("\n---\n").filter(|d| pick(d)).collect();
+    assert!(!docs.is_empty(), "nothing picked from deploy/{file}");
+    docs.join("\n---\n")
+}
+
+/// With deploy/'s roles, a resource probe of a kind probity may not read fails naming the rule
+/// to add; the role for that kind from deploy/resource-probes-rbac.yaml, aggregated into
+/// deploy/'s `probity-resources` by the controller manager, lets it pass.
+#[tokio::test]
+async fn a_forbidden_kind_names_the_rbac_rule_and_the_aggregated_role_grants_it() {
+    let Some(s) = crate::backend::setup("probity-rbac").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    minimal_crd(c, "cert-manager.io", "v1", "Certificate", "certificates").await;
+    let certs = kind_api(
+        c,
+        ns,
+        "cert-manager.io",
+        "v1",
+        "Certificate",
+        "certificates",
+    );
+    object(&certs, "web-tls", json!({}), json!({})).await;
+    set_status(
+        &certs,
+        "web-tls",
+        json!({"conditions": [{"type": "Ready", "status": "True"}]}),
+    )
+    .await;
+
+    // probity's account as deploy/ makes it, in this namespace.
+    crate::testkube::kubectl(&[
+        "delete",
+        "clusterrole",
+        "probity-reads-cert-manager",
+        "--ignore-not-found",
+    ]);
+    kubectl_apply(&deploy_docs("rbac.yaml", |d| {
+        d.contains("\nkind: ClusterRole\n")
+    }));
+    let sa = format!("system:serviceaccount:{ns}:probity");
+    kubectl_apply(&format!(
+        "apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: probity, namespace: {ns}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {ns}-probity}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: probity}}
+subjects: [{{kind: ServiceAccount, name: probity, namespace: {ns}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {ns}-probity-resources}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: probity-resources}}
+subjects: [{{kind: ServiceAccount, name: probity, namespace: {ns}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: probity-leader-election, namespace: {ns}}}
+rules: [{{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: probity-leader-election, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: probity-leader-election}}
+subjects: [{{kind: ServiceAccount, name: probity, namespace: {ns}}}]
+"
+    ));
+    // The test's admin credentials, acting as that service account.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let admin = std::fs::read_to_string(crate::testkube::kubeconfig().unwrap()).unwrap();
+    let acting = admin.replacen(
+        "user: {token: ",
+        &format!("user: {{as: \"{sa}\", token: "),
+        1,
+    );
+    assert_ne!(acting, admin, "the admin user's line changed");
+    std::fs::write(&kubeconfig, acting).unwrap();
+    let addr = crate::testkube::pod_reachable_addr();
+    let p = crate::common::Probity::spawn(
+        &crate::testkube::serve_args(ns, "rbac", &addr, &addr),
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    crate::backend::leader_is(&p, "rbac").await;
+
+    create(
+        c,
+        &check(
+            ns,
+            "cert",
+            &every_second("    resource: {apiVersion: cert-manager.io/v1, kind: Certificate, name: web-tls}\n"),
+        ),
+    )
+    .await;
+    let r = run_after(c, ns, "cert", 0).await;
+    assert_eq!(
+        r.errors,
+        [format!("forbidden: probity may not get certificates.cert-manager.io in namespace {ns}: add the rule {{apiGroups: [\"cert-manager.io\"], resources: [\"certificates\"], verbs: [\"get\", \"list\", \"watch\"]}} to a ClusterRole labelled probity.dev/aggregate-to-probity: \"true\" (see deploy/resource-probes-rbac.yaml)")]
+    );
+    kubectl_apply(&deploy_docs("resource-probes-rbac.yaml", |d| {
+        d.contains("name: probity-reads-cert-manager")
+    }));
+    let st = wait(
+        "the aggregated role to let the probe read certificates",
+        async || {
+            let st = status(c, ns, "cert").await;
+            st.history
+                .first()
+                .filter(|h| h.outcome.is_some_and(|o| o.is_success()))
+                .map(|_| st.clone())
+        },
+    )
+    .await;
+    assert!(st.ok, "{st:?}");
+    crate::testkube::kubectl(&[
+        "delete",
+        "clusterrole",
+        "probity-reads-cert-manager",
+        "--ignore-not-found",
+    ]);
+}
+
+/// `probity serve` on local files, with `--kubeconfig`, runs the same resource probes against
+/// the cluster.
+#[tokio::test]
+async fn local_mode_reads_resources_through_a_kubeconfig() {
+    let Some(s) = crate::backend::setup("probity-local-res").await else {
+        return;
+    };
+    let (c, ns) = (&s.client, s.ns.as_str());
+    minimal_crd(c, "cert-manager.io", "v1", "Certificate", "certificates").await;
+    let certs = kind_api(
+        c,
+        ns,
+        "cert-manager.io",
+        "v1",
+        "Certificate",
+        "certificates",
+    );
+    object(&certs, "web-tls", json!({}), json!({})).await;
+    set_status(&certs, "web-tls", json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Expired", "message": "Certificate expired"}]})).await;
+    let (_tmp, checks, state) = crate::common::dirs();
+    crate::common::write(
+        &checks,
+        "cert.yaml",
+        &format!("apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: cert, namespace: local}}\nspec:\n  runInterval: 1s\n  failureThreshold: 1\n  probe:\n    resource: {{apiVersion: cert-manager.io/v1, kind: Certificate, name: web-tls, namespace: {ns}}}\n"),
+    );
+    let kubeconfig = crate::testkube::kubeconfig().unwrap();
+    let p = crate::common::Probity::start(&checks, &state, &["--kubeconfig", &kubeconfig]);
+    let want = format!("Certificate {ns}/web-tls: Ready is False (Expired): Certificate expired");
+    p.wait_for("the certificate's failure, read from the cluster", |d| {
+        d["CheckDetails"]["local/cert"]["Errors"][0] == want.as_str()
+    })
+    .await;
+    set_status(
+        &certs,
+        "web-tls",
+        json!({"conditions": [{"type": "Ready", "status": "True"}]}),
+    )
+    .await;
+    p.wait_for("the certificate ready", |d| {
+        d["CheckDetails"]["local/cert"]["OK"] == true
+    })
+    .await;
+}
