@@ -334,6 +334,18 @@ impl ResourceProbe {
         }
     }
 
+    /// A resource probe of one Knative Revision (no conditions or expression of its own) is
+    /// judged with its PodAutoscaler, as the Knative probe judges a Service's revision.
+    pub fn knative_revision(&self) -> Option<&str> {
+        let (group, _) = self.group_version();
+        (group == "serving.knative.dev"
+            && self.kind == "Revision"
+            && self.conditions.is_none()
+            && self.expression.is_none())
+        .then_some(self.name.as_deref())
+        .flatten()
+    }
+
     /// A resource probe of a Knative Service is a Knative probe.
     pub fn as_knative(&self) -> Option<KnativeProbe> {
         let (group, _) = self.group_version();
@@ -550,6 +562,9 @@ mod tests {
                 .as_knative()
                 .is_none()
         );
+        let rev = resource("{apiVersion: serving.knative.dev/v1, kind: Revision, name: r}");
+        assert_eq!(rev.knative_revision(), Some("r"));
+        assert_eq!(r.knative_revision(), None);
     }
 
     #[test]

@@ -467,6 +467,21 @@ async fn knative_services_at_zero_are_idle_not_failing_and_failures_carry_knativ
     })
     .await;
 
+    // A resource probe of the Revision itself reads its PodAutoscaler too.
+    create(
+        c,
+        &check(
+            ns,
+            "revision",
+            &every_second(
+                "    resource: {apiVersion: serving.knative.dev/v1, kind: Revision, name: hello-00001}\n",
+            ),
+        ),
+    )
+    .await;
+    let r = run_after(c, ns, "revision", 0).await;
+    assert_eq!(r.standing, Some(Standing::Idle), "{r:?}");
+
     // Waking: Active Unknown (Queued) passes while within the grace period.
     let t0 = now_unix();
     k.revision("hello-00001", json!({"type": "Active", "status": "Unknown", "reason": "Queued", "message": "Requests to the target are being buffered as resources are provisioned."})).await;
@@ -677,6 +692,28 @@ spec:
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one request");
 
+    // Warm latency: measured only while the revision is Active (it is, after the cold start).
+    create(
+        c,
+        &check(
+            ns,
+            "warm",
+            "  runInterval: 1s\n  timeout: 30s\n  failureThreshold: 1\n  probe:\n    knative:\n      service: hello\n      warmLatency: {every: 10m}\n",
+        ),
+    )
+    .await;
+    let warm = wait("a measured warm request", async || {
+        let st = status(c, ns, "warm").await;
+        st.history.iter().find(|h| !h.timings.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(
+        warm.timings.iter().map(|t| t.name).collect::<Vec<_>>(),
+        [TimingName::WarmFirstByte],
+        "{warm:?}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
     // Back to zero, as the autoscaler would take it after its window: idle, and within
     // `every` no further request even though the revision is at zero again.
     let t0 = now_unix();
@@ -689,7 +726,7 @@ spec:
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
-        1,
+        2,
         "no request before `every` has passed"
     );
 

@@ -94,36 +94,70 @@ pub fn judge(ksvc: &Value, revision: Option<&Value>, autoscaler: Option<&Value>)
         _ => progressing.extend(service_trouble(&name, ready, ksvc)),
     }
     if let Some(rev) = revision {
-        let rname = name_of(rev);
-        for t in REVISION_DEPENDENTS {
-            if let Some(c) = condition(rev, t) {
-                match c.status {
-                    "False" => failed.push(format!("{rname}: {}", c.describe())),
-                    "Unknown" if t != "Ready" => {
-                        progressing.push(format!("{rname}: {}", c.describe()))
-                    }
-                    _ => {}
-                }
+        verdict.scale = revision_state(rev, autoscaler, &mut failed, &mut progressing);
+    }
+    verdict.judgement = if !failed.is_empty() {
+        Judgement::Failed(failed)
+    } else if !progressing.is_empty() {
+        Judgement::Progressing(progressing.join("; "))
+    } else {
+        Judgement::Ready
+    };
+    verdict
+}
+
+/// What a revision's conditions and its PodAutoscaler's scale say, added to `failed` and
+/// `progressing`; where its pods are.
+fn revision_state(
+    rev: &Value,
+    autoscaler: Option<&Value>,
+    failed: &mut Vec<String>,
+    progressing: &mut Vec<String>,
+) -> Scale {
+    let rname = name_of(rev);
+    for t in REVISION_DEPENDENTS {
+        if let Some(c) = condition(rev, t) {
+            match c.status {
+                "False" => failed.push(format!("{rname}: {}", c.describe())),
+                "Unknown" if t != "Ready" => progressing.push(format!("{rname}: {}", c.describe())),
+                _ => {}
             }
-        }
-        let actual = autoscaler.and_then(|pa| pa["status"]["actualScale"].as_i64());
-        match condition(rev, "Active") {
-            Some(c) if c.status == "True" => verdict.scale = Scale::Active,
-            Some(c) if c.status == "False" && c.reason == "NoTraffic" && actual == Some(0) => {
-                verdict.scale = Scale::AtZero
-            }
-            // NoTraffic with pods left is scaling down: healthy, not at zero yet.
-            Some(c) if c.status == "False" && c.reason == "NoTraffic" => {}
-            Some(c) if c.status == "False" => {
-                failed.push(format!("{rname}: {}", c.describe()));
-            }
-            Some(c) => {
-                verdict.scale = Scale::Waking;
-                progressing.push(format!("{rname} is waking: {}", c.describe()));
-            }
-            None => {}
         }
     }
+    let actual = autoscaler.and_then(|pa| pa["status"]["actualScale"].as_i64());
+    match condition(rev, "Active") {
+        Some(c) if c.status == "True" => Scale::Active,
+        Some(c) if c.status == "False" && c.reason == "NoTraffic" && actual == Some(0) => {
+            Scale::AtZero
+        }
+        // NoTraffic with pods left is scaling down: healthy, not at zero yet.
+        Some(c) if c.status == "False" && c.reason == "NoTraffic" => Scale::Unsure,
+        Some(c) if c.status == "False" => {
+            failed.push(format!("{rname}: {}", c.describe()));
+            Scale::Unsure
+        }
+        Some(c) => {
+            progressing.push(format!("{rname} is waking: {}", c.describe()));
+            Scale::Waking
+        }
+        None => Scale::Unsure,
+    }
+}
+
+/// Judges a Revision by itself (a resource probe of a Revision): its conditions, and whether it
+/// is at zero, from its PodAutoscaler.
+pub fn judge_revision(rev: &Value, autoscaler: Option<&Value>) -> Verdict {
+    let mut verdict = Verdict {
+        judgement: Judgement::Ready,
+        scale: Scale::Unsure,
+        revision: rev["metadata"]["name"].as_str().map(String::from),
+    };
+    if let Some(why) = unobserved(rev) {
+        verdict.judgement = Judgement::Progressing(format!("{}: {why}", name_of(rev)));
+        return verdict;
+    }
+    let (mut failed, mut progressing) = (Vec::new(), Vec::new());
+    verdict.scale = revision_state(rev, autoscaler, &mut failed, &mut progressing);
     verdict.judgement = if !failed.is_empty() {
         Judgement::Failed(failed)
     } else if !progressing.is_empty() {
@@ -287,6 +321,23 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    #[test]
+    fn a_revision_alone_is_judged_with_its_podautoscaler() {
+        let rev = revision(no_traffic());
+        let v = judge_revision(&rev, Some(&pa(0)));
+        assert_eq!((v.judgement, v.scale), (Judgement::Ready, Scale::AtZero));
+        let mut pulling = revision(no_traffic());
+        pulling["status"]["conditions"][1] = json!({"type": "ResourcesAvailable", "status": "False", "reason": "ImagePullBackOff", "message": "Back-off pulling image \"ghcr.io/x/y:2\""});
+        assert_eq!(
+            judge_revision(&pulling, Some(&pa(0))).judgement,
+            Judgement::Failed(vec!["Revision ai/hello-00001: ResourcesAvailable is False (ImagePullBackOff): Back-off pulling image \"ghcr.io/x/y:2\"".into()])
+        );
+    }
+
+    fn no_traffic() -> Value {
+        json!({"type": "Active", "status": "False", "reason": "NoTraffic"})
     }
 
     #[test]

@@ -141,6 +141,9 @@ impl Cluster {
         if let Some(k) = spec.as_knative() {
             return self.probe_knative(key, &k, Duration::ZERO).await;
         }
+        if let Some(rev) = spec.knative_revision() {
+            return self.probe_revision(key, spec, rev).await;
+        }
         match self.read_resources(key, spec).await {
             Err(e) => RunResult::failure(e),
             Ok(objects) => {
@@ -272,6 +275,41 @@ impl Cluster {
         result
     }
 
+    /// A resource probe of a Knative Revision: its conditions, and idle when its PodAutoscaler
+    /// says it is at zero. Two GETs.
+    async fn probe_revision(&self, key: &CheckKey, spec: &ResourceProbe, name: &str) -> RunResult {
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => return RunResult::failure(e),
+        };
+        let ns = spec.namespace.as_deref().unwrap_or(key.namespace());
+        let kinds = KnativeKinds::new();
+        let (rev, pa) = tokio::join!(
+            knative_get(client.clone(), ns, kinds.revision.clone(), name.to_string()),
+            knative_get(client, ns, kinds.autoscaler, name.to_string())
+        );
+        let (rev, pa) = match (rev, pa) {
+            (Err(e), _) | (_, Err(e)) => return RunResult::failure(e),
+            (Ok(None), _) => {
+                return RunResult::failure(format!("Revision {name} not found in namespace {ns}"))
+            }
+            (Ok(Some(rev)), Ok(pa)) => (rev, pa),
+        };
+        let verdict = knative::judge_revision(&rev, pa.as_ref());
+        let mut result = self.settle(
+            key,
+            vec![(uid(&rev), verdict.judgement.clone())],
+            spec.grace(),
+        );
+        if result.passed_ok()
+            && verdict.judgement == Judgement::Ready
+            && verdict.scale == knative::Scale::AtZero
+        {
+            result.standing = Some(crate::api::Standing::Idle);
+        }
+        result
+    }
+
     /// A Knative probe's run; `budget` is how long a measured request may take.
     pub async fn probe_knative(
         &self,
@@ -286,29 +324,7 @@ impl Cluster {
         let ns = spec.namespace.as_deref().unwrap_or(key.namespace());
         let kinds = KnativeKinds::new();
         let get = |ar: &ApiResource, name: &str| {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
-            let ar = ar.clone();
-            let name = name.to_string();
-            async move {
-                match api.get_opt(&name).await {
-                    Ok(o) => Ok(o.map(|mut o| {
-                        o.types.get_or_insert_with(|| kube::api::TypeMeta {
-                            api_version: ar.api_version.clone(),
-                            kind: ar.kind.clone(),
-                        });
-                        serde_json::to_value(&o).unwrap_or(Value::Null)
-                    })),
-                    Err(e) => Err(
-                        refused(&e, "get", &ar, ns, true).unwrap_or_else(|| match &e {
-                            kube::Error::Api(ae) if ae.code == 404 => format!(
-                                "the API server does not serve {} (is Knative Serving installed?)",
-                                plural_group(&ar)
-                            ),
-                            _ => format!("get {} {ns}/{name}: {e}", plural_group(&ar)),
-                        }),
-                    ),
-                }
-            }
+            knative_get(client.clone(), ns, ar.clone(), name.to_string())
         };
         let ksvc = match get(&kinds.service, &spec.service).await {
             Err(e) => return RunResult::failure(e),
@@ -422,6 +438,34 @@ impl Cluster {
         let a = read_autoscaler(client).await;
         *lock(&self.autoscaler) = Some((a.clone(), Instant::now()));
         a
+    }
+}
+
+/// One Knative object, or None when there is none by that name; a refusal names the RBAC rule.
+async fn knative_get(
+    client: kube::Client,
+    ns: &str,
+    ar: ApiResource,
+    name: String,
+) -> Result<Option<Value>, String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
+    match api.get_opt(&name).await {
+        Ok(o) => Ok(o.map(|mut o| {
+            o.types.get_or_insert_with(|| kube::api::TypeMeta {
+                api_version: ar.api_version.clone(),
+                kind: ar.kind.clone(),
+            });
+            serde_json::to_value(&o).unwrap_or(Value::Null)
+        })),
+        Err(e) => Err(
+            refused(&e, "get", &ar, ns, true).unwrap_or_else(|| match &e {
+                kube::Error::Api(ae) if ae.code == 404 => format!(
+                    "the API server does not serve {} (is Knative Serving installed?)",
+                    plural_group(&ar)
+                ),
+                _ => format!("get {} {ns}/{name}: {e}", plural_group(&ar)),
+            }),
+        ),
     }
 }
 
