@@ -1,5 +1,5 @@
 use super::*;
-use crate::api::{HealthCheckStatus, Outcome};
+use crate::api::{HealthCheckStatus, Outcome, RunResult};
 use crate::engine::CheckView;
 
 fn view(ns: &str, name: &str, ok: bool, errors: Vec<&str>) -> Arc<CheckView> {
@@ -160,4 +160,49 @@ fn error_label_is_truncated_or_suppressed_and_deleted_checks_vanish() {
     board.remove(&CheckKey::new("kh", "big"));
     m.forget(&CheckKey::new("kh", "big"));
     assert!(!m.encode_text().contains("big"));
+}
+
+#[test]
+fn what_a_run_timed_is_a_histogram_per_check_gone_with_the_check() {
+    let board = Arc::new(Board::new("probity-0"));
+    let m = Metrics::new(MetricsConfig::default(), board);
+    let key = CheckKey::new("ai", "inference");
+    let result = RunResult::passed()
+        .with_timing(TimingName::ColdStartFirstByte, Duration::from_millis(3_200))
+        .with_timing(TimingName::ColdStartActive, Duration::from_millis(2_900));
+    m.finished(&Finished {
+        key: key.clone(),
+        result,
+        duration: Duration::from_secs(4),
+        probe: Some(ProbeKind::Knative),
+    });
+    let s = samples(&m.encode_text());
+    let get = |series: &str| s.iter().find(|(k, _)| k == series).map(|(_, v)| *v);
+    let first = "check=\"inference\",namespace=\"ai\",timing=\"cold_start_first_byte\"";
+    assert_eq!(
+        get(&format!("probity_knative_latency_seconds_count{{{first}}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(&format!("probity_knative_latency_seconds_sum{{{first}}}")),
+        Some(3.2)
+    );
+    assert_eq!(
+        get(&format!(
+            "probity_knative_latency_seconds_bucket{{le=\"2.5\",{first}}}"
+        )),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&format!(
+            "probity_knative_latency_seconds_bucket{{le=\"5.0\",{first}}}"
+        )),
+        Some(1.0)
+    );
+    assert!(get("probity_knative_latency_seconds_count{check=\"inference\",namespace=\"ai\",timing=\"cold_start_active\"}").is_some());
+    m.forget(&key);
+    assert!(
+        !m.encode_text().contains("timing=\""),
+        "no series outlives its check"
+    );
 }

@@ -113,3 +113,38 @@ fn a_plan_the_backend_validated_off_the_engine_task_is_used_only_with_the_same_d
     e.upsert(t0(), d(), None);
     assert_eq!(e.view(&key("a")).invalid, None);
 }
+
+#[test]
+fn a_pass_found_idle_and_what_a_run_timed_are_recorded_and_a_failure_clears_idle() {
+    let (mut e, _) = one("  runInterval: 1h\n  failureThreshold: 1\n");
+    let run = |e: &mut Engine, at, result: RunResult| {
+        e.run_now(at, &key("a")).unwrap();
+        let uuid = e.current_run(&key("a")).unwrap();
+        e.report(at, uuid, result).1.unwrap();
+        e.release(at, uuid, exited("done"));
+    };
+    run(&mut e, t0() + secs(1), RunResult::idle());
+    let st = e.status(&key("a")).unwrap();
+    assert_eq!(
+        (st.ok, st.standing),
+        (true, Some(crate::api::Standing::Idle))
+    );
+    assert_eq!(st.history[0].standing, Some(crate::api::Standing::Idle));
+    let timed = RunResult::passed().with_timing(
+        crate::api::TimingName::ColdStartFirstByte,
+        Duration::from_millis(1_250),
+    );
+    run(&mut e, t0() + secs(2), timed);
+    let st = e.status(&key("a")).unwrap();
+    assert_eq!(st.standing, None, "awake after the request");
+    assert_eq!(st.history[0].timings[0].ms, 1_250);
+    run(&mut e, t0() + secs(3), RunResult::idle());
+    run(&mut e, t0() + secs(4), RunResult::failure("down"));
+    let st = e.status(&key("a")).unwrap();
+    assert_eq!((st.ok, st.standing), (false, None), "failing is not idle");
+    assert_eq!(
+        st.history[1].standing,
+        Some(crate::api::Standing::Idle),
+        "history keeps it"
+    );
+}
