@@ -97,7 +97,8 @@ pub struct HealthCheckSpec {
     /// IANA time zone for `schedule` (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
-    /// How long one run may take before it fails (default 30s; 1s for probes).
+    /// How long one run may take before it fails (default 30s; 1s for probes, 10s for
+    /// resource and Knative probes, 2m when a Knative probe measures latency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// Stop scheduling new runs; state is kept.
