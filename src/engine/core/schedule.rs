@@ -148,7 +148,10 @@ impl Engine {
             let check = entry.desired.check.clone();
             self.runs.insert(uuid, key.clone());
             self.deadlines.insert((deadline, key.clone()));
-            effects.push(self.save(&key, true));
+            // A pod's run in flight is stored, so a next leader adopts it and takes its report.
+            // A probe's is not: it lasts a moment, ends with its replica, and its outcome is
+            // stored when it ends; storing its start too would double the status writes.
+            effects.push(self.save(&key, check.spec.probe.is_none()));
             effects.push(Effect::Started {
                 key: key.clone(),
                 lag: (now - due).to_std().unwrap_or_default(),

@@ -35,7 +35,8 @@ enum Source {
 /// each check's objects have been doing (how long in progress, when last measured).
 pub struct Cluster {
     source: Source,
-    client: OnceCell<Result<kube::Client, String>>,
+    /// Kept once connected; a kubeconfig that cannot be used is tried again at the next run.
+    client: OnceCell<kube::Client>,
     kinds: Mutex<HashMap<(String, String), (ApiResource, ApiCapabilities)>>,
     /// Since when each (check, object) has been in progress.
     progress: Mutex<HashMap<(CheckKey, String), Instant>>,
@@ -89,14 +90,14 @@ impl Cluster {
 
     async fn client(&self) -> Result<kube::Client, String> {
         self.client
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
                 match &self.source {
                     Source::Client(c) => Ok(c.clone()),
                     Source::Kubeconfig(path) => connect(path.as_deref()).await,
                 }
             })
             .await
-            .clone()
+            .cloned()
     }
 
     /// The kind's resource, from discovery once, then kept.

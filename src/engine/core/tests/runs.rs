@@ -264,3 +264,39 @@ fn a_report_is_stored_again_only_for_the_verdict_recorded_for_the_latest_run() {
         .is_none());
     assert!(e.persist_again(next, &RunResult::passed()).is_some());
 }
+
+/// A pod's run in flight is stored when it starts (a next leader adopts it); a probe's only when
+/// it ends: one status write per probe run, not two.
+#[test]
+fn a_probe_run_is_stored_when_it_ends_a_pod_run_when_it_starts_too() {
+    let stored_at_start = |spec: &str| {
+        let mut e = engine(0);
+        e.finish_startup();
+        let text = format!(
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: a, namespace: ns}}\nspec:\n{spec}"
+        );
+        let hc = parse_documents(&text).unwrap().remove(0).check.unwrap();
+        e.upsert(t0(), Desired::new(Arc::new(hc), None), None);
+        let fx = e.run_now(t0() + secs(1), &key("a")).unwrap();
+        let start = fx
+            .iter()
+            .position(|f| matches!(f, Effect::Start(_)))
+            .expect("the run started");
+        let uuid = e.current_run(&key("a")).unwrap();
+        let stored = fx[..start]
+            .iter()
+            .any(|f| matches!(f, Effect::Save { persist: true, .. }));
+        let (end, _) = e.report(t0() + secs(2), uuid, RunResult::passed());
+        let stored_end = end
+            .iter()
+            .any(|f| matches!(f, Effect::Save { persist: true, .. }));
+        assert!(stored_end, "the outcome is always stored");
+        stored
+    };
+    assert!(stored_at_start(
+        "  runInterval: 1h\n  podSpec: {spec: {containers: [{name: c, image: i}]}}\n"
+    ));
+    assert!(!stored_at_start(
+        "  runInterval: 1h\n  probe: {tcpSocket: {host: h, port: 1}}\n"
+    ));
+}
