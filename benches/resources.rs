@@ -6,7 +6,8 @@
 //!
 //! BENCH_CHECKS (default 1000), BENCH_SECONDS (default 120, the measured window), BENCH_CHANGES
 //! (default 30, certificates turned not-ready afterwards). Measured: API requests per run, by verb
-//! and resource, from the API server's audit log (probity's User-Agent); probity's CPU time per
+//! and resource, from the API server's audit log (probity's User-Agent, the bench's namespace);
+//! probity's CPU time per
 //! run (/proc); and, per changed certificate, the time from the status write being accepted to
 //! probity's published verdict turning failing (polled every 50 ms on /api/checks/NS/NAME).
 
@@ -184,7 +185,7 @@ spec:
     let (s1, f1) = runs(&get(format!("http://{addr}/json")).await.unwrap());
     let after = audit::log(&testkube::cluster_dir()).1;
     let done = (s1 - s0) + (f1 - f0);
-    let requests = audit::requests(&audit, before, after, audit::first_word);
+    let requests = audit::requests_in(&audit, before, after, audit::first_word, Some(&ns));
     println!(
         "window {elapsed:.0}s: {done} runs ({:.1}/s), {} failed; probity CPU {:.2}s = {:.3} ms per run ({:.1}% of a core); RSS {:.1} MB",
         done as f64 / elapsed,

@@ -28,6 +28,18 @@ pub fn requests(
     to: u64,
     client: impl Fn(&str) -> String,
 ) -> BTreeMap<(String, String, String), f64> {
+    requests_in(path, from, to, client, None)
+}
+
+/// [`requests`] about objects in namespace `ns` only (cluster-wide requests left out too), when
+/// given: what one probity of a namespace made, whatever else runs beside it.
+pub fn requests_in(
+    path: &Path,
+    from: u64,
+    to: u64,
+    client: impl Fn(&str) -> String,
+    ns: Option<&str>,
+) -> BTreeMap<(String, String, String), f64> {
     use std::io::{Read, Seek};
     let mut f = std::fs::File::open(path).unwrap();
     f.seek(std::io::SeekFrom::Start(from)).unwrap();
@@ -45,7 +57,7 @@ pub fn requests(
         } else {
             stage == "ResponseComplete"
         };
-        if !counted {
+        if !counted || ns.is_some_and(|ns| ev["objectRef"]["namespace"] != ns) {
             continue;
         }
         let mut res = ev["objectRef"]["resource"]
