@@ -132,7 +132,10 @@ pub async fn send(target: &ReportTarget, result: &RunResult) -> Result<()> {
         .build()
         .map_err(Error::HttpClient)?;
     // The edge where a result becomes Kuberhealthy's report.
-    let body = serde_json::json!({ "OK": result.passed_ok(), "Errors": result.errors });
+    let mut body = serde_json::json!({ "OK": result.passed_ok(), "Errors": result.errors });
+    if !result.values.is_empty() {
+        body["Values"] = serde_json::json!(result.values);
+    }
     let give_up = match target
         .deadline
         .and_then(|d| Utc.timestamp_opt(d, 0).single())

@@ -215,14 +215,38 @@ struct KubeArgs {
 }
 
 #[derive(Args, Debug)]
-#[group(required = true, multiple = false)]
 struct ReportArgs {
+    #[command(flatten)]
+    verdict: Verdict,
+    /// A number to report beside the verdict, NAME=NUMBER (repeatable, at most 16): kept in the
+    /// run's history, drawn on the check's page, exported as probity_check_value.
+    #[arg(long = "value", value_name = "NAME=NUMBER", value_parser = parse_value)]
+    values: Vec<(String, f64)>,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Verdict {
     /// The check passed.
     #[arg(long)]
     ok: bool,
     /// The check failed with these errors (one or more).
     #[arg(long = "error", num_args = 1.., value_name = "MSG")]
     errors: Vec<String>,
+}
+
+/// `NAME=NUMBER`, the name as a report's `Values` takes it.
+fn parse_value(s: &str) -> Result<(String, f64), String> {
+    let (name, number) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=NUMBER"))?;
+    if let Some(why) = probity::api::run::value_name_problem(name) {
+        return Err(why);
+    }
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() => Ok((name.to_string(), n)),
+        _ => Err(format!("{number:?} is not a number")),
+    }
 }
 
 fn host_name() -> String {
@@ -323,7 +347,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Report(args) => {
             let target = probity::client::this_run()?;
-            let result = probity::api::RunResult::reported(args.ok, args.errors);
+            let values: probity::api::Values = args.values.into_iter().collect();
+            if values.len() > probity::api::run::MAX_VALUES {
+                anyhow::bail!(
+                    "--value: {} values; at most {}",
+                    values.len(),
+                    probity::api::run::MAX_VALUES
+                );
+            }
+            let result = probity::api::RunResult::reported(args.verdict.ok, args.verdict.errors)
+                .with_values(values);
             probity::client::send(&target, &result).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -62,7 +62,7 @@ async fn the_status_page_shows_filters_and_runs_checks_as_a_person_sees_them() {
         &shell_check(
             "fail",
             hourly,
-            "echo checking the database at 10.0.0.5; probity report --error \"db down\"",
+            "echo checking the database at 10.0.0.5; probity report --error \"db down\" --value queue_depth=$$",
         ),
     );
     // Fails its first run, passes after: OK now, unstable in its strip.
@@ -217,6 +217,14 @@ async fn the_status_page_shows_filters_and_runs_checks_as_a_person_sees_them() {
             "{want:?} missing from the check page:\n{page}"
         );
     }
+    // The numbers the check reported, drawn from its history.
+    let drawn = b
+        .until(
+            "the reported value drawn",
+            "return document.getElementById('valuescard').hidden ? null : [...document.querySelectorAll('#values svg.spark')].map(s => s.dataset.value + ':' + s.querySelectorAll('polyline').length).join(',')",
+        )
+        .await;
+    assert_eq!(drawn, "queue_depth:1");
     b.until("the run's log", "return document.querySelector('#logs pre')?.textContent.includes('checking the database at 10.0.0.5')")
         .await;
     b.screenshot("check-page.png").await;

@@ -294,3 +294,28 @@ fn the_template_check_passes_and_fails_with_its_reason() {
     ]);
     assert!(v.status.success(), "{}", text(&v));
 }
+
+#[test]
+fn report_values_are_checked_before_anything_is_sent() {
+    let o = probity(&["report", "--ok", "--value", "9lives=1"]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = text(&o);
+    assert!(
+        out.contains("--value")
+            && out.contains("\"9lives\" must be a letter or _ followed by letters, digits or _"),
+        "{out}"
+    );
+    let o = probity(&["report", "--ok", "--value", "depth=lots"]);
+    assert!(
+        text(&o).contains("\"lots\" is not a number"),
+        "{}",
+        text(&o)
+    );
+    let o = probity(&["report", "--value", "depth=1"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a value is no verdict: {}",
+        text(&o)
+    );
+}

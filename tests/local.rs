@@ -882,3 +882,37 @@ async fn a_resource_probe_without_a_usable_kubeconfig_says_which_and_why() {
         "{error}"
     );
 }
+
+/// A report may carry numbers beside its verdict: kept in the run's history, exported as
+/// `probity_check_value`.
+#[tokio::test]
+async fn values_reported_with_a_verdict_are_kept_and_exported() {
+    let (_tmp, checks, state) = dirs();
+    write(
+        &checks,
+        "vals.yaml",
+        &shell_check(
+            "vals",
+            "  runInterval: 1h\n",
+            "probity report --ok --value queue_depth=12 --value p99_ms=3.5",
+        ),
+    );
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_for("the run", |d| count(d, "it/vals", "SuccessCount") >= 1)
+        .await;
+    let metrics = p.metrics().await;
+    // As a scrape reads it: the series, then a number.
+    for (name, value) in [("queue_depth", 12.0), ("p99_ms", 3.5)] {
+        let series =
+            format!("probity_check_value{{check=\"vals\",namespace=\"it\",name=\"{name}\"}}");
+        let got = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok());
+        assert_eq!(got, Some(value), "{series} in\n{metrics}");
+    }
+    let page = p.get_json("/api/checks/it/vals").await;
+    assert_eq!(
+        page["status"]["history"][0]["values"],
+        serde_json::json!({"p99_ms": 3.5, "queue_depth": 12.0})
+    );
+}

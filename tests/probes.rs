@@ -15,8 +15,10 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use axum::Router;
 use hyper::body::{Body, Bytes, Frame};
-use probity::api::probe::{ExecProbe, GrpcProbe, HttpGetProbe, HttpHeader, TcpSocketProbe};
-use probity::probe::{exec, grpc, http, tcp};
+use probity::api::probe::{
+    DnsProbe, ExecProbe, GrpcProbe, HttpGetProbe, HttpHeader, TcpSocketProbe,
+};
+use probity::probe::{dns, exec, grpc, http, tcp};
 
 async fn serve(router: Router) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -606,4 +608,165 @@ mod thresholds {
         stop.send(true).unwrap();
         task.await.unwrap();
     }
+}
+
+/// dnsmasq on loopback, answering the zone `test` from its command line only (nothing is
+/// forwarded); killed when dropped.
+struct Dnsmasq {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn dnsmasq() -> Option<Dnsmasq> {
+    if !common::need_tool("dnsmasq", "apt-get install dnsmasq-base") {
+        return None;
+    }
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--user=root",
+            "--group=root",
+            "--pid-file=",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            &format!("--port={port}"),
+            "--local=/test/",
+            "--host-record=web.test,10.0.0.1",
+            "--host-record=web.test,10.0.0.2",
+            "--host-record=v6.test,fd00::1",
+            "--cname=alias.test,web.test",
+            "--mx-host=mail.test,mx1.mail.test,10",
+            "--txt-record=txt.test,v=spf1 -all",
+            "--srv-host=_http._tcp.srv.test,web.test,8080,10,5",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start dnsmasq");
+    let d = Dnsmasq {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
+    // Ready when it answers.
+    let server = d.addr.parse().unwrap();
+    for _ in 0..100 {
+        if dns::query(server, "web.test", dns::QTYPE_A, Duration::from_millis(100))
+            .await
+            .is_ok()
+        {
+            return Some(d);
+        }
+        // Not listening yet: refused at once.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("dnsmasq did not answer on {}", d.addr);
+}
+
+fn dns_probe(yaml: &str) -> DnsProbe {
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+#[tokio::test]
+async fn dns_probes_against_a_real_server() {
+    let Some(d) = dnsmasq().await else { return };
+    let at = &d.addr.clone();
+    let run = |yaml: String| async move { dns::probe(&dns_probe(&yaml)).await };
+    let ok = |r: &probity::api::RunResult| r.passed_ok();
+
+    // Each record type, its answers as text.
+    for (q, want) in [
+        (
+            "{name: web.test, answers: {equals: [10.0.0.2, 10.0.0.1]}}",
+            true,
+        ),
+        (
+            "{name: web.test, type: A, answers: {contains: [10.0.0.1]}}",
+            true,
+        ),
+        (
+            "{name: v6.test, type: AAAA, answers: {equals: ['fd00::1']}}",
+            true,
+        ),
+        (
+            "{name: alias.test, type: CNAME, answers: {equals: [web.test.]}}",
+            true,
+        ),
+        (
+            "{name: mail.test, type: MX, answers: {equals: ['10 mx1.mail.test']}}",
+            true,
+        ),
+        (
+            "{name: txt.test, type: TXT, answers: {contains: ['v=spf1 -all']}}",
+            true,
+        ),
+        (
+            "{name: _http._tcp.srv.test, type: SRV, answers: {equals: ['10 5 8080 web.test']}}",
+            true,
+        ),
+        ("{name: nowhere.test, rcode: NXDOMAIN}", true),
+        ("{name: web.test}", true),
+    ] {
+        let r = run(format!("{{server: '{at}', {}", &q[1..])).await;
+        assert_eq!(ok(&r), want, "{q}: {:?}", r.errors);
+    }
+
+    // Failures name what was expected and what came back.
+    let r = run(format!(
+        "{{server: '{at}', name: web.test, answers: {{contains: [10.0.0.9]}}}}"
+    ))
+    .await;
+    assert_eq!(
+        r.errors,
+        [format!(
+            "web.test A at {at}: expected an answer \"10.0.0.9\"; got 10.0.0.1, 10.0.0.2"
+        )]
+    );
+    let r = run(format!(
+        "{{server: '{at}', name: web.test, answers: {{equals: [10.0.0.1]}}}}"
+    ))
+    .await;
+    assert_eq!(
+        r.errors,
+        [format!(
+            "web.test A at {at}: expected exactly 10.0.0.1; got 10.0.0.1, 10.0.0.2"
+        )]
+    );
+    let r = run(format!("{{server: '{at}', name: nowhere.test}}")).await;
+    assert_eq!(
+        r.errors,
+        [format!(
+            "nowhere.test A at {at}: NXDOMAIN, expected NOERROR"
+        )]
+    );
+    let r = run(format!("{{server: '{at}', name: web.test, type: MX}}")).await;
+    assert_eq!(
+        r.errors,
+        [format!(
+            "web.test MX at {at}: no MX record (NOERROR, empty answer)"
+        )]
+    );
+    // Nothing listening: said so, not a hang.
+    drop(d);
+    let r = run(format!("{{server: '{at}', name: web.test}}")).await;
+    assert!(
+        r.errors[0].starts_with(&format!("web.test A at {at}: ")),
+        "{:?}",
+        r.errors
+    );
 }

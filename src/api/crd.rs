@@ -147,6 +147,7 @@ mod tests {
             }],
             observed_generation: Some(4),
             standing: Some(crate::api::Standing::Idle),
+            values: [("depth".to_string(), 12.5)].into(),
             history: vec![RunRecord {
                 uuid: "u".into(),
                 start_unix: 1,
@@ -159,6 +160,7 @@ mod tests {
                     name: crate::api::TimingName::ColdStartFirstByte,
                     ms: 1200,
                 }],
+                values: [("depth".to_string(), 12.5)].into(),
             }],
             days: vec![aggregate::DayStats {
                 day: "2026-12-03".into(),
@@ -202,7 +204,7 @@ mod tests {
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
         let value = serde_json::to_value(&status).unwrap();
         // Every field is present in the serialized value, so a new field must be declared too.
-        assert_eq!(value.as_object().unwrap().len(), 29);
+        assert_eq!(value.as_object().unwrap().len(), 30);
         assert_declared(schema, &value, "status");
         // Kuberhealthy v3's exact names.
         for k in [

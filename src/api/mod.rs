@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use probe::{Probe, ProbeKind};
-pub use run::{RunCredential, RunId, RunRecord, RunResult, Standing, Timing, TimingName};
+pub use run::{RunCredential, RunId, RunRecord, RunResult, Standing, Timing, TimingName, Values};
 
 pub const GROUP: &str = "kuberhealthy.github.io";
 pub const VERSION: &str = "v2";
@@ -275,6 +275,9 @@ pub struct HealthCheckStatus {
     /// What the last run found besides passing (the target idle); none while failing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standing: Option<Standing>,
+    /// The numbers of the last report that carried any (`probity_check_value`).
+    #[serde(skip_serializing_if = "Values::is_empty")]
+    pub values: Values,
 }
 
 /// Why and when a check left while receivers had open alerts about it, and the labels that

@@ -25,6 +25,146 @@ pub struct Probe {
     /// A Knative Service and its revision, read from the API server: idle is healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knative: Option<KnativeProbe>,
+    /// A DNS query: the answer's rcode and records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsProbe>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct DnsProbe {
+    /// The name asked for, as written (no search domains).
+    pub name: String,
+    /// A (default), AAAA, CNAME, MX, TXT or SRV.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// `IP` or `IP:port` (default: the first nameserver of /etc/resolv.conf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The expected rcode: NOERROR (default), NXDOMAIN, SERVFAIL, REFUSED, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<String>,
+    /// The expected records of the type asked for; without it, NOERROR needs at least one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<DnsAnswers>,
+}
+
+/// Records as text: `10.0.0.1`, `web.example.com`, `10 mail.example.com` (MX),
+/// `10 5 8080 web.example.com` (SRV: priority, weight, port, target), a TXT's text.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct DnsAnswers {
+    /// Each of these is among the records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<Vec<String>>,
+    /// The records are exactly these (in any order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<Vec<String>>,
+}
+
+/// The record types a DNS probe asks for: (name, code).
+pub const DNS_RECORD_TYPES: [(&str, u16); 6] = [
+    ("A", 1),
+    ("AAAA", 28),
+    ("CNAME", 5),
+    ("MX", 15),
+    ("TXT", 16),
+    ("SRV", 33),
+];
+
+/// DNS response codes by number.
+pub const DNS_RCODES: [&str; 6] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+];
+
+/// `10.0.0.1`, `10.0.0.1:5353`, `[::1]:53`: where a DNS probe sends its query.
+pub fn dns_server_addr(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse::<std::net::SocketAddr>().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+    })
+}
+
+impl DnsProbe {
+    /// The record type asked for, by name and code (A when unset or unknown: validation
+    /// refuses unknown ones).
+    pub fn record_type(&self) -> (&'static str, u16) {
+        let want = self.type_.as_deref().unwrap_or("A");
+        DNS_RECORD_TYPES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(want))
+            .copied()
+            .unwrap_or(DNS_RECORD_TYPES[0])
+    }
+
+    pub fn expected_rcode(&self) -> u8 {
+        let want = self.rcode.as_deref().unwrap_or("NOERROR");
+        DNS_RCODES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(want))
+            .unwrap_or(0) as u8
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        let f = "spec.probe.dns";
+        let mut out = Vec::new();
+        let name = self.name.trim_end_matches('.');
+        let labels_ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.is_ascii());
+        if !labels_ok {
+            out.push(Problem {
+                field: format!("{f}.name"),
+                message: format!("{:?} is not a DNS name", self.name),
+            });
+        }
+        if let Some(t) = &self.type_ {
+            if !DNS_RECORD_TYPES
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(t))
+            {
+                out.push(Problem {
+                    field: format!("{f}.type"),
+                    message: format!("{t:?} must be one of A, AAAA, CNAME, MX, TXT, SRV"),
+                });
+            }
+        }
+        if let Some(s) = &self.server {
+            if dns_server_addr(s).is_none() {
+                out.push(Problem {
+                    field: format!("{f}.server"),
+                    message: format!("{s:?} must be an IP address, or IP:port"),
+                });
+            }
+        }
+        if let Some(r) = &self.rcode {
+            if !DNS_RCODES.iter().any(|n| n.eq_ignore_ascii_case(r)) {
+                out.push(Problem {
+                    field: format!("{f}.rcode"),
+                    message: format!("{r:?} must be one of {}", DNS_RCODES.join(", ")),
+                });
+            }
+        }
+        if let Some(a) = &self.answers {
+            match (&a.contains, &a.equals) {
+                (Some(_), Some(_)) => out.push(Problem {
+                    field: format!("{f}.answers"),
+                    message: "set either contains or equals, not both".into(),
+                }),
+                (None, None) => out.push(Problem {
+                    field: format!("{f}.answers"),
+                    message: "set contains or equals".into(),
+                }),
+                (Some(v), None) if v.is_empty() => out.push(Problem {
+                    field: format!("{f}.answers.contains"),
+                    message: "names no record".into(),
+                }),
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -103,16 +243,18 @@ pub enum ProbeKind {
     Grpc,
     Resource,
     Knative,
+    Dns,
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 6] = [
+    pub const ALL: [ProbeKind; 7] = [
         ProbeKind::HttpGet,
         ProbeKind::TcpSocket,
         ProbeKind::Exec,
         ProbeKind::Grpc,
         ProbeKind::Resource,
         ProbeKind::Knative,
+        ProbeKind::Dns,
     ];
 
     /// The field name, as Kubernetes spells it.
@@ -124,6 +266,7 @@ impl ProbeKind {
             ProbeKind::Grpc => "grpc",
             ProbeKind::Resource => "resource",
             ProbeKind::Knative => "knative",
+            ProbeKind::Dns => "dns",
         }
     }
 }
@@ -138,6 +281,7 @@ impl Probe {
             self.grpc.is_some(),
             self.resource.is_some(),
             self.knative.is_some(),
+            self.dns.is_some(),
         ];
         ProbeKind::ALL
             .into_iter()
@@ -161,6 +305,8 @@ impl Probe {
             Some(ProbeKind::Resource)
         } else if self.knative.is_some() {
             Some(ProbeKind::Knative)
+        } else if self.dns.is_some() {
+            Some(ProbeKind::Dns)
         } else {
             None
         }
@@ -303,6 +449,9 @@ impl Probe {
         }
         if let Some(k) = &self.knative {
             out.extend(k.problems(knative));
+        }
+        if let Some(d) = &self.dns {
+            out.extend(d.problems());
         }
         out
     }

@@ -23,15 +23,42 @@ use super::{Cause, Outcome};
 /// `outcome` is what is recorded and counted (Kuberhealthy's states plus timeouts, start
 /// failures and crashes); `errors` say why a run did not pass (empty on a pass); `warnings` are
 /// said about a pass that deserves a look; `standing` what a pass found besides passing (the
-/// target idle); `timings` what the run measured. New states (degraded, blocked, a failure's
-/// cause) are added here once and read everywhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// target idle); `timings` what the run measured; `values` the numbers a check reported beside
+/// its verdict. New states (degraded, blocked, a failure's cause) are added here once and read
+/// everywhere.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunResult {
     pub outcome: Outcome,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
     pub standing: Option<Standing>,
     pub timings: Vec<Timing>,
+    pub values: Values,
+}
+
+/// Numbers a check reports beside its verdict (`"Values": {"queue_depth": 12}`), by name.
+pub type Values = std::collections::BTreeMap<String, f64>;
+
+/// At most this many values in one report: each is a series of `probity_check_value`.
+pub const MAX_VALUES: usize = 16;
+
+/// Why `name` cannot name a value, if it cannot: a letter or `_`, then letters, digits or `_`,
+/// at most 64 (as a Prometheus label value and a history key carry it plainly).
+pub fn value_name_problem(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if name.len() > 64 {
+        Some(format!("{name:?} is longer than 64 characters"))
+    } else if !first_ok || !rest_ok {
+        Some(format!(
+            "{name:?} must be a letter or _ followed by letters, digits or _"
+        ))
+    } else {
+        None
+    }
 }
 
 /// What a passing run found besides passing.
@@ -95,6 +122,7 @@ impl RunResult {
             warnings: Vec::new(),
             standing: None,
             timings: Vec::new(),
+            values: Values::new(),
         }
     }
 
@@ -147,6 +175,11 @@ impl RunResult {
 
     pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
         self.warnings.push(warning.into());
+        self
+    }
+
+    pub fn with_values(mut self, values: Values) -> Self {
+        self.values = values;
         self
     }
 
@@ -208,6 +241,9 @@ pub struct RunRecord {
     /// What the run measured (a cold start's time to first byte, ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timings: Vec<Timing>,
+    /// The numbers the check reported with its verdict (`Values`).
+    #[serde(skip_serializing_if = "Values::is_empty")]
+    pub values: Values,
 }
 
 impl RunRecord {
@@ -369,6 +405,20 @@ mod tests {
         assert_eq!(parse_saved(&id.to_string()), Some(id));
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<RunId>(&json).unwrap(), id);
+    }
+
+    #[test]
+    fn value_names_are_plain() {
+        assert_eq!(value_name_problem("queue_depth"), None);
+        assert_eq!(value_name_problem("_p99ms"), None);
+        assert!(value_name_problem("9lives")
+            .unwrap()
+            .contains("must be a letter"));
+        assert!(value_name_problem("a-b").is_some());
+        assert!(value_name_problem("").is_some());
+        assert!(value_name_problem(&"a".repeat(65))
+            .unwrap()
+            .contains("longer than 64"));
     }
 
     #[test]

@@ -441,11 +441,11 @@ mod tests {
         );
         assert_eq!(
             problems("  probe: {}\n"),
-            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc, resource, knative (found none)"
+            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc, resource, knative, dns (found none)"
         );
         assert_eq!(
             problems("  probe: {tcpSocket: {host: h, port: 1}, grpc: {host: h, port: 2}}\n"),
-            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc, resource, knative (found tcpSocket, grpc)"
+            "spec.probe: set exactly one of httpGet, tcpSocket, exec, grpc, resource, knative, dns (found tcpSocket, grpc)"
         );
         assert_eq!(
             problems("  probe: {tcpSocket: {port: 70000}}\n"),

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Endpoints;
 use kube::api::{Api, ListParams};
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::workload::api_error;
 use crate::checks::Problem;
+use crate::probe::dns::{encode_name, query, rcode_name, QTYPE_A, QTYPE_AAAA};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -213,22 +213,20 @@ impl Config {
                         "{name}: the run's time ran out before {server} answered"
                     )));
                 }
-                match query(server, candidate, qtype, self.query_timeout.min(left)).await {
-                    Ok(Answer {
-                        rcode: 0,
-                        addresses,
-                    }) if !addresses.is_empty() => {
+                let answer_now = query(server, candidate, qtype, self.query_timeout.min(left))
+                    .await
+                    .map(|a| (a.rcode, a.addresses()));
+                match answer_now {
+                    Ok((0, addresses)) if !addresses.is_empty() => {
                         let shown: Vec<String> =
                             addresses.iter().map(ToString::to_string).collect();
                         tracing::info!("{name}: {} from {server} as {candidate}", shown.join(", "));
                         return Ok(());
                     }
-                    Ok(Answer { rcode: 0, .. }) => {
-                        answer = "no address (NOERROR, empty answer)".into()
-                    }
+                    Ok((0, _)) => answer = "no address (NOERROR, empty answer)".into(),
                     // No such name, or the server will not say (SERVFAIL, REFUSED): the next
                     // name of the search list, as the C library goes on.
-                    Ok(Answer { rcode, .. }) => {
+                    Ok((rcode, _)) => {
                         answer = rcode_name(rcode);
                         break;
                     }
@@ -281,159 +279,11 @@ pub fn dns_endpoints(endpoints: &[Endpoints]) -> Vec<SocketAddr> {
     out
 }
 
-pub const QTYPE_A: u16 = 1;
-pub const QTYPE_AAAA: u16 = 28;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub rcode: u8,
-    pub addresses: Vec<IpAddr>,
-}
-
-pub fn rcode_name(rcode: u8) -> String {
-    match rcode {
-        0 => "NOERROR".into(),
-        1 => "FORMERR".into(),
-        2 => "SERVFAIL".into(),
-        3 => "NXDOMAIN".into(),
-        4 => "NOTIMP".into(),
-        5 => "REFUSED".into(),
-        n => format!("rcode {n}"),
-    }
-}
-
-/// `name` as DNS labels; None when it is not a name (an empty or too long label).
-pub fn encode_name(name: &str) -> Option<Vec<u8>> {
-    if name.is_empty() || name.len() > 253 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(name.len() + 2);
-    for label in name.split('.') {
-        if label.is_empty() || label.len() > 63 || !label.is_ascii() {
-            return None;
-        }
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    Some(out)
-}
-
-/// A recursive query for `name`/`qtype` with message id `id`.
-pub fn encode_query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
-    let mut msg = Vec::with_capacity(512);
-    msg.extend_from_slice(&id.to_be_bytes());
-    msg.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    msg.extend(encode_name(name)?);
-    msg.extend_from_slice(&qtype.to_be_bytes());
-    msg.extend_from_slice(&1u16.to_be_bytes());
-    Some(msg)
-}
-
-/// Skips a (possibly compressed) name at `at`; the offset after it.
-fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
-    loop {
-        let len = *msg.get(at)? as usize;
-        match len {
-            0 => return Some(at + 1),
-            l if l & 0xC0 == 0xC0 => return Some(at + 2),
-            l => at += 1 + l,
-        }
-    }
-}
-
-/// The answer to query `id`: its rcode and the A/AAAA addresses in it. Err when it is not an
-/// answer to that query.
-pub fn decode_answer(id: u16, msg: &[u8]) -> Result<Answer, Problem> {
-    let bad = || "a malformed answer".to_string();
-    if msg.len() < 12 || u16::from_be_bytes([msg[0], msg[1]]) != id || msg[2] & 0x80 == 0 {
-        return Err("an answer to another query".into());
-    }
-    let rcode = msg[3] & 0x0F;
-    let qd = u16::from_be_bytes([msg[4], msg[5]]);
-    let an = u16::from_be_bytes([msg[6], msg[7]]);
-    let mut at = 12;
-    for _ in 0..qd {
-        at = skip_name(msg, at).ok_or_else(bad)? + 4;
-    }
-    let mut addresses = Vec::new();
-    for _ in 0..an {
-        at = skip_name(msg, at).ok_or_else(bad)?;
-        let head = msg.get(at..at + 10).ok_or_else(bad)?;
-        let rtype = u16::from_be_bytes([head[0], head[1]]);
-        let len = u16::from_be_bytes([head[8], head[9]]) as usize;
-        let data = msg.get(at + 10..at + 10 + len).ok_or_else(bad)?;
-        match (rtype, len) {
-            (QTYPE_A, 4) => addresses.push(IpAddr::from(<[u8; 4]>::try_from(data).unwrap())),
-            (QTYPE_AAAA, 16) => addresses.push(IpAddr::from(<[u8; 16]>::try_from(data).unwrap())),
-            _ => {}
-        }
-        at += 10 + len;
-    }
-    Ok(Answer { rcode, addresses })
-}
-
-/// One query to `server` over UDP, retried once within `limit`.
-pub async fn query(
-    server: SocketAddr,
-    name: &str,
-    qtype: u16,
-    limit: Duration,
-) -> Result<Answer, Problem> {
-    let id: u16 = rand_id();
-    let msg = encode_query(id, name, qtype)
-        .ok_or_else(|| Problem(format!("{name:?} is not a DNS name")))?;
-    let bind: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .unwrap();
-    let sock = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| Problem(format!("no UDP socket: {e}")))?;
-    sock.connect(server)
-        .await
-        .map_err(|e| Problem(format!("cannot send: {e}")))?;
-    let end = Instant::now() + limit;
-    let mut buf = vec![0u8; 4096];
-    for attempt in 0..2 {
-        sock.send(&msg)
-            .await
-            .map_err(|e| Problem(format!("cannot send: {e}")))?;
-        let wait = if attempt == 0 {
-            limit / 2
-        } else {
-            end.saturating_duration_since(Instant::now())
-        };
-        let deadline = Instant::now() + wait;
-        loop {
-            match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
-                Err(_) => break,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err("refused (nothing listens there)".into())
-                }
-                Ok(Err(e)) => return Err(Problem(format!("receiving: {e}"))),
-                Ok(Ok(n)) => match decode_answer(id, &buf[..n]) {
-                    Ok(a) => return Ok(a),
-                    Err(_) => continue,
-                },
-            }
-        }
-    }
-    Err(Problem(format!("no answer in {}s", limit.as_secs_f32())))
-}
-
-fn rand_id() -> u16 {
-    let b = uuid::Uuid::new_v4().into_bytes();
-    u16::from_be_bytes([b[0], b[1]])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::checks::test_env as env;
+    use tokio::net::UdpSocket;
 
     #[test]
     fn hostname_set_by_kubernetes_means_unset_and_names_are_checked() {
@@ -466,36 +316,6 @@ mod tests {
         assert_eq!(r.candidates("example.com."), vec!["example.com"]);
         let r = Resolver::parse("search a.b\nnameserver ::1\n");
         assert_eq!(r.candidates("x.y"), vec!["x.y", "x.y.a.b"]);
-    }
-
-    #[test]
-    fn queries_encode_and_answers_decode_with_compression() {
-        let q = encode_query(0x1234, "kubernetes.default.svc", QTYPE_A).unwrap();
-        assert_eq!(&q[..4], &[0x12, 0x34, 0x01, 0x00]);
-        assert_eq!(&q[12..31], b"\x0akubernetes\x07default");
-        // The answer: header, the question echoed, one A record whose name points at it.
-        let mut a = q.clone();
-        a[2] = 0x81;
-        a[3] = 0x80;
-        a[7] = 1;
-        a.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0, 0, 1]);
-        assert_eq!(
-            decode_answer(0x1234, &a).unwrap(),
-            Answer {
-                rcode: 0,
-                addresses: vec!["10.0.0.1".parse().unwrap()]
-            }
-        );
-        assert!(decode_answer(0x9999, &a).is_err(), "another query's answer");
-        let mut nx = q.clone();
-        nx[2] = 0x81;
-        nx[3] = 0x83;
-        assert_eq!(decode_answer(0x1234, &nx).unwrap().rcode, 3);
-        assert!(
-            decode_answer(0x1234, &a[..a.len() - 2]).is_err(),
-            "truncated"
-        );
-        assert!(encode_name(&"a".repeat(64)).is_none());
     }
 
     #[test]

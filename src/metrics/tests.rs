@@ -206,3 +206,29 @@ fn what_a_run_timed_is_a_histogram_per_check_gone_with_the_check() {
         "no series outlives its check"
     );
 }
+
+#[test]
+fn reported_values_are_gauges_of_the_checks_that_report_them() {
+    let board = Arc::new(Board::new("probity-0"));
+    let mut with = (*view("kh", "queue", true, vec![])).clone();
+    Arc::make_mut(&mut with.status).values =
+        [("depth".to_string(), 12.0), ("p99_ms".to_string(), 3.5)].into();
+    board.put(Arc::new(with));
+    board.put(view("kh", "plain", true, vec![]));
+    let m = Metrics::new(MetricsConfig::default(), board);
+    let s = samples(&m.encode_text());
+    let get = |series: &str| s.iter().find(|(k, _)| k == series).map(|(_, v)| *v);
+    assert_eq!(
+        get("probity_check_value{check=\"queue\",namespace=\"kh\",severity=\"critical\",name=\"depth\"}"),
+        Some(12.0)
+    );
+    assert_eq!(
+        get("probity_check_value{check=\"queue\",namespace=\"kh\",severity=\"critical\",name=\"p99_ms\"}"),
+        Some(3.5)
+    );
+    assert!(
+        !s.iter()
+            .any(|(k, _)| k.starts_with("probity_check_value{check=\"plain\"")),
+        "no series for a check without values"
+    );
+}

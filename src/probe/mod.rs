@@ -2,6 +2,7 @@
 //! (reference: kubelet's prober). Each probe is one run like any other: its result goes to the
 //! engine as a report, so status, history, thresholds and metrics treat probes and pods alike.
 
+pub mod dns;
 pub mod exec;
 pub mod grpc;
 pub mod http;
@@ -70,6 +71,8 @@ pub async fn probe(p: &Probe) -> RunResult {
         exec::probe(e).await
     } else if let Some(g) = &p.grpc {
         grpc::probe(g).await
+    } else if let Some(d) = &p.dns {
+        dns::probe(d).await
     } else if p.resource.is_some() || p.knative.is_some() {
         RunResult::failure("resource probes are run by a ProbeRunner, which knows the cluster")
     } else {

@@ -59,6 +59,7 @@ button.run{font:inherit;font-weight:600;padding:.4rem 1rem;border-radius:6px;bor
  .row .up,.row .when{grid-column:1/-1}
  main{padding:.6rem}
 }
+.value{display:flex;align-items:center;gap:.6rem;padding:.2rem 0}.value .vname{min-width:10rem;font-family:ui-monospace,monospace}.spark{width:200px;height:32px;color:var(--ok)}
 "#
     };
 }
@@ -193,6 +194,7 @@ pub const CHECK_PAGE: &str = concat!(
 <div class="card"><h3>Last 30 days</h3><div class="days" id="days"></div><div class="sub" id="daysnote"></div></div>
 <div class="card"><h3>Events</h3><table><thead><tr><th>When</th><th>What</th><th>For</th></tr></thead><tbody id="events"></tbody></table></div>
 <div class="card"><h3>Runs</h3><table><thead><tr><th>Started</th><th>Outcome</th><th>Duration</th><th>Errors</th><th>Pod</th></tr></thead><tbody id="runs"></tbody></table></div>
+<div class="card" id="valuescard" hidden><h3>Values</h3><div id="values"></div></div>
 <div class="card"><h3>Logs of retained runs</h3><div id="logs">loading…</div></div>
 </main>
 <script>"#,
@@ -252,6 +254,20 @@ function render(c){
     runs.append(el('tr',{'data-run':h.uuid},el('td',{text:when(h.startUnix)}),el('td',{class:h.outcome==='Success'?'s-ok':'s-failing',text:o}),el('td',{text:ms(Math.round(h.runDuration/1e6))}),el('td',{class:'err',text:(h.errors||[]).concat(timed).join('\n')}),el('td',{text:c.pods[i]||''})));
   });
   if(!(s.history||[]).length)runs.append(el('tr',{},el('td',{colspan:5,class:'empty',text:'No run has finished yet.'})));
+  const vals=document.getElementById('values');vals.replaceChildren();
+  const hist=(s.history||[]).slice().reverse();
+  const names=[...new Set(hist.flatMap(h=>Object.keys(h.values||{})))].sort();
+  document.getElementById('valuescard').hidden=!names.length;
+  for(const n of names){
+    const pts=hist.map((h,i)=>[i,(h.values||{})[n]]).filter(p=>typeof p[1]==='number');
+    const lo=Math.min(...pts.map(p=>p[1])),hi=Math.max(...pts.map(p=>p[1])),w=200,ht=32,spread=hi-lo||1;
+    const svg=document.createElementNS('http://www.w3.org/2000/svg','svg');svg.setAttribute('viewBox','0 0 '+w+' '+ht);svg.setAttribute('class','spark');svg.setAttribute('data-value',n);
+    const line=document.createElementNS('http://www.w3.org/2000/svg','polyline');
+    line.setAttribute('points',pts.map(([i,v])=>(hist.length>1?i*w/(hist.length-1):w/2).toFixed(1)+','+(ht-2-(v-lo)*(ht-4)/spread).toFixed(1)).join(' '));
+    line.setAttribute('fill','none');line.setAttribute('stroke','currentColor');line.setAttribute('stroke-width','1.5');
+    svg.append(line);
+    vals.append(el('div',{class:'value'},el('span',{class:'vname',text:n}),svg,el('b',{text:String(pts[pts.length-1][1])}),el('span',{class:'sub',text:'min '+lo+' · max '+hi+' over the last '+pts.length+' runs'})));
+  }
 }
 async function loadLogs(){
   const box=document.getElementById('logs');

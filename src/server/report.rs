@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::AppState;
 pub use crate::api::protocol::UUID_HEADER;
-use crate::api::run::BadRunId;
-use crate::api::{RunCredential, RunResult};
+use crate::api::run::{value_name_problem, BadRunId, MAX_VALUES};
+use crate::api::{RunCredential, RunResult, Values};
 use crate::engine::Rejection;
 /// Largest report body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -43,6 +43,18 @@ pub enum BadBody {
     FailWithoutErrors,
     #[error("\"Errors\" has an empty message")]
     EmptyError,
+    #[error("\"{key}\" must be an object of names to numbers, like {{\"queue_depth\": 12}}, not {value}")]
+    NotValues { key: String, value: String },
+    #[error("\"{key}\".{name} must be a number, not {value}")]
+    NotNumber {
+        key: String,
+        name: String,
+        value: String,
+    },
+    #[error("\"{key}\": {why}")]
+    BadValueName { key: String, why: String },
+    #[error("\"{key}\" has {count} values; at most {MAX_VALUES}")]
+    TooManyValues { key: String, count: usize },
 }
 
 /// A report's verdict, from a body with case-insensitive `ok` and `errors` keys: the edge where
@@ -54,6 +66,7 @@ pub fn parse_body(body: &[u8]) -> Result<RunResult, BadBody> {
     };
     let mut ok = None;
     let mut errors = None;
+    let mut values = Values::new();
     for (key, v) in map {
         if key.eq_ignore_ascii_case("ok") {
             match v {
@@ -84,6 +97,8 @@ pub fn parse_body(body: &[u8]) -> Result<RunResult, BadBody> {
                     return Err(BadBody::NotList { key, value });
                 }
             }
+        } else if key.eq_ignore_ascii_case("values") {
+            values = parse_values(key, v)?;
         }
     }
     let ok = ok.ok_or(BadBody::NoOk)?;
@@ -97,7 +112,39 @@ pub fn parse_body(body: &[u8]) -> Result<RunResult, BadBody> {
     if !ok && errors.iter().any(|e| e.trim().is_empty()) {
         return Err(BadBody::EmptyError);
     }
-    Ok(RunResult::reported(ok, errors))
+    Ok(RunResult::reported(ok, errors).with_values(values))
+}
+
+/// `"Values": {"name": number, ...}`: bounded, names checked, finite numbers only.
+fn parse_values(key: String, v: Value) -> Result<Values, BadBody> {
+    let map = match v {
+        Value::Null => return Ok(Values::new()),
+        Value::Object(map) => map,
+        other => {
+            let value = other.to_string();
+            return Err(BadBody::NotValues { key, value });
+        }
+    };
+    if map.len() > MAX_VALUES {
+        let count = map.len();
+        return Err(BadBody::TooManyValues { key, count });
+    }
+    let mut out = Values::new();
+    for (name, n) in map {
+        if let Some(why) = value_name_problem(&name) {
+            return Err(BadBody::BadValueName { key, why });
+        }
+        match n.as_f64().filter(|f| f.is_finite()) {
+            Some(f) => {
+                out.insert(name, f);
+            }
+            None => {
+                let value = n.to_string();
+                return Err(BadBody::NotNumber { key, name, value });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Why a report was not recorded, as Kuberhealthy's clients read the answer: 400 never retry,
@@ -226,6 +273,27 @@ mod tests {
         assert_eq!(ok(r#"{"OK":true,"Errors":[]}"#), pass);
         assert_eq!(ok(r#"{"ok":true}"#), pass);
         assert_eq!(ok(r#"{"Ok":true,"errors":null}"#), pass);
+        // Values beside the verdict; without them, a report is as it always was.
+        let with =
+            ok(r#"{"OK":true,"Errors":[],"Values":{"queue_depth":12,"p99_ms":3.5}}"#).unwrap();
+        assert_eq!(
+            with.values,
+            [
+                ("p99_ms".to_string(), 3.5),
+                ("queue_depth".to_string(), 12.0)
+            ]
+            .into()
+        );
+        let many: String = (0..17)
+            .map(|i| format!("\"v{i}\":{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            ok(&format!(r#"{{"OK":true,"Values":{{{many}}}}}"#))
+                .unwrap_err()
+                .to_string(),
+            "\"Values\" has 17 values; at most 16"
+        );
         assert_eq!(
             ok(r#"{"OK":false,"Errors":["boom"]}"#),
             Ok(RunResult::failure("boom"))
@@ -246,6 +314,18 @@ mod tests {
             (r#"{"OK":true,"Errors":["a"]}"#, "OK:false"),
             (r#"{"OK":false,"Errors":"boom"}"#, "list of strings"),
             (r#"{"OK":false,"Errors":[1]}"#, "[0] must be a string"),
+            (
+                r#"{"OK":true,"Values":[1]}"#,
+                "must be an object of names to numbers",
+            ),
+            (
+                r#"{"OK":true,"Values":{"depth":"12"}}"#,
+                "\"Values\".depth must be a number, not \"12\"",
+            ),
+            (
+                r#"{"OK":true,"Values":{"a-b":1}}"#,
+                "\"a-b\" must be a letter",
+            ),
         ];
         for (body, want) in refused {
             let err = ok(body).unwrap_err().to_string();

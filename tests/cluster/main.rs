@@ -57,6 +57,7 @@ fn full_status() -> HealthCheckStatus {
                 name: probity::api::TimingName::ColdStartActive,
                 ms: 4_200,
             }],
+            values: [("queue_depth".to_string(), 12.5)].into(),
         }],
         days: vec![DayStats {
             day: "2026-11-18".into(),
@@ -94,6 +95,7 @@ fn full_status() -> HealthCheckStatus {
             labels: [("team".to_string(), "db".to_string())].into(),
         }),
         standing: Some(probity::api::Standing::Idle),
+        values: [("queue_depth".to_string(), 12.5)].into(),
     }
 }
 

@@ -134,6 +134,9 @@ impl Engine {
             // Still invalid (changed while running): keep saying so.
             st.ok = false;
         }
+        if !result.values.is_empty() {
+            st.values = result.values.clone();
+        }
         st.track_failing_since(unix(now));
         aggregate::settle(st, now);
         st.history.insert(
@@ -147,6 +150,7 @@ impl Engine {
                 errors: history_errors(&result.errors),
                 standing: result.standing,
                 timings: result.timings.clone(),
+                values: result.values.clone(),
             },
         );
         st.history.truncate(HISTORY_LEN);

@@ -325,7 +325,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             if tokio::time::Instant::now() < until {
                 let waiting = park::Parked {
                     uuid,
-                    result,
+                    result: Box::new(result),
                     reply,
                     until,
                 };
@@ -388,7 +388,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
     fn retry_parked(&mut self, key: &CheckKey) {
         for uuid in self.engine.runs_shown(key) {
             for p in self.parked.take_run(uuid) {
-                self.report(p.uuid, p.result, p.reply, Some(p.until));
+                self.report(p.uuid, *p.result, p.reply, Some(p.until));
             }
         }
     }
@@ -399,7 +399,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             return;
         }
         for p in self.parked.take_expired(tokio::time::Instant::now()) {
-            self.report(p.uuid, p.result, p.reply, Some(p.until));
+            self.report(p.uuid, *p.result, p.reply, Some(p.until));
         }
     }
 

@@ -16,7 +16,8 @@ pub(super) const MAX_PARKED: usize = 10_000;
 
 pub(super) struct Parked {
     pub uuid: RunId,
-    pub result: RunResult,
+    /// Boxed: a parked report is rare, and the queue's entries stay small.
+    pub result: Box<RunResult>,
     pub reply: oneshot::Sender<Result<(), Rejection>>,
     pub until: Instant,
 }
@@ -91,7 +92,7 @@ mod tests {
         let (reply, _) = oneshot::channel();
         Parked {
             uuid,
-            result: RunResult::passed(),
+            result: Box::new(RunResult::passed()),
             reply,
             until,
         }
