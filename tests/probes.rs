@@ -686,7 +686,8 @@ fn dns_probe(yaml: &str) -> DnsProbe {
 async fn dns_probes_against_a_real_server() {
     let Some(d) = dnsmasq().await else { return };
     let at = &d.addr.clone();
-    let run = |yaml: String| async move { dns::probe(&dns_probe(&yaml)).await };
+    let run =
+        |yaml: String| async move { dns::probe(&dns_probe(&yaml), Duration::from_secs(2)).await };
     let ok = |r: &probity::api::RunResult| r.passed_ok();
 
     // Each record type, its answers as text.
@@ -761,6 +762,31 @@ async fn dns_probes_against_a_real_server() {
             "web.test MX at {at}: no MX record (NOERROR, empty answer)"
         )]
     );
+    // A server that never answers: asked twice within the run's time, then said so.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let quiet = silent.local_addr().unwrap();
+    let started = std::time::Instant::now();
+    let r = dns::probe(
+        &dns_probe(&format!("{{server: '{quiet}', name: web.test}}")),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        r.errors,
+        [format!("web.test A at {quiet}: no answer in 0.9s")]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "within the run's timeout"
+    );
+    let mut buf = [0u8; 512];
+    let mut asked = 0;
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(10), silent.recv_from(&mut buf)).await
+    {
+        asked += 1;
+    }
+    assert_eq!(asked, 2, "the query and its one retry");
     // Nothing listening: said so, not a hang.
     drop(d);
     let r = run(format!("{{server: '{at}', name: web.test}}")).await;

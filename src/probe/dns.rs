@@ -289,8 +289,11 @@ pub fn judge(p: &DnsProbe, server: SocketAddr, answer: &Answer) -> Vec<String> {
     errors
 }
 
-/// The DNS probe: one query (retried once), judged.
-pub async fn probe(p: &DnsProbe) -> RunResult {
+/// How long a DNS probe's query may take when the run does not say.
+pub const QUERY_LIMIT: Duration = Duration::from_secs(5);
+
+/// The DNS probe: one query, retried once within `limit` (the run's timeout), judged.
+pub async fn probe(p: &DnsProbe, limit: Duration) -> RunResult {
     let server = match p.server.as_deref() {
         Some(s) => match server_addr(s) {
             Some(a) => a,
@@ -303,8 +306,11 @@ pub async fn probe(p: &DnsProbe) -> RunResult {
     };
     let (tname, qtype) = p.record_type();
     let name = p.name.trim_end_matches('.');
-    // The run's timeout bounds the whole probe; this bounds one exchange well inside it.
-    match query(server, name, qtype, Duration::from_secs(5)).await {
+    // Inside the run's timeout, so the retry happens and a silent server is said as such.
+    let limit = limit
+        .saturating_sub(Duration::from_millis(100))
+        .max(Duration::from_millis(100));
+    match query(server, name, qtype, limit).await {
         Err(e) => RunResult::failure(format!("{name} {tname} at {server}: {e}")),
         Ok(answer) => RunResult::judged(judge(p, server, &answer)),
     }

@@ -72,7 +72,7 @@ pub async fn probe(p: &Probe) -> RunResult {
     } else if let Some(g) = &p.grpc {
         grpc::probe(g).await
     } else if let Some(d) = &p.dns {
-        dns::probe(d).await
+        dns::probe(d, dns::QUERY_LIMIT).await
     } else if p.resource.is_some() || p.knative.is_some() {
         RunResult::failure("resource probes are run by a ProbeRunner, which knows the cluster")
     } else {
@@ -147,6 +147,7 @@ impl ProbeRunner {
                         resource: Some(r), ..
                     },
                 ) => resources.probe_resource(&run.key, r).await,
+                (_, Probe { dns: Some(d), .. }) => dns::probe(d, run.timeout).await,
                 (
                     _,
                     Probe {
