@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use axum::Router;
 use hyper::body::{Body, Bytes, Frame};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use probity::api::probe::{
     DnsProbe, ExecProbe, GrpcProbe, HttpGetProbe, HttpHeader, TcpSocketProbe,
 };
@@ -60,6 +61,17 @@ fn http_server() -> Router {
         )
         .route("/small", get(|| async { "status: all good (v1.2)" }))
         .route(
+            "/echo",
+            axum::routing::any(
+                |method: axum::http::Method, h: HeaderMap, body: String| async move {
+                    let length = h
+                        .get("content-length")
+                        .map_or("none".to_string(), |v| v.to_str().unwrap().to_string());
+                    format!("{method} length={length} {body}")
+                },
+            ),
+        )
+        .route(
             "/headers",
             get(|h: HeaderMap| async move {
                 let mut m: BTreeMap<String, String> = BTreeMap::new();
@@ -102,13 +114,58 @@ async fn http_status_classes() {
     }
     // expectStatus replaces the 200-399 rule.
     let mut p = url(&format!("{base}/status/404"));
-    p.expect_status = Some(vec![404]);
+    p.expect_status = Some(vec![IntOrString::Int(404)]);
     assert!(http::probe(&p).await.passed_ok());
     let mut p = url(&format!("{base}/status/200"));
-    p.expect_status = Some(vec![201]);
+    p.expect_status = Some(vec![IntOrString::Int(201)]);
     assert_eq!(
         http::probe(&p).await.message(),
-        format!("GET {base}/status/200: status 200")
+        format!("GET {base}/status/200: status 200, expected 201")
+    );
+}
+
+fn http_yaml(yaml: &str) -> HttpGetProbe {
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+#[tokio::test]
+async fn methods_bodies_status_classes_and_ranges_and_redirect_policies() {
+    let base = serve(http_server()).await;
+    // The method and the body reach the server, with the body's length.
+    let p = http_yaml(&format!(
+        "{{url: '{base}/echo', method: POST, body: 'hello', expectBody: 'POST length=5 hello'}}"
+    ));
+    let v = http::probe(&p).await;
+    assert!(v.passed_ok(), "{v:?}");
+    let p = http_yaml(&format!("{{url: '{base}/echo', method: HEAD}}"));
+    assert!(http::probe(&p).await.passed_ok());
+    // Classes and ranges; a miss names what was expected and what came back.
+    let p = http_yaml(&format!(
+        "{{url: '{base}/status/503', expectStatus: ['5xx']}}"
+    ));
+    assert!(http::probe(&p).await.passed_ok());
+    let p = http_yaml(&format!(
+        "{{url: '{base}/status/200', method: DELETE, expectStatus: [201, '3xx', '500-503']}}"
+    ));
+    assert_eq!(
+        http::probe(&p).await.message(),
+        // The route takes GET only: the method was sent as asked.
+        format!("DELETE {base}/status/200: status 405, expected 201, 3xx, 500-503")
+    );
+    // redirects: none, the redirect is the answer; follow, another host too.
+    let p = http_yaml(&format!(
+        "{{url: '{base}/hop/1', redirects: none, expectStatus: [200]}}"
+    ));
+    assert_eq!(
+        http::probe(&p).await.message(),
+        format!("GET {base}/hop/1: status 303, expected 200")
+    );
+    let p = http_yaml(&format!("{{url: '{base}/elsewhere', redirects: follow}}"));
+    let v = http::probe(&p).await;
+    assert!(
+        v.message()
+            .starts_with("GET http://127.0.0.2:1/away: connect 127.0.0.2:1: "),
+        "followed to the other host: {v:?}"
     );
 }
 

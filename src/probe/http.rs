@@ -1,5 +1,6 @@
-//! `httpGet`: kubelet's HTTP probe. Success iff 200 <= status < 400 (or one of `expectStatus`),
-//! and the body matches `expectBody` when given.
+//! `httpGet`: kubelet's HTTP probe. Success iff 200 <= status < 400 (or one of `expectStatus`:
+//! codes, classes, ranges), and the body matches `expectBody` when given. Beyond kubelet: the
+//! method, a request body, and the redirect policy.
 //!
 //! Written on hyper's connection API rather than reqwest because a probe must open a fresh
 //! connection each time and reset it when done (SO_LINGER 0): reqwest pools connections and
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, StatusCode};
@@ -20,7 +21,7 @@ use url::Url;
 
 use super::tcp::connect;
 use super::{after, ProbeError, RunResult};
-use crate::api::probe::HttpGetProbe;
+use crate::api::probe::{HttpGetProbe, StatusRange};
 use crate::tls::{insecure, verifying};
 
 /// At most this much of a body is read, as kubelet.
@@ -85,44 +86,62 @@ pub async fn probe(p: &HttpGetProbe) -> RunResult {
         Ok(c) => c,
         Err(e) => return RunResult::failure(e.to_string()),
     };
+    let expect: Vec<StatusRange> = p
+        .expect_status
+        .iter()
+        .flatten()
+        .filter_map(|v| StatusRange::parse(v).ok())
+        .collect();
+    let method = p.method.as_deref().unwrap_or("GET");
+    let redirects = p.redirects.as_deref().unwrap_or("sameHost");
     let start = Instant::now();
     for _ in 0..=MAX_REDIRECTS {
         let shown = url.to_string();
-        let resp = match get(&url, p, tls.as_ref(), check_body.is_some()).await {
+        let read_body = check_body.is_some() && method != "HEAD";
+        let resp = match get(&url, p, tls.as_ref(), read_body).await {
             Ok(r) => r,
-            Err(e) => return RunResult::failure(format!("GET {shown}: {e} {}", after(start))),
+            Err(e) => return RunResult::failure(format!("{method} {shown}: {e} {}", after(start))),
         };
         let status = resp.status;
-        if status.is_redirection() {
+        if status.is_redirection() && redirects != "none" {
             if let Some(next) = resp.location.as_deref().and_then(|l| url.join(l).ok()) {
-                if same_host(&url, &next) {
+                if redirects == "follow" || same_host(&url, &next) {
                     url = next;
                     continue;
                 }
                 // kubelet: a redirect elsewhere is not followed, and counts as success.
                 return RunResult::passed().with_warning(format!(
-                    "GET {shown}: status {}: redirect to another host {next} not followed",
+                    "{method} {shown}: status {}: redirect to another host {next} not followed",
                     status.as_u16()
                 ));
             }
         }
-        let expected = match &p.expect_status {
-            Some(codes) if !codes.is_empty() => codes.contains(&i32::from(status.as_u16())),
-            _ => (200..400).contains(&status.as_u16()),
+        let expected = if expect.is_empty() {
+            (200..400).contains(&status.as_u16())
+        } else {
+            expect.iter().any(|r| r.contains(status.as_u16()))
         };
+        if !expected && expect.is_empty() {
+            return RunResult::failure(format!("{method} {shown}: status {}", status.as_u16()));
+        }
         if !expected {
-            return RunResult::failure(format!("GET {shown}: status {}", status.as_u16()));
+            let wanted: Vec<String> = expect.iter().map(ToString::to_string).collect();
+            return RunResult::failure(format!(
+                "{method} {shown}: status {}, expected {}",
+                status.as_u16(),
+                wanted.join(", ")
+            ));
         }
         let body = String::from_utf8_lossy(&resp.body);
         return match &check_body {
             Some(BodyCheck::Contains(s)) if !body.contains(s.as_str()) => {
                 RunResult::failure(format!(
-                    "GET {shown}: status {}: body does not contain {s:?}",
+                    "{method} {shown}: status {}: body does not contain {s:?}",
                     status.as_u16()
                 ))
             }
             Some(BodyCheck::Regex(r)) if !r.is_match(&body) => RunResult::failure(format!(
-                "GET {shown}: status {}: body does not match /{}/",
+                "{method} {shown}: status {}: body does not match /{}/",
                 status.as_u16(),
                 r.as_str()
             )),
@@ -130,7 +149,7 @@ pub async fn probe(p: &HttpGetProbe) -> RunResult {
         };
     }
     RunResult::failure(format!(
-        "GET {}: stopped after {MAX_REDIRECTS} redirects",
+        "{method} {}: stopped after {MAX_REDIRECTS} redirects",
         target(p).map(|u| u.to_string()).unwrap_or_default()
     ))
 }
@@ -192,7 +211,7 @@ fn request(
     path: &str,
     authority: &str,
     p: &HttpGetProbe,
-) -> Result<Request<Empty<Bytes>>, ProbeError> {
+) -> Result<Request<Full<Bytes>>, ProbeError> {
     let bad = |n: &str, e: &dyn std::fmt::Display| ProbeError::Target(format!("header {n:?}: {e}"));
     let mut headers: Vec<(String, String)> = vec![
         ("host".into(), authority.to_string()),
@@ -210,7 +229,9 @@ fn request(
             headers.push((name, h.value.clone()));
         }
     }
-    let mut req = Request::get(path);
+    let method = hyper::Method::from_bytes(p.method.as_deref().unwrap_or("GET").as_bytes())
+        .map_err(|e| ProbeError::Target(format!("method: {e}")))?;
+    let mut req = Request::builder().method(method).uri(path);
     for (n, v) in headers {
         let name = HeaderName::from_bytes(n.as_bytes()).map_err(|e| bad(&n, &e))?;
         let value = HeaderValue::from_str(&v).map_err(|e| bad(&n, &e))?;
@@ -219,13 +240,15 @@ fn request(
     // No `Connection: close`: the server would then close first and keep the socket in
     // TIME-WAIT. Each probe opens its own connection and resets it when done, so nothing is
     // reused between probes and nothing lingers on either side.
-    req.body(Empty::new())
+    // A body of known length: hyper sends its Content-Length.
+    let body = p.body.clone().map(Bytes::from).unwrap_or_default();
+    req.body(Full::new(body))
         .map_err(|e| ProbeError::Target(e.to_string()))
 }
 
 async fn exchange<T>(
     io: T,
-    req: Request<Empty<Bytes>>,
+    req: Request<Full<Bytes>>,
     read_body: bool,
 ) -> Result<Response, ProbeError>
 where

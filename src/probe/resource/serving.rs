@@ -167,6 +167,11 @@ impl Cluster {
             result.standing = None;
             result.timings = measured.timings;
             result.warnings.extend(measured.warnings);
+        } else if spec.latency().is_some() {
+            return result.with_warning(format!(
+                "not measured: Service {ns}/{} has no ready revision",
+                spec.service
+            ));
         }
         result
     }
