@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use probity::api::{HealthCheck, HealthCheckStatus, Outcome};
 use serde_json::Value;
@@ -425,7 +425,27 @@ async fn helm_installs_upgrades_and_uninstalls_probity_on_the_real_node() {
         (ready.len() == 2).then_some(ready)
     })
     .await;
-    let st = runs(c, ns, "http", 1).await;
+    let mut st = runs(c, ns, "http", 1).await;
+    if st.last_outcome != Some(Outcome::Success)
+        && st
+            .errors
+            .iter()
+            .any(|e| e.contains("Network is unreachable"))
+        && st.errors.iter().all(|e| {
+            e.contains("Network is unreachable") || e.contains("requests passed, 100% needed")
+        })
+    {
+        // The first run went before kube-proxy had programmed the new Service (this node has
+        // no default route, so a ClusterIP without its rules is unreachable): seen once in a
+        // loaded CI run. Ask for another run, as a user would, and judge that one.
+        let api: Api<HealthCheck> = Api::namespaced(c.clone(), ns);
+        let now = chrono::Utc::now().timestamp_millis().to_string();
+        let patch = serde_json::json!({"metadata": {"annotations": {probity::api::protocol::RUN_REQUESTED: now}}});
+        api.patch("http", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        st = runs(c, ns, "http", 2).await;
+    }
     assert_eq!(st.last_outcome, Some(Outcome::Success), "{:?}", st.errors);
     // A user's own check, which must outlive the chart.
     create(
