@@ -96,14 +96,19 @@ pub fn judge(ksvc: &Value, revision: Option<&Value>, autoscaler: Option<&Value>)
     if let Some(rev) = revision {
         verdict.scale = revision_state(rev, autoscaler, &mut failed, &mut progressing);
     }
-    verdict.judgement = if !failed.is_empty() {
+    verdict.judgement = settled(failed, progressing);
+    verdict
+}
+
+/// Failures win, then what is still in progress; otherwise ready.
+fn settled(failed: Vec<String>, progressing: Vec<String>) -> Judgement {
+    if !failed.is_empty() {
         Judgement::Failed(failed)
     } else if !progressing.is_empty() {
         Judgement::Progressing(progressing.join("; "))
     } else {
         Judgement::Ready
-    };
-    verdict
+    }
 }
 
 /// What a revision's conditions and its PodAutoscaler's scale say, added to `failed` and
@@ -158,13 +163,7 @@ pub fn judge_revision(rev: &Value, autoscaler: Option<&Value>) -> Verdict {
     }
     let (mut failed, mut progressing) = (Vec::new(), Vec::new());
     verdict.scale = revision_state(rev, autoscaler, &mut failed, &mut progressing);
-    verdict.judgement = if !failed.is_empty() {
-        Judgement::Failed(failed)
-    } else if !progressing.is_empty() {
-        Judgement::Progressing(progressing.join("; "))
-    } else {
-        Judgement::Ready
-    };
+    verdict.judgement = settled(failed, progressing);
     verdict
 }
 

@@ -220,17 +220,7 @@ impl Cluster {
             }
             (None, None) => return Err("the probe names no object".into()),
         };
-        Ok(objects
-            .into_iter()
-            .map(|mut o| {
-                // A GET by name or a LIST leaves apiVersion and kind out of each item.
-                o.types.get_or_insert_with(|| kube::api::TypeMeta {
-                    api_version: ar.api_version.clone(),
-                    kind: ar.kind.clone(),
-                });
-                serde_json::to_value(&o).unwrap_or(Value::Null)
-            })
-            .collect())
+        Ok(objects.into_iter().map(|o| object_json(o, &ar)).collect())
     }
 
     /// Turns each object's judgement into the run's result: in progress passes (with a
@@ -278,6 +268,16 @@ impl Cluster {
         result.warnings = warnings;
         result
     }
+}
+
+/// An object as the judgements read it, its apiVersion and kind filled in (a LIST's items, and
+/// some servers' GETs, leave them out).
+fn object_json(mut o: DynamicObject, ar: &ApiResource) -> Value {
+    o.types.get_or_insert_with(|| kube::api::TypeMeta {
+        api_version: ar.api_version.clone(),
+        kind: ar.kind.clone(),
+    });
+    serde_json::to_value(&o).unwrap_or(Value::Null)
 }
 
 fn uid(obj: &Value) -> String {

@@ -2,6 +2,7 @@
 //! revision's PodAutoscaler, and config-autoscaler in knative-serving) and when it sends the one
 //! request a cold start or warm measurement asks for. The judgement itself is `knative.rs`.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
@@ -9,7 +10,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::kstatus::Judgement;
-use super::{knative, latency, lock, plural_group, refused, uid, Cluster, AUTOSCALER_TTL};
+use super::{
+    knative, latency, lock, object_json, plural_group, refused, uid, Cluster, AUTOSCALER_TTL,
+};
 use crate::api::resource_probe::{Autoscaler, KnativeProbe, ResourceProbe};
 use crate::api::{CheckKey, RunResult};
 
@@ -27,17 +30,12 @@ impl Cluster {
             Err(e) => return RunResult::failure(e),
         };
         let ns = spec.namespace.as_deref().unwrap_or(key.namespace());
-        let kinds = KnativeKinds::new();
-        let (rev, pa) = tokio::join!(
-            knative_get(client.clone(), ns, kinds.revision.clone(), name.to_string()),
-            knative_get(client, ns, kinds.autoscaler, name.to_string())
-        );
-        let (rev, pa) = match (rev, pa) {
-            (Err(e), _) | (_, Err(e)) => return RunResult::failure(e),
-            (Ok(None), _) => {
+        let (rev, pa) = match revision_with_autoscaler(&client, ns, name).await {
+            Err(e) => return RunResult::failure(e),
+            Ok((None, _)) => {
                 return RunResult::failure(format!("Revision {name} not found in namespace {ns}"))
             }
-            (Ok(Some(rev)), Ok(pa)) => (rev, pa),
+            Ok((Some(rev), pa)) => (rev, pa),
         };
         let verdict = knative::judge_revision(&rev, pa.as_ref());
         let mut result = self.settle(
@@ -66,11 +64,7 @@ impl Cluster {
             Err(e) => return RunResult::failure(e),
         };
         let ns = spec.namespace.as_deref().unwrap_or(key.namespace());
-        let kinds = KnativeKinds::new();
-        let get = |ar: &ApiResource, name: &str| {
-            knative_get(client.clone(), ns, ar.clone(), name.to_string())
-        };
-        let ksvc = match get(&kinds.service, &spec.service).await {
+        let ksvc = match knative_get(&client, ns, &KINDS.service, &spec.service).await {
             Err(e) => return RunResult::failure(e),
             Ok(None) => {
                 return RunResult::failure(format!(
@@ -86,13 +80,10 @@ impl Cluster {
             .map(String::from);
         let (revision, autoscaler) = match &revision_name {
             None => (None, None),
-            Some(r) => {
-                let (rev, pa) = tokio::join!(get(&kinds.revision, r), get(&kinds.autoscaler, r));
-                match (rev, pa) {
-                    (Err(e), _) | (_, Err(e)) => return RunResult::failure(e),
-                    (Ok(rev), Ok(pa)) => (rev, pa),
-                }
-            }
+            Some(r) => match revision_with_autoscaler(&client, ns, r).await {
+                Err(e) => return RunResult::failure(e),
+                Ok(found) => found,
+            },
         };
         let verdict = knative::judge(&ksvc, revision.as_ref(), autoscaler.as_ref());
         let mut result = self.settle(
@@ -159,7 +150,7 @@ impl Cluster {
             }
             lock(&self.measured).insert(key.clone(), Instant::now());
             let revisions: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), ns, &kinds.revision);
+                Api::namespaced_with(client.clone(), ns, &KINDS.revision);
             let measured = latency::measure(&self.http, &url, cold, revisions, rname, budget).await;
             if !measured.passed_ok() {
                 return measured;
@@ -192,31 +183,41 @@ impl Cluster {
 
 /// One Knative object, or None when there is none by that name; a refusal names the RBAC rule.
 async fn knative_get(
-    client: kube::Client,
+    client: &kube::Client,
     ns: &str,
-    ar: ApiResource,
-    name: String,
+    ar: &ApiResource,
+    name: &str,
 ) -> Result<Option<Value>, String> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client, ns, &ar);
-    match api.get_opt(&name).await {
-        Ok(o) => Ok(o.map(|mut o| {
-            o.types.get_or_insert_with(|| kube::api::TypeMeta {
-                api_version: ar.api_version.clone(),
-                kind: ar.kind.clone(),
-            });
-            serde_json::to_value(&o).unwrap_or(Value::Null)
-        })),
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
+    match api.get_opt(name).await {
+        Ok(o) => Ok(o.map(|o| object_json(o, ar))),
         Err(e) => Err(
-            refused(&e, "get", &ar, ns, true).unwrap_or_else(|| match &e {
+            refused(&e, "get", ar, ns, true).unwrap_or_else(|| match &e {
                 kube::Error::Api(ae) if ae.code == 404 => format!(
                     "the API server does not serve {} (is Knative Serving installed?)",
-                    plural_group(&ar)
+                    plural_group(ar)
                 ),
-                _ => format!("get {} {ns}/{name}: {e}", plural_group(&ar)),
+                _ => format!("get {} {ns}/{name}: {e}", plural_group(ar)),
             }),
         ),
     }
 }
+
+/// Revision `name` and its PodAutoscaler (same name), read at once.
+async fn revision_with_autoscaler(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<(Option<Value>, Option<Value>), String> {
+    let (rev, pa) = tokio::join!(
+        knative_get(client, ns, &KINDS.revision, name),
+        knative_get(client, ns, &KINDS.autoscaler, name)
+    );
+    Ok((rev?, pa?))
+}
+
+/// Built once: the kinds are fixed.
+static KINDS: LazyLock<KnativeKinds> = LazyLock::new(KnativeKinds::new);
 
 /// The Knative kinds a Knative probe reads (fixed: no discovery needed).
 struct KnativeKinds {
