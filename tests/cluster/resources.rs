@@ -742,6 +742,22 @@ spec:
     assert!(count.ends_with(" 1"), "{count}");
 }
 
+/// The Certificate kind registered, and Certificate `web-tls` in `ns` with `status`.
+async fn web_tls(c: &Client, ns: &str, status: Value) -> Kind {
+    minimal_crd(c, "cert-manager.io", "v1", "Certificate", "certificates").await;
+    let certs = kind_api(
+        c,
+        ns,
+        "cert-manager.io",
+        "v1",
+        "Certificate",
+        "certificates",
+    );
+    object(&certs, "web-tls", json!({}), json!({})).await;
+    set_status(&certs, "web-tls", status).await;
+    certs
+}
+
 /// The documents of a manifest in deploy/ whose text matches `pick`, as written there.
 fn deploy_docs(file: &str, pick: impl Fn(&str) -> bool) -> String {
     let path = format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -760,19 +776,9 @@ async fn a_forbidden_kind_names_the_rbac_rule_and_the_aggregated_role_grants_it(
         return;
     };
     let (c, ns) = (&s.client, s.ns.as_str());
-    minimal_crd(c, "cert-manager.io", "v1", "Certificate", "certificates").await;
-    let certs = kind_api(
+    web_tls(
         c,
         ns,
-        "cert-manager.io",
-        "v1",
-        "Certificate",
-        "certificates",
-    );
-    object(&certs, "web-tls", json!({}), json!({})).await;
-    set_status(
-        &certs,
-        "web-tls",
         json!({"conditions": [{"type": "Ready", "status": "True"}]}),
     )
     .await;
@@ -880,17 +886,7 @@ async fn local_mode_reads_resources_through_a_kubeconfig() {
         return;
     };
     let (c, ns) = (&s.client, s.ns.as_str());
-    minimal_crd(c, "cert-manager.io", "v1", "Certificate", "certificates").await;
-    let certs = kind_api(
-        c,
-        ns,
-        "cert-manager.io",
-        "v1",
-        "Certificate",
-        "certificates",
-    );
-    object(&certs, "web-tls", json!({}), json!({})).await;
-    set_status(&certs, "web-tls", json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Expired", "message": "Certificate expired"}]})).await;
+    let certs = web_tls(c, ns, json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Expired", "message": "Certificate expired"}]})).await;
     let (_tmp, checks, state) = crate::common::dirs();
     crate::common::write(
         &checks,
