@@ -325,6 +325,7 @@ async fn main() {
             firing: failing,
             sent_unix: now - 60,
             flapping: false,
+            degraded: false,
         }];
         steady.put(Arc::new(v));
     }

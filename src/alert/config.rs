@@ -55,6 +55,10 @@ pub struct Route {
     /// what it checks), `runner` (its pod could not run or never reported). Default: both.
     #[serde(default)]
     pub causes: Option<Vec<Cause>>,
+    /// Also tell this receiver when a check is degraded (passes, but fails what is marked
+    /// `severity: warning`), and when it is no longer. Default false.
+    #[serde(default)]
+    pub degraded: bool,
 }
 
 /// Flap detection for a route: `changes` verdict changes within `window` (default 5 in 10m);
@@ -102,6 +106,7 @@ pub struct Rule {
     pub repeat: Option<Duration>,
     pub flap: Flap,
     pub causes: Vec<Cause>,
+    pub degraded: bool,
 }
 
 impl Rule {
@@ -228,6 +233,7 @@ impl AlertingConfig {
                 send_resolved: r.send_resolved,
                 repeat,
                 flap,
+                degraded: r.degraded,
             });
         }
         let external_url = match self.external_url {

@@ -42,6 +42,8 @@ pub struct Policy {
     pub send_resolved: bool,
     /// Seconds between reminders; None for none.
     pub repeat_secs: Option<i64>,
+    /// A degraded spell (passing, failing only warnings) is news too.
+    pub degraded: bool,
 }
 
 /// Why a check's failure tells the receiver nothing new just now.
@@ -103,14 +105,15 @@ pub fn due(
             return None;
         }
         let since = status
-            .failing_since()
+            .alert_spell(policy.degraded)
+            .map(|(s, _)| s)
             .or(status.transitions.first().map(|t| t.at_unix))
             .unwrap_or(s.now_unix);
         return Some((Notice::Flapping, since));
     }
     if let Some(t) = open.filter(|t| t.flapping) {
         // Stable again: the state as it is now, once.
-        return match status.failing_since() {
+        return match status.alert_spell(policy.degraded).map(|(s, _)| s) {
             Some(since) if s.hold == Hold::None => Some((Notice::Firing, since)),
             Some(_) => None,
             None => policy
@@ -118,7 +121,7 @@ pub fn due(
                 .then_some((Notice::Resolved, t.since_unix)),
         };
     }
-    match (status.failing_since(), told) {
+    match (status.alert_spell(policy.degraded).map(|(s, _)| s), told) {
         (Some(since), Some(t)) if t.firing && t.since_unix == since => {
             if s.hold != Hold::None {
                 return None;
@@ -136,13 +139,20 @@ pub fn due(
 }
 
 /// The record to keep once `notice` about `since` reached `receiver`.
-pub fn record(receiver: &str, notice: Notice, since: i64, now_unix: i64) -> AlertRecord {
+pub fn record(
+    receiver: &str,
+    notice: Notice,
+    since: i64,
+    degraded: bool,
+    now_unix: i64,
+) -> AlertRecord {
     AlertRecord {
         receiver: receiver.to_string(),
         since_unix: since,
         firing: notice.is_firing(),
         sent_unix: now_unix,
         flapping: notice == Notice::Flapping,
+        degraded,
     }
 }
 
@@ -153,6 +163,7 @@ mod tests {
     const NOTIFY: Policy = Policy {
         send_resolved: true,
         repeat_secs: None,
+        degraded: false,
     };
 
     fn failing(since: i64) -> HealthCheckStatus {
@@ -171,6 +182,37 @@ mod tests {
     }
 
     #[test]
+    fn a_degraded_spell_is_news_only_to_routes_that_take_it() {
+        let degraded = HealthCheckStatus {
+            ok: true,
+            standing: Some(crate::api::Standing::Degraded),
+            degraded_since_unix: Some(100),
+            ..Default::default()
+        };
+        assert_eq!(due(&degraded, None, NOTIFY, Situation::at(100)), None);
+        let takes = Policy {
+            degraded: true,
+            ..NOTIFY
+        };
+        assert_eq!(
+            due(&degraded, None, takes, Situation::at(100)),
+            Some((Notice::Firing, 100))
+        );
+        let told = record("hook", Notice::Firing, 100, true, 101);
+        assert_eq!(due(&degraded, Some(&told), takes, Situation::at(900)), None);
+        // Degraded then failing: a new spell, told as such.
+        assert_eq!(
+            due(&failing(300), Some(&told), takes, Situation::at(300)),
+            Some((Notice::Firing, 300))
+        );
+        // Clean again: the degraded spell is resolved.
+        assert_eq!(
+            due(&passing(), Some(&told), takes, Situation::at(400)),
+            Some((Notice::Resolved, 100))
+        );
+    }
+
+    #[test]
     fn a_spell_is_told_once_then_its_end_once() {
         let r = "hook";
         // Became failing at 100: told.
@@ -178,7 +220,7 @@ mod tests {
             due(&failing(100), None, NOTIFY, Situation::at(100)),
             Some((Notice::Firing, 100))
         );
-        let told = record(r, Notice::Firing, 100, 101);
+        let told = record(r, Notice::Firing, 100, false, 101);
         // Still the same spell: nothing, however often asked.
         assert_eq!(
             due(&failing(100), Some(&told), NOTIFY, Situation::at(5000)),
@@ -189,7 +231,7 @@ mod tests {
             due(&passing(), Some(&told), NOTIFY, Situation::at(200)),
             Some((Notice::Resolved, 100))
         );
-        let told = record(r, Notice::Resolved, 100, 201);
+        let told = record(r, Notice::Resolved, 100, false, 201);
         assert_eq!(
             due(&passing(), Some(&told), NOTIFY, Situation::at(300)),
             None
@@ -205,7 +247,7 @@ mod tests {
     fn a_spell_missed_while_recovering_is_still_told() {
         // Told of spell 100; it ended and spell 300 began before the end could be told (a
         // provider down): the new spell is what matters now.
-        let told = record("hook", Notice::Firing, 100, 101);
+        let told = record("hook", Notice::Firing, 100, false, 101);
         assert_eq!(
             due(&failing(300), Some(&told), NOTIFY, Situation::at(300)),
             Some((Notice::Firing, 300))
@@ -217,8 +259,9 @@ mod tests {
         let quiet = Policy {
             send_resolved: false,
             repeat_secs: None,
+            degraded: false,
         };
-        let told = record("hook", Notice::Firing, 100, 101);
+        let told = record("hook", Notice::Firing, 100, false, 101);
         assert_eq!(
             due(&passing(), Some(&told), quiet, Situation::at(200)),
             None
@@ -234,8 +277,9 @@ mod tests {
         let remind = Policy {
             send_resolved: true,
             repeat_secs: Some(3600),
+            degraded: false,
         };
-        let told = record("hook", Notice::Firing, 100, 100);
+        let told = record("hook", Notice::Firing, 100, false, 100);
         assert_eq!(
             due(&failing(100), Some(&told), remind, Situation::at(3699)),
             None
@@ -244,7 +288,7 @@ mod tests {
             due(&failing(100), Some(&told), remind, Situation::at(3700)),
             Some((Notice::Reminder, 100))
         );
-        let told = record("hook", Notice::Reminder, 100, 3700);
+        let told = record("hook", Notice::Reminder, 100, false, 3700);
         assert!(told.firing);
         assert_eq!(
             due(&failing(100), Some(&told), remind, Situation::at(7299)),
@@ -291,7 +335,7 @@ mod tests {
             };
             if let Some((n, since)) = due(&st, told.as_ref(), policy, s) {
                 sent.push((t, n));
-                told = Some(record("hook", n, since, t));
+                told = Some(record("hook", n, since, false, t));
             }
         }
         sent
@@ -356,10 +400,11 @@ mod tests {
             ..Situation::at(200)
         };
         assert_eq!(due(&failing(100), None, NOTIFY, quiet), None);
-        let told = record("hook", Notice::Firing, 100, 101);
+        let told = record("hook", Notice::Firing, 100, false, 101);
         let remind = Policy {
             send_resolved: true,
             repeat_secs: Some(60),
+            degraded: false,
         };
         assert_eq!(due(&failing(100), Some(&told), remind, quiet), None);
         assert_eq!(
@@ -379,7 +424,7 @@ mod tests {
             hold: Hold::Maintenance,
             ..Situation::at(200)
         };
-        let told = record("hook", Notice::Firing, 100, 101);
+        let told = record("hook", Notice::Firing, 100, false, 101);
         assert_eq!(due(&failing(150), None, NOTIFY, held), None);
         assert_eq!(due(&passing(), Some(&told), NOTIFY, held), None);
         // After: a failure that began and ended inside the window is not told at all.
@@ -396,12 +441,12 @@ mod tests {
             departed: true,
             ..Situation::at(500)
         };
-        let told = record("hook", Notice::Firing, 100, 101);
+        let told = record("hook", Notice::Firing, 100, false, 101);
         assert_eq!(
             due(&failing(100), Some(&told), NOTIFY, gone),
             Some((Notice::Resolved, 100))
         );
-        let resolved = record("hook", Notice::Resolved, 100, 501);
+        let resolved = record("hook", Notice::Resolved, 100, false, 501);
         assert_eq!(due(&failing(100), Some(&resolved), NOTIFY, gone), None);
         assert_eq!(due(&failing(100), None, NOTIFY, gone), None);
     }

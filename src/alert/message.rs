@@ -12,8 +12,11 @@ use crate::api::{Cause, CheckKey};
 pub struct Message {
     pub key: CheckKey,
     pub notice: Notice,
-    /// The failing spell's start, unix seconds.
+    /// The failing (or degraded) spell's start, unix seconds.
     pub since: i64,
+    /// The spell is a degraded one: the check passes, failing only what is marked
+    /// `severity: warning` (`errors` are those warnings).
+    pub degraded: bool,
     pub now: i64,
     pub errors: Vec<String>,
     /// The check's page on the status page, when `externalURL` is set.
@@ -66,15 +69,21 @@ impl Message {
     /// What happened to `check` (the check as the receiver shows it), without the errors.
     pub(super) fn headline(&self, check: &str) -> String {
         match self.notice {
-            Notice::Firing => format!("{check} is failing"),
+            Notice::Firing => format!("{check} is {}", self.state()),
             Notice::Reminder => format!(
-                "{check} is still failing, for {}",
+                "{check} is still {}, for {}",
+                self.state(),
                 spell(self.now - self.since)
             ),
             Notice::Resolved => match &self.reason {
                 Some(why) => format!("{check} no longer alerts: {why}"),
                 None => format!(
-                    "{check} recovered after failing for {}",
+                    "{check} recovered after {} for {}",
+                    if self.degraded {
+                        "being degraded"
+                    } else {
+                        "failing"
+                    },
                     spell(self.now - self.since)
                 ),
             },
@@ -89,6 +98,7 @@ impl Message {
         match self.notice {
             Notice::Resolved => "resolved",
             Notice::Flapping => "flapping",
+            _ if self.degraded => "degraded",
             _ => "failing",
         }
     }

@@ -384,6 +384,7 @@ impl Notifier {
                     // Alertmanager is told of the end always: its routing decides who hears.
                     send_resolved: rule.send_resolved || alertmanager,
                     repeat_secs: rule.repeat.map(|d| d.as_secs() as i64),
+                    degraded: rule.degraded,
                 };
                 // A failure whose cause the route does not take, or that a failing dependency
                 // explains, is not its news.
@@ -411,7 +412,7 @@ impl Notifier {
                 let (notice, since, refresh) = match due {
                     Some((notice, since)) => (notice, since, false),
                     None if alertmanager && departed.is_none() && !held => {
-                        match (view.status.failing_since(), told) {
+                        match (view.status.alert_spell(rule.degraded).map(|(s, _)| s), told) {
                             (Some(since), Some(t))
                                 if t.firing
                                     && t.since_unix == since
@@ -437,8 +438,16 @@ impl Notifier {
                     )),
                     _ => None,
                 };
+                // A degraded spell is told as one; a resolve says what it resolves.
+                let degraded = match notice {
+                    Notice::Resolved => told.is_some_and(|t| t.degraded),
+                    _ => view
+                        .status
+                        .alert_spell(rule.degraded)
+                        .is_some_and(|(_, d)| d),
+                };
                 jobs.push(Job {
-                    message: self.message(view, notice, since, now, reason),
+                    message: self.message(view, notice, since, degraded, now, reason),
                     slot,
                     refresh,
                 });
@@ -481,15 +490,22 @@ impl Notifier {
         view: &CheckView,
         notice: Notice,
         since: i64,
+        degraded: bool,
         now: DateTime<Utc>,
         reason: Option<String>,
     ) -> Message {
+        let errors = if degraded && notice.is_firing() {
+            &view.status.warnings
+        } else {
+            &view.effective_errors()
+        };
         Message {
             key: view.key.clone(),
             notice,
             since,
+            degraded,
             now: now.timestamp(),
-            errors: message::capped_errors(&view.effective_errors()),
+            errors: message::capped_errors(errors),
             link: self
                 .cfg
                 .external_url
@@ -522,8 +538,13 @@ impl Notifier {
                 }
                 if !job.refresh {
                     debug!(check = %job.slot.0, receiver = %name, notice = kind, "notified");
-                    let record =
-                        decide::record(&name, job.message.notice, job.message.since, now_unix);
+                    let record = decide::record(
+                        &name,
+                        job.message.notice,
+                        job.message.since,
+                        job.message.degraded,
+                        now_unix,
+                    );
                     self.told.insert(job.slot.clone(), record.clone());
                     self.engine.notified(job.slot.0.clone(), record).await;
                 }

@@ -148,6 +148,8 @@ mod tests {
             observed_generation: Some(4),
             standing: Some(crate::api::Standing::Idle),
             values: [("depth".to_string(), 12.5)].into(),
+            warnings: vec!["w".into()],
+            degraded_since_unix: Some(6),
             history: vec![RunRecord {
                 uuid: "u".into(),
                 start_unix: 1,
@@ -188,6 +190,7 @@ mod tests {
                 firing: true,
                 sent_unix: 5,
                 flapping: true,
+                degraded: true,
             }],
             transitions: vec![crate::api::Transition {
                 at_unix: 4,
@@ -204,7 +207,7 @@ mod tests {
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
         let value = serde_json::to_value(&status).unwrap();
         // Every field is present in the serialized value, so a new field must be declared too.
-        assert_eq!(value.as_object().unwrap().len(), 30);
+        assert_eq!(value.as_object().unwrap().len(), 32);
         assert_declared(schema, &value, "status");
         // Kuberhealthy v3's exact names.
         for k in [

@@ -9,6 +9,7 @@ pub mod probe;
 pub mod protocol;
 pub mod resource_probe;
 pub mod run;
+mod spells;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -278,6 +279,13 @@ pub struct HealthCheckStatus {
     /// The numbers of the last report that carried any (`probity_check_value`).
     #[serde(skip_serializing_if = "Values::is_empty")]
     pub values: Values,
+    /// While degraded: what the last run found that was marked `severity: warning`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// While degraded (passing, the last run failed only warnings): since when, unix seconds.
+    /// The degraded spell routes with `degraded: true` are told about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_since_unix: Option<i64>,
 }
 
 /// Why and when a check left while receivers had open alerts about it, and the labels that
@@ -318,6 +326,9 @@ pub struct AlertRecord {
     /// stable).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub flapping: bool,
+    /// The spell told of was a degraded one (the check passed, failing only warnings).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
 }
 
 /// When a check counts as flapping: its verdict changed at least `changes` times within the
@@ -343,89 +354,6 @@ impl Flap {
 impl Default for Flap {
     fn default() -> Self {
         Flap::DEFAULT
-    }
-}
-
-impl HealthCheckStatus {
-    /// The failing spell's start while the verdict is failing (statuses written before
-    /// `failingSinceUnix` existed fall back to the last failure).
-    /// The run in flight, as the status names it (`currentUUID`).
-    pub fn current_run(&self) -> Option<RunId> {
-        run::parse_saved(&self.current_uuid)
-    }
-
-    pub fn failing_since(&self) -> Option<i64> {
-        (!self.ok).then(|| self.failing_since_unix.unwrap_or(self.last_failure_unix))
-    }
-
-    /// Whether the verdict changes too often to notify on each change (see `Flap`). Counted
-    /// from `transitions`, so every replica and every restart sees the same.
-    pub fn flapping(&self, now_unix: i64, flap: Flap) -> bool {
-        flap.changes > 0 && self.changes_within(now_unix, flap.window_secs) >= flap.changes
-    }
-
-    /// Verdict changes within the last `window_secs` (at most `TRANSITIONS_LEN`).
-    pub fn changes_within(&self, now_unix: i64, window_secs: i64) -> usize {
-        self.transitions
-            .iter()
-            .take_while(|t| t.at_unix > now_unix - window_secs)
-            .count()
-    }
-
-    /// While failing, the cause of the newest failed run (a check invalid before any run
-    /// failed: its owner's, `target`).
-    pub fn cause(&self) -> Option<Cause> {
-        if self.ok {
-            return None;
-        }
-        self.history
-            .iter()
-            .find_map(|h| h.outcome.and_then(Outcome::cause))
-            .or(Some(Cause::Target))
-    }
-
-    /// Whether some receiver was last told the check fails.
-    pub fn alerts_open(&self) -> bool {
-        self.alerts.iter().any(|a| a.firing)
-    }
-
-    /// The cause of the newest failed run, whatever the verdict now: what a flapping check's
-    /// failures are about, when it happens to pass.
-    pub fn recent_cause(&self) -> Option<Cause> {
-        self.history
-            .iter()
-            .find_map(|h| h.outcome.and_then(Outcome::cause))
-    }
-
-    /// What `receiver` was last told.
-    pub fn alert(&self, receiver: &str) -> Option<&AlertRecord> {
-        self.alerts.iter().find(|a| a.receiver == receiver)
-    }
-
-    /// Keeps `failingSinceUnix` and `transitions` in step with the verdict: the spell starts
-    /// when it turns failing and ends when it passes.
-    pub fn track_failing_since(&mut self, now_unix: i64) {
-        let turned = match (self.ok, self.failing_since_unix) {
-            (true, Some(_)) => {
-                self.failing_since_unix = None;
-                true
-            }
-            (false, None) => {
-                self.failing_since_unix = Some(now_unix);
-                true
-            }
-            _ => false,
-        };
-        if turned {
-            self.transitions.insert(
-                0,
-                Transition {
-                    at_unix: now_unix,
-                    ok: self.ok,
-                },
-            );
-            self.transitions.truncate(TRANSITIONS_LEN);
-        }
     }
 }
 

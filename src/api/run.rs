@@ -67,12 +67,16 @@ pub enum Standing {
     /// The target is healthy and serving nothing right now (a Knative revision scaled to
     /// zero): not failing, and not woken by the check.
     Idle,
+    /// Passed, but failed assertions marked `severity: warning` (or a probe so marked
+    /// failed): the run's `warnings` say which. `OK` stays true for Kuberhealthy's consumers.
+    Degraded,
 }
 
 impl Standing {
     pub fn as_str(self) -> &'static str {
         match self {
             Standing::Idle => "Idle",
+            Standing::Degraded => "Degraded",
         }
     }
 }
@@ -181,6 +185,47 @@ impl RunResult {
     pub fn with_values(mut self, values: Values) -> Self {
         self.values = values;
         self
+    }
+
+    /// A pass that failed only what was marked `severity: warning`, for these reasons.
+    pub fn degraded(warnings: Vec<String>) -> Self {
+        RunResult {
+            standing: Some(Standing::Degraded),
+            warnings,
+            ..Self::passed()
+        }
+    }
+
+    /// A judgement with severities: failed on any error; else degraded on any warning
+    /// finding; else passed.
+    pub fn graded(errors: Vec<String>, warnings: Vec<String>) -> Self {
+        match (errors.is_empty(), warnings.is_empty()) {
+            (false, _) => RunResult {
+                warnings,
+                ..Self::failed(errors)
+            },
+            (true, false) => Self::degraded(warnings),
+            (true, true) => Self::passed(),
+        }
+    }
+
+    /// The same verdict, judged as a warning (a probe marked `severity: warning`): a failure
+    /// found by the probe is a degradation; timeouts and crashes stay as they are.
+    pub fn as_warning(self) -> Self {
+        if self.outcome != Outcome::Failure {
+            return self;
+        }
+        let mut warnings = self.errors;
+        warnings.extend(self.warnings);
+        RunResult {
+            timings: self.timings,
+            values: self.values,
+            ..Self::degraded(warnings)
+        }
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.standing == Some(Standing::Degraded)
     }
 
     /// A pass that found its target idle.

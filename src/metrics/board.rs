@@ -313,6 +313,18 @@ impl Collector for BoardCollector {
         }
 
         let mut e = encoder.encode_descriptor(
+            "probity_check_degraded",
+            "1 while a check passes but its last run failed what is marked severity: warning (kuberhealthy_check stays 1); absent otherwise",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (v, l) in views.iter().zip(&labels) {
+            if v.effective_ok() && v.status.degraded() {
+                ConstGauge::new(1i64).encode(e.encode_family(l)?)?;
+            }
+        }
+
+        let mut e = encoder.encode_descriptor(
             "probity_check_blocked_by",
             "1 while a failing check's failure is blocked by a check it depends on (spec.dependsOn) that fails too, labelled by that check (by=\"namespace/name\"); such a failure notifies no one",
             None,

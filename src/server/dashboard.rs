@@ -12,7 +12,7 @@ macro_rules! style {
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:var(--fg);background:var(--bg)}
 a{color:#1a56db;text-decoration:none}a:hover{text-decoration:underline}
 header.banner{padding:.9rem 1.2rem;color:#fff;background:var(--pend)}
-header.banner.ok{background:var(--ok)}header.banner.bad{background:var(--bad)}
+header.banner.ok{background:var(--ok)}header.banner.bad{background:var(--bad)}header.banner.warn{background:var(--warn)}
 header.banner h1{font-size:1.15rem;margin:0;display:inline-block;margin-right:.8rem}
 header.banner a{color:#fff}
 #headline{font-size:1.05rem;font-weight:600}
@@ -29,12 +29,13 @@ h2.ns{font-size:.8rem;text-transform:uppercase;letter-spacing:.06em;color:#555;m
 .row .name{font-weight:600;overflow-wrap:anywhere}
 .err{grid-column:1/-1;color:var(--bad);font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace;white-space:pre-wrap;overflow-wrap:anywhere}
 .state{font-weight:600;font-size:.85rem}
-.s-ok{color:var(--ok)}.s-failing,.s-invalid{color:var(--bad)}.s-pending{color:var(--pend)}
+.s-ok{color:var(--ok)}.s-failing,.s-invalid{color:var(--bad)}.s-pending{color:var(--pend)}.s-degraded{color:var(--warn)}
+.row.s-degraded .err{color:var(--warn)}
 .running::after{content:" ●";color:#1a56db;animation:blink 1s infinite}
 @keyframes blink{50%{opacity:.2}}
 .strip{display:flex;align-items:flex-end;gap:2px;height:26px}
 .strip i{display:block;width:8px;min-height:6px;border-radius:2px;background:#c8ccd4}
-.strip i.S{background:var(--ok)}.strip i.F,.strip i.C,.strip i.X{background:var(--bad)}.strip i.T{background:#e37400}
+.strip i.S{background:var(--ok)}.strip i.D{background:#d9a400}.strip i.F,.strip i.C,.strip i.X{background:var(--bad)}.strip i.T{background:#e37400}
 .up{font-size:.8rem;color:#444;font-variant-numeric:tabular-nums}
 .up b{font-weight:600}
 .when{font-size:.8rem;color:#555}
@@ -108,6 +109,7 @@ pub const PAGE: &str = concat!(
 <input id="q" type="search" placeholder="Search namespace/name" aria-label="Search checks" autocomplete="off">
 <button class="chip" data-f="all">All <b data-c="total"></b></button>
 <button class="chip" data-f="failing">Failing <b data-c="failing"></b></button>
+<button class="chip" data-f="degraded">Degraded <b data-c="degraded"></b></button>
 <button class="chip" data-f="unstable">Unstable <b data-c="unstable"></b></button>
 <button class="chip" data-f="suspended">Suspended <b data-c="suspended"></b></button>
 <button class="chip" data-f="invalid">Invalid <b data-c="invalid"></b></button>
@@ -126,7 +128,7 @@ function render(d){
   const c=d.counts;const bad=c.failing;
   const banner=document.getElementById('banner');
   banner.className='banner '+(d.ok?'ok':'bad');
-  document.getElementById('headline').textContent=c.total===0?'No checks yet':d.ok?(c.total===1?'The check is passing':'All '+c.total+' checks passing'):bad===0?'Problems outside the checks':bad+' of '+c.total+' checks failing';
+  document.getElementById('headline').textContent=c.total===0?'No checks yet':d.ok?(c.total===1?'The check is passing':'All '+c.total+' checks passing')+(c.degraded?' · '+c.degraded+' degraded':''):bad===0?'Problems outside the checks':bad+' of '+c.total+' checks failing';
   document.getElementById('sub').textContent='leader '+(d.leader||'none')+' · served by '+d.identity+' · '+c.running+' running · updated '+new Date().toLocaleTimeString();
   const notes=document.getElementById('notes');notes.replaceChildren();
   for(const e of d.errors)notes.append(el('div',{class:'note error',text:e}));
@@ -145,7 +147,7 @@ function render(d){
       strip(k.runs),
       el('span',{class:'up',title:'share of runs that passed'},'24h ',el('b',{text:pct(k.uptime['24h'])}),' · 7d ',el('b',{text:pct(k.uptime['7d'])}),' · 30d ',el('b',{text:pct(k.uptime['30d'])})),
       el('span',{class:'when'},'last '+ago(k.lastRun),el('br'),k.suspended?'suspended':'next '+until(k.nextRun)+(k.every?' · every '+k.every:'')));
-    if(k.errors.length&&k.state!=='ok')row.append(el('div',{class:'err',text:(k.failingSince?'failing for '+span(Date.now()/1000-k.failingSince)+': ':'')+k.errors.join('\n')}));
+    if(k.errors.length&&k.state!=='ok')row.append(el('div',{class:'err',text:(k.state==='degraded'?'degraded: ':'')+(k.failingSince?'failing for '+span(Date.now()/1000-k.failingSince)+': ':'')+k.errors.join('\n')}));
     list.append(row);
   }
   if(!d.checks.length)list.append(el('div',{class:'empty',text:c.total?'No check matches.':'No checks yet.'}));
@@ -210,11 +212,12 @@ document.getElementById('title').textContent=ns+'/'+name;
 function kv(dl,k,v){if(v==null||v==='')return;dl.append(el('dt',{text:k}),el('dd',{text:String(v)}))}
 function render(c){
   const d=c.detail,s=c.status,b=c.brief;
-  const state=d.Invalid?'invalid':!d.OK?'failing':d.Pending?'pending':'ok';
-  document.getElementById('banner').className='banner '+(state==='ok'?'ok':state==='pending'?'':'bad');
-  document.getElementById('headline').textContent=(state==='ok'?'passing':state)+(d.Running?' · running':'')+(s.failingSinceUnix?' for '+span(Date.now()/1000-s.failingSinceUnix):'');
+  const state=d.Invalid?'invalid':!d.OK?'failing':d.Pending?'pending':d.Degraded?'degraded':'ok';
+  document.getElementById('banner').className='banner '+(state==='ok'?'ok':state==='degraded'?'warn':state==='pending'?'':'bad');
+  document.getElementById('headline').textContent=(state==='ok'?'passing':state)+(d.Running?' · running':'')+(s.failingSinceUnix?' for '+span(Date.now()/1000-s.failingSinceUnix):s.degradedSinceUnix&&d.Degraded?' for '+span(Date.now()/1000-s.degradedSinceUnix):'');
   const notes=document.getElementById('notes');notes.replaceChildren();
   if(d.Errors.length&&state!=='ok')notes.append(el('div',{class:'note error',text:d.Errors.join('\n')}));
+  if(d.Degraded&&d.Warnings.length)notes.append(el('div',{class:'note warning',text:'degraded (OK for Kuberhealthy clients): '+d.Warnings.join('\n')}));
   const dl=document.getElementById('brief');dl.replaceChildren();
   kv(dl,'Runs',b.runs==='pod'?'a pod'+(b.image?' ('+b.image+')':''):'probe: '+b.runs);
   kv(dl,'Every',b.schedule?b.schedule+(b.timeZone?' ('+b.timeZone+')':''):d.RunInterval);
@@ -249,9 +252,9 @@ function render(c){
   if(!tr.length)ev.append(el('tr',{},el('td',{colspan:3,class:'empty',text:'The verdict has not changed yet.'})));
   const runs=document.getElementById('runs');runs.replaceChildren();
   (s.history||[]).forEach((h,i)=>{
-    const o=(h.outcome||'—')+(h.standing==='Idle'?' · idle':'');
+    const o=(h.outcome||'—')+(h.standing==='Idle'?' · idle':h.standing==='Degraded'?' · degraded':'');
     const timed=(h.timings||[]).map(x=>({coldStartFirstByte:'cold start: first byte ',coldStartActive:'cold start: Active after ',warmFirstByte:'warm: first byte '}[x.name]||x.name+' ')+ms(x.ms));
-    runs.append(el('tr',{'data-run':h.uuid},el('td',{text:when(h.startUnix)}),el('td',{class:h.outcome==='Success'?'s-ok':'s-failing',text:o}),el('td',{text:ms(Math.round(h.runDuration/1e6))}),el('td',{class:'err',text:(h.errors||[]).concat(timed).join('\n')}),el('td',{text:c.pods[i]||''})));
+    runs.append(el('tr',{'data-run':h.uuid},el('td',{text:when(h.startUnix)}),el('td',{class:h.standing==='Degraded'?'s-degraded':h.outcome==='Success'?'s-ok':'s-failing',text:o}),el('td',{text:ms(Math.round(h.runDuration/1e6))}),el('td',{class:'err',text:(h.errors||[]).concat(timed).join('\n')}),el('td',{text:c.pods[i]||''})));
   });
   if(!(s.history||[]).length)runs.append(el('tr',{},el('td',{colspan:5,class:'empty',text:'No run has finished yet.'})));
   const vals=document.getElementById('values');vals.replaceChildren();

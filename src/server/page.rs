@@ -30,6 +30,8 @@ pub enum Filter {
     Unstable,
     Suspended,
     Invalid,
+    /// Passing, but failing what is marked `severity: warning`.
+    Degraded,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -53,6 +55,7 @@ struct Counts {
     invalid: usize,
     pending: usize,
     running: usize,
+    degraded: usize,
 }
 
 /// One run in a check's strip: start (unix s), duration (ms), outcome letter, first error.
@@ -63,7 +66,7 @@ type Bar = (i64, i64, &'static str, Option<String>);
 struct Row {
     namespace: String,
     name: String,
-    /// ok, failing, pending or invalid.
+    /// ok, degraded, failing, pending or invalid.
     state: &'static str,
     running: bool,
     suspended: bool,
@@ -107,6 +110,8 @@ fn state(v: &CheckView) -> &'static str {
         "failing"
     } else if v.status.is_pending() {
         "pending"
+    } else if v.status.degraded() {
+        "degraded"
     } else {
         "ok"
     }
@@ -119,8 +124,9 @@ fn unstable(v: &CheckView) -> bool {
         .any(|h| h.outcome.is_some_and(|o| !o.is_success()))
 }
 
-fn letter(o: Option<Outcome>) -> &'static str {
+fn letter(o: Option<Outcome>, degraded: bool) -> &'static str {
     match o {
+        Some(Outcome::Success) if degraded => "D",
         Some(Outcome::Success) => "S",
         Some(Outcome::Failure) => "F",
         Some(Outcome::Timeout) => "T",
@@ -164,12 +170,15 @@ fn row(v: &CheckView, windows: &aggregate::Windows, board: &Board) -> Row {
             .map(duration::human)
             .or_else(|| v.schedule.clone()),
         uptime: windows.uptime(st),
-        errors: v
-            .effective_errors()
-            .iter()
-            .take(ROW_ERRORS)
-            .map(|e| truncate(e, ROW_ERROR_LEN))
-            .collect(),
+        errors: if v.effective_ok() && st.degraded() {
+            st.warnings.clone()
+        } else {
+            v.effective_errors()
+        }
+        .iter()
+        .take(ROW_ERRORS)
+        .map(|e| truncate(e, ROW_ERROR_LEN))
+        .collect(),
         failing_since: st.failing_since(),
         runs: st
             .history
@@ -179,7 +188,10 @@ fn row(v: &CheckView, windows: &aggregate::Windows, board: &Board) -> Row {
                 (
                     h.start_unix,
                     h.run_duration / 1_000_000,
-                    letter(h.outcome),
+                    letter(
+                        h.outcome,
+                        h.standing == Some(crate::api::Standing::Degraded),
+                    ),
                     h.errors.first().map(|e| truncate(e, ROW_ERROR_LEN)),
                 )
             })
@@ -212,12 +224,14 @@ pub async fn list(State(st): State<AppState>, Query(q): Query<ListQuery>) -> Res
         counts.unstable += usize::from(unstable);
         counts.suspended += usize::from(v.suspended);
         counts.running += usize::from(!v.status.current_uuid.is_empty());
+        counts.degraded += usize::from(s == "degraded");
         let wanted = match q.filter {
             Filter::All => true,
             Filter::Failing => s == "failing" || s == "invalid",
             Filter::Unstable => unstable,
             Filter::Suspended => v.suspended,
             Filter::Invalid => s == "invalid",
+            Filter::Degraded => s == "degraded",
         };
         if !wanted || !matches(&needle, &v.key) {
             continue;
@@ -388,6 +402,12 @@ mod tests {
             st.last_run_unix = 0;
             st.success_count = 0;
         }));
+        board.put(view("c", "slow", |v| {
+            let st = Arc::make_mut(&mut v.status);
+            st.standing = Some(crate::api::Standing::Degraded);
+            st.warnings = vec!["response took 900ms, over 300ms".into()];
+            st.history[0].standing = Some(crate::api::Standing::Degraded);
+        }));
         board
     }
 
@@ -396,13 +416,13 @@ mod tests {
         let doc = get(board(), "limit=2").await;
         assert_eq!(
             doc["counts"],
-            serde_json::json!({"total": 5, "failing": 2, "unstable": 2, "suspended": 1, "invalid": 1, "pending": 1, "running": 0})
+            serde_json::json!({"total": 6, "failing": 2, "unstable": 2, "suspended": 1, "invalid": 1, "pending": 1, "running": 0, "degraded": 1})
         );
-        assert_eq!(doc["matched"], 5);
+        assert_eq!(doc["matched"], 6);
         assert_eq!(names(&doc), ["a/db", "a/old"]);
         assert_eq!(doc["ok"], false);
         let next = get(board(), "limit=2&offset=4").await;
-        assert_eq!(names(&next), ["b/new"]);
+        assert_eq!(names(&next), ["b/new", "c/slow"]);
         assert_eq!(
             get(board(), "offset=99").await["checks"],
             serde_json::json!([])
@@ -422,6 +442,7 @@ mod tests {
         );
         assert_eq!(names(&get(b.clone(), "filter=suspended").await), ["a/old"]);
         assert_eq!(names(&get(b.clone(), "filter=invalid").await), ["b/bad"]);
+        assert_eq!(names(&get(b.clone(), "filter=degraded").await), ["c/slow"]);
         assert_eq!(names(&get(b.clone(), "q=WEB").await), ["a/web"]);
         assert_eq!(names(&get(b.clone(), "q=b/").await), ["b/bad", "b/new"]);
         assert_eq!(names(&get(b.clone(), "q=a/d").await), ["a/db"]);
@@ -444,5 +465,14 @@ mod tests {
         let doc = get(board(), "q=b/").await;
         assert_eq!(doc["checks"][0]["state"], "invalid");
         assert_eq!(doc["checks"][1]["state"], "pending");
+        // Degraded: passing, its warnings shown, its run drawn as such.
+        let doc = get(board(), "q=c/slow").await;
+        let row = &doc["checks"][0];
+        assert_eq!(row["state"], "degraded");
+        assert_eq!(
+            row["errors"],
+            serde_json::json!(["response took 900ms, over 300ms"])
+        );
+        assert_eq!(row["runs"][0][2], "D");
     }
 }

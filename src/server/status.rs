@@ -71,9 +71,15 @@ pub struct CheckDetail {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub maintenance: Option<String>,
     /// What the last run found besides passing: `Idle` (healthy, scaled to zero, and not
-    /// woken by the check).
+    /// woken by the check) or `Degraded`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub standing: Option<String>,
+    /// Passing (`OK` true), but the last run failed what was marked `severity: warning`.
+    #[serde(default)]
+    pub degraded: bool,
+    /// While degraded: what the last run found that was marked `severity: warning`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
     pub consecutive_failures: i64,
     pub success_count: i64,
     pub failure_count: i64,
@@ -136,6 +142,12 @@ impl CheckDetail {
                 .collect(),
             maintenance: board.maintenance(&v.key),
             standing: st.standing.map(|s| s.as_str().to_string()),
+            degraded: v.effective_ok() && st.degraded(),
+            warnings: if v.effective_ok() && st.degraded() {
+                st.warnings.clone()
+            } else {
+                Vec::new()
+            },
             consecutive_failures: st.consecutive_failures,
             success_count: st.success_count,
             failure_count: st.failure_count,

@@ -84,6 +84,7 @@ fn full_status() -> HealthCheckStatus {
             firing: true,
             sent_unix: 1_794_999_902,
             flapping: true,
+            degraded: false,
         }],
         transitions: vec![Transition {
             at_unix: 1_794_999_900,
@@ -96,6 +97,8 @@ fn full_status() -> HealthCheckStatus {
         }),
         standing: Some(probity::api::Standing::Idle),
         values: [("queue_depth".to_string(), 12.5)].into(),
+        warnings: vec!["GET https://shop/: certificate expires in 9 days, under 14 days".into()],
+        degraded_since_unix: Some(1_795_000_000),
     }
 }
 

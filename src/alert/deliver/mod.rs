@@ -281,7 +281,7 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
                     "payload": {
                         "summary": summary,
                         "source": "probity",
-                        "severity": m.severity.as_deref().filter(|s| ["critical", "error", "warning", "info"].contains(s)).unwrap_or(severity),
+                        "severity": if m.degraded { "warning" } else { m.severity.as_deref().filter(|s| ["critical", "error", "warning", "info"].contains(s)).unwrap_or(severity) },
                         "timestamp": m.since_rfc3339(),
                         "component": m.key.name(),
                         "group": m.key.namespace(),
@@ -305,11 +305,13 @@ pub fn request(kind: &Kind, m: &Message) -> Request {
         }
         Kind::Alertmanager { url } => {
             let mut labels = json!({
-                "alertname": "ProbityCheckFailing",
+                "alertname": if m.degraded { "ProbityCheckDegraded" } else { "ProbityCheckFailing" },
                 "namespace": m.key.namespace(),
                 "check": m.key.name(),
             });
-            if let Some(s) = &m.severity {
+            if m.degraded {
+                labels["severity"] = json!("warning");
+            } else if let Some(s) = &m.severity {
                 labels["severity"] = json!(s);
             }
             let mut alert = json!({

@@ -8,6 +8,7 @@ fn message(notice: Notice) -> Message {
         key: CheckKey::new("prod", "db"),
         notice,
         since: 1_700_000_000,
+        degraded: false,
         now: 1_700_003_700,
         errors: vec!["connect 10.0.0.5:5432: refused <x>".into(), "second".into()],
         link: Some("http://probity.example/checks/prod/db".into()),
@@ -158,6 +159,32 @@ fn alertmanager_gets_one_alert_that_a_resolve_ends() {
     let r = request(k, &message(Notice::Resolved));
     assert_eq!(r.body[0]["labels"], a["labels"], "the same alert");
     assert_eq!(r.body[0]["endsAt"], "2023-11-14T23:15:00Z");
+}
+
+#[test]
+fn a_degraded_spell_is_said_as_one_everywhere() {
+    let mut m = message(Notice::Firing);
+    m.degraded = true;
+    // The check's own severity is for its failures: a degradation is a warning.
+    m.severity = Some("critical".into());
+    m.errors = vec!["GET https://shop/: certificate expires in 9 days, under 14d".into()];
+    let hook = request(&kinds()[0], &m).body;
+    assert_eq!(
+        (hook["state"].as_str(), hook["summary"].as_str()),
+        (Some("degraded"), Some("prod/db is degraded"))
+    );
+    let am = &request(&kinds()[4], &m).body[0];
+    assert_eq!(
+        am["labels"],
+        json!({"alertname": "ProbityCheckDegraded", "namespace": "prod", "check": "db", "severity": "warning"})
+    );
+    let pd = request(&kinds()[3], &m).body;
+    assert_eq!(pd["payload"]["severity"], "warning");
+    m.notice = Notice::Resolved;
+    assert_eq!(
+        request(&kinds()[0], &m).body["summary"],
+        "prod/db recovered after being degraded for 1h 1m"
+    );
 }
 
 #[test]

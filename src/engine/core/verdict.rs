@@ -117,6 +117,9 @@ impl Engine {
                 st.errors.clear();
             }
             st.standing = result.standing;
+            if result.is_degraded() {
+                st.warnings = history_errors(&result.warnings);
+            }
         } else {
             st.failure_count += 1;
             st.consecutive_failures += 1;
@@ -147,7 +150,12 @@ impl Engine {
                 run_duration: st.run_duration,
                 outcome: Some(outcome),
                 cause: outcome.cause(),
-                errors: history_errors(&result.errors),
+                // A degraded run's record says what degraded it.
+                errors: history_errors(if result.is_degraded() {
+                    &result.warnings
+                } else {
+                    &result.errors
+                }),
                 standing: result.standing,
                 timings: result.timings.clone(),
                 values: result.values.clone(),

@@ -17,6 +17,7 @@ fn open(receiver: &str) -> AlertRecord {
         firing: true,
         sent_unix: 2,
         flapping: false,
+        degraded: false,
     }
 }
 

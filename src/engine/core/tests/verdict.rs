@@ -148,3 +148,47 @@ fn a_pass_found_idle_and_what_a_run_timed_are_recorded_and_a_failure_clears_idle
         "history keeps it"
     );
 }
+
+#[test]
+fn a_run_failing_only_warnings_is_degraded_passing_with_its_warnings_and_a_spell() {
+    let (mut e, _) = one("  runInterval: 1h\n  failureThreshold: 1\n");
+    let run = |e: &mut Engine, at, result: RunResult| {
+        e.run_now(at, &key("a")).unwrap();
+        let uuid = e.current_run(&key("a")).unwrap();
+        e.report(at, uuid, result).1.unwrap();
+        e.release(at, uuid, exited("done"));
+    };
+    let slow = || RunResult::graded(vec![], vec!["response took 900ms, over 300ms".into()]);
+    run(&mut e, t0() + secs(1), slow());
+    let st = e.status(&key("a")).unwrap();
+    assert!(st.ok && st.degraded(), "passing, degraded");
+    assert_eq!(st.warnings, ["response took 900ms, over 300ms"]);
+    assert!(st.errors.is_empty(), "Kuberhealthy's Errors stay empty");
+    assert_eq!(st.degraded_since_unix, Some(unix(t0() + secs(1))));
+    assert_eq!(st.history[0].errors, ["response took 900ms, over 300ms"]);
+    assert_eq!(st.success_count, 1);
+    // Still degraded: the spell keeps its start.
+    run(&mut e, t0() + secs(2), slow());
+    assert_eq!(
+        e.status(&key("a")).unwrap().degraded_since_unix,
+        Some(unix(t0() + secs(1)))
+    );
+    // A failure ends it (the failing spell takes over); a clean pass clears all.
+    run(&mut e, t0() + secs(3), RunResult::failure("down"));
+    let st = e.status(&key("a")).unwrap();
+    assert!(!st.ok && !st.degraded());
+    assert_eq!((st.degraded_since_unix, st.warnings.len()), (None, 0));
+    run(&mut e, t0() + secs(4), slow());
+    run(&mut e, t0() + secs(5), RunResult::passed());
+    let st = e.status(&key("a")).unwrap();
+    assert!(st.ok && !st.degraded());
+    assert_eq!((st.degraded_since_unix, st.warnings.len()), (None, 0));
+    // A failure found and kept with warnings is a failure, not degraded.
+    let both = RunResult::graded(vec!["status 500".into()], vec!["slow".into()]);
+    assert!(!both.passed_ok() && !both.is_degraded());
+    // A probe marked severity: warning: its failure degrades; a timeout stays a timeout.
+    let w = RunResult::failure("status 500").as_warning();
+    assert!(w.passed_ok() && w.is_degraded());
+    assert_eq!(w.warnings, ["status 500"]);
+    assert!(!RunResult::timed_out("late").as_warning().passed_ok());
+}
