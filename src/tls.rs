@@ -105,3 +105,56 @@ pub fn from_ca_file(path: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     }
     verifying(Some(certs)).map_err(|e| format!("{path:?}: {e}"))
 }
+
+/// When a DER certificate stops being valid (its `notAfter`), unix seconds; None when the
+/// bytes are not a certificate this reader follows. Only this one field is read, so a few
+/// lines of DER walking stand in for an X.509 crate.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert, _) = der_item(der)?; // Certificate ::= SEQUENCE
+    let (_, tbs, _) = der_item(cert)?; // tbsCertificate ::= SEQUENCE
+    let mut rest = tbs;
+    let (tag, _, after) = der_item(rest)?;
+    if tag == 0xa0 {
+        rest = after; // [0] version
+    }
+    for _ in 0..3 {
+        rest = der_item(rest)?.2; // serialNumber, signature, issuer
+    }
+    let (_, validity, _) = der_item(rest)?;
+    let (_, _, rest) = der_item(validity)?; // notBefore
+    let (tag, time, _) = der_item(rest)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let full = match tag {
+        0x17 => {
+            // UTCTime: YYMMDDHHMMSSZ, years 50-99 are 19xx (RFC 5280).
+            let yy: u32 = text.get(..2)?.parse().ok()?;
+            format!("{}{text}", if yy >= 50 { "19" } else { "20" })
+        }
+        0x18 => text.to_string(),
+        _ => return None,
+    };
+    chrono::NaiveDateTime::parse_from_str(full.trim_end_matches('Z'), "%Y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// One DER item: its tag, its contents, and what follows it.
+fn der_item(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let first = *b.get(1)? as usize;
+    let (len, head) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = b
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, &x| (acc << 8) | x as usize);
+        (len, 2 + n)
+    };
+    let end = head.checked_add(len)?;
+    Some((tag, b.get(head..end)?, b.get(end..)?))
+}

@@ -916,3 +916,54 @@ async fn values_reported_with_a_verdict_are_kept_and_exported() {
         serde_json::json!({"p99_ms": 3.5, "queue_depth": 12.0})
     );
 }
+
+/// A probe that misses only what is marked `severity: warning` is degraded: OK for
+/// Kuberhealthy's clients, said in `/json`, the page's API and a metric.
+#[tokio::test]
+async fn a_probe_missing_only_warnings_is_degraded_and_says_so_everywhere() {
+    let (_tmp, checks, state) = dirs();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(|| async { ([("x-version", "2.3.1")], r#"{"status":"UP"}"#) }),
+    );
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    write(
+        &checks,
+        "web.yaml",
+        &format!(
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: web, namespace: it}}\nspec:\n  runInterval: 1h\n  failureThreshold: 1\n  probe:\n    httpGet:\n      url: http://{addr}/health\n      assertions:\n        - {{jsonPath: $.status, equals: UP}}\n        - {{header: X-Version, matches: '^3\\.', severity: warning}}\n"
+        ),
+    );
+    let p = Probity::start(&checks, &state, &[]);
+    let d = p
+        .wait_for("the probe's run", |d| {
+            count(d, "it/web", "SuccessCount") >= 1
+        })
+        .await;
+    let web = &d["CheckDetails"]["it/web"];
+    assert_eq!(web["OK"], true, "{web}");
+    assert_eq!(web["Errors"], serde_json::json!([]));
+    assert_eq!(web["Degraded"], true);
+    assert_eq!(web["Standing"], "Degraded");
+    assert_eq!(
+        web["Warnings"][0],
+        format!("GET http://{addr}/health: status 200: header X-Version is \"2.3.1\", expected to match /^3\\./")
+    );
+    let metrics = p.metrics().await;
+    let degraded = metrics.lines().find_map(|l| {
+        l.strip_prefix("probity_check_degraded{check=\"web\",namespace=\"it\"}")?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    });
+    assert_eq!(degraded, Some(1.0), "{metrics}");
+    assert!(
+        metrics.contains("kuberhealthy_check{check=\"web\",namespace=\"it\",status=\"1\""),
+        "still OK for Kuberhealthy's dashboards"
+    );
+    let list = p.get_json("/api/checks?filter=degraded").await;
+    assert_eq!(list["counts"]["degraded"], 1);
+    assert_eq!(list["checks"][0]["state"], "degraded");
+}

@@ -61,6 +61,20 @@ fn http_server() -> Router {
         )
         .route("/small", get(|| async { "status: all good (v1.2)" }))
         .route(
+            "/health.json",
+            get(|| async {
+                // About 100 KB, the field asserted on last: beyond kubelet's 10 KiB.
+                let filler: Vec<String> =
+                    (0..2000).map(|i| format!("component-{i:05}-ok")).collect();
+                let doc =
+                    serde_json::json!({"filler": filler, "queue": {"depth": 12}, "status": "UP"});
+                (
+                    [("content-type", "application/json"), ("x-version", "2.3.1")],
+                    doc.to_string(),
+                )
+            }),
+        )
+        .route(
             "/echo",
             axum::routing::any(
                 |method: axum::http::Method, h: HeaderMap, body: String| async move {
@@ -126,6 +140,72 @@ async fn http_status_classes() {
 
 fn http_yaml(yaml: &str) -> HttpGetProbe {
     serde_saphyr::from_str(yaml).unwrap()
+}
+
+#[tokio::test]
+async fn assertions_on_json_headers_and_time_fail_or_degrade_naming_each_miss() {
+    let base = serve(http_server()).await;
+    let p = http_yaml(&format!(
+        r#"
+url: {base}/health.json
+assertions:
+  - {{jsonPath: $.status, equals: UP}}
+  - {{jsonPath: $.queue.depth, lessThan: 100}}
+  - {{jsonPath: '$.filler[1999]', contains: '01999'}}
+  - {{header: content-type, matches: '^application/json'}}
+  - {{body: '/"depth":\d+/'}}
+"#
+    ));
+    let v = http::probe(&p).await;
+    assert!(v.passed_ok() && !v.is_degraded(), "{v:?}");
+    let p = http_yaml(&format!(
+        r#"
+url: {base}/health.json
+assertions:
+  - {{jsonPath: $.status, equals: DOWN}}
+  - {{header: X-Version, equals: '3.0.0', severity: warning}}
+  - {{jsonPath: $.queue.depth, greaterThan: 50, severity: warning}}
+"#
+    ));
+    let v = http::probe(&p).await;
+    assert!(!v.passed_ok());
+    let at = format!("GET {base}/health.json: status 200: ");
+    assert_eq!(
+        v.errors,
+        [format!("{at}$.status is \"UP\", expected \"DOWN\"")]
+    );
+    // Only warnings missed: degraded, OK, each named.
+    let p = http_yaml(&format!(
+        r#"
+url: {base}/health.json
+assertions:
+  - {{header: X-Version, equals: '3.0.0', severity: warning}}
+  - {{jsonPath: $.queue.depth, greaterThan: 50, severity: warning}}
+  - {{responseTimeUnder: 1ms, severity: warning}}
+"#
+    ));
+    let v = http::probe(&p).await;
+    assert!(v.passed_ok() && v.is_degraded(), "{v:?}");
+    assert_eq!(
+        v.warnings[0],
+        format!("{at}header X-Version is \"2.3.1\", expected \"3.0.0\"")
+    );
+    assert_eq!(
+        v.warnings[1],
+        format!("{at}$.queue.depth is 12, expected > 50")
+    );
+    assert!(
+        v.warnings[2].starts_with(&format!("{at}response took "))
+            && v.warnings[2].ends_with("ms, expected under 1ms"),
+        "{}",
+        v.warnings[2]
+    );
+    // A body that is not JSON is said so.
+    let p = http_yaml(&format!(
+        "{{url: '{base}/small', assertions: [{{jsonPath: $.status, equals: UP}}]}}"
+    ));
+    let m = http::probe(&p).await.message();
+    assert!(m.contains("$.status: the body is not JSON"), "{m}");
 }
 
 #[tokio::test]
@@ -568,14 +648,31 @@ async fn https_is_unverified_unless_asked_and_verifies_against_a_ca_file() {
     let dir = tempfile::tempdir().unwrap();
     common::make_certs(dir.path());
     let base = tls_server(dir.path()).await;
-    let mut p = url(&base);
-    p.expect_body = Some("secure ok".into());
-    let v = http::probe(&p).await;
+    let port: i32 = base
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // kubelet's fields keep kubelet's semantics: not verified.
+    let kubelet = HttpGetProbe {
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        scheme: Some("HTTPS".into()),
+        expect_body: Some("secure ok".into()),
+        ..Default::default()
+    };
+    let v = http::probe(&kubelet).await;
     assert!(
         v.passed_ok(),
-        "a self-signed server passes without verification: {v:?}"
+        "a self-signed server passes kubelet's fields unverified: {v:?}"
     );
-    p.verify_tls = Some(true);
+    let mut p = url(&base);
+    p.verify_tls = Some(false);
+    assert!(http::probe(&p).await.passed_ok(), "verifyTLS: false");
+    // A url is verified by default.
+    p.verify_tls = None;
     let v = http::probe(&p).await;
     assert!(!v.passed_ok(), "the system roots do not know this CA");
     assert!(
@@ -586,6 +683,32 @@ async fn https_is_unverified_unless_asked_and_verifies_against_a_ca_file() {
     p.ca_file = Some(dir.path().join("ca.pem").display().to_string());
     let v = http::probe(&p).await;
     assert!(v.passed_ok(), "verified against the CA file: {v:?}");
+    // The name is verified: the certificate is for 127.0.0.1, not localhost.
+    let mut by_name = p.clone();
+    by_name.url = Some(base.replace("127.0.0.1", "localhost"));
+    let v = http::probe(&by_name).await;
+    assert!(
+        !v.passed_ok()
+            && v.message()
+                .contains("certificate not valid for name \"localhost\""),
+        "{}",
+        v.message()
+    );
+    // The certificate's expiry (openssl made it for 2 days): enough for 1d, a warning at 14d.
+    p.assertions = serde_saphyr::from_str(
+        "[{certificateValidFor: 1d}, {certificateValidFor: 14d, severity: warning}]",
+    )
+    .unwrap();
+    let v = http::probe(&p).await;
+    assert!(v.passed_ok() && v.is_degraded(), "{v:?}");
+    assert!(
+        v.warnings[0].contains("certificate expires in 1d 23h (")
+            && v.warnings[0].ends_with("), expected at least 14d 0h"),
+        "{}",
+        v.warnings[0]
+    );
+    p.assertions = serde_saphyr::from_str("[{certificateValidFor: 3d}]").unwrap();
+    assert!(!http::probe(&p).await.passed_ok(), "3d is more than it has");
     // Plain HTTP where TLS is expected fails as a TLS error.
     let plain = serve(http_server()).await;
     let v = http::probe(&url(&plain.replace("http://", "https://"))).await;

@@ -1,7 +1,6 @@
 //! What a notice says, whatever receives it: the check, the notice, its spell, the errors
 //! (capped), the link to the check's page, and the lines people read first.
 
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::decide::Notice;
@@ -121,22 +120,8 @@ impl Message {
     }
 }
 
-pub(super) fn rfc3339(unix: i64) -> String {
-    DateTime::<Utc>::from_timestamp(unix, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// A length of time as a person says it: "3m", "2h 5m", "1d 4h".
-fn spell(secs: i64) -> String {
-    let s = secs.max(0);
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
-}
+pub(super) use crate::api::duration::rfc3339;
+use crate::api::duration::spell;
 
 /// The check's page under the status page's `base` URL, each part of its name percent-encoded
 /// (a local check's name is its file's, which may hold anything).

@@ -148,6 +148,24 @@ fn frac(value: u128, unit: u128) -> String {
 }
 
 /// A compact human form for messages: `30s`, `5m`, `1h30m`, `250ms` (no zero tails).
+/// A length of time as a person says it: "3m", "2h 5m", "1d 4h".
+pub fn spell(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// An instant (unix seconds) as messages and documents write it: `2026-12-07T05:00:00Z`.
+pub fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 pub fn human(d: Duration) -> String {
     let mut f = format(d);
     if d >= Duration::from_secs(60) {

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod crd;
 pub mod duration;
+pub mod http_probe;
 pub mod load;
 pub mod probe;
 pub mod protocol;

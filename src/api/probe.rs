@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::http_probe::{HttpGetProbe, HttpHeader, StatusRange};
 pub use super::resource_probe::{Autoscaler, KnativeProbe, ResourceProbe};
 
 /// Exactly one method must be set.
@@ -28,6 +29,10 @@ pub struct Probe {
     /// A DNS query: the answer's rcode and records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsProbe>,
+    /// `critical` (default) or `warning`: a failure the probe finds only degrades the check
+    /// (it stays OK); a timeout still fails it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -168,120 +173,6 @@ impl DnsProbe {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpGetProbe {
-    /// Shorthand for scheme, host, port and path together.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// HTTP (default) or HTTPS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_headers: Option<Vec<HttpHeader>>,
-    /// GET (default), HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
-    /// The request's body (not with HEAD); set its Content-Type in httpHeaders.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    /// Statuses that count as success instead of 200-399: codes (`204`), classes (`"2xx"`)
-    /// or ranges (`"200-299"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect_status: Option<Vec<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>>,
-    /// `sameHost` (default, as kubelet: followed on the same host, a redirect elsewhere is a
-    /// success), `follow` (any host, 10 at most) or `none` (the redirect is the answer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirects: Option<String>,
-    /// The body (first 10 KiB) must contain this text, or match it as a regex when written `/re/`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect_body: Option<String>,
-    /// Verify the server certificate (HTTPS); off by default, as kubelet.
-    #[serde(default, rename = "verifyTLS", skip_serializing_if = "Option::is_none")]
-    pub verify_tls: Option<bool>,
-    /// PEM file of CA certificates to verify against (implies verifyTLS).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<String>,
-}
-
-pub const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-pub const REDIRECT_POLICIES: [&str; 3] = ["sameHost", "follow", "none"];
-
-/// One entry of `expectStatus`: the statuses it accepts, inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusRange(pub u16, pub u16);
-
-impl StatusRange {
-    pub fn parse(
-        v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
-    ) -> Result<Self, String> {
-        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-        let code = |n: i64| -> Result<u16, String> {
-            if (100..=599).contains(&n) {
-                Ok(n as u16)
-            } else {
-                Err(format!("{n} is not an HTTP status (100-599)"))
-            }
-        };
-        match v {
-            IntOrString::Int(n) => code(i64::from(*n)).map(|c| StatusRange(c, c)),
-            IntOrString::String(s) => {
-                let t = s.trim();
-                let bad = || {
-                    format!(
-                        "{s:?} must be a status (204), a class (\"2xx\") or a range (\"200-299\")"
-                    )
-                };
-                if let Some(class) = t.strip_suffix("xx").or_else(|| t.strip_suffix("XX")) {
-                    let c: i64 = class.parse().map_err(|_| bad())?;
-                    let lo = code(c * 100)?;
-                    return Ok(StatusRange(lo, lo + 99));
-                }
-                if let Some((a, b)) = t.split_once('-') {
-                    let (a, b): (i64, i64) = (
-                        a.trim().parse().map_err(|_| bad())?,
-                        b.trim().parse().map_err(|_| bad())?,
-                    );
-                    let (lo, hi) = (code(a)?, code(b)?);
-                    if lo > hi {
-                        return Err(format!("{s:?}: the range ends before it starts"));
-                    }
-                    return Ok(StatusRange(lo, hi));
-                }
-                let n: i64 = t.parse().map_err(|_| bad())?;
-                code(n).map(|c| StatusRange(c, c))
-            }
-        }
-    }
-
-    pub fn contains(&self, status: u16) -> bool {
-        (self.0..=self.1).contains(&status)
-    }
-}
-
-impl std::fmt::Display for StatusRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.0, self.1) {
-            (a, b) if a == b => write!(f, "{a}"),
-            (a, b) if a % 100 == 0 && b == a + 99 => write!(f, "{}xx", a / 100),
-            (a, b) => write!(f, "{a}-{b}"),
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct HttpHeader {
-    pub name: String,
-    #[serde(default)]
-    pub value: String,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct TcpSocketProbe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -391,14 +282,14 @@ impl Probe {
 
 use super::validate::Problem;
 
-fn port_problem(field: &str, port: i32) -> Option<Problem> {
+pub(super) fn port_problem(field: &str, port: i32) -> Option<Problem> {
     (!(1..=65535).contains(&port)).then(|| Problem {
         field: field.to_string(),
         message: format!("{port} is not a port (1-65535)"),
     })
 }
 
-fn host_problem(field: &str, host: &Option<String>) -> Option<Problem> {
+pub(super) fn host_problem(field: &str, host: &Option<String>) -> Option<Problem> {
     match host.as_deref() {
         None | Some("") => Some(Problem {
             field: field.to_string(),
@@ -409,6 +300,11 @@ fn host_problem(field: &str, host: &Option<String>) -> Option<Problem> {
 }
 
 impl Probe {
+    /// A failure it finds degrades rather than fails.
+    pub fn is_warning(&self) -> bool {
+        self.severity.as_deref() == Some("warning")
+    }
+
     /// How long a run may take when the check does not say: Kubernetes' probe timeout, or
     /// longer for probes that read the API server or wait for a cold start.
     pub fn default_timeout(&self) -> std::time::Duration {
@@ -425,104 +321,14 @@ impl Probe {
     pub fn problems(&self, knative: &Autoscaler) -> Vec<Problem> {
         let mut out = Vec::new();
         if let Some(h) = &self.http_get {
-            let f = "spec.probe.httpGet";
-            if let Some(u) = &h.url {
-                if h.host.is_some() || h.port.is_some() || h.path.is_some() || h.scheme.is_some() {
-                    out.push(Problem {
-                        field: format!("{f}.url"),
-                        message: "set either url or host/port/path/scheme, not both".into(),
-                    });
-                }
-                match url::Url::parse(u) {
-                    Ok(parsed)
-                        if matches!(parsed.scheme(), "http" | "https")
-                            && parsed.host().is_some() => {}
-                    Ok(_) => out.push(Problem {
-                        field: format!("{f}.url"),
-                        message: format!("{u:?} must be an http:// or https:// URL with a host"),
-                    }),
-                    Err(e) => out.push(Problem {
-                        field: format!("{f}.url"),
-                        message: format!("{u:?} is not a URL: {e}"),
-                    }),
-                }
-            } else {
-                out.extend(host_problem(&format!("{f}.host"), &h.host));
-                match h.port {
-                    None => out.push(Problem {
-                        field: format!("{f}.port"),
-                        message: "is required (or give url)".into(),
-                    }),
-                    Some(p) => out.extend(port_problem(&format!("{f}.port"), p)),
-                }
-                if let Some(s) = &h.scheme {
-                    if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") {
-                        out.push(Problem {
-                            field: format!("{f}.scheme"),
-                            message: format!("{s:?} must be HTTP or HTTPS"),
-                        });
-                    }
-                }
-                if let Some(p) = &h.path {
-                    if !p.is_empty() && !p.starts_with('/') {
-                        out.push(Problem {
-                            field: format!("{f}.path"),
-                            message: format!("{p:?} must start with /"),
-                        });
-                    }
-                }
-            }
-            if let Some(want) = &h.expect_body {
-                if want.len() >= 2 && want.starts_with('/') && want.ends_with('/') {
-                    if let Err(e) = regex::Regex::new(&want[1..want.len() - 1]) {
-                        out.push(Problem {
-                            field: format!("{f}.expectBody"),
-                            message: format!(
-                                "{want:?} is not a valid regex: {}",
-                                e.to_string().lines().last().unwrap_or("")
-                            ),
-                        });
-                    }
-                }
-            }
-            for (i, want) in h.expect_status.iter().flatten().enumerate() {
-                if let Err(why) = StatusRange::parse(want) {
-                    out.push(Problem {
-                        field: format!("{f}.expectStatus[{i}]"),
-                        message: why,
-                    });
-                }
-            }
-            let method = h.method.as_deref().unwrap_or("GET");
-            if !HTTP_METHODS.contains(&method) {
+            out.extend(h.problems());
+        }
+        if let Some(s) = &self.severity {
+            if !super::http_probe::SEVERITIES.contains(&s.as_str()) {
                 out.push(Problem {
-                    field: format!("{f}.method"),
-                    message: format!("{method:?} must be one of {}", HTTP_METHODS.join(", ")),
+                    field: "spec.probe.severity".into(),
+                    message: format!("{s:?} must be critical or warning"),
                 });
-            }
-            if method == "HEAD" && h.body.is_some() {
-                out.push(Problem {
-                    field: format!("{f}.body"),
-                    message: "a HEAD request has no body".into(),
-                });
-            }
-            if let Some(r) = &h.redirects {
-                if !REDIRECT_POLICIES.contains(&r.as_str()) {
-                    out.push(Problem {
-                        field: format!("{f}.redirects"),
-                        message: format!("{r:?} must be one of {}", REDIRECT_POLICIES.join(", ")),
-                    });
-                }
-            }
-            for (i, hdr) in h.http_headers.iter().flatten().enumerate() {
-                if hdr.name.is_empty()
-                    || !hdr.name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-                {
-                    out.push(Problem {
-                        field: format!("{f}.httpHeaders[{i}].name"),
-                        message: format!("{:?} is not a valid header name", hdr.name),
-                    });
-                }
             }
         }
         if let Some(t) = &self.tcp_socket {
@@ -551,78 +357,5 @@ impl Probe {
             out.extend(d.problems());
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-
-    #[test]
-    fn expected_statuses_are_codes_classes_or_ranges() {
-        let parse = |v: IntOrString| StatusRange::parse(&v);
-        assert_eq!(parse(IntOrString::Int(204)), Ok(StatusRange(204, 204)));
-        assert_eq!(
-            parse(IntOrString::String("2xx".into())),
-            Ok(StatusRange(200, 299))
-        );
-        assert_eq!(
-            parse(IntOrString::String("500-503".into())),
-            Ok(StatusRange(500, 503))
-        );
-        assert_eq!(
-            parse(IntOrString::String("418".into())),
-            Ok(StatusRange(418, 418))
-        );
-        assert_eq!(
-            parse(IntOrString::Int(99)).unwrap_err(),
-            "99 is not an HTTP status (100-599)"
-        );
-        assert!(parse(IntOrString::String("9xx".into()))
-            .unwrap_err()
-            .contains("900 is not an HTTP status"));
-        assert!(parse(IntOrString::String("503-500".into()))
-            .unwrap_err()
-            .contains("ends before it starts"));
-        assert!(parse(IntOrString::String("ok".into()))
-            .unwrap_err()
-            .contains("must be a status (204), a class (\"2xx\") or a range (\"200-299\")"));
-        let shown: Vec<String> = [
-            StatusRange(201, 201),
-            StatusRange(300, 399),
-            StatusRange(500, 503),
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        assert_eq!(shown, ["201", "3xx", "500-503"]);
-    }
-
-    #[test]
-    fn method_body_and_redirects_are_checked() {
-        let probe: Probe = serde_saphyr::from_str(
-            "{httpGet: {url: 'http://h/', method: FETCH, body: x, redirects: always, expectStatus: [200, '6xx']}}",
-        )
-        .unwrap();
-        let said: Vec<String> = probe
-            .problems(&Autoscaler::default())
-            .iter()
-            .map(|p| format!("{}: {}", p.field, p.message))
-            .collect();
-        assert_eq!(
-            said,
-            [
-                "spec.probe.httpGet.expectStatus[1]: 600 is not an HTTP status (100-599)",
-                "spec.probe.httpGet.method: \"FETCH\" must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
-                "spec.probe.httpGet.redirects: \"always\" must be one of sameHost, follow, none",
-            ]
-        );
-        let head: Probe =
-            serde_saphyr::from_str("{httpGet: {url: 'http://h/', method: HEAD, body: x}}").unwrap();
-        assert_eq!(
-            head.problems(&Autoscaler::default())[0].message,
-            "a HEAD request has no body"
-        );
     }
 }

@@ -1,6 +1,6 @@
 //! `httpGet`: kubelet's HTTP probe. Success iff 200 <= status < 400 (or one of `expectStatus`:
 //! codes, classes, ranges), and the body matches `expectBody` when given. Beyond kubelet: the
-//! method, a request body, and the redirect policy.
+//! method, a request body, the redirect policy, and `assertions` (judged in `http_assert`).
 //!
 //! Written on hyper's connection API rather than reqwest because a probe must open a fresh
 //! connection each time and reset it when done (SO_LINGER 0): reqwest pools connections and
@@ -20,7 +20,7 @@ use rustls::pki_types::ServerName;
 use url::Url;
 
 use super::tcp::connect;
-use super::{after, ProbeError, RunResult};
+use super::{after, http_assert, ProbeError, RunResult};
 use crate::api::probe::{HttpGetProbe, StatusRange};
 use crate::tls::{insecure, verifying};
 
@@ -94,11 +94,16 @@ pub async fn probe(p: &HttpGetProbe) -> RunResult {
         .collect();
     let method = p.method.as_deref().unwrap_or("GET");
     let redirects = p.redirects.as_deref().unwrap_or("sameHost");
+    let body_limit = match (http_assert::reads_body(&p.assertions), &check_body) {
+        _ if method == "HEAD" => 0,
+        (true, _) => http_assert::MAX_ASSERTED_BODY,
+        (false, Some(_)) => MAX_BODY,
+        (false, None) => 0,
+    };
     let start = Instant::now();
     for _ in 0..=MAX_REDIRECTS {
         let shown = url.to_string();
-        let read_body = check_body.is_some() && method != "HEAD";
-        let resp = match get(&url, p, tls.as_ref(), read_body).await {
+        let resp = match get(&url, p, tls.as_ref(), body_limit).await {
             Ok(r) => r,
             Err(e) => return RunResult::failure(format!("{method} {shown}: {e} {}", after(start))),
         };
@@ -132,21 +137,32 @@ pub async fn probe(p: &HttpGetProbe) -> RunResult {
                 wanted.join(", ")
             ));
         }
-        let body = String::from_utf8_lossy(&resp.body);
-        return match &check_body {
+        let took = start.elapsed();
+        // expectBody reads what kubelet would (10 KiB), whatever the assertions read.
+        let body = String::from_utf8_lossy(&resp.body[..resp.body.len().min(MAX_BODY)]);
+        let mut errors = match &check_body {
             Some(BodyCheck::Contains(s)) if !body.contains(s.as_str()) => {
-                RunResult::failure(format!(
-                    "{method} {shown}: status {}: body does not contain {s:?}",
-                    status.as_u16()
-                ))
+                vec![format!("body does not contain {s:?}")]
             }
-            Some(BodyCheck::Regex(r)) if !r.is_match(&body) => RunResult::failure(format!(
-                "{method} {shown}: status {}: body does not match /{}/",
-                status.as_u16(),
-                r.as_str()
-            )),
-            _ => RunResult::passed(),
+            Some(BodyCheck::Regex(r)) if !r.is_match(&body) => {
+                vec![format!("body does not match /{}/", r.as_str())]
+            }
+            _ => Vec::new(),
         };
+        let exchange = http_assert::Exchange {
+            headers: &resp.headers,
+            body: &resp.body,
+            took,
+            cert_not_after: resp.cert_not_after,
+            now_unix: chrono::Utc::now().timestamp(),
+        };
+        let (failed, warned) = http_assert::judge(&p.assertions, &exchange);
+        errors.extend(failed);
+        let said = |m: String| format!("{method} {shown}: status {}: {m}", status.as_u16());
+        return RunResult::graded(
+            errors.into_iter().map(said).collect(),
+            warned.into_iter().map(said).collect(),
+        );
     }
     RunResult::failure(format!(
         "{method} {}: stopped after {MAX_REDIRECTS} redirects",
@@ -163,14 +179,17 @@ fn same_host(a: &Url, b: &Url) -> bool {
 struct Response {
     status: StatusCode,
     location: Option<String>,
+    headers: hyper::HeaderMap,
     body: Vec<u8>,
+    /// The server certificate's `notAfter`, over HTTPS.
+    cert_not_after: Option<i64>,
 }
 
 async fn get(
     url: &Url,
     p: &HttpGetProbe,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    read_body: bool,
+    body_limit: usize,
 ) -> Result<Response, ProbeError> {
     let target = |what: &str| ProbeError::Target(what.to_string());
     let host = url
@@ -201,9 +220,17 @@ async fn get(
             .connect(name, tcp)
             .await
             .map_err(|e| ProbeError::Tls(super::tcp::io_reason(&e)))?;
-        exchange(TokioIo::new(stream), req, read_body).await
+        let not_after = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| crate::tls::not_after(c));
+        let mut resp = exchange(TokioIo::new(stream), req, body_limit).await?;
+        resp.cert_not_after = not_after;
+        Ok(resp)
     } else {
-        exchange(TokioIo::new(tcp), req, read_body).await
+        exchange(TokioIo::new(tcp), req, body_limit).await
     }
 }
 
@@ -249,7 +276,7 @@ fn request(
 async fn exchange<T>(
     io: T,
     req: Request<Full<Bytes>>,
-    read_body: bool,
+    body_limit: usize,
 ) -> Result<Response, ProbeError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -269,14 +296,15 @@ where
             .get(hyper::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let headers = resp.headers().clone();
         let mut body = Vec::new();
-        if read_body {
+        if body_limit > 0 {
             let mut b = resp.into_body();
-            while body.len() < MAX_BODY {
+            while body.len() < body_limit {
                 match b.frame().await {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
-                            let room = MAX_BODY - body.len();
+                            let room = body_limit - body.len();
                             body.extend_from_slice(&data[..data.len().min(room)]);
                         }
                     }
@@ -291,7 +319,9 @@ where
         Ok(Response {
             status,
             location,
+            headers,
             body,
+            cert_not_after: None,
         })
     }
     .await;
@@ -312,8 +342,7 @@ fn hyper_reason(e: &hyper::Error) -> String {
 
 /// The TLS settings of a probe: None for the unverified default; built once per CA file.
 fn tls_config(p: &HttpGetProbe) -> Result<Option<Arc<rustls::ClientConfig>>, ProbeError> {
-    let verify = p.verify_tls.unwrap_or(false) || p.ca_file.is_some();
-    if !verify {
+    if !p.verifies_tls() {
         return Ok(None);
     }
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<rustls::ClientConfig>>>> = OnceLock::new();

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod exec;
 pub mod grpc;
 pub mod http;
+pub mod http_assert;
 pub mod podexec;
 pub mod resource;
 pub mod tcp;
@@ -161,6 +162,11 @@ impl ProbeRunner {
                     resources.probe_knative(&run.key, k, budget).await
                 }
                 _ => probe(p).await,
+            };
+            let result = if p.is_warning() {
+                result.as_warning()
+            } else {
+                result
             };
             for w in &result.warnings {
                 warn!(check = %run.key, "{w}");
