@@ -143,15 +143,25 @@ pub async fn send(target: &ReportTarget, result: &RunResult) -> Result<()> {
         Some(d) => tokio::time::Instant::now() + (d - Utc::now()).to_std().unwrap_or_default(),
         None => tokio::time::Instant::now() + NO_DEADLINE_RETRY,
     };
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let attempt = client
+    let request = || {
+        client
             .post(&target.url)
             .header(UUID_HEADER, &target.uuid)
             .json(&body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
+    };
+    deliver(request, give_up, "the run's deadline").await
+}
+
+/// Posts until accepted: retries what may succeed later (connection errors, 5xx, 408, 429)
+/// with backoff until `give_up`; a refusal (another 4xx) ends it at once.
+async fn deliver(
+    request: impl Fn() -> reqwest::RequestBuilder,
+    give_up: tokio::time::Instant,
+    until: &str,
+) -> Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = request().timeout(Duration::from_secs(10)).send().await;
         let retryable = match attempt {
             Ok(resp) => {
                 let status = resp.status();
@@ -172,14 +182,66 @@ pub async fn send(target: &ReportTarget, result: &RunResult) -> Result<()> {
             Err(e) => e.to_string(),
         };
         if tokio::time::Instant::now() + backoff > give_up {
-            return Err(ClientError::ReportFailed(format!(
-                "giving up at the run's deadline: {retryable}"
-            ))
-            .into());
+            return Err(
+                ClientError::ReportFailed(format!("giving up at {until}: {retryable}")).into(),
+            );
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Pings heartbeat check `check` (`NAMESPACE/NAME`) of the probity at `base`: `start`,
+/// `success` or `fail` (with `message`), proving itself with `token`. Retried for 30 s.
+pub async fn heartbeat(
+    base: &str,
+    check: &str,
+    beat: &crate::api::heartbeat::Beat,
+    token: &str,
+) -> Result<()> {
+    use crate::api::heartbeat::Beat;
+    let (namespace, name) = check
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+        .ok_or_else(|| ClientError::RunEnv {
+            var: "--heartbeat",
+            problem: format!("{check:?} is not NAMESPACE/NAME"),
+        })?;
+    let mut url = url::Url::parse(base).map_err(|e| ClientError::RunEnv {
+        var: "--url",
+        problem: format!("{base:?} is not a URL: {e}"),
+    })?;
+    url.path_segments_mut()
+        .map_err(|_| ClientError::RunEnv {
+            var: "--url",
+            problem: format!("{base:?} cannot take a path"),
+        })?
+        .pop_if_empty()
+        .extend(["api", "heartbeat", namespace, name]);
+    let body = match beat {
+        Beat::Start => {
+            url.path_segments_mut().expect("checked").push("start");
+            String::new()
+        }
+        Beat::Fail(said) => {
+            url.path_segments_mut().expect("checked").push("fail");
+            said.clone()
+        }
+        Beat::Success => String::new(),
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(Error::HttpClient)?;
+    let request = || {
+        client
+            .post(url.clone())
+            .bearer_auth(token.trim())
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body.clone())
+    };
+    let give_up = tokio::time::Instant::now() + NO_DEADLINE_RETRY;
+    deliver(request, give_up, "30s").await
 }
 
 #[cfg(test)]

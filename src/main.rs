@@ -36,8 +36,12 @@ enum Command {
         #[command(flatten)]
         defaults: DefaultArgs,
     },
-    /// Report this run's result to probity (from inside a check; reads the KH_* variables).
+    /// Report this run's result to probity (from inside a check; reads the KH_* variables), or
+    /// ping a heartbeat check (--heartbeat).
     Report(ReportArgs),
+    /// Make a token for a heartbeat check: prints the token (for the job's Secret) and its
+    /// tokenHash (for the check's spec.heartbeat).
+    HeartbeatToken,
     /// Check HealthCheck files for errors; exit 0 iff every check is valid.
     Validate {
         #[arg(required = true)]
@@ -222,6 +226,21 @@ struct ReportArgs {
     /// run's history, drawn on the check's page, exported as probity_check_value.
     #[arg(long = "value", value_name = "NAME=NUMBER", value_parser = parse_value)]
     values: Vec<(String, f64)>,
+    /// Ping heartbeat check NAMESPACE/NAME instead of reporting a run: --ok (the job ran),
+    /// --error MSG (it failed) or --start (it begins). The token comes from
+    /// PROBITY_HEARTBEAT_TOKEN or --token-file.
+    #[arg(long, env = "PROBITY_HEARTBEAT", value_name = "NAMESPACE/NAME")]
+    heartbeat: Option<String>,
+    /// probity's address, for --heartbeat.
+    #[arg(
+        long,
+        env = "PROBITY_URL",
+        default_value = "http://probity.probity.svc"
+    )]
+    url: String,
+    /// A file holding the heartbeat token (a mounted Secret's key), for --heartbeat.
+    #[arg(long, env = "PROBITY_HEARTBEAT_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +252,9 @@ struct Verdict {
     /// The check failed with these errors (one or more).
     #[arg(long = "error", num_args = 1.., value_name = "MSG")]
     errors: Vec<String>,
+    /// With --heartbeat: the job begins now (its duration is measured to its next ping).
+    #[arg(long, requires = "heartbeat")]
+    start: bool,
 }
 
 /// `NAME=NUMBER`, the name as a report's `Values` takes it.
@@ -345,7 +367,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Report(args) if args.heartbeat.is_some() => {
+            use probity::api::heartbeat::Beat;
+            let check = args.heartbeat.unwrap_or_default();
+            let token = match (&args.token_file, std::env::var("PROBITY_HEARTBEAT_TOKEN")) {
+                (Some(path), _) => std::fs::read_to_string(path)
+                    .with_context(|| format!("--token-file {}", path.display()))?,
+                (None, Ok(t)) if !t.trim().is_empty() => t,
+                _ => anyhow::bail!(
+                    "--heartbeat needs its token: set PROBITY_HEARTBEAT_TOKEN or --token-file"
+                ),
+            };
+            let beat = match (args.verdict.start, args.verdict.ok) {
+                (true, _) => Beat::Start,
+                (false, true) => Beat::Success,
+                (false, false) => Beat::Fail(args.verdict.errors.join("; ")),
+            };
+            probity::client::heartbeat(&args.url, &check, &beat, &token).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HeartbeatToken => {
+            let token = probity::api::heartbeat::new_token();
+            println!("token: {token}");
+            println!("tokenHash: {}", probity::api::heartbeat::token_hash(&token));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report(args) => {
+            if args.verdict.start {
+                anyhow::bail!("--start is for --heartbeat");
+            }
             let target = probity::client::this_run()?;
             let values: probity::api::Values = args.values.into_iter().collect();
             if values.len() > probity::api::run::MAX_VALUES {

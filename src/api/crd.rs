@@ -150,6 +150,8 @@ mod tests {
             values: [("depth".to_string(), 12.5)].into(),
             warnings: vec!["w".into()],
             degraded_since_unix: Some(6),
+            last_ping_unix: Some(7),
+            ping_started_unix: Some(6),
             history: vec![RunRecord {
                 uuid: "u".into(),
                 start_unix: 1,
@@ -207,7 +209,7 @@ mod tests {
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
         let value = serde_json::to_value(&status).unwrap();
         // Every field is present in the serialized value, so a new field must be declared too.
-        assert_eq!(value.as_object().unwrap().len(), 32);
+        assert_eq!(value.as_object().unwrap().len(), 34);
         assert_declared(schema, &value, "status");
         // Kuberhealthy v3's exact names.
         for k in [

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod crd;
 pub mod duration;
+pub mod heartbeat;
 pub mod http_probe;
 pub mod load;
 pub mod probe;
@@ -127,6 +128,9 @@ pub struct HealthCheckSpec {
     /// A built-in probe run by probity itself, instead of `podSpec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
+    /// No pod, no probe: a job pings probity, and silence fails the check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<heartbeat::HeartbeatSpec>,
     /// Checks this one depends on, `NAME` (in this check's namespace) or `NAMESPACE/NAME`
     /// (a probity extension). While one of them fails, this check's failure is "blocked": it
     /// is recorded as always but notifies no one.
@@ -287,6 +291,12 @@ pub struct HealthCheckStatus {
     /// The degraded spell routes with `degraded: true` are told about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub degraded_since_unix: Option<i64>,
+    /// A heartbeat check: when its job last pinged (success or failure), unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ping_unix: Option<i64>,
+    /// A heartbeat check: when its job said it started, until its next ping.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_started_unix: Option<i64>,
 }
 
 /// Why and when a check left while receivers had open alerts about it, and the labels that

@@ -77,6 +77,12 @@ pub enum Trigger {
     /// Start-to-start interval.
     Interval(Duration),
     Cron(Arc<CronSchedule>),
+    /// No runs: pings are its runs; silence past `period` + `grace` is a failure, said again
+    /// each `period` while it lasts.
+    Heartbeat {
+        period: Duration,
+        grace: Duration,
+    },
 }
 
 #[derive(Debug)]
@@ -215,9 +221,34 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
     }
     let spec: &HealthCheckSpec = &hc.spec;
     let is_probe = spec.probe.is_some();
+    let mut heartbeat = None;
+    if let Some(h) = &spec.heartbeat {
+        let (period, found) = h.problems();
+        for p in found {
+            problems_push(&mut bad, p);
+        }
+        heartbeat = period.map(|period| (period, h.grace()));
+        for (set, field) in [
+            (spec.pod_spec.is_some(), "spec.podSpec"),
+            (spec.probe.is_some(), "spec.probe"),
+            (spec.run_interval.is_some(), "spec.runInterval"),
+            (spec.schedule.is_some(), "spec.schedule"),
+        ] {
+            if set {
+                bad(
+                    field,
+                    "a heartbeat check has no runs of its own: its job pings it".into(),
+                );
+            }
+        }
+    }
     match (&spec.pod_spec, &spec.probe) {
+        _ if spec.heartbeat.is_some() => {}
         (Some(_), Some(_)) => bad("spec", "set either podSpec or probe, not both".into()),
-        (None, None) => bad("spec", "one of podSpec or probe is required".into()),
+        (None, None) => bad(
+            "spec",
+            "one of podSpec, probe or heartbeat is required".into(),
+        ),
         (Some(p), None) => match p.pod_spec() {
             Ok(ps) if ps.containers.is_empty() => bad(
                 "spec.podSpec.spec.containers",
@@ -336,9 +367,10 @@ pub fn validate(hc: &HealthCheck, defaults: &Defaults) -> Result<Plan, Invalid> 
     if !problems.is_empty() {
         return Err(Invalid { problems });
     }
-    let trigger = match cron {
-        Some(c) => Trigger::Cron(Arc::new(c)),
-        None => Trigger::Interval(interval.unwrap_or(if is_probe {
+    let trigger = match (cron, heartbeat) {
+        (_, Some((period, grace))) => Trigger::Heartbeat { period, grace },
+        (Some(c), None) => Trigger::Cron(Arc::new(c)),
+        (None, None) => Trigger::Interval(interval.unwrap_or(if is_probe {
             PROBE_INTERVAL
         } else {
             defaults.run_interval
@@ -432,7 +464,19 @@ mod tests {
     fn exactly_one_of_pod_spec_and_probe() {
         assert_eq!(
             problems("  runInterval: 1m\n"),
-            "spec: one of podSpec or probe is required"
+            "spec: one of podSpec, probe or heartbeat is required"
+        );
+        let hash = crate::api::heartbeat::token_hash("t");
+        let beat = format!("  heartbeat: {{period: 1h, tokenHash: '{hash}'}}\n");
+        let p = validate(&check(&beat), &Defaults::default()).unwrap();
+        assert!(matches!(
+            p.trigger,
+            Trigger::Heartbeat { period, grace }
+                if period == Duration::from_secs(3600) && grace == Duration::from_secs(300)
+        ));
+        assert_eq!(
+            problems(&format!("{beat}{POD}  runInterval: 1m\n")),
+            "spec.podSpec: a heartbeat check has no runs of its own: its job pings it; spec.runInterval: a heartbeat check has no runs of its own: its job pings it"
         );
         let both = format!("{POD}  probe: {{tcpSocket: {{host: h, port: 1}}}}\n");
         assert_eq!(

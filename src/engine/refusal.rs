@@ -46,6 +46,9 @@ pub enum Rejection {
     },
     #[error("the scheduler is shutting down; retry")]
     ShuttingDown,
+    /// A ping for a check that is not (or no longer) a heartbeat check here.
+    #[error("no heartbeat check {key}")]
+    NoHeartbeat { key: CheckKey },
     /// Too many reports wait for runs this replica has not seen yet.
     #[error("too many reports are waiting for their runs to be known here; retry")]
     Overloaded,
@@ -70,6 +73,8 @@ pub enum RunRefused {
     Invalid { key: CheckKey, invalid: Invalid },
     #[error("{0} already has a run in flight")]
     InFlight(CheckKey),
+    #[error("{0} is a heartbeat check: its job's pings are its runs")]
+    Heartbeat(CheckKey),
     #[error("shutting down")]
     ShuttingDown,
     #[error("this replica is not the leader")]

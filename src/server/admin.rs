@@ -60,6 +60,7 @@ impl IntoResponse for RunError {
             RunError::Refused(
                 RunRefused::Invalid { .. }
                 | RunRefused::InFlight(_)
+                | RunRefused::Heartbeat(_)
                 | RunRefused::ShuttingDown
                 | RunRefused::NotLeader,
             ) => StatusCode::CONFLICT,
@@ -89,7 +90,7 @@ fn same(presented: &[u8], token: &[u8]) -> bool {
 
 /// The credentials of an `Authorization: Bearer ...` header; the scheme is case-insensitive
 /// (RFC 9110).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, credentials) = value.trim().split_once(' ')?;
     scheme

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod badge;
 pub mod dashboard;
+pub mod heartbeat;
 pub mod listen;
 pub mod logs;
 pub mod page;
@@ -94,6 +95,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/run", post(admin::run))
+        .route("/api/heartbeat/{namespace}/{name}", post(heartbeat::ping))
+        .route(
+            "/api/heartbeat/{namespace}/{name}/{beat}",
+            post(heartbeat::ping_as),
+        )
         .route("/api/checks", get(page::list))
         .route("/api/checks/{namespace}/{name}", get(status::check))
         .route("/api/checks/{namespace}/{name}/logs", get(logs::logs))

@@ -185,12 +185,13 @@ impl IntoResponse for ReportError {
 }
 
 /// What a refusal means to Kuberhealthy's clients: 400 never retry, 410 too late, 5xx retry.
-fn refusal_status(r: &Rejection) -> StatusCode {
+pub(super) fn refusal_status(r: &Rejection) -> StatusCode {
     match r {
         Rejection::Unknown { .. }
         | Rejection::AlreadyReported { .. }
         | Rejection::AlreadyEnded { .. }
         | Rejection::Deleted { .. } => StatusCode::BAD_REQUEST,
+        Rejection::NoHeartbeat { .. } => StatusCode::NOT_FOUND,
         Rejection::TimedOut { .. } | Rejection::PastDeadline { .. } => StatusCode::GONE,
         Rejection::ShuttingDown | Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         Rejection::NotStored(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -99,6 +99,8 @@ fn full_status() -> HealthCheckStatus {
         values: [("queue_depth".to_string(), 12.5)].into(),
         warnings: vec!["GET https://shop/: certificate expires in 9 days, under 14 days".into()],
         degraded_since_unix: Some(1_795_000_000),
+        last_ping_unix: Some(1_795_000_100),
+        ping_started_unix: Some(1_795_000_050),
     }
 }
 

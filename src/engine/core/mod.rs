@@ -11,6 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 mod depart;
 mod depends;
 mod ended;
+mod heartbeat;
 mod leader;
 mod schedule;
 mod verdict;
@@ -452,6 +453,10 @@ impl Engine {
                 break;
             }
             self.timers.remove(&(t, key.clone()));
+            if self.is_heartbeat(&key) {
+                effects.extend(self.heartbeat_missed(now, &key));
+                continue;
+            }
             if let Some(entry) = self.checks.get_mut(&key) {
                 entry.due = None;
                 if entry.run.is_none() && !entry.queued {

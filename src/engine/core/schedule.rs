@@ -51,6 +51,9 @@ impl Engine {
         if entry.run.is_some() {
             return Err(RunRefused::InFlight(key.clone()));
         }
+        if self.is_heartbeat(key) {
+            return Err(RunRefused::Heartbeat(key.clone()));
+        }
         if self.draining {
             return Err(RunRefused::ShuttingDown);
         }
@@ -121,6 +124,8 @@ impl Engine {
                 _ if plan.single_run => None,
                 Trigger::Interval(iv) => Some(later(now, *iv)),
                 Trigger::Cron(c) => c.next_after(now),
+                // Never queued (see `tick`); nothing to start.
+                Trigger::Heartbeat { .. } => continue,
             };
             let st = Arc::make_mut(&mut entry.status);
             // The fields a start replaces are moved aside (not the whole status copied: that
@@ -281,6 +286,12 @@ impl Engine {
                     Some(now)
                 }
             }
+            Trigger::Heartbeat { period, grace } => Some(super::heartbeat::next_miss(
+                &e.status,
+                e.first_seen,
+                *period,
+                *grace,
+            )),
             Trigger::Cron(c) => {
                 let mut from = now;
                 if let Some(l) = last {

@@ -54,11 +54,12 @@ impl Engine {
             Ok(p) => (
                 match &p.trigger {
                     Trigger::Interval(iv) => Some(*iv),
+                    Trigger::Heartbeat { period, .. } => Some(*period),
                     Trigger::Cron(_) => None,
                 },
                 match &p.trigger {
                     Trigger::Cron(c) => Some(c.expr.clone()),
-                    Trigger::Interval(_) => None,
+                    Trigger::Interval(_) | Trigger::Heartbeat { .. } => None,
                 },
                 Some(p.timeout),
                 p.single_run,

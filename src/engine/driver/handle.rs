@@ -33,6 +33,12 @@ pub enum Event {
         key: CheckKey,
         reply: oneshot::Sender<Result<(), RunRefused>>,
     },
+    /// A heartbeat check's job pinged (see `Engine::heartbeat`).
+    Heartbeat {
+        key: CheckKey,
+        beat: crate::api::heartbeat::Beat,
+        reply: oneshot::Sender<Result<(), Rejection>>,
+    },
     /// A notification receiver was told of a check's state (see `Engine::notified`).
     Notified {
         key: CheckKey,
@@ -96,6 +102,20 @@ impl EngineHandle {
                 result,
                 reply,
             })
+            .await
+            .map_err(|_| Rejection::ShuttingDown)?;
+        rx.await.unwrap_or(Err(Rejection::ShuttingDown))
+    }
+
+    /// Hands a heartbeat check's ping to the engine; resolves once it is stored (or refused).
+    pub async fn heartbeat(
+        &self,
+        key: CheckKey,
+        beat: crate::api::heartbeat::Beat,
+    ) -> Result<(), Rejection> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Heartbeat { key, beat, reply })
             .await
             .map_err(|_| Rejection::ShuttingDown)?;
         rx.await.unwrap_or(Err(Rejection::ShuttingDown))

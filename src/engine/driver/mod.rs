@@ -291,6 +291,25 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                 result,
                 reply,
             } => self.report(uuid, result, reply, None),
+            Event::Heartbeat { key, beat, reply } => {
+                let (effects, verdict) = self.engine.heartbeat(now, &key, beat);
+                let stored = self.apply(effects);
+                match (verdict, stored) {
+                    (Err(r), _) => {
+                        let _ = reply.send(Err(r));
+                    }
+                    // Answered once the ping is durable: a 200 means it is not lost.
+                    (Ok(()), Some(fut)) => {
+                        tokio::spawn(async move {
+                            let r = fut.await.map_err(|e| Rejection::NotStored(Arc::new(e)));
+                            let _ = reply.send(r);
+                        });
+                    }
+                    (Ok(()), None) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
             Event::RequestRun { key, at, reply } => {
                 let r = self
                     .engine

@@ -2,6 +2,7 @@
 
 mod depart;
 mod depends;
+mod heartbeat;
 mod leader;
 mod runs;
 mod schedule;
