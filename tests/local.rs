@@ -967,3 +967,132 @@ async fn a_probe_missing_only_warnings_is_degraded_and_says_so_everywhere() {
     assert_eq!(list["counts"]["degraded"], 1);
     assert_eq!(list["checks"][0]["state"], "degraded");
 }
+
+/// A heartbeat check over real HTTP: the token guards it, pings are runs, `/fail` fails it,
+/// `probity report --heartbeat` pings it, and a ping outlives a kill -9.
+#[tokio::test]
+async fn heartbeat_pings_over_http_need_the_token_and_are_kept() {
+    let (_tmp, checks, state) = dirs();
+    let token = "s3cret-heartbeat-token";
+    let hash = probity::api::heartbeat::token_hash(token);
+    write(
+        &checks,
+        "nightly.yaml",
+        &format!("apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: nightly, namespace: it}}\nspec:\n  heartbeat: {{period: 1d, grace: 1h, tokenHash: '{hash}'}}\n"),
+    );
+    write(
+        &checks,
+        "pod.yaml",
+        &shell_check("pod", "  runInterval: 1h\n", "probity report --ok"),
+    );
+    let mut p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, token: Option<&str>, body: &str| {
+        let mut r = http.post(p.url(path)).body(body.to_string());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    // Wrong or missing token: 401, and nothing recorded.
+    for bad in [None, Some("guess")] {
+        let r = post("/api/heartbeat/it/nightly", bad, "").await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    }
+    // Unknown, or not a heartbeat check: 404 saying which.
+    let r = post("/api/heartbeat/it/ghost", Some(token), "")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.text().await.unwrap().trim(),
+        "no heartbeat check it/ghost"
+    );
+    let r = post("/api/heartbeat/it/pod", Some(token), "")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("it/pod is not a heartbeat check"));
+    let d = p.json().await;
+    assert_eq!(
+        d["CheckDetails"]["it/nightly"]["Pending"], true,
+        "nothing recorded yet"
+    );
+    // A ping: a passing run.
+    let r = post("/api/heartbeat/it/nightly", Some(token), "")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let d = p.json().await;
+    assert_eq!(d["CheckDetails"]["it/nightly"]["OK"], true);
+    assert_eq!(count(&d, "it/nightly", "SuccessCount"), 1);
+    // The job fails: the check fails with what it said.
+    let r = post(
+        "/api/heartbeat/it/nightly/fail",
+        Some(token),
+        "backup: disk full",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let d = p.json().await;
+    assert_eq!(d["CheckDetails"]["it/nightly"]["OK"], false);
+    assert_eq!(
+        d["CheckDetails"]["it/nightly"]["Errors"][0],
+        "the job reported a failure: backup: disk full"
+    );
+    // The job's own client: start, then success.
+    for args in [&["--start"][..], &["--ok"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_probity"))
+            .args(["report", "--heartbeat", "it/nightly", "--url", &p.base])
+            .args(args)
+            .env("PROBITY_HEARTBEAT_TOKEN", token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let d = p.json().await;
+    assert_eq!(d["CheckDetails"]["it/nightly"]["OK"], true);
+    assert_eq!(count(&d, "it/nightly", "SuccessCount"), 2);
+    // A bad token through the client: a clear refusal, exit 1.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_probity"))
+        .args([
+            "report",
+            "--heartbeat",
+            "it/nightly",
+            "--url",
+            &p.base,
+            "--ok",
+        ])
+        .env("PROBITY_HEARTBEAT_TOKEN", "nope")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("report refused: 401"));
+    // Durable: after kill -9 the pings are still there, and no miss is due before a day.
+    let before = p.get_json("/api/checks/it/nightly").await["status"].clone();
+    p.kill9();
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_ready().await;
+    let after = p.get_json("/api/checks/it/nightly").await["status"].clone();
+    assert_eq!(after["lastPingUnix"], before["lastPingUnix"]);
+    assert!(after["lastPingUnix"].is_i64());
+    assert_eq!(after["successCount"], 2);
+    let next = after["nextRunUnix"].as_i64().unwrap();
+    let last = after["lastPingUnix"].as_i64().unwrap();
+    assert_eq!(
+        next,
+        last + 86_400 + 3_600,
+        "the next miss counts from the last ping"
+    );
+}

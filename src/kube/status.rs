@@ -219,7 +219,11 @@ impl StatusWriter {
                         return Err(KubeError::CheckDeleted { check: key.clone() });
                     };
                     let theirs = current.status.unwrap_or_default();
-                    if slot.known.as_deref().is_some_and(|k| *k != theirs) {
+                    // A check first seen without a status is known to have the empty one: a
+                    // status written since (a report or ping to another replica) is theirs,
+                    // not to be overwritten.
+                    let empty = HealthCheckStatus::default();
+                    if *slot.known.as_deref().unwrap_or(&empty) != theirs {
                         return Err(KubeError::Superseded { check: key.clone() });
                     }
                     debug!(check = %key, "retrying a status write after a spec change");
@@ -409,6 +413,25 @@ mod tests {
         let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
         assert!(
             matches!(kube_root(&err), KubeError::Superseded { check } if *check == key),
+            "{err}"
+        );
+        assert_eq!(api.seen().len(), 2, "one PUT, one GET: {:?}", api.seen());
+    }
+
+    /// Seen first without a status (just created), then another replica wrote one (a ping to
+    /// a follower): that status is not overwritten by a write based on nothing.
+    #[tokio::test]
+    async fn a_check_seen_without_a_status_does_not_overwrite_the_first_one_written_elsewhere() {
+        let (api, client) = StandIn::start(|seen, _| match seen.method.as_str() {
+            "PUT" => status(409, "Conflict"),
+            _ => (200, object(12, &st(1))),
+        });
+        let w = StatusWriter::new(client);
+        w.observe(&check(10, None));
+        let key = CheckKey::new("ns", "a");
+        let err = w.save(&key, &Arc::new(st(2))).await.unwrap_err();
+        assert!(
+            matches!(kube_root(&err), KubeError::Superseded { .. }),
             "{err}"
         );
         assert_eq!(api.seen().len(), 2, "one PUT, one GET: {:?}", api.seen());

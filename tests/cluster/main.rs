@@ -7,6 +7,7 @@ mod checks;
 #[path = "../common/mod.rs"]
 mod common;
 mod deploy;
+mod heartbeat;
 mod resources;
 mod testkube;
 
