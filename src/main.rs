@@ -59,7 +59,12 @@ enum Command {
     Crd,
     /// Convert Kuberhealthy v2 KuberhealthyCheck/KuberhealthyJob manifests to HealthChecks: YAML
     /// to stdout, what could not be carried over to stderr; other objects pass through.
+    /// With --from gatus: a Gatus configuration's endpoints become HealthChecks (HTTP with
+    /// their conditions as assertions, DNS, TCP, ICMP as ping); what cannot is named on stderr.
     Migrate {
+        /// What the files are: kuberhealthy (v2 manifests) or gatus (a Gatus config.yaml).
+        #[arg(long, env = "PROBITY_MIGRATE_FROM", default_value = "kuberhealthy", value_parser = ["kuberhealthy", "gatus"])]
+        from: String,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -355,9 +360,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             probity::checks::run(&name).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate { files } => {
+        Command::Migrate { from, files } => {
+            let from = match from.as_str() {
+                "gatus" => probity::migrate::Source::Gatus,
+                _ => probity::migrate::Source::Kuberhealthy,
+            };
             let ok = probity::migrate::migrate_files(
                 &files,
+                from,
                 &mut std::io::stdout(),
                 &mut std::io::stderr(),
             )?;

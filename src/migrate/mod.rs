@@ -5,6 +5,8 @@
 //! dropped in silence. Other objects in the file (the check's ServiceAccount, RBAC) pass through
 //! unchanged, so the output applies as the input did.
 
+pub mod gatus;
+
 use serde_json::{json, Map, Value};
 
 use crate::api::load::{split_values, YamlError};
@@ -38,6 +40,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// files are still converted.
 pub fn migrate_files(
     paths: &[std::path::PathBuf],
+    from: Source,
     out: &mut impl std::io::Write,
     err: &mut impl std::io::Write,
 ) -> std::io::Result<bool> {
@@ -53,7 +56,11 @@ pub fn migrate_files(
                 source,
             }),
         };
-        match text.and_then(|t| migrate(&name, &t)) {
+        let converted = text.and_then(|t| match from {
+            Source::Kuberhealthy => migrate(&name, &t),
+            Source::Gatus => gatus::migrate(&name, &t),
+        });
+        match converted {
             Ok(m) => {
                 for d in m.documents {
                     if !first {
@@ -73,6 +80,15 @@ pub fn migrate_files(
         }
     }
     Ok(all_ok)
+}
+
+/// What the files are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Kuberhealthy v2 `KuberhealthyCheck` / `KuberhealthyJob` manifests.
+    Kuberhealthy,
+    /// A Gatus configuration file (its `endpoints`).
+    Gatus,
 }
 
 /// Why a file could not be migrated at all; each names the file.
