@@ -4,6 +4,13 @@
 //!
 //!     apt-get install prometheus-blackbox-exporter   # once
 //!     cargo bench --bench probes                     # BENCH_SECONDS=N to change the 60 s window
+//!     BENCH_ASSERTIONS=1 cargo bench --bench probes  # a 100 KB JSON body, five assertions
+//!
+//! With `BENCH_ASSERTIONS=1` the server answers a 100 KB JSON document and each probe judges it
+//! with five assertions (the status code, a JSONPath `equals` on a field at the document's end,
+//! a JSONPath `lessThan`, a header `contains`, a body substring); blackbox_exporter's module
+//! checks the same with its equivalents (`valid_status_codes`, three
+//! `fail_if_body_not_matches_regexp`, `fail_if_header_not_matches`).
 //!
 //! CPU is user + system time of the process doing the probing (probity's engine, runner and
 //! state journal in this process; blackbox_exporter's own process), over the measured window
@@ -106,13 +113,30 @@ fn first_line(child: &mut Child) -> String {
     line.trim().to_string()
 }
 
-/// The probed server: answers every request with 200 "ok".
-async fn target_server() {
+/// The probed server: answers every request with 200 "ok", or (`--json`) a 100 KB JSON document
+/// whose asserted fields come last.
+async fn target_server(json: bool) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("{}", l.local_addr().unwrap().port());
-    let app = axum::Router::new().fallback(|| async { "ok" });
+    let app = if json {
+        let filler: Vec<String> = (0..4000).map(|i| format!("component-{i:05}-ok")).collect();
+        let doc = serde_json::json!({"filler": filler, "queue": {"depth": 12}, "status": "UP"})
+            .to_string();
+        let body = axum::body::Bytes::from(doc);
+        axum::Router::new().fallback(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        })
+    } else {
+        axum::Router::new().fallback(|| async { "ok" })
+    };
     axum::serve(l, app).await.unwrap();
 }
+
+/// The five assertions of `BENCH_ASSERTIONS=1`, as a HealthCheck's probe and as
+/// blackbox_exporter's module.
+const PROBE_ASSERTIONS: &str = "expectStatus: [200], assertions: [{jsonPath: $.status, equals: UP}, {jsonPath: $.queue.depth, lessThan: 100}, {header: Content-Type, contains: json}, {body: component-03999}]";
+const BLACKBOX_ASSERTIONS: &str = "    http:\n      valid_status_codes: [200]\n      fail_if_body_not_matches_regexp: ['\"status\":\"UP\"', '\"depth\":[0-9]{1,2}\\b', 'component-03999']\n      fail_if_header_not_matches: [{header: Content-Type, regexp: json}]\n";
 
 /// Asks blackbox_exporter for `rate` probes a second for `seconds`; prints successes.
 async fn drive_blackbox(url: String, seconds: u64) {
@@ -148,7 +172,7 @@ async fn main() {
     probity::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--target-server") {
-        return target_server().await;
+        return target_server(args.iter().any(|a| a == "--json")).await;
     }
     if let Some(i) = args.iter().position(|a| a == "--drive-blackbox") {
         return drive_blackbox(args[i + 1].clone(), args[i + 2].parse().unwrap()).await;
@@ -158,11 +182,19 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let warmup = 15;
-    let mut server = spawn_self(&["--target-server"]);
+    let asserting = std::env::var("BENCH_ASSERTIONS").is_ok_and(|v| v == "1");
+    let mut server = if asserting {
+        spawn_self(&["--target-server", "--json"])
+    } else {
+        spawn_self(&["--target-server"])
+    };
     let port = first_line(&mut server);
     let target = format!("http://127.0.0.1:{port}/");
     let port_num: u16 = port.parse().unwrap();
     println!("# {CHECKS} HTTP probe checks every 10 s ({RATE}/s) against {target}; {window} s measured after {warmup} s warm-up");
+    if asserting {
+        println!("# a 100 KB JSON body; five assertions: {PROBE_ASSERTIONS}");
+    }
 
     // probity.
     let state = tempfile::tempdir().unwrap();
@@ -193,7 +225,12 @@ async fn main() {
     let task = tokio::spawn(driver.run());
     for i in 0..CHECKS {
         let text = format!(
-            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: p{i:05}, namespace: bench}}\nspec:\n  probe: {{httpGet: {{url: \"{target}\"}}}}\n"
+            "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: p{i:05}, namespace: bench}}\nspec:\n  probe: {{httpGet: {{url: \"{target}\"{}}}}}\n",
+            if asserting {
+                format!(", {PROBE_ASSERTIONS}")
+            } else {
+                String::new()
+            }
         );
         let check = parse_documents(&text).unwrap().remove(0).check.unwrap();
         handle
@@ -273,7 +310,10 @@ async fn main() {
     let config = dir.path().join("blackbox.yml");
     std::fs::write(
         &config,
-        "modules:\n  http_2xx:\n    prober: http\n    timeout: 1s\n",
+        format!(
+            "modules:\n  http_2xx:\n    prober: http\n    timeout: 1s\n{}",
+            if asserting { BLACKBOX_ASSERTIONS } else { "" }
+        ),
     )
     .unwrap();
     let bb_port = {
