@@ -10,7 +10,6 @@
 #[path = "common/mod.rs"]
 mod bench_common;
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
