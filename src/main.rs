@@ -120,6 +120,12 @@ struct ServeArgs {
     /// Longest error label value on kuberhealthy_check, in characters.
     #[arg(long, env = "KH_PROM_ERROR_LABEL_MAX_LENGTH", default_value_t = 256)]
     prom_error_label_max_length: usize,
+    /// Also export per-check detail: the run-duration histograms per check
+    /// (kuberhealthy_check_run_duration_seconds, probity_probe_duration_seconds), the uptime
+    /// ratios and the next run's time: 28 more series per check. Without it a check has
+    /// Kuberhealthy's six, and durations are aggregated by namespace.
+    #[arg(long, env = "PROBITY_PER_CHECK_DETAIL", default_value_t = false)]
+    per_check_detail: bool,
     /// After a stop signal, how long runs in flight may finish before probity exits.
     #[arg(long, env = "PROBITY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -471,6 +477,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics: MetricsConfig {
                     suppress_error_label: a.prom_suppress_error_label,
                     error_label_max_length: a.prom_error_label_max_length,
+                    per_check_detail: a.per_check_detail,
                 },
                 run_token: Some(a.run_token).filter(|t| !t.is_empty()),
                 http: a.http.limits(),

@@ -513,7 +513,8 @@ async fn restart_even_kill_9_keeps_state_and_does_not_rerun() {
 #[tokio::test]
 async fn uptime_in_json_the_check_api_and_metrics() {
     let (_tmp, checks, state) = dirs();
-    let p = Probity::start(&checks, &state, &[]);
+    // The uptime gauges are per-check detail, exported when asked for.
+    let p = Probity::start(&checks, &state, &["--per-check-detail"]);
     p.wait_ready().await;
     // Three runs a check, one second apart: one passes every time, one never does.
     write(

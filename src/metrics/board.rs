@@ -232,28 +232,31 @@ impl Collector for BoardCollector {
                 t => (now - t).max(0) as f64,
             },
         )?;
-        gauge(
-            "probity_check_next_run_timestamp_seconds",
-            "When the check next runs (unix seconds); 0 when not scheduled",
-            &|v| v.status.next_run_unix.unwrap_or(0) as f64,
-        )?;
-
-        let mut e = encoder.encode_descriptor(
-            "probity_check_uptime_ratio",
-            "Share of the check's runs that passed over the window (24h, 7d, 30d); absent without runs in it",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        let windows = crate::api::aggregate::Windows::at(chrono::Utc::now());
-        for (v, l) in views.iter().zip(&labels) {
-            let u = windows.uptime(&v.status);
-            for (window, value) in [("24h", u.day), ("7d", u.week), ("30d", u.month)] {
-                if let Some(value) = value {
-                    let ul = UptimeLabels {
-                        check: l.clone(),
-                        window,
-                    };
-                    ConstGauge::new(value).encode(e.encode_family(&ul)?)?;
+        // Four more series per check: only with --per-check-detail (the uptime is on the
+        // status page and in /json, and Prometheus has it from the two counters).
+        if self.cfg.per_check_detail {
+            gauge(
+                "probity_check_next_run_timestamp_seconds",
+                "When the check next runs (unix seconds); 0 when not scheduled",
+                &|v| v.status.next_run_unix.unwrap_or(0) as f64,
+            )?;
+            let mut e = encoder.encode_descriptor(
+                "probity_check_uptime_ratio",
+                "Share of the check's runs that passed over the window (24h, 7d, 30d); absent without runs in it",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            let windows = crate::api::aggregate::Windows::at(chrono::Utc::now());
+            for (v, l) in views.iter().zip(&labels) {
+                let u = windows.uptime(&v.status);
+                for (window, value) in [("24h", u.day), ("7d", u.week), ("30d", u.month)] {
+                    if let Some(value) = value {
+                        let ul = UptimeLabels {
+                            check: l.clone(),
+                            window,
+                        };
+                        ConstGauge::new(value).encode(e.encode_family(&ul)?)?;
+                    }
                 }
             }
         }

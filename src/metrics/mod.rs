@@ -30,6 +30,10 @@ use crate::engine::{Board, Finished, Observer};
 
 /// Kuberhealthy v3's run-duration buckets, in seconds.
 const RUN_BUCKETS: [f64; 7] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+/// The aggregate's buckets: a probe's milliseconds to a pod's minutes.
+const NAMESPACE_BUCKETS: [f64; 11] = [
+    0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 const PROBE_BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
@@ -43,6 +47,9 @@ pub struct MetricsConfig {
     pub suppress_error_label: bool,
     /// Longest `error` label value, in characters (KH_PROM_ERROR_LABEL_MAX_LENGTH).
     pub error_label_max_length: usize,
+    /// Per-check histograms, uptime ratios and next run times besides Kuberhealthy's six series
+    /// per check (PROBITY_PER_CHECK_DETAIL).
+    pub per_check_detail: bool,
 }
 
 impl Default for MetricsConfig {
@@ -50,6 +57,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             suppress_error_label: false,
             error_label_max_length: 256,
+            per_check_detail: false,
         }
     }
 }
@@ -145,6 +153,21 @@ impl EncodeLabelSet for TimingLabels {
     }
 }
 
+/// `probity_run_duration_seconds`' labels: the namespace and how its checks run (`pod`, or
+/// the probe method). Bounded by namespaces, not checks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NamespaceLabels {
+    pub namespace: Escaped,
+    pub runs: &'static str,
+}
+
+impl EncodeLabelSet for NamespaceLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabel::encode(&("namespace", &self.namespace), encoder.encode_label())?;
+        EncodeLabel::encode(&("runs", self.runs), encoder.encode_label())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
 pub struct ReportLabels {
     pub code: u16,
@@ -153,6 +176,8 @@ pub struct ReportLabels {
 pub struct Metrics {
     registry: Registry,
     last_size: AtomicUsize,
+    per_check_detail: bool,
+    by_namespace: Family<NamespaceLabels, Histogram>,
     run_duration: Family<CheckLabels, Histogram>,
     probe_duration: Family<ProbeLabels, Histogram>,
     timings: Family<TimingLabels, Histogram>,
@@ -170,21 +195,32 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     pub fn new(cfg: MetricsConfig, board: Arc<Board>) -> Self {
         let mut registry = Registry::default();
+        let by_namespace = Family::<NamespaceLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(NAMESPACE_BUCKETS)
+        });
+        registry.register(
+            "probity_run_duration_seconds",
+            "Duration of the runs of a namespace's checks, by how they run (pod or the probe method)",
+            by_namespace.clone(),
+        );
         let run_duration =
             Family::<CheckLabels, Histogram>::new_with_constructor(|| Histogram::new(RUN_BUCKETS));
-        registry.register(
-            "kuberhealthy_check_run_duration_seconds",
-            "Duration of each check run",
-            run_duration.clone(),
-        );
         let probe_duration = Family::<ProbeLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(PROBE_BUCKETS)
         });
-        registry.register(
-            "probity_probe_duration_seconds",
-            "Duration of each built-in probe, by method",
-            probe_duration.clone(),
-        );
+        // Per check, ten and fourteen series: only when asked for.
+        if cfg.per_check_detail {
+            registry.register(
+                "kuberhealthy_check_run_duration_seconds",
+                "Duration of each check run",
+                run_duration.clone(),
+            );
+            registry.register(
+                "probity_probe_duration_seconds",
+                "Duration of each built-in probe, by method",
+                probe_duration.clone(),
+            );
+        }
         let timings = Family::<TimingLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(LATENCY_BUCKETS)
         });
@@ -206,10 +242,13 @@ impl Metrics {
             reports.clone(),
         );
         let own = OwnMetrics::register(&mut registry);
+        let per_check_detail = cfg.per_check_detail;
         registry.register_collector(Box::new(board::BoardCollector { board, cfg }));
         Metrics {
             registry,
             last_size: AtomicUsize::new(0),
+            per_check_detail,
+            by_namespace,
             run_duration,
             probe_duration,
             timings,
@@ -219,13 +258,26 @@ impl Metrics {
         }
     }
 
-    pub fn observe_run(&self, key: &CheckKey, duration: Duration) {
+    /// A run of `key` took `duration`; `probe` is its method, None for a pod.
+    pub fn observe_run(&self, key: &CheckKey, probe: Option<ProbeKind>, duration: Duration) {
+        self.by_namespace
+            .get_or_create(&NamespaceLabels {
+                namespace: Escaped(key.namespace().to_string()),
+                runs: probe.map_or("pod", ProbeKind::as_str),
+            })
+            .observe(duration.as_secs_f64());
+        if !self.per_check_detail {
+            return;
+        }
         self.run_duration
             .get_or_create(&CheckLabels::of(key))
             .observe(duration.as_secs_f64());
+        if let Some(kind) = probe {
+            self.observe_probe(key, kind, duration);
+        }
     }
 
-    pub fn observe_probe(&self, key: &CheckKey, kind: ProbeKind, duration: Duration) {
+    fn observe_probe(&self, key: &CheckKey, kind: ProbeKind, duration: Duration) {
         self.probe_duration
             .get_or_create(&ProbeLabels {
                 check: CheckLabels::of(key),
@@ -295,10 +347,7 @@ impl Observer for Metrics {
     }
 
     fn finished(&self, run: &Finished) {
-        self.observe_run(&run.key, run.duration);
-        if let Some(kind) = run.probe {
-            self.observe_probe(&run.key, kind, run.duration);
-        }
+        self.observe_run(&run.key, run.probe, run.duration);
         for t in &run.result.timings {
             self.observe_timing(&run.key, t.name, Duration::from_millis(t.ms.max(0) as u64));
         }

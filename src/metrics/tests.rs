@@ -54,7 +54,7 @@ fn families_labels_and_values() {
         vec!["pod \"x\" failed\nat step 2", "b\\c"],
     ));
     let m = Metrics::new(MetricsConfig::default(), board.clone());
-    m.observe_run(&CheckKey::new("kh", "dns"), Duration::from_secs(7));
+    m.observe_run(&CheckKey::new("kh", "dns"), None, Duration::from_secs(7));
     let text = m.encode_text();
     let s = samples(&text);
     let get = |series: &str| s.iter().find(|(k, _)| k == series).map(|(_, v)| *v);
@@ -80,7 +80,40 @@ fn families_labels_and_values() {
     assert_eq!(get("kuberhealthy_check_success_total{check=\"dns\",namespace=\"kh\",severity=\"critical\"}"), Some(5.0));
     assert!(text.contains("# TYPE kuberhealthy_check_success_total counter\n"));
     assert!(!text.contains("# EOF"));
-    // A real cumulative histogram: 7s lands in le=10 and above, not in le=5.
+    // By default a check has Kuberhealthy's six series, durations aggregated by namespace: a
+    // real cumulative histogram, 7s in le=10 and above, not in le=5.
+    let per_check = s
+        .iter()
+        .filter(|(k, _)| k.contains("check=\"dns\""))
+        .count();
+    assert_eq!(per_check, 6, "{text}");
+    let b = |le: &str| {
+        get(&format!(
+            "probity_run_duration_seconds_bucket{{le=\"{le}\",namespace=\"kh\",runs=\"pod\"}}"
+        ))
+    };
+    assert_eq!(
+        (b("5.0"), b("10.0"), b("+Inf")),
+        (Some(0.0), Some(1.0), Some(1.0))
+    );
+    assert!(!text.contains("kuberhealthy_check_run_duration_seconds"));
+    assert!(!text.contains("probity_check_uptime_ratio"));
+    // With --per-check-detail: the per-check histograms, uptime and next run too.
+    let detailed = Metrics::new(
+        MetricsConfig {
+            per_check_detail: true,
+            ..Default::default()
+        },
+        board.clone(),
+    );
+    detailed.observe_run(
+        &CheckKey::new("kh", "dns"),
+        Some(crate::api::ProbeKind::HttpGet),
+        Duration::from_secs(7),
+    );
+    let text = detailed.encode_text();
+    let s = samples(&text);
+    let get = |series: &str| s.iter().find(|(k, _)| k == series).map(|(_, v)| *v);
     let b = |le: &str| {
         get(&format!("kuberhealthy_check_run_duration_seconds_bucket{{le=\"{le}\",check=\"dns\",namespace=\"kh\"}}"))
     };
@@ -88,6 +121,11 @@ fn families_labels_and_values() {
         (b("5.0"), b("10.0"), b("+Inf")),
         (Some(0.0), Some(1.0), Some(1.0))
     );
+    assert_eq!(
+        get("probity_probe_duration_seconds_count{check=\"dns\",namespace=\"kh\",probe=\"httpGet\"}"),
+        Some(1.0)
+    );
+    assert!(text.contains("probity_check_next_run_timestamp_seconds{check=\"dns\""));
     assert!(m.encode_openmetrics().ends_with("# EOF\n"));
     // Present only for what is failing or held.
     assert_eq!(
@@ -139,6 +177,7 @@ fn error_label_is_truncated_or_suppressed_and_deleted_checks_vanish() {
         MetricsConfig {
             suppress_error_label: false,
             error_label_max_length: 10,
+            ..Default::default()
         },
         board.clone(),
     );
@@ -149,10 +188,11 @@ fn error_label_is_truncated_or_suppressed_and_deleted_checks_vanish() {
         MetricsConfig {
             suppress_error_label: true,
             error_label_max_length: 10,
+            ..Default::default()
         },
         board.clone(),
     );
-    m.observe_run(&CheckKey::new("kh", "big"), Duration::from_secs(1));
+    m.observe_run(&CheckKey::new("kh", "big"), None, Duration::from_secs(1));
     let text = m.encode_text();
     assert!(text.contains(
         "kuberhealthy_check{check=\"big\",namespace=\"kh\",severity=\"critical\",status=\"0\"} 0"
