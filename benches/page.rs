@@ -61,7 +61,7 @@ fn thirty_days() -> HealthCheckStatus {
     st.last_outcome = Some(Outcome::Success);
     st.history = (0..20)
         .map(|i| RunRecord {
-            uuid: uuid::Uuid::new_v4().to_string(),
+            uuid: Some(probity::api::RunCredential::new().run_id()),
             start_unix: now.timestamp() - 60 * i,
             run_duration: 250_000_000 + i * 10_000_000,
             outcome: Some(if i == 7 {

@@ -27,7 +27,7 @@ async fn history(c: &Client, ns: &str) -> Option<Vec<(String, Option<Outcome>)>>
         hc.status?
             .history
             .into_iter()
-            .map(|h| (h.uuid, h.outcome))
+            .map(|h| (h.uuid_text(), h.outcome))
             .collect(),
     )
 }

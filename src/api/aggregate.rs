@@ -28,7 +28,7 @@ fn bucket_of(ms: i64) -> usize {
         .unwrap_or(BUCKETS - 1)
 }
 
-fn is_zero(n: &i64) -> bool {
+fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
@@ -37,28 +37,101 @@ fn is_zero(n: &i64) -> bool {
 #[serde(rename_all = "camelCase", default)]
 pub struct DayStats {
     /// The day, `YYYY-MM-DD` (UTC).
-    pub day: String,
-    pub runs: i64,
-    pub successes: i64,
+    // Held as a date (4 bytes, compared as a number), written as the text.
+    #[schemars(with = "String")]
+    pub day: NaiveDate,
+    // Counts are u32 in memory (a run a second is 86,400 a day) and int64 in the schema: 10,000
+    // checks hold 31 days each, so the width of these fields is most of probity's memory.
+    #[schemars(with = "i64")]
+    pub runs: u32,
+    #[schemars(with = "i64")]
+    pub successes: u32,
     /// Runs that ended otherwise, by outcome.
     #[serde(skip_serializing_if = "is_zero")]
-    pub failures: i64,
+    #[schemars(with = "i64")]
+    pub failures: u32,
     #[serde(skip_serializing_if = "is_zero")]
-    pub timeouts: i64,
+    #[schemars(with = "i64")]
+    pub timeouts: u32,
     #[serde(skip_serializing_if = "is_zero")]
-    pub start_failures: i64,
+    #[schemars(with = "i64")]
+    pub start_failures: u32,
     #[serde(skip_serializing_if = "is_zero")]
-    pub crashes: i64,
+    #[schemars(with = "i64")]
+    pub crashes: u32,
     /// Run durations: the median (from the histogram: its bucket's upper bound, at most the
-    /// longest) and the longest, in milliseconds.
-    pub duration_p50_ms: i64,
-    pub duration_max_ms: i64,
+    /// longest) and the longest, in milliseconds (at most 49 days).
+    #[schemars(with = "i64")]
+    pub duration_p50_ms: u32,
+    #[schemars(with = "i64")]
+    pub duration_max_ms: u32,
     /// Seconds of the day the check's published verdict was failing.
     #[serde(skip_serializing_if = "is_zero")]
-    pub failing_seconds: i64,
+    #[schemars(with = "i64")]
+    pub failing_seconds: u32,
     /// The run durations' histogram, sparse: `[bucket, count]` pairs in bucket order; bucket `i`
     /// holds durations up to 10 ms x 1.5^i.
-    pub durations: Vec<[i64; 2]>,
+    #[schemars(with = "Vec<[i64; 2]>")]
+    pub durations: Durations,
+}
+
+/// A day's sparse duration histogram, `[bucket, count]` pairs in bucket order as written; held
+/// as one `u32` a pair (the bucket in the top 8 bits, the count in the low 24: 16.7 million
+/// runs a day, where a run a second is 86,400) in a boxed slice. 10,000 checks keep 31 of
+/// these each: as `Vec<[i64; 2]>` they were a quarter of the aggregates' memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Durations(Box<[u32]>);
+
+const COUNT_BITS: u32 = 24;
+const COUNT_MAX: u32 = (1 << COUNT_BITS) - 1;
+
+impl Durations {
+    /// The `(bucket, count)` pairs, in bucket order.
+    pub fn pairs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.0.iter().map(|p| (p >> COUNT_BITS, p & COUNT_MAX))
+    }
+
+    /// One more run in `bucket`.
+    fn add(&mut self, bucket: u32) {
+        match self.0.binary_search_by_key(&bucket, |p| p >> COUNT_BITS) {
+            Ok(i) => {
+                if self.0[i] & COUNT_MAX < COUNT_MAX {
+                    self.0[i] += 1;
+                }
+            }
+            Err(i) => {
+                // A new bucket: rare (a day's runs fall in a few), so the slice is rebuilt.
+                let mut v = std::mem::take(&mut self.0).into_vec();
+                v.insert(i, (bucket << COUNT_BITS) | 1);
+                self.0 = v.into_boxed_slice();
+            }
+        }
+    }
+}
+
+impl From<Vec<[u32; 2]>> for Durations {
+    fn from(pairs: Vec<[u32; 2]>) -> Self {
+        let mut packed: Vec<u32> = pairs
+            .into_iter()
+            .filter(|[b, _]| *b < (1 << (32 - COUNT_BITS)))
+            .map(|[b, n]| (b << COUNT_BITS) | n.min(COUNT_MAX))
+            .collect();
+        packed.sort_unstable_by_key(|p| p >> COUNT_BITS);
+        packed.dedup_by_key(|p| *p >> COUNT_BITS);
+        Durations(packed.into_boxed_slice())
+    }
+}
+
+impl Serialize for Durations {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.pairs().map(|(b, n)| [b, n]))
+    }
+}
+
+impl<'de> Deserialize<'de> for Durations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<[u32; 2]>::deserialize(d).map(Durations::from)
+    }
 }
 
 /// One UTC hour of a check's runs.
@@ -67,8 +140,10 @@ pub struct DayStats {
 pub struct HourStats {
     /// The hour's start, unix seconds.
     pub hour_unix: i64,
-    pub runs: i64,
-    pub successes: i64,
+    #[schemars(with = "i64")]
+    pub runs: u32,
+    #[schemars(with = "i64")]
+    pub successes: u32,
 }
 
 /// The share of runs that passed, over three windows; None where no run ended in the window.
@@ -82,15 +157,12 @@ pub struct Uptime {
     pub month: Option<f64>,
 }
 
-fn day_key(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
+fn day_key(t: DateTime<Utc>) -> NaiveDate {
+    t.date_naive()
 }
 
-fn day_start(day: &str) -> Option<DateTime<Utc>> {
-    NaiveDate::parse_from_str(day, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
+fn day_start(day: NaiveDate) -> Option<DateTime<Utc>> {
+    day.and_hms_opt(0, 0, 0).map(|t| t.and_utc())
 }
 
 fn hour_start(t: DateTime<Utc>) -> i64 {
@@ -102,15 +174,15 @@ fn hour_start(t: DateTime<Utc>) -> i64 {
 }
 
 /// The entry of `day`, created (newest first) when missing.
-fn day_mut<'a>(days: &'a mut Vec<DayStats>, day: &str) -> &'a mut DayStats {
-    match days.iter().position(|d| d.day.as_str() <= day) {
+fn day_mut(days: &mut Vec<DayStats>, day: NaiveDate) -> &mut DayStats {
+    match days.iter().position(|d| d.day <= day) {
         Some(i) if days[i].day == day => &mut days[i],
         pos => {
             let i = pos.unwrap_or(days.len());
             days.insert(
                 i,
                 DayStats {
-                    day: day.to_string(),
+                    day,
                     ..DayStats::default()
                 },
             );
@@ -121,18 +193,17 @@ fn day_mut<'a>(days: &'a mut Vec<DayStats>, day: &str) -> &'a mut DayStats {
 
 impl DayStats {
     fn add_duration(&mut self, ms: i64) {
-        let b = bucket_of(ms) as i64;
-        match self.durations.binary_search_by_key(&b, |p| p[0]) {
-            Ok(i) => self.durations[i][1] += 1,
-            Err(i) => self.durations.insert(i, [b, 1]),
-        }
+        let b = bucket_of(ms) as u32;
+        let ms = ms.clamp(0, i64::from(u32::MAX)) as u32;
+        self.durations.add(b);
         self.duration_max_ms = self.duration_max_ms.max(ms);
-        let total: i64 = self.durations.iter().map(|p| p[1]).sum();
+        let total: u64 = self.durations.pairs().map(|(_, n)| u64::from(n)).sum();
         let mut seen = 0;
-        for [b, n] in &self.durations {
-            seen += n;
+        for (b, n) in self.durations.pairs() {
+            seen += u64::from(n);
             if seen * 2 >= total {
-                self.duration_p50_ms = bucket_bound(*b as usize).min(self.duration_max_ms);
+                let bound = bucket_bound(b as usize).clamp(0, i64::from(u32::MAX)) as u32;
+                self.duration_p50_ms = bound.min(self.duration_max_ms);
                 break;
             }
         }
@@ -143,11 +214,13 @@ impl DayStats {
 fn add_failing(days: &mut Vec<DayStats>, from: DateTime<Utc>, to: DateTime<Utc>) {
     let mut t = from;
     while t < to {
-        let next_day = day_start(&day_key(t)).unwrap_or(t) + Duration::days(1);
+        let next_day = day_start(day_key(t)).unwrap_or(t) + Duration::days(1);
         let end = next_day.min(to);
         let secs = (end - t).num_seconds().max(0);
-        let d = day_mut(days, &day_key(t));
-        d.failing_seconds += secs;
+        let d = day_mut(days, day_key(t));
+        d.failing_seconds = d
+            .failing_seconds
+            .saturating_add(secs.clamp(0, i64::from(u32::MAX)) as u32);
         t = end;
     }
 }
@@ -169,7 +242,7 @@ pub fn record(
         st.failing_accrued_unix = Some(end.timestamp());
     }
     let days_before = st.days.len();
-    let d = day_mut(&mut st.days, &day_key(end));
+    let d = day_mut(&mut st.days, day_key(end));
     d.runs += 1;
     match outcome {
         Outcome::Success => d.successes += 1,
@@ -183,7 +256,7 @@ pub fn record(
     match st.hours.iter_mut().find(|h| h.hour_unix == hour) {
         Some(h) => {
             h.runs += 1;
-            h.successes += i64::from(outcome.is_success());
+            h.successes += u32::from(outcome.is_success());
         }
         None => {
             st.hours.insert(
@@ -191,7 +264,7 @@ pub fn record(
                 HourStats {
                     hour_unix: hour,
                     runs: 1,
-                    successes: i64::from(outcome.is_success()),
+                    successes: u32::from(outcome.is_success()),
                 },
             );
             // Entries age out only when a new one starts: at most once an hour per check,
@@ -221,7 +294,7 @@ fn prune(st: &mut HealthCheckStatus, now: DateTime<Utc>) {
     st.hours.retain(|h| h.hour_unix >= oldest_hour);
 }
 
-fn ratio(runs: i64, successes: i64) -> Option<f64> {
+fn ratio(runs: u64, successes: u64) -> Option<f64> {
     (runs > 0).then(|| successes as f64 / runs as f64)
 }
 
@@ -233,8 +306,8 @@ pub struct Windows {
     /// (flapping) is read at the same instant.
     pub now_unix: i64,
     since_hour: i64,
-    since_week: String,
-    since_month: String,
+    since_week: NaiveDate,
+    since_month: NaiveDate,
 }
 
 impl Windows {
@@ -254,19 +327,23 @@ impl Windows {
             .hours
             .iter()
             .filter(|h| h.hour_unix >= self.since_hour)
-            .fold((0, 0), |(r, s), h| (r + h.runs, s + h.successes));
-        let days = |since: &str| {
+            .fold((0u64, 0u64), |(r, s), h| {
+                (r + u64::from(h.runs), s + u64::from(h.successes))
+            });
+        let days = |since: NaiveDate| {
             let (r, s) = st
                 .days
                 .iter()
-                .take_while(|d| d.day.as_str() >= since)
-                .fold((0, 0), |(r, s), d| (r + d.runs, s + d.successes));
+                .take_while(|d| d.day >= since)
+                .fold((0u64, 0u64), |(r, s), d| {
+                    (r + u64::from(d.runs), s + u64::from(d.successes))
+                });
             ratio(r, s)
         };
         Uptime {
             day: ratio(runs, ok),
-            week: days(&self.since_week),
-            month: days(&self.since_month),
+            week: days(self.since_week),
+            month: days(self.since_month),
         }
     }
 }
@@ -292,6 +369,25 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_written_as_pairs_and_read_back_sorted_and_bounded() {
+        let d: Durations = serde_json::from_str("[[9, 237], [8, 1200], [33, 3], [8, 5]]").unwrap();
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            "[[8,1200],[9,237],[33,3]]"
+        );
+        let mut big = Durations::from(vec![[2, COUNT_MAX - 1]]);
+        big.add(2);
+        big.add(2);
+        assert_eq!(
+            big.pairs().collect::<Vec<_>>(),
+            [(2, COUNT_MAX)],
+            "saturates, never wraps"
+        );
+        big.add(0);
+        assert_eq!(big.pairs().map(|(b, _)| b).collect::<Vec<_>>(), [0, 2]);
+    }
+
+    #[test]
     fn days_count_runs_by_outcome_with_the_median_and_longest_duration() {
         let mut st = HealthCheckStatus::default();
         for (i, ms) in [100, 120, 130, 900, 40_000].iter().enumerate() {
@@ -305,10 +401,13 @@ mod tests {
         run(&mut st, "2026-12-02T23:59:00Z", Outcome::Crash, 5);
         assert_eq!(st.days.len(), 2);
         let today = &st.days[0];
-        assert_eq!(today.day, "2026-12-03");
+        assert_eq!(today.day.to_string(), "2026-12-03");
         assert_eq!((today.runs, today.successes, today.timeouts), (5, 4, 1));
         // The median is 130 ms; its bucket's bound is the nearest above it.
-        assert_eq!(today.duration_p50_ms, bucket_bound(bucket_of(130)));
+        assert_eq!(
+            i64::from(today.duration_p50_ms),
+            bucket_bound(bucket_of(130))
+        );
         assert!(
             (130..=200).contains(&today.duration_p50_ms),
             "{}",
@@ -316,7 +415,7 @@ mod tests {
         );
         assert_eq!(today.duration_max_ms, 40_000);
         assert_eq!(
-            (st.days[1].day.as_str(), st.days[1].crashes),
+            (st.days[1].day.to_string().as_str(), st.days[1].crashes),
             ("2026-12-02", 1)
         );
     }
@@ -328,7 +427,13 @@ mod tests {
         run(&mut st, "2026-12-02T23:30:00Z", Outcome::Failure, 10);
         run(&mut st, "2026-12-03T00:10:00Z", Outcome::Failure, 10);
         run(&mut st, "2026-12-03T00:20:00Z", Outcome::Success, 10);
-        let day = |d: &str| st.days.iter().find(|x| x.day == d).unwrap().failing_seconds;
+        let day = |d: &str| {
+            st.days
+                .iter()
+                .find(|x| x.day.to_string() == d)
+                .unwrap()
+                .failing_seconds
+        };
         assert_eq!(day("2026-12-02"), 30 * 60);
         assert_eq!(day("2026-12-03"), 20 * 60);
         assert_eq!(st.failing_accrued_unix, None, "recovered");
@@ -350,7 +455,7 @@ mod tests {
         }
         // 2026-12-03 is day 39: kept are the 31 days up to it.
         assert_eq!(st.days.len(), 31);
-        assert_eq!(st.days.last().unwrap().day, "2026-11-03");
+        assert_eq!(st.days.last().unwrap().day.to_string(), "2026-11-03");
         let now = at("2026-12-03T18:00:00Z");
         let u = uptime(&st, now);
         // 24 h: only today's noon run (a success: day 39).
@@ -389,7 +494,7 @@ mod tests {
         let hours = serde_json::to_vec(&st.hours).unwrap().len();
         eprintln!("30 days of aggregates: {days} bytes of days, {hours} bytes of hours");
         assert_eq!(st.days.len(), 30);
-        assert_eq!(st.days.iter().map(|d| d.runs).sum::<i64>(), 30 * 24 * 60);
+        assert_eq!(st.days.iter().map(|d| d.runs).sum::<u32>(), 30 * 24 * 60);
         assert!(days + hours < 12 * 1024, "{days} + {hours} bytes");
     }
 }

@@ -153,7 +153,7 @@ mod tests {
             last_ping_unix: Some(7),
             ping_started_unix: Some(6),
             history: vec![RunRecord {
-                uuid: "u".into(),
+                uuid: Some(crate::api::RunCredential::new().run_id()),
                 start_unix: 1,
                 run_duration: 2,
                 outcome: Some(Outcome::Failure),
@@ -167,7 +167,7 @@ mod tests {
                 values: [("depth".to_string(), 12.5)].into(),
             }],
             days: vec![aggregate::DayStats {
-                day: "2026-12-03".into(),
+                day: "2026-12-03".parse().unwrap(),
                 runs: 3,
                 successes: 1,
                 failures: 1,
@@ -177,7 +177,7 @@ mod tests {
                 duration_p50_ms: 10,
                 duration_max_ms: 20,
                 failing_seconds: 30,
-                durations: vec![[0, 3]],
+                durations: vec![[0, 3]].into(),
             }],
             hours: vec![aggregate::HourStats {
                 hour_unix: 1,

@@ -270,8 +270,11 @@ impl From<Result<(), Vec<String>>> for RunResult {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RunRecord {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub uuid: String,
+    // The run's public id, held as its 16 bytes (a status keeps 20 of these; as text they were
+    // a tenth of probity's memory at 10,000 checks), written as the text.
+    #[serde(skip_serializing_if = "Option::is_none", with = "saved_run_id")]
+    #[schemars(with = "String")]
+    pub uuid: Option<RunId>,
     pub start_unix: i64,
     /// Nanoseconds.
     pub run_duration: i64,
@@ -292,9 +295,33 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// Which run this was, read from the saved `uuid`.
+    /// Which run this was.
     pub fn run_id(&self) -> Option<RunId> {
-        parse_saved(&self.uuid)
+        self.uuid
+    }
+
+    /// The run's id as the status writes it (empty when unknown).
+    pub fn uuid_text(&self) -> String {
+        self.uuid.map(|u| u.to_string()).unwrap_or_default()
+    }
+}
+
+/// A history entry's `uuid` as the status writes it: the id's text; a text that is not an id
+/// (hand-written, or from before ids were checked) reads as none.
+mod saved_run_id {
+    use super::{parse_saved, RunId};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &Option<RunId>, s: S) -> Result<S::Ok, S::Error> {
+        match id {
+            Some(id) => s.collect_str(id),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RunId>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(parse_saved(&text))
     }
 }
 

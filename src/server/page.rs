@@ -304,7 +304,7 @@ mod tests {
                 success_count: 1,
                 last_outcome: Some(Outcome::Success),
                 history: vec![RunRecord {
-                    uuid: "u".into(),
+                    uuid: Some(crate::api::RunCredential::new().run_id()),
                     start_unix: 100,
                     run_duration: 2_000_000,
                     outcome: Some(Outcome::Success),
@@ -377,7 +377,7 @@ mod tests {
             st.history.insert(
                 0,
                 RunRecord {
-                    uuid: "v".into(),
+                    uuid: Some(crate::api::RunCredential::new().run_id()),
                     start_unix: 110,
                     run_duration: 5_000_000,
                     outcome: Some(Outcome::Failure),

@@ -105,7 +105,8 @@ impl CheckDetail {
         let uuid = if st.current_uuid.is_empty() {
             st.history
                 .first()
-                .map(|h| h.uuid.clone())
+                .and_then(|h| h.uuid)
+                .map(|u| u.to_string())
                 .unwrap_or_default()
         } else {
             st.current_uuid.clone()

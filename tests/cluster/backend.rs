@@ -202,7 +202,7 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
         "{logs}"
     );
     assert_eq!(first["text"], "boom\n", "{logs}");
-    assert_eq!(first["run"], st.history[0].uuid.as_str());
+    assert_eq!(first["run"], st.history[0].uuid_text().as_str());
     assert!(
         st.errors[0].contains("exited with code 3"),
         "{:?}",
@@ -227,7 +227,7 @@ async fn runs_end_in_the_outcome_their_pods_show_with_messages_naming_the_cause(
     assert_eq!(st.last_outcome, Some(Outcome::Timeout));
     assert!(st.errors[0].contains("timeout after 2s"), "{:?}", st.errors);
     assert_eq!(
-        st.history[0].uuid,
+        st.history[0].uuid_text(),
         run_id(slow_credential.parse().unwrap()).to_string()
     );
     // A report after the deadline is too late (410), and says so.
@@ -326,7 +326,7 @@ fn credential(pod: &Pod) -> String {
 }
 
 fn st_uuid(st: &HealthCheckStatus) -> String {
-    st.history[0].uuid.clone()
+    st.history[0].uuid_text()
 }
 
 #[tokio::test]
@@ -499,10 +499,10 @@ async fn two_replicas_fail_over_without_a_duplicate_run_or_a_lost_report() {
     let rec = after
         .history
         .iter()
-        .find(|h| h.uuid == in_flight)
+        .find(|h| h.uuid_text() == in_flight)
         .expect("the run in flight was recorded");
     assert_eq!(rec.outcome, Some(Outcome::Success));
-    let mut uuids: Vec<&str> = after.history.iter().map(|h| h.uuid.as_str()).collect();
+    let mut uuids: Vec<String> = after.history.iter().map(|h| h.uuid_text()).collect();
     uuids.sort();
     uuids.dedup();
     assert_eq!(uuids.len(), after.history.len(), "no run recorded twice");
@@ -712,7 +712,7 @@ async fn a_frozen_leader_is_replaced_and_does_not_schedule_when_it_thaws() {
     a.wait_for("a to see b lead", |d| d["CurrentMaster"] == "replica-b")
         .await;
     let after = runs(c, ns, "tick", before + 3).await;
-    let mut uuids: Vec<&str> = after.history.iter().map(|h| h.uuid.as_str()).collect();
+    let mut uuids: Vec<String> = after.history.iter().map(|h| h.uuid_text()).collect();
     uuids.sort();
     uuids.dedup();
     assert_eq!(uuids.len(), after.history.len(), "a run recorded twice");

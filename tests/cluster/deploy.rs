@@ -120,7 +120,7 @@ async fn agreed_leader(c: &Client) -> Option<(String, Vec<Pod>)> {
 
 /// History of a check: no run twice, none overlapping the previous, all successes.
 fn assert_clean(st: &HealthCheckStatus, run_secs: i64) {
-    let mut uuids: Vec<&str> = st.history.iter().map(|h| h.uuid.as_str()).collect();
+    let mut uuids: Vec<String> = st.history.iter().map(|h| h.uuid_text()).collect();
     uuids.sort();
     uuids.dedup();
     assert_eq!(
@@ -491,7 +491,7 @@ async fn helm_installs_upgrades_and_uninstalls_probity_on_the_real_node() {
         "no run lost or failed in the rollout: {:?}",
         after.history
     );
-    let mut uuids: Vec<&str> = after.history.iter().map(|h| h.uuid.as_str()).collect();
+    let mut uuids: Vec<String> = after.history.iter().map(|h| h.uuid_text()).collect();
     uuids.sort();
     uuids.dedup();
     assert_eq!(uuids.len(), after.history.len(), "no run twice");

@@ -47,7 +47,7 @@ fn full_status() -> HealthCheckStatus {
         }],
         observed_generation: Some(1),
         history: vec![RunRecord {
-            uuid: "1d309ed7-4b7a-4fd5-9706-d04f53c9ed30".into(),
+            uuid: "1d309ed7-4b7a-4fd5-9706-d04f53c9ed30".parse().ok(),
             start_unix: 1_795_000_000,
             run_duration: 120_000_000_000,
             outcome: Some(Outcome::Timeout),
@@ -61,7 +61,7 @@ fn full_status() -> HealthCheckStatus {
             values: [("queue_depth".to_string(), 12.5)].into(),
         }],
         days: vec![DayStats {
-            day: "2026-11-18".into(),
+            day: "2026-11-18".parse().unwrap(),
             runs: 1440,
             successes: 1437,
             failures: 1,
@@ -69,7 +69,7 @@ fn full_status() -> HealthCheckStatus {
             duration_p50_ms: 171,
             duration_max_ms: 120_000,
             failing_seconds: 180,
-            durations: vec![[8, 1200], [9, 237], [33, 3]],
+            durations: vec![[8, 1200], [9, 237], [33, 3]].into(),
             ..DayStats::default()
         }],
         hours: vec![HourStats {

@@ -145,7 +145,7 @@ impl Engine {
         st.history.insert(
             0,
             RunRecord {
-                uuid: uuid.to_string(),
+                uuid: Some(uuid),
                 start_unix: unix(started),
                 run_duration: st.run_duration,
                 outcome: Some(outcome),
