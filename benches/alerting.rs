@@ -43,6 +43,7 @@ fn view(key: CheckKey, st: HealthCheckStatus, depends_on: Vec<CheckKey>) -> Arc<
         category: None,
         depends_on,
         departed: None,
+        memo: Default::default(),
     })
 }
 

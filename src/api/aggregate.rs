@@ -322,6 +322,12 @@ impl Windows {
         }
     }
 
+    /// Names the hour these windows were made in: uptime read at two instants of one hour is
+    /// the same (day boundaries are hour boundaries).
+    pub fn hour_stamp(&self) -> u64 {
+        self.since_hour as u64
+    }
+
     pub fn uptime(&self, st: &HealthCheckStatus) -> Uptime {
         let (runs, ok) = st
             .hours

@@ -34,6 +34,55 @@ pub struct CheckView {
     /// The check left (why), and is kept until its receivers are told its alerts are
     /// resolved; shown nowhere but to the notifier.
     pub departed: Option<String>,
+    /// A reader's rendering of this view (the `/json` entry), kept with it.
+    pub memo: Memo,
+}
+
+/// A rendering of one published view, made by a reader and kept with the view: a view is
+/// replaced, never changed, so the rendering stays right for as long as the view is published
+/// and the `stamp` (what else it depends on: the hour, say) is the same. Not part of the
+/// view's value: clones start empty and equality ignores it.
+#[derive(Default)]
+pub struct Memo(std::sync::Mutex<Option<(u64, Arc<[u8]>)>>);
+
+impl Memo {
+    /// The rendering made for `stamp`, made now by `make` if there is none for it.
+    pub fn get_or_make(&self, stamp: u64, make: impl FnOnce() -> Vec<u8>) -> Arc<[u8]> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((s, bytes)) if *s == stamp => bytes.clone(),
+            _ => {
+                let bytes: Arc<[u8]> = make().into();
+                *slot = Some((stamp, bytes.clone()));
+                bytes
+            }
+        }
+    }
+}
+
+impl Memo {
+    /// Whether a rendering is kept.
+    pub fn is_kept(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 impl CheckView {

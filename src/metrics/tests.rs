@@ -29,6 +29,7 @@ fn view(ns: &str, name: &str, ok: bool, errors: Vec<&str>) -> Arc<CheckView> {
         category: None,
         depends_on: Vec::new(),
         departed: None,
+        memo: Default::default(),
     })
 }
 

@@ -324,6 +324,7 @@ mod tests {
             category: None,
             depends_on: Vec::new(),
             departed: None,
+            memo: Default::default(),
         };
         f(&mut v);
         Arc::new(v)

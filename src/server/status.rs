@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use serde::ser::SerializeMap;
-
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
@@ -157,28 +155,38 @@ impl CheckDetail {
     }
 }
 
-/// The document over a snapshot of the board, serialized as it is written: at 10,000 checks no
-/// second copy of every check is built first.
-pub struct Document<'a> {
-    views: Vec<&'a CheckView>,
+/// The document over a snapshot of the board, written as it is sent: in chunks of about
+/// `CHUNK` bytes, so at 10,000 checks neither a second copy of every check nor one 5 MB buffer
+/// is built (a buffer that size is a fresh mapping each time, and its page faults were a third
+/// of a request's time).
+pub struct Document {
+    /// Checks, then jobs (`singleRunOnly`): the two maps of the document.
+    checks: Vec<Arc<CheckView>>,
+    jobs: Vec<Arc<CheckView>>,
     ok: bool,
     errors: Vec<String>,
     /// probity's own troubles (a receiver that is down); the checks' verdict stays `ok`.
     warnings: Vec<String>,
     leader: String,
     board: Arc<Board>,
+    windows: aggregate::Windows,
+    /// Where writing is: 0 the head, 1 checks, 2 jobs, 3 the tail, 4 done; `at` within a map.
+    part: u8,
+    at: usize,
 }
 
-impl<'a> Document<'a> {
-    pub fn new(st: &AppState, snapshot: &'a [Arc<CheckView>], namespaces: Option<&[&str]>) -> Self {
-        let views: Vec<&CheckView> = snapshot
-            .iter()
-            .map(|v| &**v)
+/// About how much of the document each chunk holds.
+const CHUNK: usize = 64 * 1024;
+
+impl Document {
+    pub fn new(st: &AppState, snapshot: Vec<Arc<CheckView>>, namespaces: Option<&[&str]>) -> Self {
+        let (jobs, checks): (Vec<_>, Vec<_>) = snapshot
+            .into_iter()
             .filter(|v| namespaces.is_none_or(|ns| ns.contains(&v.key.namespace())))
-            .collect();
+            .partition(|v| v.single_run);
         let mut errors = Vec::new();
         let mut ok = true;
-        for v in &views {
+        for v in checks.iter().chain(&jobs) {
             if !v.effective_ok() {
                 ok = false;
                 errors.extend(v.effective_errors());
@@ -192,48 +200,121 @@ impl<'a> Document<'a> {
             }
         }
         Document {
-            views,
+            checks,
+            jobs,
             ok,
             errors,
             warnings: st.board.warnings(),
             leader: st.board.leader(),
             board: st.board.clone(),
+            windows: aggregate::Windows::at(Utc::now()),
+            part: 0,
+            at: 0,
+        }
+    }
+
+    /// The whole document at once (tests; the handler streams it).
+    pub fn to_json(self) -> Vec<u8> {
+        self.flat_map(|c| c.to_vec()).collect()
+    }
+
+    /// Writes the next part of the document into `out`, until `out` holds `CHUNK` bytes or
+    /// the document ends. Each check's entry is kept with its published view (`Memo`) and made
+    /// again only when the view changes or the hour turns (its uptime windows); an entry that
+    /// depends on more than its view (a recent change: flapping is read at this instant; a
+    /// failing dependency; a maintenance window) is made afresh. At 10,000 checks a request
+    /// then copies entries instead of formatting them.
+    fn write_some(&mut self, out: &mut Vec<u8>) {
+        while out.len() < CHUNK && self.part < 4 {
+            match self.part {
+                0 => {
+                    out.extend_from_slice(b"{\"OK\":");
+                    out.extend_from_slice(if self.ok { b"true" } else { b"false" });
+                    out.extend_from_slice(b",\"Errors\":");
+                    write_json(out, &self.errors);
+                    out.extend_from_slice(b",\"CheckDetails\":{");
+                    self.part = 1;
+                }
+                1 | 2 => {
+                    let map = if self.part == 1 {
+                        &self.checks
+                    } else {
+                        &self.jobs
+                    };
+                    match map.get(self.at) {
+                        Some(v) => {
+                            if self.at > 0 {
+                                out.push(b',');
+                            }
+                            write_json(out, v.key.as_str());
+                            out.push(b':');
+                            self.entry(v, out);
+                            self.at += 1;
+                        }
+                        None => {
+                            out.extend_from_slice(if self.part == 1 {
+                                b"},\"JobDetails\":{"
+                            } else {
+                                b"}"
+                            });
+                            self.part += 1;
+                            self.at = 0;
+                        }
+                    }
+                }
+                _ => {
+                    out.extend_from_slice(b",\"CurrentMaster\":");
+                    write_json(out, &self.leader);
+                    if !self.warnings.is_empty() {
+                        out.extend_from_slice(b",\"Warnings\":");
+                        write_json(out, &self.warnings);
+                    }
+                    out.push(b'}');
+                    self.part = 4;
+                }
+            }
+        }
+    }
+
+    fn entry(&self, v: &CheckView, out: &mut Vec<u8>) {
+        let windows = &self.windows;
+        let quiet =
+            v.status.transitions.first().is_none_or(|t| {
+                t.at_unix <= windows.now_unix - crate::api::Flap::DEFAULT.window_secs
+            });
+        let alone = quiet
+            && self.board.blocked_by(v).is_empty()
+            && self.board.maintenance(&v.key).is_none();
+        let make = || {
+            let mut entry = Vec::with_capacity(640);
+            write_json(&mut entry, &CheckDetail::within(v, windows, &self.board));
+            entry
+        };
+        if alone {
+            out.extend_from_slice(&v.memo.get_or_make(windows.hour_stamp(), make));
+        } else {
+            out.extend_from_slice(&make());
         }
     }
 }
 
-struct Details<'a, 'b>(&'b [&'a CheckView], bool, &'b aggregate::Windows, &'b Board);
+/// The document in chunks, as the response body sends them.
+impl Iterator for Document {
+    type Item = axum::body::Bytes;
 
-impl Serialize for Details<'_, '_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        for v in self.0.iter().filter(|v| v.single_run == self.1) {
-            map.serialize_entry(v.key.as_str(), &CheckDetail::within(v, self.2, self.3))?;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.part >= 4 {
+            return None;
         }
-        map.end()
+        let mut out = Vec::with_capacity(CHUNK + 1024);
+        self.write_some(&mut out);
+        Some(out.into())
     }
 }
 
-impl Serialize for Document<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(5))?;
-        map.serialize_entry("OK", &self.ok)?;
-        map.serialize_entry("Errors", &self.errors)?;
-        let windows = aggregate::Windows::at(Utc::now());
-        map.serialize_entry(
-            "CheckDetails",
-            &Details(&self.views, false, &windows, &self.board),
-        )?;
-        map.serialize_entry(
-            "JobDetails",
-            &Details(&self.views, true, &windows, &self.board),
-        )?;
-        map.serialize_entry("CurrentMaster", &self.leader)?;
-        if !self.warnings.is_empty() {
-            map.serialize_entry("Warnings", &self.warnings)?;
-        }
-        map.end()
-    }
+/// Writes `value`'s JSON; nothing here can fail to serialize (string keys only).
+fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,13 +331,13 @@ pub async fn json(State(st): State<AppState>, Query(q): Query<StatusQuery>) -> R
     let filter: Option<Vec<&str>> = listed
         .as_ref()
         .map(|l| l.iter().map(String::as_str).collect());
-    let snapshot = st.board.snapshot();
-    let doc = Document::new(&st, &snapshot, filter.as_deref());
-    match serde_json::to_vec(&doc) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        // Only non-string map keys can fail, and there are none.
-        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    let doc = Document::new(&st, st.board.snapshot(), filter.as_deref());
+    let chunks = futures::stream::iter(doc.map(Ok::<_, std::convert::Infallible>));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 /// `/`: the dashboard for browsers, the JSON document for everything else (curl, old clients).
@@ -364,5 +445,78 @@ impl<'a> Brief<'a> {
             success_threshold: spec.success_threshold,
             single_run_only: spec.single_run_only.unwrap_or(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CheckKey, HealthCheckStatus, Transition};
+    use crate::engine::EngineHandle;
+    use crate::metrics::{Metrics, MetricsConfig};
+
+    fn view(errors: &[&str], transition_at: Option<i64>) -> Arc<CheckView> {
+        Arc::new(CheckView {
+            key: CheckKey::new("ns", "a"),
+            resource: Arc::default(),
+            status: Arc::new(HealthCheckStatus {
+                ok: errors.is_empty(),
+                errors: errors.iter().map(|e| e.to_string()).collect(),
+                transitions: transition_at
+                    .map(|t| Transition {
+                        at_unix: t,
+                        ok: true,
+                    })
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }),
+            invalid: None,
+            run_interval: None,
+            schedule: None,
+            timeout: None,
+            single_run: false,
+            suspended: false,
+            severity: None,
+            category: None,
+            depends_on: Vec::new(),
+            departed: None,
+            memo: Default::default(),
+        })
+    }
+
+    fn document(board: &Arc<Board>) -> serde_json::Value {
+        let (engine, _events) = EngineHandle::channel();
+        let metrics = Arc::new(Metrics::new(MetricsConfig::default(), board.clone()));
+        let st = AppState::new(board.clone(), engine, metrics, None, &Default::default());
+        serde_json::from_slice(&Document::new(&st, board.snapshot(), None).to_json()).unwrap()
+    }
+
+    #[test]
+    fn an_entry_is_kept_with_its_view_and_made_again_when_the_view_changes() {
+        let board = Arc::new(Board::new("me"));
+        board.put(view(&[], None));
+        let first = document(&board);
+        assert_eq!(first["CheckDetails"]["ns/a"]["OK"], true);
+        assert!(
+            board.get(&CheckKey::new("ns", "a")).unwrap().memo.is_kept(),
+            "kept with the view"
+        );
+        assert_eq!(
+            document(&board),
+            first,
+            "the kept entry is the same document"
+        );
+        // A new view (the check failed): its entry is made from it, not the old one's.
+        board.put(view(&["db down"], None));
+        let d = document(&board);
+        assert_eq!(d["CheckDetails"]["ns/a"]["OK"], false);
+        assert_eq!(d["CheckDetails"]["ns/a"]["Errors"][0], "db down");
+        assert_eq!(d["OK"], false);
+        // A change within the flapping window: made afresh each time, not kept.
+        board.put(view(&[], Some(Utc::now().timestamp())));
+        let d = document(&board);
+        assert_eq!(d["CheckDetails"]["ns/a"]["OK"], true);
+        assert!(!board.get(&CheckKey::new("ns", "a")).unwrap().memo.is_kept());
     }
 }

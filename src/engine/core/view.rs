@@ -90,6 +90,7 @@ impl Engine {
                 .departed
                 .then(|| e.status.departed.as_ref().map(|d| d.reason.clone()))
                 .flatten(),
+            memo: Default::default(),
         }
     }
 }
