@@ -476,6 +476,12 @@ impl StatusStore for FileStore {
         })
     }
 
+    /// The writer logs a failing write itself (once, until writes succeed again), and the
+    /// write happens whether or not anyone awaits it: nothing to wait for.
+    fn detach(&self, save: SaveFuture) {
+        drop(save);
+    }
+
     fn forget(&self, key: &CheckKey) {
         let _ = self.jobs.send(Job::Forget { key: key.clone() });
     }

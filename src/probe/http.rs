@@ -284,8 +284,7 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| ProbeError::Exchange(e.to_string()))?;
-    let driver = tokio::spawn(conn);
-    let result = async {
+    let work = async {
         let resp = sender
             .send_request(req)
             .await
@@ -323,11 +322,17 @@ where
             body,
             cert_not_after: None,
         })
-    }
-    .await;
+    };
+    // The connection is driven here, beside the exchange, rather than by a task of its own:
+    // one task and no cross-task wake-ups per probe. If it ends first (the server closed), the
+    // exchange finishes with what arrived or fails saying why.
+    let work = std::pin::pin!(work);
+    let conn = std::pin::pin!(conn);
     // Dropping the connection closes the socket with a reset (SO_LINGER 0): nothing lingers.
-    driver.abort();
-    result
+    match futures::future::select(work, conn).await {
+        futures::future::Either::Left((result, _conn)) => result,
+        futures::future::Either::Right((_, work)) => work.await,
+    }
 }
 
 fn hyper_reason(e: &hyper::Error) -> String {

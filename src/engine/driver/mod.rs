@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use super::clock::Clock;
 use super::core::Engine;
@@ -424,7 +424,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
 
     fn act(&mut self, effects: Vec<Effect>) {
         if let Some(fut) = self.apply(effects) {
-            tokio::spawn(log_failure(fut));
+            self.store.detach(fut);
         }
     }
 
@@ -442,7 +442,7 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
                         let fut = self.store.save(&key, &view.status);
                         if let Some(i) = saves.iter().position(|(k, _)| *k == key) {
                             let (_, prev) = saves.swap_remove(i);
-                            tokio::spawn(log_failure(prev));
+                            self.store.detach(prev);
                         }
                         saves.push((key, fut));
                     }
@@ -540,15 +540,9 @@ impl<R: Runner, S: StatusStore, C: Clock> Driver<R, S, C> {
             .or(saves.len().checked_sub(1));
         let chosen = wanted.map(|i| saves.swap_remove(i).1);
         for (_, fut) in saves {
-            tokio::spawn(log_failure(fut));
+            self.store.detach(fut);
         }
         chosen
-    }
-}
-
-async fn log_failure(fut: SaveFuture) {
-    if let Err(e) = fut.await {
-        error!("saving check state: {e}");
     }
 }
 
