@@ -262,3 +262,80 @@ async fn the_status_page_shows_filters_and_runs_checks_as_a_person_sees_them() {
         "JavaScript errors on the check page"
     );
 }
+
+/// Degraded as a person sees it: a probe that misses only a `severity: warning` assertion is a
+/// third state on the list (not failing, not plain passing) and on its own page, with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_check_is_a_third_state_on_both_pages() {
+    let how = "apt-get install chromium chromium-driver";
+    if !common::available(
+        common::webdriver::installed(),
+        "chromium and chromedriver",
+        how,
+    ) {
+        return;
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(|| async { r#"{"status":"UP","queue":{"depth":140}}"# }),
+    );
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let (_tmp, checks, state) = dirs();
+    write(
+        &checks,
+        "queue.yaml",
+        &format!("apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: queue, namespace: it}}\nspec:\n  runInterval: 1h\n  probe:\n    httpGet:\n      url: http://{addr}/health\n      assertions:\n        - {{jsonPath: $.status, equals: UP}}\n        - {{jsonPath: $.queue.depth, lessThan: 100, severity: warning}}\n"),
+    );
+    write(
+        &checks,
+        "pass.yaml",
+        &shell_check("pass", "  runInterval: 1h\n", "probity report --ok"),
+    );
+    let p = Probity::start(&checks, &state, &[]);
+    p.wait_for("both verdicts", |d| {
+        count(d, "it/queue", "SuccessCount") >= 1 && count(d, "it/pass", "SuccessCount") >= 1
+    })
+    .await;
+    let b = Browser::start().await;
+    b.go(&format!("{}/", p.base)).await;
+    rows_become(&b, "the list", &["it/pass=ok", "it/queue=degraded"]).await;
+    let banner = b
+        .js("return [document.getElementById('banner').className, document.getElementById('headline').textContent]")
+        .await;
+    assert_eq!(
+        banner,
+        json!(["banner ok", "All 2 checks passing · 1 degraded"])
+    );
+    let row = b
+        .js("return document.querySelector('[data-check=\"it/queue\"]').innerText")
+        .await;
+    let row = row.as_str().unwrap();
+    assert!(
+        row.contains("degraded") && row.contains("$.queue.depth is 140, expected < 100"),
+        "{row}"
+    );
+    b.click("button[data-f=degraded]").await;
+    rows_become(&b, "the Degraded filter", &["it/queue=degraded"]).await;
+    b.click("[data-check=\"it/queue\"] a.name").await;
+    b.until(
+        "the check page",
+        "return location.pathname.endsWith('/checks/it/queue') && document.querySelectorAll('#runs tr[data-run]').length >= 1",
+    )
+    .await;
+    let page = b
+        .js("return [document.getElementById('banner').className, document.getElementById('headline').textContent, document.getElementById('notes').innerText]")
+        .await;
+    assert_eq!(page[0], "banner warn");
+    assert!(page[1].as_str().unwrap().starts_with("degraded"), "{page}");
+    assert!(
+        page[2]
+            .as_str()
+            .unwrap()
+            .contains("degraded (OK for Kuberhealthy clients)"),
+        "{page}"
+    );
+    b.screenshot("check-page-degraded.png").await;
+    assert_eq!(b.errors().await, Vec::<String>::new(), "no script errors");
+}
