@@ -218,4 +218,11 @@ pub trait StatusStore: Send + Sync + 'static {
             }
         });
     }
+
+    /// A save no one waits for that may also wait a moment for others to share its write: the
+    /// state of a probe, whose runs live and die with this process, so a crash loses at most
+    /// its latest record and no one was told it was kept. By default the same as `detach`.
+    fn linger(&self, save: SaveFuture) {
+        self.detach(save)
+    }
 }

@@ -171,13 +171,11 @@ impl ProbeRunner {
             for w in &result.warnings {
                 warn!(check = %run.key, "{w}");
             }
-            // A refusal here means the run already ended (its deadline passed): nothing to do.
-            let _ = engine.report(uuid, result.clone()).await;
             tasks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&uuid);
-            engine.released(uuid, RunEnd::Ended(result)).await;
+            engine.ended(uuid, result).await;
         });
         guard.insert(uuid, handle.abort_handle());
     }

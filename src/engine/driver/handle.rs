@@ -29,6 +29,12 @@ pub enum Event {
         result: RunResult,
         reply: oneshot::Sender<Result<(), Rejection>>,
     },
+    /// A run this process carried out itself (a probe) ended: its report and its release in
+    /// one, with nobody waiting for the outcome to be stored.
+    Ended {
+        uuid: RunId,
+        result: RunResult,
+    },
     RunNow {
         key: CheckKey,
         reply: oneshot::Sender<Result<(), RunRefused>>,
@@ -91,6 +97,11 @@ impl EngineHandle {
 
     pub async fn released(&self, uuid: RunId, end: RunEnd) {
         self.send(Event::Released { uuid, end }).await
+    }
+
+    /// A probe's run ended with `result` (see [`Event::Ended`]).
+    pub async fn ended(&self, uuid: RunId, result: RunResult) {
+        self.send(Event::Ended { uuid, result }).await
     }
 
     /// Hands a report to the engine; resolves once the outcome is stored (or refused).

@@ -45,8 +45,12 @@ impl StatusStore for BrokenStore {
 }
 
 fn desired(spec: &str) -> Desired {
+    desired_named("a", spec)
+}
+
+fn desired_named(name: &str, spec: &str) -> Desired {
     let text = format!(
-        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: a, namespace: ns}}\nspec:\n  podSpec: {{spec: {{containers: [{{name: c, image: i, command: [x]}}]}}}}\n{spec}"
+        "apiVersion: kuberhealthy.github.io/v2\nkind: HealthCheck\nmetadata: {{name: {name}, namespace: ns}}\nspec:\n  podSpec: {{spec: {{containers: [{{name: c, image: i, command: [x]}}]}}}}\n{spec}"
     );
     Desired::new(
         Arc::new(parse_documents(&text).unwrap().remove(0).check.unwrap()),
@@ -105,24 +109,65 @@ fn start_with<S: StatusStore>(
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn runs_start_exactly_on_schedule_on_a_paused_clock() {
-    let t0 = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
-    let mut h = start(MemoryStore, t0, true);
+/// Four runs of a 10 s check: when they started, and the board afterwards.
+async fn four_runs(h: &mut Harness) -> Vec<DateTime<Utc>> {
     h.handle.loaded().await;
     h.handle.upsert(desired("  runInterval: 10s\n"), None).await;
     for _ in 0..4 {
         let f = h.finished.recv().await.unwrap();
         assert_eq!(f.result.outcome, Outcome::Success);
     }
-    let want: Vec<_> = (0..4)
-        .map(|i| t0 + chrono::Duration::seconds(10 * i))
-        .collect();
-    assert_eq!(*h.starts.lock().unwrap(), want);
     let view = h.board.get(&CheckKey::new("ns", "a")).unwrap();
     assert_eq!(view.status.success_count, 4);
     assert!(h.board.is_ready());
     assert!(h.board.since_tick().unwrap() <= MAX_SLEEP);
+    h.starts.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_start_exactly_on_schedule_on_a_paused_clock() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+    let mut h = start_with(MemoryStore, t0, true, |d, _| {
+        d.ticking_every(Duration::ZERO)
+    });
+    let want: Vec<_> = (0..4)
+        .map(|i| t0 + chrono::Duration::seconds(10 * i))
+        .collect();
+    assert_eq!(four_runs(&mut h).await, want);
+    h.stop.send(true).unwrap();
+    h.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_default_tick_a_run_starts_at_most_one_tick_late_and_keeps_its_interval() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+    let mut h = start(MemoryStore, t0, true);
+    let starts = four_runs(&mut h).await;
+    // The check came in just after the driver's first tick: it waits for the next one.
+    let late = (starts[0] - t0).to_std().unwrap();
+    assert!(late > Duration::ZERO && late <= DEFAULT_TICK, "{late:?}");
+    for pair in starts.windows(2) {
+        assert_eq!(pair[1] - pair[0], chrono::Duration::seconds(10));
+    }
+    h.stop.send(true).unwrap();
+    h.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_falling_due_within_a_tick_start_together() {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+    let mut h = start(MemoryStore, t0, true);
+    h.handle.loaded().await;
+    h.handle.upsert(desired_named("a", ""), None).await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    h.handle.upsert(desired_named("b", ""), None).await;
+    for _ in 0..2 {
+        h.finished.recv().await.unwrap();
+    }
+    let starts = h.starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[0], starts[1], "one tick started both");
+    assert!(starts[0] - t0 >= chrono::Duration::milliseconds(3));
     h.stop.send(true).unwrap();
     h.task.await.unwrap();
 }
