@@ -102,6 +102,8 @@ pub async fn probe(p: &GrpcProbe) -> RunResult {
 
 async fn check(host: &str, port: u16, service: &str) -> Result<u64, ProbeError> {
     let tcp = connect(host, port).await?;
+    // HTTP/2 writes its preface, settings and request in separate writes.
+    let _ = tcp.set_nodelay(true);
     let h2 = |e: hyper::Error| ProbeError::Exchange(format!("HTTP/2: {e}"));
     let failed = |why: String| ProbeError::Exchange(why);
     let (mut sender, conn) =
