@@ -61,6 +61,17 @@ fn http_server() -> Router {
         )
         .route("/small", get(|| async { "status: all good (v1.2)" }))
         .route(
+            "/chunked",
+            get(|| async {
+                // A body of unknown length: hyper's server sends it chunked.
+                let parts = ["first part, ", "second part, ", "the end"]
+                    .map(|p| Ok::<_, Infallible>(Frame::data(Bytes::from(p))));
+                axum::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+                    parts,
+                )))
+            }),
+        )
+        .route(
             "/health.json",
             get(|| async {
                 // About 100 KB, the field asserted on last: beyond kubelet's 10 KiB.
@@ -311,6 +322,20 @@ async fn body_is_read_up_to_10_kib_and_matched() {
         .await
         .message()
         .ends_with("body does not match /^broken/"));
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_read_across_its_chunks() {
+    let base = serve(http_server()).await;
+    let mut p = url(&format!("{base}/chunked"));
+    p.expect_body = Some("part, the end".into());
+    let v = http::probe(&p).await;
+    assert!(v.passed_ok(), "{v:?}");
+    p.expect_body = Some("third part".into());
+    assert!(http::probe(&p)
+        .await
+        .message()
+        .ends_with("body does not contain \"third part\""));
 }
 
 #[tokio::test]

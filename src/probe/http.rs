@@ -2,25 +2,22 @@
 //! codes, classes, ranges), and the body matches `expectBody` when given. Beyond kubelet: the
 //! method, a request body, the redirect policy, and `assertions` (judged in `http_assert`).
 //!
-//! Written on hyper's connection API rather than reqwest because a probe must open a fresh
-//! connection each time and reset it when done (SO_LINGER 0): reqwest pools connections and
-//! gives no access to the socket, so at a thousand probes a second the TIME-WAIT sockets it
-//! leaves would exhaust the ephemeral ports.
+//! Not reqwest: a probe must open a fresh connection each time and reset it when done
+//! (SO_LINGER 0); reqwest pools connections and gives no access to the socket, so at a thousand
+//! probes a second the TIME-WAIT sockets it leaves would exhaust the ephemeral ports. The
+//! exchange itself is `http1`'s.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use rustls::pki_types::ServerName;
 use url::Url;
 
 use super::tcp::connect;
-use super::{after, http_assert, ProbeError, RunResult};
+use super::{after, http1, http_assert, ProbeError, RunResult};
 use crate::api::probe::{HttpGetProbe, StatusRange};
 use crate::tls::{insecure, verifying};
 
@@ -209,7 +206,10 @@ async fn get(
         Some(port) => format!("{}:{port}", url.host_str().unwrap_or(host)),
         None => url.host_str().unwrap_or(host).to_string(),
     };
-    let req = request(&path, &authority, p)?;
+    let (method, headers) = request(&authority, p)?;
+    let body = p.body.as_deref().unwrap_or("").as_bytes();
+    let req = http1::encode(&method, &path, &headers, body);
+    let head_only = method == Method::HEAD;
     if url.scheme() == "https" {
         // TLS writes its handshake's last flight and the request as separate records; a plain
         // request is one write, which Nagle's algorithm never holds back (a syscall saved).
@@ -219,7 +219,7 @@ async fn get(
             host: host.to_string(),
             reason: e.to_string(),
         })?;
-        let stream = tokio_rustls::TlsConnector::from(config)
+        let mut stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(|e| ProbeError::Tls(super::tcp::io_reason(&e)))?;
@@ -229,19 +229,46 @@ async fn get(
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(|c| crate::tls::not_after(c));
-        let mut resp = exchange(TokioIo::new(stream), req, body_limit).await?;
+        let mut resp = exchange(&mut stream, &req, head_only, body_limit).await?;
         resp.cert_not_after = not_after;
         Ok(resp)
     } else {
-        exchange(TokioIo::new(tcp), req, body_limit).await
+        let mut tcp = tcp;
+        exchange(&mut tcp, &req, head_only, body_limit).await
     }
+    // Dropping the connection closes the socket with a reset (SO_LINGER 0): nothing lingers,
+    // and no `Connection: close` was asked for, which would have made the server close first
+    // and keep the socket in TIME-WAIT.
 }
 
+async fn exchange<S>(
+    io: &mut S,
+    req: &[u8],
+    head_only: bool,
+    body_limit: usize,
+) -> Result<Response, ProbeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let r = http1::exchange(io, req, head_only, body_limit).await?;
+    Ok(Response {
+        status: r.status,
+        location: r
+            .headers
+            .get(hyper::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        headers: r.headers,
+        body: r.body,
+        cert_not_after: None,
+    })
+}
+
+/// The method and headers of a probe's request, checked: a bad one names itself.
 fn request(
-    path: &str,
     authority: &str,
     p: &HttpGetProbe,
-) -> Result<Request<Full<Bytes>>, ProbeError> {
+) -> Result<(Method, Vec<(HeaderName, HeaderValue)>), ProbeError> {
     let bad = |n: &str, e: &dyn std::fmt::Display| ProbeError::Target(format!("header {n:?}: {e}"));
     let mut headers: Vec<(String, String)> = vec![
         ("host".into(), authority.to_string()),
@@ -259,93 +286,17 @@ fn request(
             headers.push((name, h.value.clone()));
         }
     }
-    let method = hyper::Method::from_bytes(p.method.as_deref().unwrap_or("GET").as_bytes())
+    let method = Method::from_bytes(p.method.as_deref().unwrap_or("GET").as_bytes())
         .map_err(|e| ProbeError::Target(format!("method: {e}")))?;
-    let mut req = Request::builder().method(method).uri(path);
-    for (n, v) in headers {
-        let name = HeaderName::from_bytes(n.as_bytes()).map_err(|e| bad(&n, &e))?;
-        let value = HeaderValue::from_str(&v).map_err(|e| bad(&n, &e))?;
-        req = req.header(name, value);
-    }
-    // No `Connection: close`: the server would then close first and keep the socket in
-    // TIME-WAIT. Each probe opens its own connection and resets it when done, so nothing is
-    // reused between probes and nothing lingers on either side.
-    // A body of known length: hyper sends its Content-Length.
-    let body = p.body.clone().map(Bytes::from).unwrap_or_default();
-    req.body(Full::new(body))
-        .map_err(|e| ProbeError::Target(e.to_string()))
-}
-
-async fn exchange<T>(
-    io: T,
-    req: Request<Full<Bytes>>,
-    body_limit: usize,
-) -> Result<Response, ProbeError>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| ProbeError::Exchange(e.to_string()))?;
-    let work = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ProbeError::Exchange(hyper_reason(&e)))?;
-        let status = resp.status();
-        let location = resp
-            .headers()
-            .get(hyper::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let headers = resp.headers().clone();
-        let mut body = Vec::new();
-        if body_limit > 0 {
-            let mut b = resp.into_body();
-            while body.len() < body_limit {
-                match b.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            let room = body_limit - body.len();
-                            body.extend_from_slice(&data[..data.len().min(room)]);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let why = format!("reading the body: {}", hyper_reason(&e));
-                        return Err(ProbeError::Exchange(why));
-                    }
-                    None => break,
-                }
-            }
-        }
-        Ok(Response {
-            status,
-            location,
-            headers,
-            body,
-            cert_not_after: None,
+    let checked = headers
+        .into_iter()
+        .map(|(n, v)| {
+            let name = HeaderName::from_bytes(n.as_bytes()).map_err(|e| bad(&n, &e))?;
+            let value = HeaderValue::from_str(&v).map_err(|e| bad(&n, &e))?;
+            Ok((name, value))
         })
-    };
-    // The connection is driven here, beside the exchange, rather than by a task of its own:
-    // one task and no cross-task wake-ups per probe. If it ends first (the server closed), the
-    // exchange finishes with what arrived or fails saying why.
-    let work = std::pin::pin!(work);
-    let conn = std::pin::pin!(conn);
-    // Dropping the connection closes the socket with a reset (SO_LINGER 0): nothing lingers.
-    match futures::future::select(work, conn).await {
-        futures::future::Either::Left((result, _conn)) => result,
-        futures::future::Either::Right((_, work)) => work.await,
-    }
-}
-
-fn hyper_reason(e: &hyper::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    msg
+        .collect::<Result<_, ProbeError>>()?;
+    Ok((method, checked))
 }
 
 /// The TLS settings of a probe: None for the unverified default; built once per CA file.

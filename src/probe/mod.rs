@@ -6,6 +6,7 @@ pub mod dns;
 pub mod exec;
 pub mod grpc;
 pub mod http;
+pub mod http1;
 pub mod http_assert;
 pub mod podexec;
 pub mod resource;
