@@ -835,54 +835,70 @@ async fn dnsmasq() -> Option<Dnsmasq> {
     if !common::need_tool("dnsmasq", "apt-get install dnsmasq-base") {
         return None;
     }
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--user=root",
-            "--group=root",
-            "--pid-file=",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            &format!("--port={port}"),
-            "--local=/test/",
-            "--host-record=web.test,10.0.0.1",
-            "--host-record=web.test,10.0.0.2",
-            "--host-record=v6.test,fd00::1",
-            "--cname=alias.test,web.test",
-            "--mx-host=mail.test,mx1.mail.test,10",
-            "--txt-record=txt.test,v=spf1 -all",
-            "--srv-host=_http._tcp.srv.test,web.test,8080,10,5",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start dnsmasq");
-    let d = Dnsmasq {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-    };
-    // Ready when it answers.
-    let server = d.addr.parse().unwrap();
-    for _ in 0..100 {
-        if dns::query(server, "web.test", dns::QTYPE_A, Duration::from_millis(100))
-            .await
-            .is_ok()
-        {
-            return Some(d);
+    // dnsmasq listens on UDP and TCP: a port free for UDP may be another test's ephemeral TCP
+    // port a moment later, and then dnsmasq exits. Another port is tried then.
+    let mut why = String::new();
+    for _ in 0..5 {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--user=root",
+                "--group=root",
+                "--pid-file=",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                &format!("--port={port}"),
+                "--local=/test/",
+                "--host-record=web.test,10.0.0.1",
+                "--host-record=web.test,10.0.0.2",
+                "--host-record=v6.test,fd00::1",
+                "--cname=alias.test,web.test",
+                "--mx-host=mail.test,mx1.mail.test,10",
+                "--txt-record=txt.test,v=spf1 -all",
+                "--srv-host=_http._tcp.srv.test,web.test,8080,10,5",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start dnsmasq");
+        let mut d = Dnsmasq {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        // Ready when it answers.
+        let server = d.addr.parse().unwrap();
+        for _ in 0..100 {
+            if dns::query(server, "web.test", dns::QTYPE_A, Duration::from_millis(100))
+                .await
+                .is_ok()
+            {
+                return Some(d);
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = d.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                why = format!("dnsmasq on {} exited ({status}): {}", d.addr, err.trim());
+                break;
+            }
+            // Not listening yet: refused at once.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // Not listening yet: refused at once.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if why.is_empty() {
+            panic!("dnsmasq did not answer on {}", d.addr);
+        }
     }
-    panic!("dnsmasq did not answer on {}", d.addr);
+    panic!("{why}");
 }
 
 fn dns_probe(yaml: &str) -> DnsProbe {
