@@ -135,10 +135,20 @@ impl PodRunner {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let name = name.to_string();
         tokio::spawn(async move {
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => debug!(pod = %name, "deleted"),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                Err(e) => warn!(pod = %name, "deleting a check pod: {e}"),
+            // A pod left behind keeps running (a timed-out run's, until its own end) and is
+            // reaped only by retention: a failed request is tried again for about half a minute.
+            let mut delay = std::time::Duration::from_secs(1);
+            for attempt in 1..=5 {
+                match api.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => return debug!(pod = %name, "deleted"),
+                    Err(kube::Error::Api(s)) if s.is_not_found() => return,
+                    Err(e) if attempt == 5 => {
+                        return warn!(pod = %name, "deleting a check pod, gave up: {e}")
+                    }
+                    Err(e) => warn!(pod = %name, "deleting a check pod, trying again: {e}"),
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
             }
         });
     }

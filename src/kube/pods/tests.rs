@@ -354,3 +354,28 @@ async fn pod_creation_the_api_server_asks_to_retry_is_retried_and_a_refusal_is_n
     );
     assert_eq!(posts(&api), 8);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_runs_pod_is_deleted_even_if_the_api_server_fails_at_first() {
+    let failures = std::sync::Mutex::new(vec![(503, "ServiceUnavailable"); 2].into_iter());
+    let (api, client) = StandIn::start(move |seen, _| match seen.method.as_str() {
+        "POST" => (201, seen.body.clone().unwrap_or_default()),
+        "DELETE" => match failures.lock().unwrap().next() {
+            Some((code, reason)) => standin::status(code, reason),
+            None => (
+                200,
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            ),
+        },
+        _ => standin::status(404, "NotFound"),
+    });
+    let (handle, _events) = EngineHandle::channel();
+    let r = PodRunner::new(client, handle, BASE, Retention::default(), leader());
+    let a = run("slow");
+    r.start(a.clone());
+    api.until(1).await;
+    r.stop(&a.key, a.uuid, StopReason::Timeout);
+    api.until(4).await;
+    let deletes = api.seen().iter().filter(|s| s.method == "DELETE").count();
+    assert_eq!(deletes, 3, "{:?}", api.seen());
+}
