@@ -204,6 +204,11 @@ impl Notifier {
                         Done { job, result }
                     });
                 }
+                // What still waits once the free slots took theirs: a notice sent at once was
+                // never waiting.
+                let queued = self.queues[receiver].len() + self.overflow[receiver];
+                self.metrics
+                    .notifications_queued(&self.cfg.receivers[receiver].0, queued as i64);
             }
         }
         let drain = async {
@@ -279,9 +284,6 @@ impl Notifier {
             }
             self.overflow[receiver] = jobs.len().saturating_sub(QUEUE_CAP);
             jobs.truncate(QUEUE_CAP);
-            let name = &self.cfg.receivers[receiver].0;
-            self.metrics
-                .notifications_queued(name, (jobs.len() + self.overflow[receiver]) as i64);
             self.queues[receiver] = jobs.into();
             self.show(receiver);
         }
