@@ -264,10 +264,7 @@ impl<S: AsyncRead + Unpin> Reader<'_, S> {
             if size == 0 {
                 return Ok(());
             }
-            let mut chunk = Vec::new();
-            self.exactly(size.min(limit - out.len()), &mut chunk)
-                .await?;
-            out.extend_from_slice(&chunk);
+            self.exactly(size.min(limit - out.len()), out).await?;
             if out.len() >= limit {
                 return Ok(());
             }

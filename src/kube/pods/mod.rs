@@ -136,19 +136,20 @@ impl PodRunner {
         let name = name.to_string();
         tokio::spawn(async move {
             // A pod left behind keeps running (a timed-out run's, until its own end) and is
-            // reaped only by retention: a failed request is tried again for about half a minute.
-            let mut delay = std::time::Duration::from_secs(1);
-            for attempt in 1..=5 {
+            // reaped only by retention: what the API server says is "later" is tried again, as
+            // a creation is.
+            let mut delay = CREATE_RETRY_FIRST;
+            for attempt in 1.. {
                 match api.delete(&name, &DeleteParams::background()).await {
                     Ok(_) => return debug!(pod = %name, "deleted"),
                     Err(kube::Error::Api(s)) if s.is_not_found() => return,
-                    Err(e) if attempt == 5 => {
-                        return warn!(pod = %name, "deleting a check pod, gave up: {e}")
+                    Err(e) if attempt < 8 && retry_later(&e) => {
+                        warn!(pod = %name, "deleting a check pod, trying again: {e}")
                     }
-                    Err(e) => warn!(pod = %name, "deleting a check pod, trying again: {e}"),
+                    Err(e) => return warn!(pod = %name, "deleting a check pod: {e}"),
                 }
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(CREATE_RETRY_MAX);
             }
         });
     }
